@@ -1,0 +1,486 @@
+//! Trio-style cancel scopes with deadlines.
+
+mod future;
+
+use std::fmt;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::chain::{CAUGHT, Kind, Node};
+use crate::deadline::{self, NO_DEADLINE};
+
+pub use future::{Fail, MoveOn};
+
+/// A region of async code that can be cancelled, by a call to [`cancel`](Self::cancel) or
+/// when its deadline passes.
+///
+/// A `CancelScope` is a cheap, cloneable handle (`Send + Sync`). It runs one future, with
+/// [`move_on`](Self::move_on) (the output is `None` when the scope was cancelled) or
+/// [`fail`](Self::fail) (the output is `Err(Elapsed)`). The free functions [`move_on_after`],
+/// [`move_on_at`], [`fail_after`] and [`fail_at`] build a scope and run a future in one step.
+///
+/// # Semantics
+///
+/// - **Level-triggered.** When the scope is cancelled, the future inside it is *dropped* at
+///   once: no code in the scope runs after the cancellation point. (Python's asyncio can only
+///   deliver a `CancelledError` that the code may catch and ignore; Rust's drop gives the
+///   stronger guarantee for free.)
+/// - **Polled first.** The inner future is polled before the scope looks at its deadline, so a
+///   future that completes without suspending returns its value even if the deadline has
+///   passed or [`cancel`](Self::cancel) was called; [`cancelled_caught`](Self::cancelled_caught)
+///   then stays `false`. Cancellation is delivered at the next suspension point, as in Trio and
+///   `tokio::time::timeout`.
+/// - **Nesting.** When an enclosing scope is cancelled it drops the inner scopes with it; only
+///   the outer one reports `cancelled_caught() == true`. When inner and outer deadlines fall at
+///   the same instant, the *outer* wins (naively nested `tokio::time::timeout`s get this wrong:
+///   the inner one is polled first and claims it).
+/// - **One timer.** The deadline is read and written while the scope runs:
+///   [`set_deadline`](Self::set_deadline) moves the scope's single timer entry, moving it into
+///   the past cancels promptly, and `None` removes it. A scope whose deadline is no earlier than
+///   an enclosing scope's in the same task arms no timer at all.
+/// - **Deadlines flow.** [`current_effective_deadline`] returns the earliest deadline of all
+///   enclosing scopes, also inside tasks spawned by a [`TaskGroup`] in the scope.
+/// - **Relative timeouts** become deadlines when the scope is created (as with
+///   `tokio::time::timeout`), saturating: `Duration::MAX` means "never" and never panics.
+/// - All times are [`tokio::time::Instant`]s, so tokio's paused test clock applies.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::CancelScope;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let scope = CancelScope::with_timeout(Duration::from_secs(1));
+/// let handle = scope.clone();
+/// let out = scope
+///     .move_on(async move {
+///         // Give the work more time while it runs.
+///         handle.set_deadline(Some(Instant::now() + Duration::from_secs(5)));
+///         sleep(Duration::from_secs(3)).await;
+///         "done"
+///     })
+///     .await;
+/// assert_eq!(out, Some("done"));
+/// assert!(!scope.cancelled_caught());
+/// # }
+/// ```
+///
+/// Cancelling from elsewhere:
+///
+/// ```
+/// use std::future::pending;
+/// use quattro::CancelScope;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let scope = CancelScope::new();
+/// let canceller = scope.clone();
+/// tokio::spawn(async move { canceller.cancel() });
+/// assert_eq!(scope.move_on(pending::<()>()).await, None);
+/// assert!(scope.cancelled_caught());
+/// # }
+/// ```
+///
+/// [`current_effective_deadline`]: crate::current_effective_deadline
+/// [`TaskGroup`]: crate::TaskGroup
+#[derive(Clone)]
+pub struct CancelScope {
+    node: Arc<Node>,
+}
+
+impl CancelScope {
+    /// A scope with no deadline, cancelled only by [`cancel`](Self::cancel).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scope = quattro::CancelScope::new();
+    /// assert_eq!(scope.deadline(), None);
+    /// ```
+    pub fn new() -> CancelScope {
+        CancelScope::from_raw(NO_DEADLINE)
+    }
+
+    /// A scope that is cancelled at `deadline`.
+    ///
+    /// A deadline in the past is allowed: the scope cancels at the first suspension of the
+    /// future it runs (a future that is ready on its first poll still returns its value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tokio::time::Instant;
+    ///
+    /// let at = Instant::now() + Duration::from_secs(3);
+    /// assert_eq!(quattro::CancelScope::with_deadline(at).deadline(), Some(at));
+    /// ```
+    pub fn with_deadline(deadline: Instant) -> CancelScope {
+        CancelScope::from_raw(deadline::encode(deadline))
+    }
+
+    /// A scope that is cancelled `timeout` from now.
+    ///
+    /// The deadline is computed here, not when the scope starts running. A timeout too large
+    /// to add to the current instant (such as `Duration::MAX`) gives a deadline about thirty
+    /// years away instead of panicking.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let scope = quattro::CancelScope::with_timeout(Duration::MAX); // "never"; no panic
+    /// assert!(scope.deadline().is_some());
+    /// ```
+    pub fn with_timeout(timeout: Duration) -> CancelScope {
+        CancelScope::with_deadline(deadline::deadline_after(timeout))
+    }
+
+    fn from_raw(raw: u64) -> CancelScope {
+        CancelScope {
+            node: Arc::new(Node::new(Kind::Scope, raw)),
+        }
+    }
+
+    pub(crate) fn from_node(node: Arc<Node>) -> CancelScope {
+        CancelScope { node }
+    }
+
+    /// Cancels the scope.
+    ///
+    /// Idempotent, callable from any thread, before the scope runs (it is then *precancelled*
+    /// and cancels at the first suspension of its future) or while it runs (the task running it
+    /// is woken and drops the inner future). After the scope finished, it does nothing but make
+    /// [`is_cancelled`](Self::is_cancelled) true.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::future::pending;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let scope = quattro::CancelScope::new();
+    /// scope.cancel(); // precancel
+    /// let err = scope.fail(pending::<()>()).await.unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// # }
+    /// ```
+    pub fn cancel(&self) {
+        self.node.cancel();
+    }
+
+    /// The scope's own deadline (not the effective one, which also depends on the enclosing
+    /// scopes: see [`current_effective_deadline`](crate::current_effective_deadline)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// assert_eq!(quattro::CancelScope::new().deadline(), None);
+    /// ```
+    pub fn deadline(&self) -> Option<Instant> {
+        self.node.deadline()
+    }
+
+    /// Moves the deadline, or removes it with `None`.
+    ///
+    /// While the scope runs this takes effect at once: the task running it is woken and resets
+    /// the scope's one timer entry (thousands of moves still leave one timer). A deadline in the
+    /// past cancels the scope at its next suspension. After the scope finished, the call only
+    /// changes what [`deadline`](Self::deadline) returns.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    /// use tokio::time::{sleep, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scope = CancelScope::with_timeout(Duration::from_secs(1));
+    /// let handle = scope.clone();
+    /// let out = scope
+    ///     .move_on(async move {
+    ///         handle.set_deadline(None); // no deadline any more
+    ///         sleep(Duration::from_secs(2)).await;
+    ///     })
+    ///     .await;
+    /// assert_eq!(out, Some(()));
+    /// # }
+    /// ```
+    pub fn set_deadline(&self, deadline: Option<Instant>) {
+        self.node.set_deadline(deadline);
+    }
+
+    /// Whether the scope ended because of its *own* cancellation (its deadline or
+    /// [`cancel`](Self::cancel)), dropping the future it ran.
+    ///
+    /// False while the scope runs, when its future completed (even after a cancellation that
+    /// came too late to interrupt it), and when an enclosing scope's cancellation ended it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scope = CancelScope::with_timeout(Duration::from_millis(5));
+    /// scope.move_on(tokio::time::sleep(Duration::from_secs(1))).await;
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
+    pub fn cancelled_caught(&self) -> bool {
+        self.node.state() & CAUGHT != 0
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called or the deadline has passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scope = quattro::CancelScope::new();
+    /// assert!(!scope.is_cancelled());
+    /// scope.cancel();
+    /// assert!(scope.is_cancelled());
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        self.node.is_cancelled()
+    }
+
+    /// Runs `fut` in this scope; yields `Some(output)`, or `None` if the scope was cancelled
+    /// first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scope = CancelScope::with_timeout(Duration::from_secs(1));
+    /// assert_eq!(scope.move_on(async { 7 }).await, Some(7));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// The returned future panics when it is polled and this scope has already run (a scope
+    /// runs once; create a new one for each run).
+    pub fn move_on<F: IntoFuture>(&self, fut: F) -> MoveOn<F::IntoFuture> {
+        MoveOn::new(self.node.clone(), fut.into_future())
+    }
+
+    /// Runs `fut` in this scope; yields `Ok(output)`, or `Err(Elapsed)` if the scope was
+    /// cancelled first.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scope = CancelScope::with_timeout(Duration::from_secs(1));
+    /// assert_eq!(scope.fail(async { 7 }).await, Ok(7));
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// The returned future panics when it is polled and this scope has already run.
+    ///
+    /// # Errors
+    ///
+    /// The future yields [`Elapsed`](crate::Elapsed) when this scope is cancelled before `fut`
+    /// completes; the error says whether the deadline or `cancel()` did it.
+    pub fn fail<F: IntoFuture>(&self, fut: F) -> Fail<F::IntoFuture> {
+        Fail::new(self.node.clone(), fut.into_future())
+    }
+
+    /// Cancels this scope when `token` is cancelled (at once if it already is).
+    ///
+    /// Any number of tokens can be linked, before or while the scope runs. The scope notices the
+    /// token when its future is polled; the token's cancellation then wakes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::future::pending;
+    /// use tokio_util::sync::CancellationToken;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let token = CancellationToken::new();
+    /// let scope = quattro::CancelScope::new();
+    /// scope.cancel_on(token.clone());
+    /// token.cancel();
+    /// assert_eq!(scope.move_on(pending::<()>()).await, None);
+    /// # }
+    /// ```
+    pub fn cancel_on(&self, token: CancellationToken) {
+        self.node.link_token(token);
+    }
+
+    /// A token that is cancelled when this scope is: by [`cancel`](Self::cancel), or when the
+    /// running scope sees its deadline pass.
+    ///
+    /// Hand it to code that takes a `CancellationToken`. Cancelling the token does *not*
+    /// cancel the scope (link it with [`cancel_on`](Self::cancel_on) for that).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let scope = quattro::CancelScope::new();
+    /// let token = scope.cancellation_token();
+    /// scope.cancel();
+    /// assert!(token.is_cancelled());
+    /// ```
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.node.token()
+    }
+}
+
+impl Default for CancelScope {
+    fn default() -> CancelScope {
+        CancelScope::new()
+    }
+}
+
+impl fmt::Debug for CancelScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CancelScope")
+            .field("deadline", &self.deadline())
+            .field("is_cancelled", &self.is_cancelled())
+            .field("cancelled_caught", &self.cancelled_caught())
+            .finish()
+    }
+}
+
+/// Runs `fut` with a deadline `timeout` from now; yields `None` if the deadline passes first.
+///
+/// The deadline is computed at the call. `Duration::MAX` means "never". Use
+/// [`MoveOn::cancel_scope`] to get a handle on the scope.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::move_on_after;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let fast = move_on_after(Duration::from_secs(1), async { 1 }).await;
+/// let slow = move_on_after(Duration::from_secs(1), async {
+///     sleep(Duration::from_secs(5)).await;
+///     2
+/// })
+/// .await;
+/// assert_eq!((fast, slow), (Some(1), None));
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops `fut` at once.
+pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::IntoFuture> {
+    CancelScope::with_timeout(timeout).move_on(fut)
+}
+
+/// Runs `fut` with the given deadline; yields `None` if the deadline passes first.
+///
+/// A deadline in the past cancels at the first suspension of `fut`.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::move_on_at;
+/// use tokio::time::{sleep, Instant};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let deadline = Instant::now() + Duration::from_secs(1);
+/// assert_eq!(move_on_at(deadline, sleep(Duration::from_secs(2))).await, None);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops `fut` at once.
+pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFuture> {
+    CancelScope::with_deadline(deadline).move_on(fut)
+}
+
+/// Runs `fut` with a deadline `timeout` from now; yields `Err(Elapsed)` if the deadline passes
+/// first.
+///
+/// The deadline is computed at the call. `Duration::MAX` means "never".
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::fail_after;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let res = fail_after(Duration::from_secs(1), std::future::pending::<()>()).await;
+/// assert!(res.unwrap_err().is_deadline_reached());
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Elapsed`](crate::Elapsed) when the deadline passes (or the scope is cancelled through
+/// [`Fail::cancel_scope`]) before `fut` completes.
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops `fut` at once.
+pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFuture> {
+    CancelScope::with_timeout(timeout).fail(fut)
+}
+
+/// Runs `fut` with the given deadline; yields `Err(Elapsed)` if the deadline passes first.
+///
+/// This is the form for request deadlines: pass the deadline the request came with.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::fail_at;
+/// use tokio::time::Instant;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let deadline = Instant::now() + Duration::from_secs(1);
+/// assert_eq!(fail_at(deadline, async { "fast" }).await, Ok("fast"));
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`Elapsed`](crate::Elapsed) when the deadline passes (or the scope is cancelled through
+/// [`Fail::cancel_scope`]) before `fut` completes.
+///
+/// # Cancel safety
+///
+/// Dropping the returned future drops `fut` at once.
+pub fn fail_at<F: IntoFuture>(deadline: Instant, fut: F) -> Fail<F::IntoFuture> {
+    CancelScope::with_deadline(deadline).fail(fut)
+}

@@ -1,0 +1,436 @@
+//! The futures that run a cancel scope: [`MoveOn`] and [`Fail`], both thin layers over
+//! [`Scoped`], which does the work.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker, ready};
+
+use pin_project::{pin_project, pinned_drop};
+use tokio::time::{Sleep, sleep_until};
+use tokio_util::sync::WaitForCancellationFutureOwned;
+
+use crate::chain::{
+    self, CANCEL_REQUESTED, CANCELLED, CAUGHT, DEADLINE_CHANGED, Enter, FINISHED, Node,
+    TOKENS_CHANGED,
+};
+use crate::deadline::{self, NO_DEADLINE};
+use crate::{CancelScope, Elapsed};
+
+/// Where a [`Scoped`] future is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Built, not yet polled: the scope is entered on the first poll.
+    Idle,
+    /// The inner future runs.
+    Running,
+    /// The inner future is gone; aborted tasks handed to the scope are being awaited.
+    Draining,
+    /// The output was returned.
+    Done,
+}
+
+/// How the scope learns that its deadline passed.
+enum Timer {
+    /// No timer needed: no deadline, or not decided yet.
+    None,
+    /// An enclosing scope polled by the same task has an earlier or equal deadline; its timer
+    /// fires first and wins the tie. Kept until the deadlines change or that scope finishes.
+    Ancestor { covering: Arc<Node>, epoch: u64 },
+    /// The scope's own timer (in `Scoped::sleep`) is armed.
+    Own,
+}
+
+/// Runs a future inside a cancel scope; yields its output or why the scope cancelled it.
+#[pin_project(PinnedDrop, project = ScopedProj)]
+pub(crate) struct Scoped<F: Future> {
+    #[pin]
+    inner: Option<F>,
+    /// The scope's node. `None` only while it is the thread's current node, during a poll.
+    node: Option<Arc<Node>>,
+    #[pin]
+    sleep: Option<Sleep>,
+    timer: Timer,
+    /// The waker last handed to the node, so that it is replaced only when it changes.
+    waker: Option<Waker>,
+    tokens: Vec<Pin<Box<WaitForCancellationFutureOwned>>>,
+    output: Option<Result<F::Output, Elapsed>>,
+    phase: Phase,
+}
+
+impl<F: Future> Scoped<F> {
+    pub(crate) fn new(node: Arc<Node>, inner: F) -> Scoped<F> {
+        Scoped {
+            inner: Some(inner),
+            node: Some(node),
+            sleep: None,
+            timer: Timer::None,
+            waker: None,
+            tokens: Vec::new(),
+            output: None,
+            phase: Phase::Idle,
+        }
+    }
+
+    fn node(&self) -> &Arc<Node> {
+        self.node.as_ref().expect("node is only lent out during a poll")
+    }
+
+    fn get_ref(&self) -> Option<&F> {
+        self.inner.as_ref()
+    }
+
+    fn inner_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        self.project().inner.as_pin_mut()
+    }
+
+    fn phase(&self) -> Phase {
+        self.phase
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    #[track_caller]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        match *this.phase {
+            Phase::Idle => {
+                let node = this.node.as_ref().expect("node present outside a poll");
+                node.enter(chain::current());
+                *this.phase = Phase::Running;
+            }
+            Phase::Running => {}
+            Phase::Draining => return poll_drain(this, cx),
+            Phase::Done => panic!("a cancel scope future was polled after it completed"),
+        }
+
+        // The inner future is polled first: a future that completes without suspending returns
+        // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
+        // suspension point, as in Trio and `tokio::time::timeout`).
+        let polled = {
+            let _enter = Enter::new(this.node);
+            let inner = this.inner.as_mut().as_pin_mut();
+            inner.expect("inner future present while running").poll(cx)
+        };
+        if let Poll::Ready(value) = polled {
+            drop_inner(this.node, this.inner.as_mut());
+            *this.output = Some(Ok(value));
+            *this.phase = Phase::Draining;
+            return poll_drain(this, cx);
+        }
+
+        let node = this.node.as_ref().expect("node returned after the poll");
+        register_waker(node, this.waker, cx.waker());
+        let flags = node.take_flags(DEADLINE_CHANGED | TOKENS_CHANGED);
+        if flags & TOKENS_CHANGED != 0 {
+            watch_tokens(node, this.tokens);
+        }
+        if flags & DEADLINE_CHANGED != 0 || timer_stale(this.timer) {
+            arm_timer(node, this.timer, this.sleep.as_mut());
+        }
+        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
+            if sleep.poll(cx).is_ready() {
+                node.mark_deadline_reached();
+            }
+        }
+        if this.tokens.iter_mut().any(|t| t.as_mut().poll(cx).is_ready()) {
+            node.cancel();
+        }
+
+        let state = node.state();
+        if state & CANCELLED == 0 || node.ancestor_cancelled() {
+            // An enclosing scope that is cancelled too claims the cancellation: it will drop
+            // this future, and its timer or `cancel()` has woken (or will wake) this task.
+            return Poll::Pending;
+        }
+        node.set_flags(CAUGHT);
+        tracing::debug!(deadline = ?node.deadline(), "cancel scope cancelled");
+        drop_inner(this.node, this.inner.as_mut());
+        let err = if state & CANCEL_REQUESTED != 0 {
+            Elapsed::cancelled()
+        } else {
+            Elapsed::deadline()
+        };
+        *this.output = Some(Err(err));
+        *this.phase = Phase::Draining;
+        poll_drain(this, cx)
+    }
+}
+
+/// Drops the inner future with the scope's node current, so that its destructors still see
+/// the scope's deadline and hand orphaned tasks to this scope.
+fn drop_inner<F>(node: &mut Option<Arc<Node>>, mut inner: Pin<&mut Option<F>>) {
+    if inner.is_some() {
+        let _enter = Enter::new(node);
+        inner.set(None);
+    }
+}
+
+/// Waits for the tasks handed to this scope, then marks it finished and yields the output.
+fn poll_drain<F: Future>(
+    mut this: ScopedProj<'_, F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Elapsed>> {
+    let node = this.node.as_ref().expect("node present outside a poll");
+    if node.state() & FINISHED == 0 {
+        ready!(node.poll_orphans(cx));
+        if node.finish() {
+            // Orphans arrived between the drain and `finish`; later ones go further up.
+            ready!(node.poll_orphans(cx));
+        }
+    } else {
+        ready!(node.poll_orphans(cx));
+    }
+    *this.phase = Phase::Done;
+    this.sleep.set(None);
+    Poll::Ready(this.output.take().expect("output stored before draining"))
+}
+
+fn register_waker(node: &Node, local: &mut Option<Waker>, waker: &Waker) {
+    if !local.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        node.register_waker(waker);
+        *local = Some(waker.clone());
+    }
+}
+
+fn watch_tokens(node: &Node, tokens: &mut Vec<Pin<Box<WaitForCancellationFutureOwned>>>) {
+    tokens.extend(
+        node.take_linked_tokens()
+            .into_iter()
+            .map(|token| Box::pin(token.cancelled_owned())),
+    );
+}
+
+/// Whether the timer decision must be made (again): never made, or made on the strength of
+/// an ancestor whose deadline may have moved or which has finished.
+fn timer_stale(timer: &Timer) -> bool {
+    match timer {
+        Timer::None => true,
+        Timer::Own => false,
+        Timer::Ancestor { covering, epoch } => {
+            *epoch != chain::deadline_epoch() || covering.state() & FINISHED != 0
+        }
+    }
+}
+
+/// Arms, moves or disarms the scope's single timer for its current deadline.
+fn arm_timer(node: &Node, timer: &mut Timer, mut sleep: Pin<&mut Option<Sleep>>) {
+    let epoch = chain::deadline_epoch();
+    let raw = node.deadline_raw();
+    if raw == NO_DEADLINE {
+        // Not `Timer::None`, which means "undecided": an `Own` timer that is disarmed.
+        *timer = Timer::Own;
+        sleep.set(None);
+        return;
+    }
+    if let Some(covering) = node.covering_ancestor_in_task(raw) {
+        *timer = Timer::Ancestor { covering, epoch };
+        sleep.set(None);
+        return;
+    }
+    *timer = Timer::Own;
+    let at = deadline::decode(raw).expect("checked above");
+    match sleep.as_mut().as_pin_mut() {
+        // One timer entry for the scope's whole life: moving the deadline resets it.
+        Some(armed) => armed.reset(at),
+        None => sleep.set(Some(sleep_until(at))),
+    }
+}
+
+#[pinned_drop]
+impl<F: Future> PinnedDrop for Scoped<F> {
+    fn drop(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if *this.phase == Phase::Idle {
+            return;
+        }
+        drop_inner(this.node, this.inner.as_mut());
+        let node = this.node.as_ref().expect("node present outside a poll");
+        // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
+        // handed to this scope and not yet drained goes to the nearest live ancestor.
+        node.finish();
+        if let Some(parent) = node.parent() {
+            for orphan in node.take_orphans() {
+                parent.adopt(orphan);
+            }
+        } else {
+            drop(node.take_orphans());
+        }
+    }
+}
+
+/// Shows the scope's state and the phase of the future.
+fn debug_scoped<F: Future>(scoped: &Scoped<F>, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let scope = CancelScope::from_node(scoped.node().clone());
+    f.debug_struct(name)
+        .field("phase", &scoped.phase())
+        .field("deadline", &scope.deadline())
+        .field("is_cancelled", &scope.is_cancelled())
+        .field("cancelled_caught", &scope.cancelled_caught())
+        .finish()
+}
+
+/// Future returned by [`CancelScope::move_on`], [`move_on_after`] and [`move_on_at`]: runs a
+/// future inside a cancel scope and yields `Some(output)`, or `None` when the scope was
+/// cancelled first.
+///
+/// See [`CancelScope`] for the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::move_on_after;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let fut = move_on_after(Duration::from_millis(10), tokio::time::sleep(Duration::from_secs(1)));
+/// let scope = fut.cancel_scope();
+/// assert_eq!(fut.await, None);
+/// assert!(scope.cancelled_caught());
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Panics when polled after it completed, and when its scope was already run by another
+/// future (a scope runs once).
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the inner future at once (while the scope's deadline is still
+/// visible to its destructors) and does not wait for anything.
+///
+/// [`move_on_after`]: crate::move_on_after
+/// [`move_on_at`]: crate::move_on_at
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct MoveOn<F: Future> {
+    #[pin]
+    scoped: Scoped<F>,
+}
+
+impl<F: Future> MoveOn<F> {
+    pub(crate) fn new(node: Arc<Node>, inner: F) -> MoveOn<F> {
+        MoveOn {
+            scoped: Scoped::new(node, inner),
+        }
+    }
+
+    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
+    /// completed, ask whether it was cancelled.
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.scoped.node().clone())
+    }
+
+    /// The inner future, unless it completed or was dropped by a cancellation.
+    pub fn get_ref(&self) -> Option<&F> {
+        self.scoped.get_ref()
+    }
+
+    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        self.project().scoped.inner_pin_mut()
+    }
+}
+
+impl<F: Future> Future for MoveOn<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().scoped.poll(cx).map(Result::ok)
+    }
+}
+
+impl<F: Future> fmt::Debug for MoveOn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_scoped(&self.scoped, "MoveOn", f)
+    }
+}
+
+/// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`]: runs a future
+/// inside a cancel scope and yields `Ok(output)`, or `Err(Elapsed)` when the scope was
+/// cancelled first.
+///
+/// The error tells whether the deadline was reached or [`CancelScope::cancel`] was called.
+/// See [`CancelScope`] for the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::fail_after;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let slow = tokio::time::sleep(Duration::from_secs(1));
+/// let err = fail_after(Duration::from_millis(10), slow).await.unwrap_err();
+/// assert!(err.is_deadline_reached());
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Panics when polled after it completed, and when its scope was already run by another
+/// future (a scope runs once).
+///
+/// # Errors
+///
+/// [`Elapsed`] when the scope was cancelled (deadline or `cancel()`) before the inner future
+/// completed. A cancellation of an *enclosing* scope is not this future's error: the
+/// enclosing scope drops this future instead.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the inner future at once (while the scope's deadline is still
+/// visible to its destructors) and does not wait for anything.
+///
+/// [`fail_after`]: crate::fail_after
+/// [`fail_at`]: crate::fail_at
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Fail<F: Future> {
+    #[pin]
+    scoped: Scoped<F>,
+}
+
+impl<F: Future> Fail<F> {
+    pub(crate) fn new(node: Arc<Node>, inner: F) -> Fail<F> {
+        Fail {
+            scoped: Scoped::new(node, inner),
+        }
+    }
+
+    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
+    /// completed, ask whether it was cancelled.
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.scoped.node().clone())
+    }
+
+    /// The inner future, unless it completed or was dropped by a cancellation.
+    pub fn get_ref(&self) -> Option<&F> {
+        self.scoped.get_ref()
+    }
+
+    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        self.project().scoped.inner_pin_mut()
+    }
+}
+
+impl<F: Future> Future for Fail<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().scoped.poll(cx)
+    }
+}
+
+impl<F: Future> fmt::Debug for Fail<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_scoped(&self.scoped, "Fail", f)
+    }
+}
