@@ -17,6 +17,7 @@
 mod chain;
 mod deadline;
 mod error;
+pub mod propagate;
 mod scope;
 
 pub use deadline::current_effective_deadline;
