@@ -250,7 +250,9 @@ impl FromStr for GrpcTimeout {
 
     fn from_str(s: &str) -> Result<GrpcTimeout, ParseTimeoutError> {
         let bytes = s.as_bytes();
-        let (&symbol, digits) = bytes.split_last().ok_or(ParseTimeoutError::new(Kind::Empty))?;
+        let (&symbol, digits) = bytes
+            .split_last()
+            .ok_or(ParseTimeoutError::new(Kind::Empty))?;
         let unit = Unit::from_symbol(symbol).ok_or_else(|| {
             ParseTimeoutError::new(if symbol.is_ascii_digit() {
                 Kind::MissingUnit
@@ -469,7 +471,9 @@ impl ParseTimeoutError {
 
 impl fmt::Debug for ParseTimeoutError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ParseTimeoutError").field(&self.kind).finish()
+        f.debug_tuple("ParseTimeoutError")
+            .field(&self.kind)
+            .finish()
     }
 }
 

@@ -1,0 +1,378 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+use quattro::propagate::{
+    GrpcTimeout, deadline_from_header, decode_timeout, encode_timeout, header_value, remaining,
+};
+use quattro::{CancelScope, current_effective_deadline, fail_after, fail_at, move_on_after};
+use tokio::time::{Instant, advance};
+
+const SEC: u64 = 1_000_000_000;
+const MAX_NANOS: u128 = 99_999_999 * 3600 * SEC as u128;
+
+fn nanos(n: u128) -> Duration {
+    let sec = u128::from(SEC);
+    Duration::new(
+        u64::try_from(n / sec).unwrap(),
+        u32::try_from(n % sec).unwrap(),
+    )
+}
+
+fn encoded(d: Duration) -> String {
+    encode_timeout(d).to_string()
+}
+
+/// The length of one unit of an encoded value, read from its unit letter.
+fn unit_of(wire: &str) -> Duration {
+    let letter = wire.chars().last().unwrap();
+    decode_timeout(&format!("1{letter}")).unwrap()
+}
+
+// Each unit, at the largest value it can hold and at the first value that does not fit.
+#[test]
+fn encode_at_every_unit_boundary() {
+    let cases: &[(u128, &str)] = &[
+        (0, "0n"),
+        (1, "1n"),
+        (99_999_999, "99999999n"),
+        (100_000_000, "100000u"),
+        (100_000_999, "100000u"),
+        (99_999_999_000, "99999999u"),
+        (99_999_999_999, "99999999u"),
+        (100_000_000_000, "100000m"),
+        (99_999_999_000_000, "99999999m"),
+        (99_999_999_999_999, "99999999m"),
+        (100_000_000_000_000, "100000S"),
+        (99_999_999 * 1_000_000_000, "99999999S"),
+        (100_000_000 * 1_000_000_000, "1666666M"),
+        (99_999_999 * 60 * 1_000_000_000, "99999999M"),
+        (100_000_000 * 60 * 1_000_000_000, "1666666H"),
+        (MAX_NANOS, "99999999H"),
+        (MAX_NANOS + 3600 * 1_000_000_000, "99999999H"),
+    ];
+    for &(n, wire) in cases {
+        assert_eq!(encoded(nanos(n)), wire, "{n} ns");
+    }
+}
+
+#[test]
+fn round_trip_of_exact_values() {
+    for d in [
+        Duration::ZERO,
+        Duration::from_nanos(1),
+        Duration::from_nanos(99_999_999),
+        Duration::from_micros(99_999_999),
+        Duration::from_millis(99_999_999),
+        Duration::from_secs(99_999_999),
+        Duration::from_secs(99_999_999 * 60),
+        Duration::from_secs(99_999_999 * 3600),
+        Duration::from_secs(1),
+        Duration::from_millis(1500),
+    ] {
+        assert_eq!(encode_timeout(d).to_duration(), d, "{d:?}");
+        assert_eq!(decode_timeout(&encoded(d)), Ok(d), "{d:?}");
+    }
+}
+
+#[test]
+fn max_of_every_unit_decodes() {
+    let cases = [
+        ("99999999n", Duration::from_nanos(99_999_999)),
+        ("99999999u", Duration::from_micros(99_999_999)),
+        ("99999999m", Duration::from_millis(99_999_999)),
+        ("99999999S", Duration::from_secs(99_999_999)),
+        ("99999999M", Duration::from_secs(99_999_999 * 60)),
+        ("99999999H", Duration::from_secs(99_999_999 * 3600)),
+    ];
+    for (wire, d) in cases {
+        assert_eq!(decode_timeout(wire), Ok(d), "{wire}");
+        let parsed: GrpcTimeout = wire.parse().unwrap();
+        assert_eq!(parsed.to_string(), wire);
+    }
+}
+
+#[test]
+fn encode_picks_the_finest_unit() {
+    // Whole seconds, minutes and hours still go out in the finest unit that holds them, so the
+    // receiver gets the exact value.
+    assert_eq!(encoded(Duration::from_secs(1)), "1000000u");
+    assert_eq!(encoded(Duration::from_secs(60)), "60000000u");
+    assert_eq!(encoded(Duration::from_secs(3600)), "3600000m");
+    assert_eq!(encoded(Duration::from_millis(99)), "99000000n");
+}
+
+#[test]
+fn encode_rounds_down() {
+    // 100 s + 999 us: milliseconds are needed, the 999 us are dropped, not rounded up.
+    let d = Duration::from_secs(100) + Duration::from_micros(999);
+    assert_eq!(encoded(d), "100000m");
+    assert!(encode_timeout(d).to_duration() <= d);
+}
+
+#[test]
+fn duration_max_saturates() {
+    let timeout = encode_timeout(Duration::MAX);
+    assert_eq!(timeout.to_string(), "99999999H");
+    assert_eq!(
+        timeout.to_duration(),
+        Duration::from_secs(99_999_999 * 3600)
+    );
+}
+
+#[test]
+fn zero_is_expired() {
+    assert!(encode_timeout(Duration::ZERO).is_expired());
+    assert!("0H".parse::<GrpcTimeout>().unwrap().is_expired());
+    assert!(!encode_timeout(Duration::from_nanos(1)).is_expired());
+}
+
+#[test]
+fn leading_zeros_are_accepted() {
+    assert_eq!(decode_timeout("00000001S"), Ok(Duration::from_secs(1)));
+    assert_eq!(decode_timeout("00000000n"), Ok(Duration::ZERO));
+}
+
+#[test]
+fn malformed_values_are_rejected() {
+    let cases = [
+        ("", "empty grpc-timeout value"),
+        ("10", "grpc-timeout value has no unit"),
+        ("S", "grpc-timeout value has no digits"),
+        ("123456789S", "grpc-timeout value has more than 8 digits"),
+        (
+            "99999999999999999999999999H",
+            "grpc-timeout value has more than 8 digits",
+        ),
+        ("000000001n", "grpc-timeout value has more than 8 digits"),
+        (
+            "10x",
+            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
+        ),
+        (
+            "10s",
+            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
+        ),
+        (
+            "10h",
+            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
+        ),
+        (
+            "10µ",
+            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
+        ),
+        (
+            "1S ",
+            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
+        ),
+        (
+            "+1S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "-1S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            " 1S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "1 S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "1.5S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "１S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "é1S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+        (
+            "1_000S",
+            "grpc-timeout value has a character that is not an ASCII digit",
+        ),
+    ];
+    for (wire, message) in cases {
+        let err = decode_timeout(wire).expect_err(wire);
+        assert_eq!(err.to_string(), message, "{wire:?}");
+        assert_eq!(deadline_from_header(wire).unwrap_err(), err);
+        assert_eq!(wire.parse::<GrpcTimeout>().unwrap_err(), err);
+    }
+}
+
+#[test]
+fn error_is_a_std_error() {
+    let err: Box<dyn std::error::Error + Send + Sync> = decode_timeout("").unwrap_err().into();
+    assert_eq!(err.to_string(), "empty grpc-timeout value");
+    assert!(format!("{err:?}").starts_with("ParseTimeoutError"));
+}
+
+#[test]
+fn debug_shows_the_wire_form() {
+    assert_eq!(
+        format!("{:?}", encode_timeout(Duration::from_millis(200))),
+        "GrpcTimeout(200000u)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_deadline_outside_scopes() {
+    assert_eq!(remaining(), None);
+    assert_eq!(header_value(), None);
+    // A scope without a deadline adds none.
+    let inside = CancelScope::new()
+        .move_on(async { (remaining(), header_value()) })
+        .await;
+    assert_eq!(inside, Some((None, None)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn remaining_follows_nested_scopes() {
+    move_on_after(Duration::from_secs(10), async {
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(remaining(), Some(Duration::from_secs(9)));
+        assert_eq!(header_value().unwrap().to_string(), "9000000u");
+
+        move_on_after(Duration::from_secs(2), async {
+            assert_eq!(remaining(), Some(Duration::from_secs(2)));
+            advance(Duration::from_millis(500)).await;
+            assert_eq!(remaining(), Some(Duration::from_millis(1500)));
+            assert_eq!(header_value().unwrap().to_string(), "1500000u");
+        })
+        .await
+        .unwrap();
+
+        // A later inner deadline leaves the outer one in force.
+        fail_after(Duration::from_secs(60), async {
+            assert_eq!(remaining(), Some(Duration::from_millis(8500)));
+        })
+        .await
+        .unwrap();
+
+        advance(Duration::from_millis(8499)).await;
+        assert_eq!(header_value().unwrap().to_string(), "1000000n");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn passed_deadline_sends_zero() {
+    let past = Instant::now() - Duration::from_secs(1);
+    // A future that finishes without suspending runs even though its deadline has passed;
+    // what it would send must then say "expired".
+    let sent = fail_at(past, async { (remaining(), header_value()) })
+        .await
+        .unwrap();
+    assert_eq!(sent.0, Some(Duration::ZERO));
+    let sent = sent.1.unwrap();
+    assert_eq!(sent.to_string(), "0n");
+    assert!(sent.is_expired());
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_scope_sends_zero() {
+    let scope = CancelScope::new();
+    let inner = scope.clone();
+    let sent = scope
+        .fail(async move {
+            inner.cancel();
+            header_value()
+        })
+        .await
+        .unwrap();
+    assert_eq!(sent.map(|t| t.to_string()).as_deref(), Some("0n"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_sees_the_client_deadline() {
+    let (client_deadline, wire) = move_on_after(Duration::from_millis(250), async {
+        advance(Duration::from_millis(40)).await;
+        (
+            current_effective_deadline().unwrap(),
+            header_value().unwrap().to_string(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(wire, "210000u");
+
+    // No time passes in transit on the paused clock, so the server's deadline is the client's.
+    let deadline = deadline_from_header(&wire).unwrap();
+    assert_eq!(deadline, client_deadline);
+    let seen = fail_at(deadline, async { current_effective_deadline() })
+        .await
+        .unwrap();
+    assert_eq!(seen, Some(client_deadline));
+}
+
+#[tokio::test(start_paused = true)]
+async fn zero_header_is_already_expired() {
+    let deadline = deadline_from_header("0n").unwrap();
+    assert_eq!(deadline, Instant::now());
+    let out = fail_at(deadline, tokio::time::sleep(Duration::from_nanos(1))).await;
+    assert!(out.unwrap_err().is_deadline_reached());
+}
+
+#[tokio::test(start_paused = true)]
+async fn largest_header_does_not_overflow() {
+    let deadline = deadline_from_header("99999999H").unwrap();
+    assert!(deadline > Instant::now() + Duration::from_secs(86400 * 365 * 20));
+}
+
+/// Durations spread over every unit: a random number of bits, then a random value of that size,
+/// up to 99999999 hours.
+fn any_timeout() -> impl Strategy<Value = Duration> {
+    (0u32..=69, any::<u128>()).prop_map(|(bits, raw)| {
+        let n = if bits == 0 { 0 } else { raw >> (128 - bits) };
+        nanos(n.min(MAX_NANOS))
+    })
+}
+
+proptest! {
+    #[test]
+    fn round_trip_loses_less_than_one_unit(d in any_timeout()) {
+        let timeout = encode_timeout(d);
+        let wire = timeout.to_string();
+        let back = decode_timeout(&wire).unwrap();
+        prop_assert_eq!(back, timeout.to_duration());
+        // Rounded down: never more time than there is, and less than one unit less.
+        prop_assert!(back <= d, "{wire} gives {back:?} > {d:?}");
+        prop_assert!(d - back < unit_of(&wire), "{wire} loses too much of {d:?}");
+        prop_assert!(wire.len() <= 9);
+    }
+
+    #[test]
+    fn encode_uses_the_finest_unit_that_fits(d in any_timeout()) {
+        let wire = encoded(d);
+        let finer = match wire.chars().last().unwrap() {
+            'n' => return Ok(()),
+            'u' => Duration::from_nanos(1),
+            'm' => Duration::from_micros(1),
+            'S' => Duration::from_millis(1),
+            'M' => Duration::from_secs(1),
+            'H' => Duration::from_secs(60),
+            other => panic!("unexpected unit {other}"),
+        };
+        prop_assert!(d.as_nanos() / finer.as_nanos() > 99_999_999, "{wire} for {d:?}");
+    }
+
+    #[test]
+    fn valid_values_survive_a_reencode(wire in "[0-9]{1,8}[HMSmun]") {
+        let d = decode_timeout(&wire).unwrap();
+        prop_assert_eq!(decode_timeout(&encoded(d)), Ok(d));
+    }
+
+    #[test]
+    fn decode_never_panics(s in any::<String>()) {
+        if let Ok(d) = decode_timeout(&s) {
+            prop_assert!(d <= Duration::from_secs(99_999_999 * 3600));
+            prop_assert!(s.len() >= 2 && s.len() <= 9 && s.is_ascii());
+        }
+    }
+}
