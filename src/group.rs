@@ -1,0 +1,592 @@
+//! Task groups: structured fan-out where no task outlives the group and no error is lost.
+//!
+//! The types here are re-exported at the crate root except [`Builder`] and [`TaskBuilder`],
+//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`].
+
+mod child;
+mod handle;
+mod scope;
+mod shared;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use handle::TaskHandle;
+pub use scope::GroupScope;
+
+use scope::Options;
+use shared::{Role, Shared};
+
+/// A handle to a running task group: spawns tasks into it and cancels it.
+///
+/// A group is the tokio form of Python's `async with TaskGroup() as tg:` and Trio's nursery.
+/// [`TaskGroup::scope`] runs a *body* with a handle to a new group and returns when the body
+/// and every task spawned into the group are done:
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::TaskGroup;
+///
+/// # async fn fetch(i: u32) -> Result<u32, std::io::Error> { Ok(i) }
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), quattro::GroupError<std::io::Error>> {
+/// let total = TaskGroup::builder()
+///     .concurrency_limit(4) // at most 4 fetches at once; the rest wait, unspawned
+///     .scope(|tg| async move {
+///         tg.spawn_background(async {
+///             loop {
+///                 tokio::time::sleep(Duration::from_secs(1)).await; // a heartbeat
+///             }
+///         });
+///         let handles: Vec<_> = (0..10).map(|i| tg.spawn(fetch(i))).collect();
+///         let mut total = 0;
+///         for handle in handles {
+///             total += handle.await.unwrap_or(0);
+///         }
+///         Ok(total)
+///     })
+///     .await?;
+/// assert_eq!(total, 45);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Semantics
+///
+/// - **No leaked tasks.** `scope` returns when the body and every *normal* task have finished;
+///   *background* tasks (see [`spawn_background`](Self::spawn_background)) are then aborted and
+///   dropped before it returns. When the group is cancelled (by a failure, by
+///   [`cancel`](Self::cancel), or by an enclosing cancel scope), every task is aborted, and the
+///   group (or the enclosing scope) returns only once every task's future has been dropped.
+/// - **No lost errors.** A task that returns `Err`, and a body that returns `Err`, cancel the
+///   group: the other tasks are aborted, the body is dropped, queued tasks are dropped
+///   unspawned. `scope` then returns a [`GroupError`] holding *every* error, in order of
+///   occurrence, each labelled with its task's id and name; errors that arrive while the
+///   group is cancelling are kept too. Aborted tasks add nothing to it.
+/// - **Panics propagate.** A panicking task or body cancels the group the same way; once every
+///   task is dropped, the first panic is resumed in the task awaiting `scope` (other failures
+///   are logged with `tracing::error!`). [`Builder::capture_panics`] records panics in the
+///   `GroupError` instead, for servers that must survive a panicking handler.
+/// - **Deadlines flow.** Every task runs with the deadlines of the cancel scopes that enclose
+///   the *group* (Trio's rule): [`current_effective_deadline`] inside a task, and inside its
+///   destructors, is the one around the group.
+/// - **Concurrency limit.** With [`Builder::concurrency_limit`], at most `n` normal tasks run at
+///   once; the others wait in a FIFO queue as plain futures and are spawned when a slot frees,
+///   so a million queued items cost a million futures, not a million tasks. A group checks for
+///   a failure before it starts the next queued task.
+/// - **Spawning into a finished or cancelling group** never runs the future and never panics:
+///   the returned handle resolves to a cancelled [`TaskError`].
+/// - **Tracing.** The group has a `task_group` span (parented to the span that was current
+///   when the group first ran) and every task a `task` span inside it, with the task's name.
+///
+/// The handle is cheap to clone and `Send + Sync` (when `E: Send`): move clones into tasks to
+/// let them spawn siblings.
+///
+/// # Comparison to `JoinSet`
+///
+/// A `JoinSet` aborts its tasks when dropped, but leaves the rest to you: joining every task,
+/// noticing the first error, aborting the others, collecting their errors, bounding
+/// concurrency, and waiting for aborted tasks to actually stop. A group does all of that, and
+/// carries deadlines into its tasks.
+///
+/// [`current_effective_deadline`]: crate::current_effective_deadline
+/// [`GroupError`]: crate::GroupError
+/// [`TaskError`]: crate::TaskError
+pub struct TaskGroup<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> Clone for TaskGroup<E> {
+    fn clone(&self) -> Self {
+        TaskGroup {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl TaskGroup<()> {
+    /// Options for a new group: a concurrency limit, capturing panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::builder()
+    ///     .concurrency_limit(2)
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { Ok::<_, ()>(()) });
+    ///         Ok(1)
+    ///     })
+    ///     .await;
+    /// assert_eq!(out.unwrap(), 1);
+    /// # }
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            options: Options::default(),
+        }
+    }
+
+    /// Runs `body` with a handle to a new group, with no concurrency limit; see
+    /// [`Builder::scope`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>("no") });
+    ///     std::future::pending::<()>().await; // dropped when the task fails
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.errors().collect::<Vec<_>>(), [&"no"]);
+    /// # }
+    /// ```
+    pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, Fut, R, E>
+    where
+        B: FnOnce(TaskGroup<E>) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        E: Send + 'static,
+    {
+        Builder::default().scope(body)
+    }
+}
+
+impl<E: Send + 'static> TaskGroup<E> {
+    pub(crate) fn from_shared(shared: Arc<Shared<E>>) -> Self {
+        TaskGroup { shared }
+    }
+
+    /// Spawns a normal task: the group waits for it, and its `Err` cancels the group.
+    ///
+    /// Under a concurrency limit, a task that finds every slot taken waits in the group's FIFO
+    /// queue as a plain future (it is not spawned, and not polled, until a slot frees). Use
+    /// [`spawn_when_free`](Self::spawn_when_free) to make the caller wait instead.
+    ///
+    /// Works from the body, from other tasks of the group and from anywhere else holding a
+    /// clone of the handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(async { Ok::<_, ()>("hello") });
+    ///     Ok(handle.await.unwrap())
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), "hello");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Never. Spawning into a group that has finished or is cancelling drops `fut` without
+    /// polling it and returns a handle that resolves to a cancelled [`TaskError`].
+    ///
+    /// [`TaskError`]: crate::TaskError
+    #[track_caller]
+    pub fn spawn<F, T>(&self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_role(fut, None, Role::Normal)
+    }
+
+    /// Spawns a background task: like [`spawn`](Self::spawn), but the group does not wait for
+    /// it: once the body and every normal task are done, background tasks are aborted (that is
+    /// not an error) and dropped before the group returns. An `Err` from a background task
+    /// cancels the group like any other. Background tasks do not count against the
+    /// concurrency limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn_background(async {
+    ///         loop {
+    ///             tokio::time::sleep(Duration::from_secs(1)).await;
+    ///         }
+    ///     });
+    ///     Ok::<_, ()>("the body is done, so the group is")
+    /// })
+    /// .await;
+    /// assert!(out.is_ok());
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Never; see [`spawn`](Self::spawn).
+    #[track_caller]
+    pub fn spawn_background<F, T>(&self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.spawn_role(fut, None, Role::Background)
+    }
+
+    /// Spawns a normal task once a slot is free under the concurrency limit, waiting until
+    /// then: backpressure for producers that would otherwise queue without bound.
+    ///
+    /// Without a limit it spawns at once.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::builder()
+    ///     .concurrency_limit(2)
+    ///     .scope(|tg| async move {
+    ///         for i in 0..100 {
+    ///             // Never more than 2 tasks exist, running or queued.
+    ///             tg.spawn_when_free(async move { Ok::<_, ()>(i) }).await;
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .await;
+    /// assert!(out.is_ok());
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future before it completes drops `fut` unpolled, and the place it
+    /// held in the wait is lost. A group that closes while the caller waits ends the wait: the
+    /// handle then resolves to a cancelled [`TaskError`].
+    ///
+    /// [`TaskError`]: crate::TaskError
+    pub async fn spawn_when_free<F, T>(&self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.shared
+            .spawn_when_free(fut, None)
+            .await
+            .unwrap_or_else(TaskHandle::refused)
+    }
+
+    /// Options for one task: its name, used in errors and tracing spans.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.task("fetch-users").spawn(async { Err::<(), _>("timeout") });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.to_string(), "task group failed: task `fetch-users`: timeout");
+    /// # }
+    /// ```
+    pub fn task(&self, name: impl Into<Arc<str>>) -> TaskBuilder<'_, E> {
+        TaskBuilder {
+            group: self,
+            name: name.into(),
+        }
+    }
+
+    /// Cancels the group: the body is dropped and every task is aborted. The group's future
+    /// then returns a [`GroupError`] for which
+    /// [`is_cancelled`](crate::GroupError::is_cancelled) is true (holding any failures that
+    /// happened before).
+    ///
+    /// Callable from the body, a task, or anywhere else; idempotent; does nothing once the
+    /// group has finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     let canceller = tg.clone();
+    ///     tg.spawn(async move {
+    ///         canceller.cancel();
+    ///         Ok::<_, ()>(())
+    ///     });
+    ///     std::future::pending::<()>().await;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// assert!(err.failures().is_empty());
+    /// # }
+    /// ```
+    ///
+    /// [`GroupError`]: crate::GroupError
+    pub fn cancel(&self) {
+        if !self.shared.is_closed() {
+            self.shared.node.cancel();
+        }
+    }
+
+    /// Whether the group accepts no more tasks: it finished, or it is cancelling.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
+    /// How many normal tasks are running (spawned and not yet reaped by the group).
+    pub fn len(&self) -> usize {
+        self.shared.lock().normal_len()
+    }
+
+    /// Whether no normal task is running.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A `CancellationToken` that is cancelled when the group is cancelling (a failure,
+    /// [`cancel`](Self::cancel), or the group's future dropped from outside), for code that
+    /// takes a token.
+    pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
+        self.shared.node.token()
+    }
+
+    #[track_caller]
+    fn spawn_role<F, T>(&self, fut: F, name: Option<Arc<str>>, role: Role) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        match self.shared.try_spawn(fut, name, role, true) {
+            Ok(handle) => handle,
+            Err(refused) => {
+                tracing::debug!(parent: &self.shared.span, "spawn into a closed task group refused");
+                drop(refused);
+                TaskHandle::refused()
+            }
+        }
+    }
+}
+
+impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskGroup")
+            .field("id", &self.shared.id)
+            .field("concurrency_limit", &self.shared.limit())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Options for a new [`TaskGroup`], from [`TaskGroup::builder`].
+#[derive(Debug, Default, Clone)]
+#[must_use = "a builder does nothing until `.scope(..)` is called and awaited"]
+pub struct Builder {
+    options: Options,
+}
+
+impl Builder {
+    /// Lets at most `limit` normal tasks run at once; further tasks wait in a FIFO queue, as
+    /// futures, until a slot frees (a task finishes, fails, panics or is aborted). Background
+    /// tasks never count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let builder = quattro::TaskGroup::builder().concurrency_limit(16);
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0: such a group could never run a task.
+    #[track_caller]
+    pub fn concurrency_limit(mut self, limit: usize) -> Builder {
+        assert!(
+            limit > 0,
+            "TaskGroup concurrency_limit must be at least 1: a limit of 0 would never run a task"
+        );
+        self.options.limit = Some(limit);
+        self
+    }
+
+    /// Records panics of the body and the tasks in the [`GroupError`] instead of resuming the
+    /// first one, for servers that must survive a panicking handler.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.failures()[0].is_panic());
+    /// # }
+    /// ```
+    ///
+    /// [`GroupError`]: crate::GroupError
+    pub fn capture_panics(mut self) -> Builder {
+        self.options.capture_panics = true;
+        self
+    }
+
+    /// Runs `body` with a handle to a new group and returns, once the body and every normal
+    /// task are done, the body's value, or a [`GroupError`].
+    ///
+    /// Building the future touches nothing: the group captures the runtime and the enclosing
+    /// deadline chain when it is first polled, so the future can be built outside a runtime, or
+    /// built first and wrapped in a cancel scope afterwards.
+    ///
+    /// See [`GroupScope`] for panics, errors and cancel safety.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::builder()
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { Ok::<_, String>(()) });
+    ///         Ok("done")
+    ///     })
+    ///     .await;
+    /// assert_eq!(out.unwrap(), "done");
+    /// # }
+    /// ```
+    ///
+    /// [`GroupError`]: crate::GroupError
+    pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, Fut, R, E>
+    where
+        B: FnOnce(TaskGroup<E>) -> Fut,
+        Fut: Future<Output = Result<R, E>>,
+        E: Send + 'static,
+    {
+        GroupScope::new(body, self.options)
+    }
+}
+
+/// Options for one task, from [`TaskGroup::task`].
+#[must_use = "a task builder does nothing until one of its spawn methods is called"]
+pub struct TaskBuilder<'a, E> {
+    group: &'a TaskGroup<E>,
+    name: Arc<str>,
+}
+
+impl<E: Send + 'static> TaskBuilder<'_, E> {
+    /// [`TaskGroup::spawn`] with this task's options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let _ = quattro::TaskGroup::scope(|tg| async move {
+    ///     tg.task("worker").spawn(async { Ok::<_, ()>(()) });
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn<F, T>(self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.group.spawn_role(fut, Some(self.name), Role::Normal)
+    }
+
+    /// [`TaskGroup::spawn_background`] with this task's options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let _ = quattro::TaskGroup::scope(|tg| async move {
+    ///     tg.task("heartbeat").spawn_background(std::future::pending::<Result<(), ()>>());
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// # }
+    /// ```
+    #[track_caller]
+    pub fn spawn_background<F, T>(self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.group.spawn_role(fut, Some(self.name), Role::Background)
+    }
+
+    /// [`TaskGroup::spawn_when_free`] with this task's options.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let _ = quattro::TaskGroup::builder()
+    ///     .concurrency_limit(1)
+    ///     .scope(|tg| async move {
+    ///         tg.task("job").spawn_when_free(async { Ok::<_, ()>(()) }).await;
+    ///         Ok(())
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// As for [`TaskGroup::spawn_when_free`].
+    pub async fn spawn_when_free<F, T>(self, fut: F) -> TaskHandle<T>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.group
+            .shared
+            .spawn_when_free(fut, Some(self.name))
+            .await
+            .unwrap_or_else(TaskHandle::refused)
+    }
+}
+
+impl<E> fmt::Debug for TaskBuilder<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskBuilder")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,110 @@
+//! The wrapper every child future runs in.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use pin_project::{pin_project, pinned_drop};
+use tokio::sync::oneshot;
+
+use crate::chain::{Enter, Node};
+use crate::error::{Reported, TaskError};
+
+/// What a child task hands back to the group through its `JoinSet`. The value itself goes to
+/// the task's handle; the group only needs the error.
+pub(crate) type Exit<E> = Result<(), ChildFailure<E>>;
+
+/// A child's `Err`, with the task's name for the group's error.
+pub(crate) struct ChildFailure<E> {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) error: E,
+}
+
+pub(crate) type ResultSender<T> = oneshot::Sender<Result<T, TaskError>>;
+
+/// Runs a child future with the group's node current (so the child sees the deadlines that
+/// enclose the group, also in its destructors) inside the task's span, and delivers its value
+/// to the task's handle.
+#[pin_project(PinnedDrop)]
+pub(crate) struct Child<F, T> {
+    #[pin]
+    fut: Option<F>,
+    /// The group's node. `None` only while it is the thread's current node, during a poll.
+    node: Option<Arc<Node>>,
+    result: Option<ResultSender<T>>,
+    name: Option<Arc<str>>,
+    span: tracing::Span,
+}
+
+impl<F, T> Child<F, T> {
+    pub(crate) fn new(
+        fut: F,
+        node: Arc<Node>,
+        result: ResultSender<T>,
+        name: Option<Arc<str>>,
+        span: tracing::Span,
+    ) -> Child<F, T> {
+        Child {
+            fut: Some(fut),
+            node: Some(node),
+            result: Some(result),
+            name,
+            span,
+        }
+    }
+}
+
+impl<F, T, E> Future for Child<F, T>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    type Output = Exit<E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit<E>> {
+        let mut this = self.project();
+        let _span = this.span.enter();
+        let _enter = Enter::new(this.node);
+        let fut = this.fut.as_mut().as_pin_mut();
+        let out = std::task::ready!(fut.expect("child polled after completion").poll(cx));
+        // Drop the finished future while the group's node is still current.
+        this.fut.set(None);
+        let sender = this.result.take().expect("result sent once");
+        Poll::Ready(match out {
+            Ok(value) => {
+                // The handle may be gone: dropping a handle does not cancel the task.
+                let _ = sender.send(Ok(value));
+                Ok(())
+            }
+            Err(error) => {
+                let _ = sender.send(Err(TaskError::failed(Reported::new())));
+                Err(ChildFailure {
+                    name: this.name.take(),
+                    error,
+                })
+            }
+        })
+    }
+}
+
+#[pinned_drop]
+impl<F, T> PinnedDrop for Child<F, T> {
+    fn drop(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        if this.fut.is_some() {
+            let _span = this.span.enter();
+            let _enter = Enter::new(this.node);
+            this.fut.set(None);
+        }
+        if let Some(sender) = this.result.take() {
+            // Dropped before completing: aborted, never started, or unwinding from a panic in
+            // its poll (tokio drops a panicking task's future during the unwind).
+            let err = if std::thread::panicking() {
+                TaskError::panicked(None)
+            } else {
+                TaskError::cancelled()
+            };
+            let _ = sender.send(Err(err));
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The future that runs a task group: [`GroupScope`].
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, Waker, ready};
+
+use pin_project::{pin_project, pinned_drop};
+use tokio::runtime::Handle;
+
+use super::TaskGroup;
+use super::shared::Shared;
+use crate::chain::{self, CANCEL_REQUESTED, Enter, Node};
+use crate::error::{Failure, GroupError, TaskLabel};
+
+/// Where the group is in its life.
+enum Phase<B> {
+    /// Built, not polled: holds the body closure. The group captures the runtime and the
+    /// enclosing deadline chain on the first poll, so the future can be built anywhere.
+    Idle(B),
+    /// The body and the tasks run.
+    Running,
+    /// Normal completion: background tasks were aborted and are being awaited.
+    Finishing,
+    /// Cancelled (a failure, `cancel()`): every task was aborted and is being awaited.
+    Cancelling,
+    /// The output was returned.
+    Done,
+}
+
+/// Options fixed when the group is built.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Options {
+    pub(crate) limit: Option<usize>,
+    pub(crate) capture_panics: bool,
+}
+
+/// Future returned by [`TaskGroup::scope`] and [`Builder::scope`]: runs the body and every
+/// task of the group, and yields the body's value once all of them are done.
+///
+/// See [`TaskGroup`] for the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let n = TaskGroup::scope(|tg| async move {
+///     for i in 0..10 {
+///         tg.spawn(async move { Ok::<_, String>(i) });
+///     }
+///     Ok(10)
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(n, 10);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// - On its first poll outside a tokio runtime: the group needs one to spawn its tasks.
+/// - When the body or a child panicked (and the group was not built with
+///   [`Builder::capture_panics`]): after every other task was aborted and dropped, the first
+///   panic is resumed in the task awaiting the group, like `std::thread::scope` does.
+/// - When polled after it completed.
+///
+/// # Errors
+///
+/// [`GroupError`] holding every error of the body and the children, in order of occurrence,
+/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called.
+///
+/// # Cancel safety
+///
+/// Dropping the future (for example in a `tokio::select!`, or because an enclosing cancel
+/// scope fired) drops the body at once and aborts every task; queued tasks are dropped
+/// unpolled. When an enclosing quattro scope or group is what drops it, that scope waits for
+/// the aborted tasks to be dropped before it completes; otherwise they are aborted but not
+/// awaited. No task outlives the group either way.
+///
+/// [`Builder::scope`]: crate::group::Builder::scope
+/// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
+#[pin_project(PinnedDrop)]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct GroupScope<B, Fut, R, E: Send + 'static> {
+    phase: Phase<B>,
+    #[pin]
+    body: Option<Fut>,
+    /// The body's value, once it returned one.
+    value: Option<R>,
+    shared: Option<Arc<Shared<E>>>,
+    /// The group's node, lent to the thread while the body is polled or dropped.
+    node: Option<Arc<Node>>,
+    waker: Option<Waker>,
+    options: Options,
+}
+
+static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
+
+impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
+    pub(crate) fn new(body: B, options: Options) -> Self {
+        GroupScope {
+            phase: Phase::Idle(body),
+            body: None,
+            value: None,
+            shared: None,
+            node: None,
+            waker: None,
+            options,
+        }
+    }
+}
+
+impl<B, Fut, R, E> Future for GroupScope<B, Fut, R, E>
+where
+    B: FnOnce(TaskGroup<E>) -> Fut,
+    Fut: Future<Output = Result<R, E>>,
+    E: Send + 'static,
+{
+    type Output = Result<R, GroupError<E>>;
+
+    #[track_caller]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Phase::Done = this.phase {
+            panic!("a task group future was polled after it completed");
+        }
+        if let Phase::Idle(_) = this.phase {
+            let Phase::Idle(body) = std::mem::replace(this.phase, Phase::Running) else {
+                unreachable!()
+            };
+            let shared = start(*this.options);
+            *this.node = Some(shared.node.clone());
+            let tg = TaskGroup::from_shared(shared.clone());
+            *this.shared = Some(shared);
+            let _enter = Enter::new(this.node);
+            this.body.set(Some(body(tg)));
+        }
+        let shared = this.shared.clone().expect("set on the first poll");
+
+        if let Phase::Running = this.phase {
+            let mut failed = false;
+            if let Some(body) = this.body.as_mut().as_pin_mut() {
+                let polled = {
+                    let _enter = Enter::new(this.node);
+                    catch_unwind(AssertUnwindSafe(|| body.poll(cx)))
+                };
+                match polled {
+                    Ok(Poll::Pending) => {}
+                    Ok(Poll::Ready(Ok(value))) => {
+                        drop_body(this.node, this.body.as_mut());
+                        *this.value = Some(value);
+                    }
+                    Ok(Poll::Ready(Err(error))) => {
+                        drop_body(this.node, this.body.as_mut());
+                        tracing::error!(parent: &shared.span, "task group body failed");
+                        shared.lock().failures.push(Failure::from_error(TaskLabel::Body, error));
+                        failed = true;
+                    }
+                    Err(payload) => {
+                        // The body is unwinding: drop what is left of it, then cancel and drain
+                        // the children before the panic is resumed.
+                        drop_body(this.node, this.body.as_mut());
+                        let mut state = shared.lock();
+                        state.failures.push(Failure::from_panic(TaskLabel::Body, payload));
+                        state.panicked = true;
+                        failed = true;
+                    }
+                }
+            }
+            let mut state = shared.lock();
+            failed |= shared.reap(&mut state, cx).failed;
+            let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
+            if failed || cancelled {
+                tracing::debug!(parent: &shared.span, failed, cancelled, "task group cancelling");
+                let queued = shared.close_and_abort(&mut state);
+                drop(state);
+                shared.node.cancel();
+                drop_body(this.node, this.body.as_mut());
+                drop_queued(this.node, queued);
+                *this.phase = Phase::Cancelling;
+            } else if this.body.is_none() && state.is_idle() {
+                shared.close_after_completion(&mut state);
+                drop(state);
+                *this.phase = Phase::Finishing;
+            } else {
+                drop(state);
+                register(&shared.node, this.waker, cx.waker());
+                return Poll::Pending;
+            }
+        }
+
+        ready!(poll_drained(&shared, this.waker, cx));
+        *this.phase = Phase::Done;
+        let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
+        let mut state = shared.lock();
+        let failures = std::mem::take(&mut state.failures);
+        let panicked = state.panicked;
+        drop(state);
+        Poll::Ready(finish(failures, panicked, cancelled, this.options, this.value.take()))
+    }
+}
+
+/// Builds the shared state on the first poll: the node below the current chain, the runtime.
+#[track_caller]
+fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
+    let runtime = Handle::try_current().unwrap_or_else(|_| {
+        panic!("TaskGroup::scope must be polled inside a tokio runtime: it spawns tasks")
+    });
+    let node = Node::new_group(chain::current());
+    let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::debug_span!("task_group", group.id = id, limit = options.limit);
+    Arc::new(Shared::new(node, runtime, span, id, options.limit))
+}
+
+/// Waits until every task and every join set handed to the group is empty, collecting the
+/// failures that arrive meanwhile, then marks the node finished.
+fn poll_drained<E: Send + 'static>(
+    shared: &Shared<E>,
+    waker: &mut Option<Waker>,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    register(&shared.node, waker, cx.waker());
+    loop {
+        let mut state = shared.lock();
+        shared.reap(&mut state, cx);
+        if !state.is_drained() {
+            return Poll::Pending;
+        }
+        drop(state);
+        ready!(shared.node.poll_orphans(cx));
+        if !shared.node.finish() {
+            return Poll::Ready(());
+        }
+        // Orphans arrived while finishing; drain them too (later ones go further up).
+    }
+}
+
+fn finish<R, E>(
+    failures: Vec<Failure<E>>,
+    panicked: bool,
+    cancelled: bool,
+    options: &Options,
+    value: Option<R>,
+) -> Result<R, GroupError<E>> {
+    if panicked && !options.capture_panics {
+        let mut payload = None;
+        for failure in failures {
+            if payload.is_none() && failure.is_panic() {
+                payload = failure.into_panic();
+            } else {
+                // Only the first panic is resumed; the rest must not vanish silently.
+                tracing::error!(
+                    task = %failure.label(),
+                    panic = failure.is_panic(),
+                    "task group failure not returned: a panic is being resumed",
+                );
+            }
+        }
+        resume_unwind(payload.expect("a panic was recorded"));
+    }
+    match value {
+        Some(value) if failures.is_empty() && !cancelled => Ok(value),
+        _ => Err(GroupError::new(failures, cancelled)),
+    }
+}
+
+fn register(node: &Node, local: &mut Option<Waker>, waker: &Waker) {
+    if !local.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        node.register_waker(waker);
+        *local = Some(waker.clone());
+    }
+}
+
+/// Drops the body while the group's node is current, so that groups nested in it hand their
+/// aborted tasks to this group.
+fn drop_body<Fut>(node: &mut Option<Arc<Node>>, mut body: Pin<&mut Option<Fut>>) {
+    if body.is_some() {
+        let _enter = Enter::new(node);
+        body.set(None);
+    }
+}
+
+pub(crate) fn drop_queued<Q>(node: &mut Option<Arc<Node>>, queued: Q) {
+    let _enter = Enter::new(node);
+    drop(queued);
+}
+
+#[pinned_drop]
+impl<B, Fut, R, E: Send + 'static> PinnedDrop for GroupScope<B, Fut, R, E> {
+    fn drop(self: Pin<&mut Self>) {
+        let mut this = self.project();
+        let Some(shared) = this.shared.take() else {
+            return;
+        };
+        if let Phase::Done = this.phase {
+            return;
+        }
+        // Dropped from outside: cancel everything at once.
+        shared.node.cancel();
+        drop_body(this.node, this.body.as_mut());
+        shared.abandon(this.node);
+    }
+}
+
+impl<B, Fut, R, E: Send + 'static> fmt::Debug for GroupScope<B, Fut, R, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let phase = match self.phase {
+            Phase::Idle(_) => "idle",
+            Phase::Running => "running",
+            Phase::Finishing => "finishing",
+            Phase::Cancelling => "cancelling",
+            Phase::Done => "done",
+        };
+        f.debug_struct("GroupScope")
+            .field("phase", &phase)
+            .field("body_running", &self.body.is_some())
+            .field("concurrency_limit", &self.options.limit)
+            .finish()
+    }
+}

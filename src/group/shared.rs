@@ -1,0 +1,375 @@
+//! The state a group's handles and its scope future share: the join sets, the queue of tasks
+//! waiting for a slot, and the failures seen so far.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::{Id, JoinError, JoinSet};
+
+use super::child::{Child, Exit};
+use super::handle::{Control, QueuedControl, TaskHandle};
+use crate::chain::Node;
+use crate::error::{Failure, TaskLabel};
+
+type BoxedExit<E> = Pin<Box<dyn Future<Output = Exit<E>> + Send + 'static>>;
+
+/// A normal task waiting for a slot under the concurrency limit: the future alone, not a task.
+struct Queued<E> {
+    fut: BoxedExit<E>,
+    control: Arc<QueuedControl>,
+    name: Option<Arc<str>>,
+}
+
+/// Queued tasks taken out of a closing group, to be dropped outside its lock.
+pub(crate) struct QueuedTasks<E>(#[allow(dead_code)] VecDeque<Queued<E>>);
+
+/// Whether a task counts against the limit and keeps the group open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Normal,
+    Background,
+}
+
+pub(crate) struct Shared<E> {
+    pub(crate) node: Arc<Node>,
+    pub(crate) runtime: Handle,
+    pub(crate) span: tracing::Span,
+    pub(crate) id: u64,
+    limit: Option<usize>,
+    state: Mutex<State<E>>,
+    /// Wakes producers waiting in `spawn_when_free`.
+    slot_freed: Notify,
+    waiting_producers: AtomicUsize,
+}
+
+pub(crate) struct State<E> {
+    normal: JoinSet<Exit<E>>,
+    background: JoinSet<Exit<E>>,
+    queue: VecDeque<Queued<E>>,
+    /// No more spawns: the group finished or is cancelling.
+    closed: bool,
+    /// Names of named tasks, to label a panic (whose future, and name, are gone).
+    names: HashMap<Id, Arc<str>>,
+    pub(crate) failures: Vec<Failure<E>>,
+    /// Whether any failure so far is a panic.
+    pub(crate) panicked: bool,
+}
+
+/// What reaping found.
+pub(crate) struct Reaped {
+    pub(crate) failed: bool,
+}
+
+impl<E: Send + 'static> Shared<E> {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        runtime: Handle,
+        span: tracing::Span,
+        id: u64,
+        limit: Option<usize>,
+    ) -> Shared<E> {
+        Shared {
+            node,
+            runtime,
+            span,
+            id,
+            limit,
+            state: Mutex::new(State {
+                normal: JoinSet::new(),
+                background: JoinSet::new(),
+                queue: VecDeque::new(),
+                closed: false,
+                names: HashMap::new(),
+                failures: Vec::new(),
+                panicked: false,
+            }),
+            slot_freed: Notify::new(),
+            waiting_producers: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
+        // A panic while the lock was held cannot leave the state torn: every update is a
+        // single push or pop. Keep going rather than turn one panic into many.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn child<F, T>(&self, fut: F, name: Option<Arc<str>>) -> (Child<F, T>, TaskHandleParts<T>)
+    where
+        F: Future<Output = Result<T, E>>,
+    {
+        let (tx, rx) = oneshot::channel();
+        let span = tracing::debug_span!(
+            parent: &self.span,
+            "task",
+            group.id = self.id,
+            task.name = name.as_deref().unwrap_or(""),
+        );
+        let child = Child::new(fut, self.node.clone(), tx, name, span);
+        (child, rx)
+    }
+
+    /// Spawns a task, or queues it when the limit is reached. Returns `Err(fut)` when the
+    /// group is closed or (with `wait_for_slot`) when no slot is free.
+    pub(crate) fn try_spawn<F, T>(
+        &self,
+        fut: F,
+        name: Option<Arc<str>>,
+        role: Role,
+        queue_if_full: bool,
+    ) -> Result<TaskHandle<T>, F>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut state = self.lock();
+        if state.closed {
+            return Err(fut);
+        }
+        let full = role == Role::Normal
+            && self
+                .limit
+                .is_some_and(|limit| state.normal.len() + state.queue.len() >= limit);
+        if full && !queue_if_full {
+            return Err(fut);
+        }
+        let (child, rx) = self.child(fut, name.clone());
+        if full {
+            let control = Arc::new(QueuedControl::default());
+            state.queue.push_back(Queued {
+                fut: Box::pin(child),
+                control: control.clone(),
+                name,
+            });
+            return Ok(TaskHandle::new(rx, Control::Queued(control)));
+        }
+        let set = match role {
+            Role::Normal => &mut state.normal,
+            Role::Background => &mut state.background,
+        };
+        let abort = set.spawn_on(child, &self.runtime);
+        if let Some(name) = name {
+            state.names.insert(abort.id(), name);
+        }
+        Ok(TaskHandle::new(rx, Control::Spawned(abort)))
+    }
+
+    /// Spawns, waiting first for a free slot under the limit.
+    pub(crate) async fn spawn_when_free<F, T>(
+        &self,
+        fut: F,
+        name: Option<Arc<str>>,
+    ) -> Option<TaskHandle<T>>
+    where
+        F: Future<Output = Result<T, E>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut fut = fut;
+        loop {
+            let notified = self.slot_freed.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a slot freed in between is not missed.
+            notified.as_mut().enable();
+            match self.try_spawn(fut, name.clone(), Role::Normal, false) {
+                Ok(handle) => return Some(handle),
+                Err(back) => fut = back,
+            }
+            if self.lock().closed {
+                return None;
+            }
+            self.waiting_producers.fetch_add(1, Ordering::SeqCst);
+            let _waiting = WaitingProducer(&self.waiting_producers);
+            notified.await;
+        }
+    }
+
+    /// Reaps finished tasks, records failures and starts queued tasks in the freed slots
+    /// (unless something failed). Registers `cx` to be woken by the next completion.
+    pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Reaped {
+        let mut reaped = Reaped { failed: false };
+        let mut freed = false;
+        loop {
+            match state.normal.poll_join_next_with_id(cx) {
+                Poll::Ready(Some(res)) => {
+                    freed = true;
+                    reaped.failed |= state.record(res);
+                    if !reaped.failed && !state.closed {
+                        self.start_queued(state);
+                    }
+                }
+                Poll::Ready(None) => {
+                    if reaped.failed || state.closed || !self.start_queued(state) {
+                        break;
+                    }
+                }
+                Poll::Pending => break,
+            }
+        }
+        while let Poll::Ready(Some(res)) = state.background.poll_join_next_with_id(cx) {
+            reaped.failed |= state.record(res);
+        }
+        if freed && self.waiting_producers.load(Ordering::SeqCst) > 0 {
+            self.slot_freed.notify_waiters();
+        }
+        reaped
+    }
+
+    /// Starts queued tasks while slots are free; returns whether it started any.
+    fn start_queued(&self, state: &mut State<E>) -> bool {
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let mut started = false;
+        while state.normal.len() < limit {
+            let Some(queued) = state.queue.pop_front() else { break };
+            if queued.control.is_aborted() {
+                // Dropped unpolled; its handle resolves to cancelled.
+                drop(queued);
+                continue;
+            }
+            let abort = state.normal.spawn_on(queued.fut, &self.runtime);
+            if let Some(name) = queued.name {
+                state.names.insert(abort.id(), name);
+            }
+            queued.control.spawned(abort);
+            started = true;
+        }
+        started
+    }
+
+    /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
+    /// dropped by the caller outside the lock (their destructors may call into the group).
+    pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
+        state.closed = true;
+        state.normal.abort_all();
+        state.background.abort_all();
+        self.wake_producers();
+        QueuedTasks(std::mem::take(&mut state.queue))
+    }
+
+    /// Closes the group to new tasks after normal completion and aborts background tasks.
+    pub(crate) fn close_after_completion(&self, state: &mut State<E>) {
+        state.closed = true;
+        state.background.abort_all();
+        self.wake_producers();
+    }
+
+    fn wake_producers(&self) {
+        if self.waiting_producers.load(Ordering::SeqCst) > 0 {
+            self.slot_freed.notify_waiters();
+        }
+    }
+
+    /// Tears the group down when its future is dropped from outside: closes it, aborts every
+    /// task, drops the queue, and hands the aborted join sets (and whatever was handed to this
+    /// group) to the nearest live enclosing scope or group, which waits for them. With none,
+    /// the sets are dropped: aborted, not awaited.
+    pub(crate) fn abandon(&self, node_slot: &mut Option<Arc<Node>>) {
+        let mut state = self.lock();
+        let queued = self.close_and_abort(&mut state);
+        let (normal, background) = state.take_sets();
+        drop(state);
+        super::scope::drop_queued(node_slot, queued);
+        self.node.finish();
+        let mut orphans = self.node.take_orphans();
+        for set in [normal, background] {
+            if !set.is_empty() {
+                orphans.push(Box::new(set));
+            }
+        }
+        if let Some(parent) = self.node.parent() {
+            for orphan in orphans {
+                parent.adopt(orphan);
+            }
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    pub(crate) fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+}
+
+impl<E: Send + 'static> State<E> {
+    /// Records a task's end; returns whether it is a failure.
+    fn record(&mut self, res: Result<(Id, Exit<E>), JoinError>) -> bool {
+        match res {
+            Ok((id, Ok(()))) => {
+                self.forget_name(id);
+                false
+            }
+            Ok((id, Err(failure))) => {
+                self.forget_name(id);
+                let label = TaskLabel::Child {
+                    id: Some(id),
+                    name: failure.name,
+                };
+                tracing::error!(task = %label, "task failed");
+                self.failures.push(Failure::from_error(label, failure.error));
+                true
+            }
+            Err(err) if err.is_panic() => {
+                let id = err.id();
+                let label = TaskLabel::Child {
+                    id: Some(id),
+                    name: self.forget_name(id),
+                };
+                tracing::error!(task = %label, "task panicked");
+                self.failures.push(Failure::from_panic(label, err.into_panic()));
+                self.panicked = true;
+                true
+            }
+            // Aborted: not a failure.
+            Err(err) => {
+                self.forget_name(err.id());
+                false
+            }
+        }
+    }
+
+    fn forget_name(&mut self, id: Id) -> Option<Arc<str>> {
+        if self.names.is_empty() {
+            None
+        } else {
+            self.names.remove(&id)
+        }
+    }
+
+    pub(crate) fn normal_len(&self) -> usize {
+        self.normal.len()
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.normal.is_empty() && self.queue.is_empty()
+    }
+
+    pub(crate) fn is_drained(&self) -> bool {
+        self.normal.is_empty() && self.background.is_empty()
+    }
+
+    /// The join sets, for a group dropped from outside: handed to an enclosing scope to wait.
+    pub(crate) fn take_sets(&mut self) -> (JoinSet<Exit<E>>, JoinSet<Exit<E>>) {
+        (
+            std::mem::take(&mut self.normal),
+            std::mem::take(&mut self.background),
+        )
+    }
+}
+
+/// Counts a producer waiting for a slot, also when its future is dropped.
+struct WaitingProducer<'a>(&'a AtomicUsize);
+
+impl Drop for WaitingProducer<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+type TaskHandleParts<T> = oneshot::Receiver<Result<T, crate::error::TaskError>>;
