@@ -132,70 +132,32 @@ fn leading_zeros_are_accepted() {
     assert_eq!(decode_timeout("00000000n"), Ok(Duration::ZERO));
 }
 
+const UNKNOWN_UNIT: &str = "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)";
+const NOT_A_DIGIT: &str = "grpc-timeout value has a character that is not an ASCII digit";
+const TOO_LONG: &str = "grpc-timeout value has more than 8 digits";
+
 #[test]
 fn malformed_values_are_rejected() {
     let cases = [
         ("", "empty grpc-timeout value"),
         ("10", "grpc-timeout value has no unit"),
         ("S", "grpc-timeout value has no digits"),
-        ("123456789S", "grpc-timeout value has more than 8 digits"),
-        (
-            "99999999999999999999999999H",
-            "grpc-timeout value has more than 8 digits",
-        ),
-        ("000000001n", "grpc-timeout value has more than 8 digits"),
-        (
-            "10x",
-            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
-        ),
-        (
-            "10s",
-            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
-        ),
-        (
-            "10h",
-            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
-        ),
-        (
-            "10µ",
-            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
-        ),
-        (
-            "1S ",
-            "unknown grpc-timeout unit (expected one of H, M, S, m, u, n)",
-        ),
-        (
-            "+1S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "-1S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            " 1S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "1 S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "1.5S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "１S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "é1S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
-        (
-            "1_000S",
-            "grpc-timeout value has a character that is not an ASCII digit",
-        ),
+        ("123456789S", TOO_LONG),
+        ("99999999999999999999999999H", TOO_LONG),
+        ("000000001n", TOO_LONG),
+        ("10x", UNKNOWN_UNIT),
+        ("10s", UNKNOWN_UNIT),
+        ("10h", UNKNOWN_UNIT),
+        ("10µ", UNKNOWN_UNIT),
+        ("1S ", UNKNOWN_UNIT),
+        ("+1S", NOT_A_DIGIT),
+        ("-1S", NOT_A_DIGIT),
+        (" 1S", NOT_A_DIGIT),
+        ("1 S", NOT_A_DIGIT),
+        ("1.5S", NOT_A_DIGIT),
+        ("１S", NOT_A_DIGIT),
+        ("é1S", NOT_A_DIGIT),
+        ("1_000S", NOT_A_DIGIT),
     ];
     for (wire, message) in cases {
         let err = decode_timeout(wire).expect_err(wire);
