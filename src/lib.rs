@@ -17,9 +17,11 @@
 mod chain;
 mod deadline;
 mod error;
+pub mod group;
 pub mod propagate;
 mod scope;
 
 pub use deadline::current_effective_deadline;
-pub use error::Elapsed;
+pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
+pub use group::{GroupScope, TaskGroup, TaskHandle};
 pub use scope::{CancelScope, Fail, MoveOn, fail_after, fail_at, move_on_after, move_on_at};
