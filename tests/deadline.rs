@@ -1,0 +1,806 @@
+//! Deadlines: when they are computed, how they move, how they flow into
+//! `current_effective_deadline()`, and that a scope leaves no timer behind.
+//!
+//! Exact timings use tokio's paused clock. Behaviours that depend on timers racing other tasks
+//! also run on a two-worker multi-thread runtime with real time (see [`on_both_runtimes!`]),
+//! where only order and semantics are asserted, never tight bounds.
+
+use std::future::{Future, pending};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use quattro::{
+    CancelScope, current_effective_deadline, fail_after, fail_at, move_on_after, move_on_at,
+};
+use tokio::time::{Instant, advance, sleep, sleep_until};
+use tokio_test::{assert_pending, assert_ready, assert_ready_eq, task};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// How a test body sees time: tokio's paused clock on a current-thread runtime (timings are
+/// exact), or real time on a multi-thread runtime (timings are only lower bounds).
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    unit: Duration,
+    paused: bool,
+}
+
+impl Clock {
+    const PAUSED: Clock = Clock {
+        unit: Duration::from_millis(100),
+        paused: true,
+    };
+    /// Small units: the longest wait a test expects to happen is 5 units (50 ms).
+    const REAL: Clock = Clock {
+        unit: Duration::from_millis(10),
+        paused: false,
+    };
+
+    fn t(self, units: u32) -> Duration {
+        self.unit * units
+    }
+
+    /// A wait that only a cancellation ends: long, yet short enough (1 s of real time) that a
+    /// lost cancellation fails the test instead of hanging it.
+    fn forever(self) -> tokio::time::Sleep {
+        sleep(self.t(100))
+    }
+
+    /// `start.elapsed()` is exactly `units` on the paused clock, and at least that on real time
+    /// (timers never fire early; how late they fire depends on the machine).
+    #[track_caller]
+    fn assert_elapsed(self, start: Instant, units: u32) {
+        let elapsed = start.elapsed();
+        let expected = self.t(units);
+        if self.paused {
+            assert_eq!(elapsed, expected, "elapsed on the paused clock");
+        } else {
+            assert!(elapsed >= expected, "elapsed {elapsed:?} < {expected:?}");
+        }
+    }
+}
+
+/// Runs each async test body twice: on a current-thread runtime with the paused clock, and on
+/// a two-worker multi-thread runtime with real time. The body gets a [`Clock`].
+macro_rules! on_both_runtimes {
+    ($( $(#[doc = $doc:literal])* async fn $name:ident($clock:ident) $body:block )*) => {$(
+        $(#[doc = $doc])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(start_paused = true)]
+            async fn current_thread_paused_clock() {
+                let $clock = Clock::PAUSED;
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multi_thread_real_clock() {
+                let $clock = Clock::REAL;
+                $body
+            }
+        }
+    )*};
+}
+
+/// Records `current_effective_deadline()` when it is dropped.
+struct RecordDeadlineOnDrop(Arc<Mutex<Option<Option<Instant>>>>);
+
+impl Drop for RecordDeadlineOnDrop {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(current_effective_deadline());
+    }
+}
+
+fn drop_recorder() -> (RecordDeadlineOnDrop, Arc<Mutex<Option<Option<Instant>>>>) {
+    let seen = Arc::new(Mutex::new(None));
+    (RecordDeadlineOnDrop(seen.clone()), seen)
+}
+
+/// Counts the polls of the future it wraps.
+struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn count_polls<F: Future>(inner: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let fut = CountPolls {
+        inner: Box::pin(inner),
+        polls: polls.clone(),
+    };
+    (fut, polls)
+}
+
+// ---------------------------------------------------------------------------------------------
+// current_effective_deadline(): nesting and flow
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_the_scope_deadline_inside_and_none_outside() {
+    assert_eq!(current_effective_deadline(), None);
+    let deadline = Instant::now() + secs(10);
+    let seen = move_on_at(deadline, async { current_effective_deadline() }).await;
+    assert_eq!(seen, Some(Some(deadline)));
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_the_earliest_of_nested_scopes() {
+    let deadline = Instant::now() + secs(10);
+    move_on_at(deadline, async move {
+        assert_eq!(current_effective_deadline(), Some(deadline));
+
+        let earlier = deadline - secs(5);
+        fail_at(earlier, async move {
+            assert_eq!(current_effective_deadline(), Some(earlier));
+        })
+        .await
+        .unwrap();
+        assert_eq!(current_effective_deadline(), Some(deadline));
+
+        move_on_at(deadline + secs(5), async move {
+            assert_eq!(current_effective_deadline(), Some(deadline));
+        })
+        .await
+        .unwrap();
+
+        // A scope without a deadline inherits the enclosing one.
+        CancelScope::new()
+            .move_on(async move {
+                assert_eq!(current_effective_deadline(), Some(deadline));
+            })
+            .await
+            .unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_the_outer_one_again_after_an_inner_fail_times_out() {
+    let start = Instant::now();
+    let deadline = start + secs(1);
+    let out = move_on_at(deadline, async move {
+        assert_eq!(current_effective_deadline(), Some(deadline));
+
+        let fail_deadline = deadline - ms(700);
+        let res = fail_at(fail_deadline, async move {
+            assert_eq!(current_effective_deadline(), Some(fail_deadline));
+            sleep(secs(1)).await;
+        })
+        .await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        assert_eq!(start.elapsed(), ms(300));
+        assert_eq!(current_effective_deadline(), Some(deadline));
+
+        move_on_at(deadline + secs(1), async move {
+            assert_eq!(current_effective_deadline(), Some(deadline));
+        })
+        .await
+        .unwrap();
+        "done"
+    })
+    .await;
+    assert_eq!(out, Some("done"));
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_follows_moved_and_removed_deadlines() {
+    let deadline = Instant::now() + secs(10);
+    let scope = CancelScope::with_deadline(deadline);
+    let handle = scope.clone();
+    scope
+        .move_on(async move {
+            assert_eq!(current_effective_deadline(), Some(deadline));
+
+            // A move is visible at once, without a suspension.
+            let later = deadline + secs(1);
+            handle.set_deadline(Some(later));
+            assert_eq!(current_effective_deadline(), Some(later));
+
+            let fail_deadline = deadline - secs(5);
+            fail_at(fail_deadline, async move {
+                assert_eq!(current_effective_deadline(), Some(fail_deadline));
+            })
+            .await
+            .unwrap();
+            assert_eq!(current_effective_deadline(), Some(later));
+
+            move_on_at(deadline + secs(5), async move {
+                assert_eq!(current_effective_deadline(), Some(later));
+                // Moving the outer deadline from inside an inner scope shows through too.
+                handle.set_deadline(None);
+                assert_eq!(current_effective_deadline(), Some(deadline + secs(5)));
+            })
+            .await
+            .unwrap();
+            assert_eq!(current_effective_deadline(), None);
+        })
+        .await
+        .unwrap();
+    assert_eq!(current_effective_deadline(), None);
+    assert!(!scope.cancelled_caught());
+}
+
+#[tokio::test(start_paused = true)]
+async fn precancelled_scope_has_an_effective_deadline_of_now_inside_only() {
+    let scope = CancelScope::with_deadline(Instant::now() + secs(10));
+    scope.cancel();
+    assert_eq!(current_effective_deadline(), None);
+    let seen = scope.move_on(async { current_effective_deadline() }).await;
+    let seen = seen
+        .expect("a ready future returns its value")
+        .expect("cancelled counts");
+    assert!(seen <= Instant::now());
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_makes_the_effective_deadline_now_at_once() {
+    let deadline = Instant::now() + secs(10);
+    let outer = CancelScope::with_deadline(deadline);
+    let handle = outer.clone();
+    let out = outer
+        .move_on(async move {
+            move_on_after(secs(60), async move {
+                assert_eq!(current_effective_deadline(), Some(deadline));
+                // Cancelling an enclosing scope shows in the inner one before any suspension.
+                handle.cancel();
+                let seen = current_effective_deadline().unwrap();
+                assert!(seen <= Instant::now());
+                sleep(secs(1)).await;
+            })
+            .await;
+            unreachable!("the outer scope was cancelled");
+        })
+        .await;
+    assert_eq!(out, None::<()>);
+    assert!(outer.cancelled_caught());
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_readable_in_drop_of_a_future_cancelled_by_its_deadline() {
+    let deadline = Instant::now() + secs(1);
+    let (guard, seen) = drop_recorder();
+    let out = move_on_at(deadline, async move {
+        let _guard = guard;
+        sleep(secs(5)).await;
+    })
+    .await;
+    assert_eq!(out, None);
+    assert_eq!(*seen.lock().unwrap(), Some(Some(deadline)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_readable_in_drop_of_a_future_cancelled_by_cancel() {
+    let scope = CancelScope::with_timeout(secs(10));
+    let handle = scope.clone();
+    let (guard, seen) = drop_recorder();
+    let out = scope
+        .fail(async move {
+            let _guard = guard;
+            sleep(secs(1)).await;
+            handle.cancel();
+            sleep(secs(5)).await;
+        })
+        .await;
+    assert!(out.unwrap_err().is_cancelled());
+    let seen = seen.lock().unwrap().expect("dropped").expect("a deadline");
+    assert!(seen <= Instant::now());
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_in_drop_sees_the_inner_chain_when_an_outer_scope_cancels() {
+    let outer_deadline = Instant::now() + secs(1);
+    let inner_deadline = outer_deadline + secs(1);
+    let (guard, seen) = drop_recorder();
+    let out = move_on_at(outer_deadline, async move {
+        // The inner deadline is later: the drop sees the outer one, as the chain is intact.
+        move_on_at(inner_deadline, async move {
+            let _guard = guard;
+            pending::<()>().await;
+        })
+        .await;
+    })
+    .await;
+    assert_eq!(out, None);
+    assert_eq!(*seen.lock().unwrap(), Some(Some(outer_deadline)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn effective_deadline_is_readable_in_drop_when_the_task_is_aborted() {
+    let deadline = Instant::now() + secs(10);
+    let (guard, seen) = drop_recorder();
+    let task = tokio::spawn(move_on_at(deadline, async move {
+        let _guard = guard;
+        pending::<()>().await;
+    }));
+    sleep(secs(1)).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(*seen.lock().unwrap(), Some(Some(deadline)));
+}
+
+#[test]
+fn effective_deadline_is_none_without_a_runtime() {
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[test]
+fn a_scope_around_a_ready_future_runs_without_a_runtime() {
+    // Building and running a scope whose future never suspends touches no timer.
+    let deadline = Instant::now() + secs(10);
+    let seen =
+        futures::executor::block_on(move_on_at(deadline, async { current_effective_deadline() }));
+    assert_eq!(seen, Some(Some(deadline)));
+    assert_eq!(current_effective_deadline(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// When a deadline is computed, and extreme values
+
+#[tokio::test(start_paused = true)]
+async fn relative_timeout_becomes_a_deadline_when_the_scope_is_created() {
+    let start = Instant::now();
+    let fut = move_on_after(secs(2), sleep(secs(5)));
+    let scope = fut.cancel_scope();
+    assert_eq!(scope.deadline(), Some(start + secs(2)));
+    // Time spent before the first poll counts against the timeout.
+    sleep(secs(1)).await;
+    assert_eq!(fut.await, None);
+    assert_eq!(start.elapsed(), secs(2));
+    assert!(scope.cancelled_caught());
+
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(secs(2));
+    advance(secs(1)).await;
+    assert!(
+        scope
+            .fail(sleep(secs(5)))
+            .await
+            .unwrap_err()
+            .is_deadline_reached()
+    );
+    assert_eq!(start.elapsed(), secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_is_readable_before_during_and_after_the_run() {
+    let deadline = Instant::now() + secs(1) + Duration::from_nanos(7);
+    let scope = CancelScope::with_deadline(deadline);
+    assert_eq!(scope.deadline(), Some(deadline));
+    let handle = scope.clone();
+    let out = scope
+        .move_on(async move {
+            assert_eq!(handle.deadline(), Some(deadline));
+            sleep(secs(2)).await;
+        })
+        .await;
+    assert_eq!(out, None);
+    assert_eq!(scope.deadline(), Some(deadline));
+    assert_eq!(CancelScope::new().deadline(), None);
+    assert_eq!(CancelScope::default().deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_max_means_never_and_does_not_panic() {
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(Duration::MAX);
+    let deadline = scope.deadline().expect("a far-future deadline");
+    assert!(deadline > start + secs(20 * 365 * 86_400));
+    let handle = scope.clone();
+    let out = scope
+        .fail(async move {
+            assert_eq!(current_effective_deadline(), handle.deadline());
+            sleep(secs(3600)).await;
+            7
+        })
+        .await;
+    assert_eq!(out, Ok(7));
+    assert_eq!(start.elapsed(), secs(3600));
+    assert!(!scope.is_cancelled());
+
+    assert_eq!(move_on_after(Duration::MAX, sleep(secs(1))).await, Some(()));
+    assert_eq!(fail_after(Duration::MAX, async { 1 }).await, Ok(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_far_in_the_future_does_not_panic() {
+    let far = Instant::now() + secs(1000 * 365 * 86_400);
+    let scope = CancelScope::with_deadline(far);
+    assert!(scope.deadline().unwrap() > Instant::now() + secs(100 * 365 * 86_400));
+    assert_eq!(scope.move_on(sleep(secs(1))).await, Some(()));
+    assert!(!scope.cancelled_caught());
+}
+
+#[tokio::test(start_paused = true)]
+async fn duration_zero_cancels_at_the_first_suspension() {
+    let start = Instant::now();
+    // Ready on the first poll: the value wins.
+    assert_eq!(fail_after(Duration::ZERO, async { 7 }).await, Ok(7));
+    let fut = fail_after(Duration::ZERO, sleep(secs(1)));
+    let scope = fut.cancel_scope();
+    assert!(fut.await.unwrap_err().is_deadline_reached());
+    assert!(scope.cancelled_caught());
+    assert_eq!(move_on_after(Duration::ZERO, sleep(secs(1))).await, None);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadlines_far_in_the_past_cancel_at_once() {
+    let start = Instant::now();
+    for ago in [
+        ms(1),
+        secs(3600),
+        secs(365 * 86_400),
+        secs(200 * 365 * 86_400),
+    ] {
+        let past = start - ago;
+        let scope = CancelScope::with_deadline(past);
+        assert!(scope.deadline().unwrap() <= start);
+        assert!(scope.is_cancelled());
+        let res = scope.fail(sleep(secs(1))).await;
+        assert!(res.unwrap_err().is_deadline_reached(), "{ago:?} ago");
+        assert!(scope.cancelled_caught());
+        // A ready future still returns its value.
+        assert_eq!(move_on_at(past, async { 3 }).await, Some(3));
+    }
+    // Within the range the encoding covers, the deadline reads back exactly.
+    let past = start - secs(3600);
+    assert_eq!(CancelScope::with_deadline(past).deadline(), Some(past));
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving deadlines while the scope runs
+
+on_both_runtimes! {
+    /// Python: test_move_on_after_move_deadline / test_fail_after_move_deadline.
+    async fn move_deadline_later(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::with_timeout(clock.t(1));
+        let handle = scope.clone();
+        let res = scope
+            .fail(async move {
+                sleep(clock.t(1) / 10).await;
+                handle.set_deadline(handle.deadline().map(|d| d + clock.t(1)));
+                clock.forever().await;
+            })
+            .await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        assert!(scope.cancelled_caught());
+        clock.assert_elapsed(start, 2);
+    }
+
+    /// Python: test_move_on_after_remove_deadline / test_fail_after_remove_deadline.
+    async fn remove_deadline(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::with_timeout(clock.t(2));
+        let handle = scope.clone();
+        let out = scope
+            .move_on(async move {
+                handle.set_deadline(None);
+                sleep(clock.t(3)).await;
+                "finished"
+            })
+            .await;
+        assert_eq!(out, Some("finished"));
+        assert!(!scope.cancelled_caught());
+        assert!(!scope.is_cancelled());
+        assert_eq!(scope.deadline(), None);
+        clock.assert_elapsed(start, 3);
+    }
+
+    /// Python: test_move_on_after_move_deadline_to_past.
+    async fn move_deadline_into_the_past(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::with_timeout(clock.t(5));
+        let handle = scope.clone();
+        let res = scope
+            .fail(async move {
+                sleep(clock.t(1)).await;
+                handle.set_deadline(Some(Instant::now() - clock.t(1)));
+                clock.forever().await;
+            })
+            .await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        assert!(scope.cancelled_caught());
+        // Promptly: on the paused clock no time passes between the move and the cancellation.
+        clock.assert_elapsed(start, 1);
+    }
+
+    /// Python: test_fail_after_move_noop.
+    async fn moving_the_deadline_by_zero_changes_nothing(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::with_timeout(clock.t(2));
+        let handle = scope.clone();
+        let res = scope
+            .fail(async move {
+                sleep(clock.t(1)).await;
+                handle.set_deadline(handle.deadline());
+                clock.forever().await;
+            })
+            .await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        clock.assert_elapsed(start, 2);
+        // Nothing lingers after the scope.
+        sleep(clock.t(1)).await;
+        clock.assert_elapsed(start, 3);
+    }
+
+    /// Python: test_deadline_outside_context.
+    async fn deadline_set_before_the_scope_runs_applies(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::new();
+        scope.set_deadline(Some(start + clock.t(1)));
+        let res = scope.fail(clock.forever()).await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        clock.assert_elapsed(start, 1);
+    }
+
+    async fn set_deadline_from_another_task_takes_effect_at_once(clock) {
+        let start = Instant::now();
+        let scope = CancelScope::with_timeout(clock.t(100));
+        let handle = scope.clone();
+        let mover = tokio::spawn(async move {
+            sleep(clock.t(1)).await;
+            handle.set_deadline(Some(Instant::now() + clock.t(1)));
+        });
+        let res = scope.fail(clock.forever()).await;
+        assert!(res.unwrap_err().is_deadline_reached());
+        clock.assert_elapsed(start, 2);
+        mover.await.unwrap();
+    }
+
+    /// An inner scope whose deadline is later than the outer one leans on the outer timer;
+    /// when the outer deadline moves away, the inner deadline must still fire on time.
+    async fn inner_deadline_fires_after_the_covering_outer_deadline_moves_later(clock) {
+        let start = Instant::now();
+        let outer = CancelScope::with_timeout(clock.t(1));
+        let handle = outer.clone();
+        let inner = CancelScope::with_timeout(clock.t(2));
+        let inner2 = inner.clone();
+        let out = outer
+            .move_on(async move {
+                let res = inner2
+                    .fail(async move {
+                        sleep(clock.t(1) / 2).await;
+                        handle.set_deadline(Some(start + clock.t(5)));
+                        clock.forever().await;
+                    })
+                    .await;
+                assert!(res.unwrap_err().is_deadline_reached());
+                clock.assert_elapsed(start, 2);
+                "inner fired"
+            })
+            .await;
+        assert_eq!(out, Some("inner fired"));
+        assert!(inner.cancelled_caught());
+        assert!(!outer.cancelled_caught());
+    }
+
+    async fn inner_deadline_fires_after_the_covering_outer_deadline_is_removed(clock) {
+        let start = Instant::now();
+        let outer = CancelScope::with_timeout(clock.t(1));
+        let handle = outer.clone();
+        let inner = CancelScope::with_timeout(clock.t(2));
+        let inner2 = inner.clone();
+        let out = outer
+            .move_on(async move {
+                inner2
+                    .move_on(async move {
+                        handle.set_deadline(None);
+                        clock.forever().await;
+                    })
+                    .await
+            })
+            .await;
+        assert_eq!(out, Some(None));
+        assert!(inner.cancelled_caught());
+        assert!(!outer.cancelled_caught());
+        clock.assert_elapsed(start, 2);
+    }
+
+    /// An outer deadline moved before an inner one that has its own timer wins.
+    async fn outer_deadline_moved_earlier_than_the_inner_wins(clock) {
+        let start = Instant::now();
+        let outer = CancelScope::with_timeout(clock.t(5));
+        let handle = outer.clone();
+        let inner = CancelScope::with_timeout(clock.t(3));
+        let inner2 = inner.clone();
+        let out = outer
+            .move_on(async move {
+                inner2
+                    .move_on(async move {
+                        sleep(clock.t(1) / 2).await;
+                        handle.set_deadline(Some(start + clock.t(1)));
+                        clock.forever().await;
+                    })
+                    .await;
+                unreachable!("the outer scope was cancelled");
+            })
+            .await;
+        assert_eq!(out, None::<()>);
+        assert!(outer.cancelled_caught());
+        assert!(!inner.cancelled_caught());
+        clock.assert_elapsed(start, 1);
+    }
+}
+
+/// Python: test_set_deadline_inside.
+#[tokio::test(start_paused = true)]
+async fn set_deadline_inside_a_scope_without_deadline_cancels_at_the_next_suspension() {
+    let start = Instant::now();
+    let scope = CancelScope::new();
+    let handle = scope.clone();
+    let res = scope
+        .fail(async move {
+            handle.set_deadline(Some(Instant::now() - secs(1)));
+            tokio::task::yield_now().await;
+            unreachable!("cancelled at the yield");
+        })
+        .await;
+    assert!(res.unwrap_err().is_deadline_reached());
+    assert!(scope.cancelled_caught());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_deadline_after_the_scope_finished_has_no_effect() {
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(secs(5));
+    let handle = scope.clone();
+    let mut task = task::spawn(async move {
+        let out = handle.move_on(sleep(secs(1))).await;
+        pending::<()>().await;
+        out
+    });
+    assert_pending!(task.poll());
+    advance(secs(1)).await;
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+
+    let past = Instant::now() - secs(1);
+    scope.set_deadline(Some(past));
+    assert_eq!(scope.deadline(), Some(past));
+    scope.set_deadline(None);
+    scope.set_deadline(Some(start + secs(2)));
+    assert!(!task.is_woken(), "a finished scope must not wake its task");
+    advance(secs(10)).await;
+    assert!(!task.is_woken());
+    assert!(!scope.cancelled_caught());
+}
+
+// ---------------------------------------------------------------------------------------------
+// One timer, and nothing left behind
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_deadline_moves_wake_the_task_once_at_the_final_deadline() {
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(ms(1));
+    let (body, polls) = count_polls(pending::<()>());
+    let mut task = task::spawn(scope.move_on(body));
+    assert_pending!(task.poll());
+
+    // Each move is followed by a poll that resets the timer: every old deadline (1 ms to
+    // 10 s) would wake the task if its timer entry were left behind.
+    for i in 1..=10_000u64 {
+        scope.set_deadline(Some(start + ms(i)));
+        assert!(task.is_woken(), "a move wakes the running scope");
+        assert_pending!(task.poll());
+    }
+    let last = start + secs(20);
+    scope.set_deadline(Some(last));
+    assert_pending!(task.poll());
+    let polls_before = polls.load(Ordering::SeqCst);
+    assert_eq!(polls_before, 10_002);
+
+    advance(secs(20) - ms(1)).await;
+    assert!(!task.is_woken(), "woken before the final deadline");
+    advance(ms(1)).await;
+    assert!(task.is_woken(), "not woken at the final deadline");
+    assert_ready_eq!(task.poll(), None);
+    // The inner future was polled once more, at the deadline, and then dropped.
+    assert_eq!(polls.load(Ordering::SeqCst), polls_before + 1);
+    assert!(scope.cancelled_caught());
+    assert_eq!(Instant::now(), last);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_deadline_moves_between_two_polls_leave_one_timer() {
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(ms(1));
+    let mut task = task::spawn(scope.fail(pending::<()>()));
+    assert_pending!(task.poll());
+    for i in 1..=10_000u64 {
+        scope.set_deadline(Some(start + ms(i)));
+    }
+    scope.set_deadline(Some(start + secs(20)));
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+    advance(secs(20) - ms(1)).await;
+    assert!(!task.is_woken());
+    advance(ms(1)).await;
+    assert!(task.is_woken());
+    let err = assert_ready!(task.poll()).unwrap_err();
+    assert!(err.is_deadline_reached());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_finished_scope_leaves_no_timer_behind() {
+    let mut task = task::spawn(async {
+        // Completes without suspending: no timer is ever armed.
+        assert_eq!(move_on_after(secs(1), async { 5 }).await, Some(5));
+        // Completes at 500 ms, before its 2 s deadline.
+        assert_eq!(fail_after(secs(2), sleep(ms(500))).await, Ok(()));
+        // Nested: the inner one leans on the outer timer or has its own; both must go.
+        let out = move_on_after(secs(3), async {
+            move_on_after(secs(4), sleep(ms(100))).await;
+            move_on_after(secs(2), sleep(ms(100))).await;
+        })
+        .await;
+        assert_eq!(out, Some(()));
+        pending::<()>().await;
+    });
+    assert_pending!(task.poll());
+    advance(ms(500)).await;
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+    advance(ms(100)).await;
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+    advance(ms(100)).await;
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+    // Every old deadline passes; nothing may wake the task.
+    advance(secs(10)).await;
+    assert!(!task.is_woken(), "a stray wake-up after the scopes exited");
+}
+
+#[tokio::test(start_paused = true)]
+async fn later_awaits_are_unaffected_after_a_scope_exits() {
+    let start = Instant::now();
+    assert_eq!(move_on_after(secs(1), async { 1 }).await, Some(1));
+    assert_eq!(move_on_after(secs(1), sleep(ms(10))).await, Some(()));
+    assert_eq!(move_on_after(secs(1), sleep(secs(2))).await, None);
+    assert_eq!(start.elapsed(), secs(1) + ms(10));
+    // Well past every deadline above.
+    sleep(secs(5)).await;
+    assert_eq!(start.elapsed(), secs(6) + ms(10));
+    assert_eq!(current_effective_deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn existing_sleep_until_is_not_shortened_by_a_scope() {
+    // A sibling deadline in the same task is not affected by a scope that came and went.
+    let start = Instant::now();
+    let own = sleep_until(start + secs(3));
+    tokio::pin!(own);
+    assert_eq!(move_on_after(secs(1), &mut own).await, None);
+    own.await;
+    assert_eq!(start.elapsed(), secs(3));
+}
