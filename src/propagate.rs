@@ -15,8 +15,8 @@
 //!   calls, then sees that deadline (or an earlier one it sets itself), so the deadline keeps
 //!   flowing down the call tree.
 //!
-//! A malformed header is the sender's bug: answer it with an error (gRPC's
-//! `INVALID_ARGUMENT`) rather than running the handler without a deadline.
+//! A malformed header is the sender's bug: answer it with an error rather than run the
+//! handler without a deadline the caller meant to set.
 //!
 //! # Rounding
 //!
@@ -212,6 +212,7 @@ impl GrpcTimeout {
     /// let timeout: GrpcTimeout = "1500m".parse().unwrap();
     /// assert_eq!(timeout.to_duration(), Duration::from_millis(1500));
     /// ```
+    #[must_use]
     pub fn to_duration(self) -> Duration {
         self.unit.duration(self.value)
     }
@@ -227,6 +228,7 @@ impl GrpcTimeout {
     /// assert!(encode_timeout(Duration::ZERO).is_expired());
     /// assert!(!encode_timeout(Duration::from_nanos(1)).is_expired());
     /// ```
+    #[must_use]
     pub fn is_expired(self) -> bool {
         self.value == 0
     }
@@ -305,6 +307,7 @@ fn parse_digits(digits: &[u8]) -> Result<u32, ParseTimeoutError> {
 /// assert_eq!(encode_timeout(Duration::ZERO).to_string(), "0n");
 /// assert_eq!(encode_timeout(Duration::MAX).to_string(), "99999999H");
 /// ```
+#[must_use]
 pub fn encode_timeout(timeout: Duration) -> GrpcTimeout {
     let nanos = timeout.as_nanos();
     Unit::FINEST_FIRST
@@ -368,6 +371,7 @@ pub fn decode_timeout(s: &str) -> Result<Duration, ParseTimeoutError> {
 /// ```
 ///
 /// [`current_effective_deadline`]: crate::current_effective_deadline
+#[must_use]
 pub fn remaining() -> Option<Duration> {
     let deadline = current_effective_deadline()?;
     Some(deadline.saturating_duration_since(Instant::now()))
@@ -396,6 +400,7 @@ pub fn remaining() -> Option<Duration> {
 /// assert_eq!(sent.as_deref(), Some("5000000u"));
 /// # }
 /// ```
+#[must_use]
 pub fn header_value() -> Option<GrpcTimeout> {
     remaining().map(encode_timeout)
 }
