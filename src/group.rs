@@ -13,8 +13,9 @@ use std::future::Future;
 use std::sync::Arc;
 
 pub use handle::TaskHandle;
-pub use scope::GroupScope;
+pub use scope::{GroupBody, GroupScope};
 
+pub(crate) use child::Deliver;
 use scope::Options;
 use shared::{Role, Shared};
 
@@ -151,7 +152,7 @@ impl TaskGroup<()> {
     /// assert_eq!(err.errors().collect::<Vec<_>>(), [&"no"]);
     /// # }
     /// ```
-    pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, Fut, R, E>
+    pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, E>
     where
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
@@ -374,6 +375,18 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.shared.node.token()
     }
 
+    /// Spawns a normal task that hands its value to `sink` instead of a handle; `false` when
+    /// the group refused it (closed).
+    pub(crate) fn spawn_to<F, S>(&self, fut: F, sink: S) -> bool
+    where
+        F: Future<Output = Result<S::Value, E>> + Send + 'static,
+        S: Deliver,
+    {
+        self.shared
+            .spawn_with(fut, sink, None, Role::Normal, true)
+            .is_ok()
+    }
+
     #[track_caller]
     fn spawn_role<F, T>(&self, fut: F, name: Option<Arc<str>>, role: Role) -> TaskHandle<T>
     where
@@ -486,12 +499,17 @@ impl Builder {
     /// ```
     ///
     /// [`GroupError`]: crate::GroupError
-    pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, Fut, R, E>
+    pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, E>
     where
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         E: Send + 'static,
     {
+        GroupScope::new(body, self.options)
+    }
+
+    /// [`scope`](Self::scope) for the crate's own named bodies.
+    pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(self, body: B) -> GroupScope<B, E> {
         GroupScope::new(body, self.options)
     }
 }

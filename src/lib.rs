@@ -17,11 +17,15 @@
 mod chain;
 mod deadline;
 mod error;
+pub mod gather;
 pub mod group;
 pub mod propagate;
 mod scope;
 
 pub use deadline::current_effective_deadline;
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
+#[doc(hidden)]
+pub use gather::__private;
+pub use gather::{gather, gather_settled};
 pub use group::{GroupScope, TaskGroup, TaskHandle};
 pub use scope::{CancelScope, Fail, MoveOn, fail_after, fail_at, move_on_after, move_on_at};

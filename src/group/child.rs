@@ -23,28 +23,46 @@ pub(crate) struct ChildFailure<E> {
 
 pub(crate) type ResultSender<T> = oneshot::Sender<Result<T, TaskError>>;
 
+/// Where a child's value goes: the task's handle, or a collector such as `gather`'s.
+pub(crate) trait Deliver: Send + 'static {
+    /// The task's value.
+    type Value;
+
+    /// Hands over the value, or why there is none. Called exactly once.
+    fn deliver(self, result: Result<Self::Value, TaskError>);
+}
+
+impl<T: Send + 'static> Deliver for ResultSender<T> {
+    type Value = T;
+
+    fn deliver(self, result: Result<T, TaskError>) {
+        // The handle may be gone: dropping a handle does not cancel the task.
+        let _ = self.send(result);
+    }
+}
+
 /// Runs a child future with the group's node current (so the child sees the deadlines that
 /// enclose the group, also in its destructors) inside the task's span, and delivers its value
 /// to the task's handle.
 #[pin_project(PinnedDrop)]
-pub(crate) struct Child<F, T> {
+pub(crate) struct Child<F, S: Deliver> {
     #[pin]
     fut: Option<F>,
     /// The group's node. `None` only while it is the thread's current node, during a poll.
     node: Option<Arc<Node>>,
-    result: Option<ResultSender<T>>,
+    result: Option<S>,
     name: Option<Arc<str>>,
     span: tracing::Span,
 }
 
-impl<F, T> Child<F, T> {
+impl<F, S: Deliver> Child<F, S> {
     pub(crate) fn new(
         fut: F,
         node: Arc<Node>,
-        result: ResultSender<T>,
+        result: S,
         name: Option<Arc<str>>,
         span: tracing::Span,
-    ) -> Child<F, T> {
+    ) -> Child<F, S> {
         Child {
             fut: Some(fut),
             node: Some(node),
@@ -55,9 +73,10 @@ impl<F, T> Child<F, T> {
     }
 }
 
-impl<F, T, E> Future for Child<F, T>
+impl<F, S, T, E> Future for Child<F, S>
 where
     F: Future<Output = Result<T, E>>,
+    S: Deliver<Value = T>,
 {
     type Output = Exit<E>;
 
@@ -72,12 +91,11 @@ where
         let sender = this.result.take().expect("result sent once");
         Poll::Ready(match out {
             Ok(value) => {
-                // The handle may be gone: dropping a handle does not cancel the task.
-                let _ = sender.send(Ok(value));
+                sender.deliver(Ok(value));
                 Ok(())
             }
             Err(error) => {
-                let _ = sender.send(Err(TaskError::failed(Reported::new())));
+                sender.deliver(Err(TaskError::failed(Reported::new())));
                 Err(ChildFailure {
                     name: this.name.take(),
                     error,
@@ -88,7 +106,7 @@ where
 }
 
 #[pinned_drop]
-impl<F, T> PinnedDrop for Child<F, T> {
+impl<F, S: Deliver> PinnedDrop for Child<F, S> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
         if this.fut.is_some() {
@@ -104,7 +122,7 @@ impl<F, T> PinnedDrop for Child<F, T> {
             } else {
                 TaskError::cancelled()
             };
-            let _ = sender.send(Err(err));
+            sender.deliver(Err(err));
         }
     }
 }

@@ -87,12 +87,12 @@ pub(crate) struct Options {
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct GroupScope<B, Fut, R, E: Send + 'static> {
+pub struct GroupScope<B: GroupBody<E>, E: Send + 'static> {
     phase: Phase<B>,
     #[pin]
-    body: Option<Fut>,
+    body: Option<B::Future>,
     /// The body's value, once it returned one.
-    value: Option<R>,
+    value: Option<B::Output>,
     shared: Option<Arc<Shared<E>>>,
     /// The group's node, lent to the thread while the body is polled or dropped.
     node: Option<Arc<Node>>,
@@ -100,9 +100,45 @@ pub struct GroupScope<B, Fut, R, E: Send + 'static> {
     options: Options,
 }
 
+/// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
+///
+/// Implemented for every `FnOnce(TaskGroup<E>) -> impl Future<Output = Result<R, E>>`; it is
+/// sealed, and only exists so that the crate's own bodies (such as `gather`'s) can be named
+/// types.
+pub trait GroupBody<E>: sealed::Sealed<E> {
+    /// The body's value when it succeeds.
+    type Output;
+    /// The body's future.
+    type Future: Future<Output = Result<Self::Output, E>>;
+
+    /// Starts the body with a handle to its group.
+    fn start(self, group: TaskGroup<E>) -> Self::Future;
+}
+
+impl<B, Fut, R, E> GroupBody<E> for B
+where
+    B: FnOnce(TaskGroup<E>) -> Fut,
+    Fut: Future<Output = Result<R, E>>,
+{
+    type Output = R;
+    type Future = Fut;
+
+    fn start(self, group: TaskGroup<E>) -> Fut {
+        self(group)
+    }
+}
+
+pub(crate) mod sealed {
+    /// Keeps [`GroupBody`](super::GroupBody) implementable only inside the crate.
+    pub trait Sealed<E> {}
+
+    impl<B, Fut, E> Sealed<E> for B where B: FnOnce(crate::TaskGroup<E>) -> Fut {}
+    impl<I: Iterator, T, E> Sealed<E> for crate::gather::GatherBody<I, T> {}
+}
+
 static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 
-impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
+impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
     pub(crate) fn new(body: B, options: Options) -> Self {
         GroupScope {
             phase: Phase::Idle(body),
@@ -116,13 +152,12 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     }
 }
 
-impl<B, Fut, R, E> Future for GroupScope<B, Fut, R, E>
+impl<B, E> Future for GroupScope<B, E>
 where
-    B: FnOnce(TaskGroup<E>) -> Fut,
-    Fut: Future<Output = Result<R, E>>,
+    B: GroupBody<E>,
     E: Send + 'static,
 {
-    type Output = Result<R, GroupError<E>>;
+    type Output = Result<B::Output, GroupError<E>>;
 
     #[track_caller]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -139,7 +174,7 @@ where
             let tg = TaskGroup::from_shared(shared.clone());
             *this.shared = Some(shared);
             let _enter = Enter::new(this.node);
-            this.body.set(Some(body(tg)));
+            this.body.set(Some(body.start(tg)));
         }
         let shared = this.shared.clone().expect("set on the first poll");
 
@@ -292,7 +327,7 @@ pub(crate) fn drop_queued<Q>(node: &mut Option<Arc<Node>>, queued: Q) {
 }
 
 #[pinned_drop]
-impl<B, Fut, R, E: Send + 'static> PinnedDrop for GroupScope<B, Fut, R, E> {
+impl<B: GroupBody<E>, E: Send + 'static> PinnedDrop for GroupScope<B, E> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
         let Some(shared) = this.shared.take() else {
@@ -308,7 +343,7 @@ impl<B, Fut, R, E: Send + 'static> PinnedDrop for GroupScope<B, Fut, R, E> {
     }
 }
 
-impl<B, Fut, R, E: Send + 'static> fmt::Debug for GroupScope<B, Fut, R, E> {
+impl<B: GroupBody<E>, E: Send + 'static> fmt::Debug for GroupScope<B, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let phase = match self.phase {
             Phase::Idle(_) => "idle",

@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::{Id, JoinError, JoinSet};
 
-use super::child::{Child, Exit};
+use super::child::{Child, Deliver, Exit};
 use super::handle::{Control, QueuedControl, TaskHandle};
 use crate::chain::Node;
 use crate::error::{Failure, TaskLabel};
@@ -100,23 +100,19 @@ impl<E: Send + 'static> Shared<E> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn child<F, T>(&self, fut: F, name: Option<Arc<str>>) -> (Child<F, T>, TaskHandleParts<T>)
-    where
-        F: Future<Output = Result<T, E>>,
-    {
-        let (tx, rx) = oneshot::channel();
+    fn child<F, S: Deliver>(&self, fut: F, sink: S, name: Option<Arc<str>>) -> Child<F, S> {
         let span = tracing::debug_span!(
             parent: &self.span,
             "task",
             group.id = self.id,
             task.name = name.as_deref().unwrap_or(""),
         );
-        let child = Child::new(fut, self.node.clone(), tx, name, span);
-        (child, rx)
+        Child::new(fut, self.node.clone(), sink, name, span)
     }
 
-    /// Spawns a task, or queues it when the limit is reached. Returns `Err(fut)` when the
-    /// group is closed or (with `wait_for_slot`) when no slot is free.
+    /// Spawns a task delivering its value to a handle, or queues it when the limit is
+    /// reached. Gives `fut` back when the group is closed or (unless `queue_if_full`) when no
+    /// slot is free.
     pub(crate) fn try_spawn<F, T>(
         &self,
         fut: F,
@@ -128,18 +124,39 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
+        let (tx, rx) = oneshot::channel();
+        match self.spawn_with(fut, tx, name, role, queue_if_full) {
+            Ok(control) => Ok(TaskHandle::new(rx, control)),
+            Err((fut, _unused_sender)) => Err(fut),
+        }
+    }
+
+    /// Spawns a task delivering its value to `sink`, or queues it when the limit is reached.
+    /// Gives both back when the group is closed or (unless `queue_if_full`) no slot is free.
+    pub(crate) fn spawn_with<F, S>(
+        &self,
+        fut: F,
+        sink: S,
+        name: Option<Arc<str>>,
+        role: Role,
+        queue_if_full: bool,
+    ) -> Result<Control, (F, S)>
+    where
+        F: Future<Output = Result<S::Value, E>> + Send + 'static,
+        S: Deliver,
+    {
         let mut state = self.lock();
         if state.closed {
-            return Err(fut);
+            return Err((fut, sink));
         }
         let full = role == Role::Normal
             && self
                 .limit
                 .is_some_and(|limit| state.normal.len() + state.queue.len() >= limit);
         if full && !queue_if_full {
-            return Err(fut);
+            return Err((fut, sink));
         }
-        let (child, rx) = self.child(fut, name.clone());
+        let child = self.child(fut, sink, name.clone());
         if full {
             let control = Arc::new(QueuedControl::default());
             state.queue.push_back(Queued {
@@ -147,7 +164,7 @@ impl<E: Send + 'static> Shared<E> {
                 control: control.clone(),
                 name,
             });
-            return Ok(TaskHandle::new(rx, Control::Queued(control)));
+            return Ok(Control::Queued(control));
         }
         let set = match role {
             Role::Normal => &mut state.normal,
@@ -157,7 +174,7 @@ impl<E: Send + 'static> Shared<E> {
         if let Some(name) = name {
             state.names.insert(abort.id(), name);
         }
-        Ok(TaskHandle::new(rx, Control::Spawned(abort)))
+        Ok(Control::Spawned(abort))
     }
 
     /// Spawns, waiting first for a free slot under the limit.
@@ -371,5 +388,3 @@ impl Drop for WaitingProducer<'_> {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
-
-type TaskHandleParts<T> = oneshot::Receiver<Result<T, crate::error::TaskError>>;

@@ -1,0 +1,461 @@
+//! `gather`: run many futures as tasks, get every result in input order, or cancel the rest.
+//!
+//! | Python quattro                                  | quattro for tokio                          |
+//! |-------------------------------------------------|--------------------------------------------|
+//! | `await gather(*coros)`                          | [`gather(iter)`](gather)`.await`           |
+//! | `await gather(*coros, return_exceptions=True)`  | [`gather_settled(iter)`](gather_settled)`.await` |
+//! | `await gather(*coros, concurrency_limit=16)`    | `gather(iter).concurrency_limit(16).await` |
+//! | `a, b = await gather(coro_a, coro_b)`           | [`gather!(fut_a, fut_b)`](crate::gather!)`.await?` |
+//!
+//! Every gather is a [`TaskGroup`](crate::TaskGroup) underneath: the items run as tasks, carry
+//! the caller's deadlines, and never outlive the gather.
+
+mod driver;
+mod settled;
+
+use std::convert::Infallible;
+use std::fmt;
+use std::future::Future;
+use std::iter::Map;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+use crate::error::{GroupError, TaskError};
+use crate::group::{GroupScope, TaskGroup};
+
+pub(crate) use driver::GatherBody;
+pub use settled::Settled;
+
+/// Runs every future of `iter` as a task and yields their values in input order, or, at the
+/// first failure, cancels the rest and yields every error that happened.
+///
+/// The Rust form of Python's `await gather(*coros)`. With
+/// [`concurrency_limit`](Gather::concurrency_limit), the iterator is pulled lazily: the next
+/// future is taken only when a running one finishes, so a limited gather over a lazy iterator
+/// of a million items holds `limit` futures at a time, like `buffer_unordered`.
+///
+/// An empty input yields `Ok(vec![])` at once, without spawning anything (and works outside a
+/// runtime).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::gather;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let doubled = gather((1..=3u64).map(|i| async move {
+///     // The last one finishes first; the results keep input order anyway.
+///     tokio::time::sleep(Duration::from_millis(10 * (4 - i))).await;
+///     Ok::<_, std::io::Error>(i * 2)
+/// }))
+/// .await
+/// .unwrap();
+/// assert_eq!(doubled, [2, 4, 6]);
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// A panicking item cancels the others like a failure; once they are dropped, the panic is
+/// resumed in the caller (see [`TaskGroup`](crate::TaskGroup)). Polling outside a tokio runtime
+/// panics, unless the input is empty.
+///
+/// # Errors
+///
+/// [`GroupError`] with every error that happened (the first one, and any that arrived while
+/// the others were being cancelled), in order of occurrence.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every item and drops the ones not yet started. Inside a cancel
+/// scope that fires, the scope returns only once every item was dropped.
+pub fn gather<I, F, T, E>(iter: I) -> Gather<I::IntoIter, T, E>
+where
+    I: IntoIterator<Item = F>,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    Gather::new(iter)
+}
+
+/// Runs every future of `iter` as a task and yields one slot per item, in input order: its
+/// value, or what ended it (its error, a cancellation, or a captured panic). No item cancels
+/// another.
+///
+/// The Rust form of Python's `await gather(*coros, return_exceptions=True)`.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::gather_settled;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let slots = gather_settled([
+///     Box::pin(async { Ok(1) }) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>,
+///     Box::pin(async { Err("bad") }),
+///     Box::pin(async { Ok(3) }),
+/// ])
+/// .await;
+/// assert_eq!(slots[0].as_ref().ok(), Some(&1));
+/// assert!(slots[1].as_ref().unwrap_err().is_failed());
+/// assert_eq!(slots[2].as_ref().ok(), Some(&3));
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Polling outside a tokio runtime panics, unless the input is empty. Panics of the items are
+/// captured in their slots, not resumed.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every item and drops the ones not yet started.
+pub fn gather_settled<I, F, T, E>(iter: I) -> GatherSettled<I::IntoIter, T, E>
+where
+    I: IntoIterator<Item = F>,
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    GatherSettled {
+        inner: Gather::new(iter.into_iter().map(Settled::new as fn(F) -> Settled<F>)),
+    }
+}
+
+/// Future returned by [`gather`]; see there.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every item and drops the ones not yet started.
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Gather<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    /// The input and the limit, until the first poll starts the group.
+    start: Option<(I, Option<usize>)>,
+    #[pin]
+    group: Option<GroupScope<GatherBody<I, T>, E>>,
+}
+
+impl<I, T, E> Gather<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    /// A gather over `iter`, with no concurrency limit; the same as [`gather`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather::Gather;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let v = Gather::new((0..4).map(|i| async move { Ok::<_, ()>(i) }))
+    ///     .concurrency_limit(2)
+    ///     .await;
+    /// assert_eq!(v.unwrap(), [0, 1, 2, 3]);
+    /// # }
+    /// ```
+    pub fn new<Iter: IntoIterator<IntoIter = I>>(iter: Iter) -> Self {
+        Gather {
+            start: Some((iter.into_iter(), None)),
+            group: None,
+        }
+    }
+
+    /// Runs at most `limit` items at once; the iterator is pulled only when a slot frees.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let lazy = (0..1_000).map(|i| async move { Ok::<_, ()>(i) });
+    /// let v = quattro::gather(lazy).concurrency_limit(16).await.unwrap();
+    /// assert_eq!(v.len(), 1_000);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0 (nothing would ever run), or if the gather was already polled.
+    #[track_caller]
+    pub fn concurrency_limit(mut self, limit: usize) -> Self {
+        assert!(
+            limit > 0,
+            "gather concurrency_limit must be at least 1: a limit of 0 would never run an item"
+        );
+        let start = self
+            .start
+            .as_mut()
+            .expect("concurrency_limit must be set before the gather is polled");
+        start.1 = Some(limit);
+        self
+    }
+}
+
+impl<I, T, E> Future for Gather<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    type Output = Result<Vec<T>, GroupError<E>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        if let Some((mut iter, limit)) = this.start.take() {
+            // Pull the first item before touching the runtime: an empty gather needs none.
+            let Some(first) = iter.next() else {
+                return Poll::Ready(Ok(Vec::new()));
+            };
+            let body = GatherBody::new(first, iter, limit);
+            this.group.set(Some(TaskGroup::builder().scope_body(body)));
+        }
+        let group = this.group.as_pin_mut();
+        group.expect("gather polled after completion").poll(cx)
+    }
+}
+
+impl<I, T, E> fmt::Debug for Gather<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Gather")
+            .field("started", &self.start.is_none())
+            .field("group", &self.group)
+            .finish()
+    }
+}
+
+type SettledIter<I> = Map<I, fn(<I as Iterator>::Item) -> Settled<<I as Iterator>::Item>>;
+
+/// Future returned by [`gather_settled`]; see there.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every item and drops the ones not yet started.
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct GatherSettled<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    #[pin]
+    inner: Gather<SettledIter<I>, Result<T, TaskError<E>>, Infallible>,
+}
+
+impl<I, T, E> GatherSettled<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    /// Runs at most `limit` items at once; the iterator is pulled only when a slot frees.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = quattro::gather_settled((0..10).map(|i| async move { Ok::<_, ()>(i) }))
+    ///     .concurrency_limit(3)
+    ///     .await;
+    /// assert_eq!(slots.len(), 10);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if `limit` is 0, or if the gather was already polled.
+    #[track_caller]
+    pub fn concurrency_limit(self, limit: usize) -> Self {
+        GatherSettled {
+            inner: self.inner.concurrency_limit(limit),
+        }
+    }
+}
+
+impl<I, T, E> Future for GatherSettled<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    type Output = Vec<Result<T, TaskError<E>>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Items never fail (errors and panics are settled into their slots), so the group
+        // can only fail if the crate has a bug.
+        self.project().inner.poll(cx).map(|res| match res {
+            Ok(slots) => slots,
+            Err(err) => unreachable!("settled items cannot fail their group: {err:?}"),
+        })
+    }
+}
+
+impl<I, T, E> fmt::Debug for GatherSettled<I, T, E>
+where
+    I: Iterator,
+    I::Item: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GatherSettled")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+/// Runs futures of different types as tasks and yields their values as a tuple, or, at the
+/// first failure, cancels the rest and yields every error (a [`GroupError`]).
+///
+/// All futures must be `Send + 'static` with outputs `Result<_, E>` for one error type `E`.
+/// Up to 12 futures.
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), quattro::GroupError<String>> {
+/// let (n, s, b) = quattro::gather!(
+///     async { Ok::<_, String>(1u8) },
+///     async { Ok("two".to_string()) },
+///     async { Ok(true) },
+/// )
+/// .await?;
+/// assert_eq!((n, s.as_str(), b), (1, "two", true));
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// As [`gather`]: a panic is resumed once the other futures were dropped.
+///
+/// [`GroupError`]: crate::GroupError
+#[macro_export]
+macro_rules! gather {
+    ($($fut:expr),+ $(,)?) => {
+        $crate::TaskGroup::scope(move |__quattro_tg| async move {
+            let __quattro_handles = ($(__quattro_tg.spawn($fut),)+);
+            ::std::result::Result::Ok(
+                $crate::__private::JoinTuple::join(__quattro_handles).await
+            )
+        })
+    };
+}
+
+/// Like [`gather!`](crate::gather!), but no future cancels another: yields a tuple with one
+/// `Result<T, TaskError<E>>` per future (its value, error or captured panic).
+///
+/// # Examples
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let (a, b) = quattro::gather_settled!(
+///     async { Ok::<u8, &str>(1) },
+///     async { Err::<bool, &str>("no") },
+/// )
+/// .await;
+/// assert_eq!(a.ok(), Some(1));
+/// assert_eq!(b.unwrap_err().into_error(), Some("no"));
+/// # }
+/// ```
+#[macro_export]
+macro_rules! gather_settled {
+    ($($fut:expr),+ $(,)?) => {
+        async move {
+            let __quattro_out = $crate::TaskGroup::scope(move |__quattro_tg| async move {
+                let __quattro_handles =
+                    ($(__quattro_tg.spawn($crate::gather::Settled::new($fut)),)+);
+                ::std::result::Result::<_, ::std::convert::Infallible>::Ok(
+                    $crate::__private::JoinTuple::join(__quattro_handles).await
+                )
+            })
+            .await;
+            match __quattro_out {
+                ::std::result::Result::Ok(slots) => slots,
+                ::std::result::Result::Err(err) => {
+                    ::std::unreachable!("settled futures cannot fail their group: {err:?}")
+                }
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    use std::future::Future;
+
+    use crate::TaskHandle;
+
+    /// Awaits a tuple of handles into a tuple of values, for [`gather!`](crate::gather!).
+    pub trait JoinTuple {
+        /// The values.
+        type Output;
+        /// Awaits every handle in turn (the tasks already run concurrently).
+        fn join(self) -> impl Future<Output = Self::Output> + Send;
+    }
+
+    /// A handle's value; when the task failed, the group is cancelling and drops the caller,
+    /// so wait for that.
+    async fn value_or_park<T>(handle: TaskHandle<T>) -> T {
+        match handle.await {
+            Ok(value) => value,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    macro_rules! join_tuple {
+        ($($h:ident: $t:ident),+) => {
+            impl<$($t: Send + 'static),+> JoinTuple for ($(TaskHandle<$t>,)+) {
+                type Output = ($($t,)+);
+
+                fn join(self) -> impl Future<Output = Self::Output> + Send {
+                    let ($($h,)+) = self;
+                    async move { ($(value_or_park($h).await,)+) }
+                }
+            }
+        };
+    }
+
+    join_tuple!(a: A);
+    join_tuple!(a: A, b: B);
+    join_tuple!(a: A, b: B, c: C);
+    join_tuple!(a: A, b: B, c: C, d: D);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G, h: H);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G, h: H, i: I);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G, h: H, i: I, j: J);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G, h: H, i: I, j: J, k: K);
+    join_tuple!(a: A, b: B, c: C, d: D, e: E, f: F, g: G, h: H, i: I, j: J, k: K, l: L);
+}
