@@ -213,6 +213,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// cancels the group like any other. Background tasks do not count against the
     /// concurrency limit.
     ///
+    /// A background task yields `Result<(), E>`: it is there for its effects, and its output
+    /// type is then inferred even for a `loop` that never ends.
+    ///
     /// # Examples
     ///
     /// ```
@@ -238,10 +241,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// Never; see [`spawn`](Self::spawn).
     #[track_caller]
-    pub fn spawn_background<F, T>(&self, fut: F) -> TaskHandle<T>
+    pub fn spawn_background<F>(&self, fut: F) -> TaskHandle<()>
     where
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
     {
         self.spawn_role(fut, None, Role::Background)
     }
@@ -560,10 +562,9 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # }
     /// ```
     #[track_caller]
-    pub fn spawn_background<F, T>(self, fut: F) -> TaskHandle<T>
+    pub fn spawn_background<F>(self, fut: F) -> TaskHandle<()>
     where
-        F: Future<Output = Result<T, E>> + Send + 'static,
-        T: Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
     {
         self.group.spawn_role(fut, Some(self.name), Role::Background)
     }

@@ -1,6 +1,84 @@
-//! Structured concurrency for tokio.
+//! Structured concurrency for tokio: task groups, `gather`, Trio-style cancel scopes with
+//! deadlines, and Go-style `defer`.
 //!
-//! (The crate guide is written in full once the task group lands.)
+//! *Structured concurrency* means that concurrent work has a shape that follows the code: a
+//! task is started inside a block, and the block does not end until the task has ended. No
+//! task is leaked, no error goes unnoticed, and cancelling the block cancels everything in it.
+//! tokio gives the parts ([`JoinSet`], [`CancellationToken`], `time::sleep_until`,
+//! `task_local!`); this crate puts them together, the way Python's *quattro* does for
+//! asyncio and Trio does for its own runtime.
+//!
+//! # The tools
+//!
+//! - **[`TaskGroup`]**: fan-out without leaked tasks. `TaskGroup::scope(|tg| async move { .. })`
+//!   returns when the body and every task spawned with `tg.spawn(..)` are done; the first
+//!   failure cancels the rest and every error comes back in one [`GroupError`]. Optional
+//!   concurrency limit (queued tasks are plain futures, not tasks), background tasks, task
+//!   names, panics propagated like `std::thread::scope`.
+//! - **[`gather`]**: "run these, give me all results in order, or cancel the rest"; with
+//!   [`gather_settled`] for "give me every outcome", [`gather!`] for a typed tuple, and a lazy
+//!   concurrency limit that pulls the input only as slots free.
+//! - **Cancel scopes**: [`move_on_after`] / [`move_on_at`] (yield `None` when the deadline
+//!   passes) and [`fail_after`] / [`fail_at`] (yield `Err(Elapsed)`), or a [`CancelScope`]
+//!   handle to cancel and move deadlines while the code runs. Scopes nest, the outer one wins
+//!   a tie, and [`current_effective_deadline`] reads the deadline in force anywhere inside,
+//!   including in tasks spawned by a group, so it can be passed on to the next service
+//!   ([`propagate`] speaks gRPC's `grpc-timeout`).
+//! - **[`Deferrer`]** / [`defer`]: cleanup (sync or async) deferred to the end of an async
+//!   function, in reverse order, also when it fails, panics or is cancelled.
+//!
+//! # Example
+//!
+//! A request handler with a deadline that fans out to backends, at most 4 at a time, with a
+//! heartbeat running beside:
+//!
+//! ```
+//! use std::time::Duration;
+//! use quattro::{TaskGroup, current_effective_deadline, fail_after};
+//! use tokio::time::{sleep, Instant};
+//!
+//! async fn backend(i: u64) -> Result<u64, String> {
+//!     // Every task sees the request's deadline, ready to pass on.
+//!     assert!(current_effective_deadline().is_some());
+//!     sleep(Duration::from_millis(10 * i)).await;
+//!     Ok(i)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let handled = fail_after(Duration::from_millis(500), async {
+//!     TaskGroup::builder()
+//!         .concurrency_limit(4)
+//!         .scope(|tg| async move {
+//!             tg.spawn_background(async {
+//!                 loop {
+//!                     sleep(Duration::from_millis(100)).await; // cancelled when the work is done
+//!                 }
+//!             });
+//!             let answers: Vec<_> = (1..=8).map(|i| tg.spawn(backend(i))).collect();
+//!             let mut sum = 0;
+//!             for answer in answers {
+//!                 sum += answer.await.unwrap_or(0);
+//!             }
+//!             Ok(sum)
+//!         })
+//!         .await
+//! })
+//! .await;
+//! assert_eq!(handled.unwrap().unwrap(), 36);
+//! # }
+//! ```
+//!
+//! # Cancellation is level-triggered
+//!
+//! When a scope is cancelled, the future inside it is *dropped*: no code in the scope runs
+//! after the cancellation point, and nothing can swallow the cancellation. (asyncio delivers a
+//! `CancelledError` that code may catch; Rust's drop semantics give the stronger guarantee for
+//! free.) Every future in this crate is safe to drop at any await; each documents what dropping
+//! it does under `# Cancel safety`.
+//!
+//! [`JoinSet`]: tokio::task::JoinSet
+//! [`CancellationToken`]: tokio_util::sync::CancellationToken
 #![warn(
     missing_docs,
     missing_debug_implementations,

@@ -98,6 +98,8 @@ pub struct GroupScope<B: GroupBody<E>, E: Send + 'static> {
     node: Option<Arc<Node>>,
     waker: Option<Waker>,
     options: Options,
+    /// Whether `TaskGroup::cancel` (not a failure) started the cancellation.
+    cancelled: bool,
 }
 
 /// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
@@ -148,6 +150,7 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
             node: None,
             waker: None,
             options,
+            cancelled: false,
         }
     }
 }
@@ -210,12 +213,15 @@ where
             }
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx).failed;
+            // Read before the group cancels its own node below.
             let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
+            *this.cancelled = cancelled;
             if failed || cancelled {
                 tracing::debug!(parent: &shared.span, failed, cancelled, "task group cancelling");
+                // Cancel the node first: children being dropped must already see it.
+                shared.node.cancel();
                 let queued = shared.close_and_abort(&mut state);
                 drop(state);
-                shared.node.cancel();
                 drop_body(this.node, this.body.as_mut());
                 drop_queued(this.node, queued);
                 *this.phase = Phase::Cancelling;
@@ -232,7 +238,7 @@ where
 
         ready!(poll_drained(&shared, this.waker, cx));
         *this.phase = Phase::Done;
-        let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
+        let cancelled = *this.cancelled;
         let mut state = shared.lock();
         let failures = std::mem::take(&mut state.failures);
         let panicked = state.panicked;

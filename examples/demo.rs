@@ -1,0 +1,164 @@
+//! The main demo: a request with a deadline fans out to slow "backends" through a task group
+//! with a concurrency limit and a background heartbeat, inside nested cancel scopes.
+//!
+//! Run with `cargo run --example demo` (add `RUST_LOG=quattro=debug` for the crate's tracing).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use quattro::{CancelScope, TaskGroup, current_effective_deadline, fail_after, gather};
+use tokio::time::{Instant, sleep};
+
+/// Milliseconds from the start of the demo, for readable output.
+fn ms(start: Instant, at: Instant) -> String {
+    format!("{:>4} ms", at.saturating_duration_since(start).as_millis())
+}
+
+fn deadline_text(start: Instant) -> String {
+    match current_effective_deadline() {
+        Some(deadline) => format!("deadline at {}", ms(start, deadline)),
+        None => "no deadline".to_string(),
+    }
+}
+
+/// Prints when a backend call is cut off: its future is dropped by the cancellation.
+struct CutOffReport {
+    start: Instant,
+    name: String,
+    done: bool,
+}
+
+impl Drop for CutOffReport {
+    fn drop(&mut self) {
+        if !self.done {
+            println!(
+                "  [{}] {:<10} cut off ({} when dropped)",
+                ms(self.start, Instant::now()),
+                self.name,
+                deadline_text(self.start)
+            );
+        }
+    }
+}
+
+async fn backend(start: Instant, id: u64, running: Arc<AtomicUsize>) -> Result<u64, String> {
+    let now_running = running.fetch_add(1, Ordering::SeqCst) + 1;
+    let name = format!("backend {id}");
+    println!(
+        "  [{}] {name:<10} starts  ({now_running} running, {})",
+        ms(start, Instant::now()),
+        deadline_text(start)
+    );
+    let mut report = CutOffReport {
+        start,
+        name: name.clone(),
+        done: false,
+    };
+    // Each backend takes longer than the previous one; backend 99 fails fast.
+    sleep(Duration::from_millis(if id == 99 { 90 } else { 60 * id })).await;
+    report.done = true;
+    running.fetch_sub(1, Ordering::SeqCst);
+    if id == 99 {
+        return Err(format!("{name} refused"));
+    }
+    println!("  [{}] {name:<10} answered", ms(start, Instant::now()));
+    Ok(id * 10)
+}
+
+async fn fan_out(start: Instant) {
+    println!("\n1. A request with a 400 ms deadline fans out to 8 backends, 3 at a time:");
+    let running = Arc::new(AtomicUsize::new(0));
+    let beats = Arc::new(AtomicUsize::new(0));
+    let result = fail_after(Duration::from_millis(400), {
+        let beats = beats.clone();
+        TaskGroup::builder()
+            .concurrency_limit(3)
+            .scope(move |tg| async move {
+                tg.task("heartbeat").spawn_background(async move {
+                    loop {
+                        sleep(Duration::from_millis(100)).await;
+                        beats.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+                let handles: Vec<_> = (1..=8)
+                    .map(|id| tg.spawn(backend(start, id, running.clone())))
+                    .collect();
+                let mut answers = Vec::new();
+                for handle in handles {
+                    answers.extend(handle.await.ok());
+                }
+                Ok::<_, String>(answers)
+            })
+    })
+    .await;
+    match result {
+        Ok(Ok(answers)) => println!("  -> all answered: {answers:?}"),
+        Ok(Err(err)) => println!("  -> the group failed: {err}"),
+        Err(elapsed) => println!(
+            "  -> request {elapsed} at {}; every backend task was dropped before this line \
+             ({} heartbeats)",
+            ms(start, Instant::now()),
+            beats.load(Ordering::SeqCst)
+        ),
+    }
+}
+
+async fn nested_scopes(start: Instant) {
+    println!("\n2. Nested scopes: the earliest deadline is in force, at every level:");
+    let outer = CancelScope::with_timeout(Duration::from_millis(300));
+    let out = outer
+        .move_on(async move {
+            println!("  outer ({})", deadline_text(start));
+            let inner = quattro::move_on_after(Duration::from_millis(100), async move {
+                println!("    inner ({})", deadline_text(start));
+                sleep(Duration::from_secs(10)).await;
+            });
+            let inner_scope = inner.cancel_scope();
+            inner.await;
+            println!(
+                "    inner cut off at {} (cancelled_caught = {})",
+                ms(start, Instant::now()),
+                inner_scope.cancelled_caught()
+            );
+            let later = quattro::move_on_after(Duration::from_secs(60), async move {
+                println!(
+                    "    a later inner deadline changes nothing ({})",
+                    deadline_text(start)
+                );
+                sleep(Duration::from_secs(10)).await;
+            });
+            later.await;
+            unreachable!("the outer deadline drops this code first");
+        })
+        .await;
+    println!(
+        "  outer cut off at {} (result {out:?}, cancelled_caught = {})",
+        ms(start, Instant::now()),
+        outer.cancelled_caught()
+    );
+}
+
+async fn failure(start: Instant) {
+    println!("\n3. gather: one failure cancels the rest and is reported:");
+    let running = Arc::new(AtomicUsize::new(0));
+    let ids = [1, 99, 4, 5];
+    let result = gather(ids.map(|id| backend(start, id, running.clone()))).await;
+    match result {
+        Ok(values) => println!("  -> values {values:?}"),
+        Err(err) => println!("  -> {err}"),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let start = Instant::now();
+    fan_out(start).await;
+    let start = Instant::now();
+    nested_scopes(start).await;
+    let start = Instant::now();
+    failure(start).await;
+}
