@@ -20,7 +20,7 @@ pub(crate) struct QueuedControl {
 }
 
 impl QueuedControl {
-    pub(crate) fn is_aborted(&self) -> bool {
+    fn is_aborted(&self) -> bool {
         self.aborted.load(Ordering::SeqCst)
     }
 

@@ -243,11 +243,9 @@ impl<E: Send + 'static> Shared<E> {
         let mut started = false;
         while state.normal.len() < limit {
             let Some(queued) = state.queue.pop_front() else { break };
-            if queued.control.is_aborted() {
-                // Dropped unpolled; its handle resolves to cancelled.
-                drop(queued);
-                continue;
-            }
+            // A task aborted while queued is still spawned, and aborted at once by
+            // `spawned`: the runtime then drops it unpolled on its own time, not here under
+            // the group's lock, where its destructors could not call into the group.
             let abort = state.normal.spawn_on(queued.fut, &self.runtime);
             if let Some(name) = queued.name {
                 state.names.insert(abort.id(), name);
