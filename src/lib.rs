@@ -94,6 +94,7 @@
 
 mod chain;
 mod deadline;
+pub mod defer;
 mod error;
 pub mod gather;
 pub mod group;
@@ -101,6 +102,7 @@ pub mod propagate;
 mod scope;
 
 pub use deadline::current_effective_deadline;
+pub use defer::{AsyncExit, Deferrer};
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
 #[doc(hidden)]
 pub use gather::__private;

@@ -1,0 +1,214 @@
+//! The task-local form: [`enable`] makes a deferrer current while its future is polled, and
+//! [`push`], [`callback`] and [`enter`] reach it from any function that future calls.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::{Future, IntoFuture};
+use std::sync::Arc;
+
+use super::stack::{Cleanup, Shared};
+use super::{Deferrer, Enabled, Enter};
+
+thread_local! {
+    /// The deferrer of the innermost [`Enabled`] future (task-local form) being polled on this
+    /// thread. Swapped in for the duration of one poll, like the deadline chain.
+    static CURRENT: Cell<Option<Arc<Shared>>> = const { Cell::new(None) };
+}
+
+/// Makes a deferrer current until dropped, then restores the one before (also on unwind).
+pub(crate) struct Current {
+    prev: Option<Arc<Shared>>,
+}
+
+impl Current {
+    pub(crate) fn set(shared: Arc<Shared>) -> Current {
+        Current {
+            prev: CURRENT.replace(Some(shared)),
+        }
+    }
+}
+
+impl Drop for Current {
+    fn drop(&mut self) {
+        CURRENT.set(self.prev.take());
+    }
+}
+
+fn current() -> Result<Arc<Shared>, NotEnabled> {
+    CURRENT.with(|cell| {
+        let shared = cell.take();
+        let found = shared.clone();
+        cell.set(shared);
+        found.ok_or(NotEnabled(()))
+    })
+}
+
+/// Runs a future with a task-local deferrer: cleanups registered with [`push`], [`callback`] or
+/// [`enter`] while it runs are run, last first, when it ends.
+///
+/// This is the form for functions whose signature must stay as it is: nothing is passed in, and
+/// any function called (and awaited) inside the future can register cleanups. Each `enable`d
+/// future runs its own cleanups at its own end, so nested ones unwind like nested function
+/// calls. The deferrer is current only while the returned future itself is polled: a task
+/// spawned from inside does not see it (use the [`Deferrer`] handle, which is `Send`, to share
+/// it on purpose).
+///
+/// Ending, panics and cancellation behave as for [`Deferrer::enable`].
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use quattro::defer;
+///
+/// async fn work(log: Arc<Mutex<Vec<&'static str>>>) -> u32 {
+///     let l = log.clone();
+///     defer::callback(move || l.lock().unwrap().push("closed")).unwrap();
+///     log.lock().unwrap().push("working");
+///     42
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// assert_eq!(defer::enable(work(log.clone())).await, 42);
+/// assert_eq!(*log.lock().unwrap(), ["working", "closed"]);
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// See [`Enabled`].
+pub fn enable<F: IntoFuture>(fut: F) -> Enabled<F::IntoFuture> {
+    Enabled::new(fut.into_future(), Arc::default(), true)
+}
+
+/// Defers an async cleanup to the end of the current [`enable`]d future.
+///
+/// See [`Deferrer::push`] for the bounds and what happens on cancellation.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::defer;
+///
+/// async fn open() -> Result<(), defer::NotEnabled> {
+///     defer::push(async { println!("closing") })?;
+///     println!("working");
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// defer::enable(open()).await.unwrap(); // prints "working", then "closing"
+/// assert!(open().await.is_err()); // not enabled
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the cleanup is then
+/// dropped without running.
+pub fn push<F>(cleanup: F) -> Result<(), NotEnabled>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    current()?.push(Cleanup::Async(Box::pin(cleanup)));
+    Ok(())
+}
+
+/// Defers a sync callback to the end of the current [`enable`]d future.
+///
+/// See [`Deferrer::callback`].
+///
+/// # Examples
+///
+/// ```
+/// use quattro::defer;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// defer::enable(async {
+///     defer::callback(|| println!("done")).unwrap();
+/// })
+/// .await;
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the callback is then
+/// dropped without running.
+pub fn callback<F>(f: F) -> Result<(), NotEnabled>
+where
+    F: FnOnce() + Send + 'static,
+{
+    current()?.push(Cleanup::Sync(Box::new(f)));
+    Ok(())
+}
+
+/// Enters a value with an async exit (or a tuple of them), deferring the exit to the end of the
+/// current [`enable`]d future; returns what entering yields.
+///
+/// See [`Deferrer::enter`].
+///
+/// # Examples
+///
+/// ```
+/// use std::future::{Ready, ready};
+/// use quattro::defer::{self, AsyncExit};
+///
+/// struct Lease(u32);
+///
+/// impl AsyncExit for Lease {
+///     type Entered = u32;
+///     type Exit = Ready<()>;
+///
+///     fn enter(self) -> (u32, Ready<()>) {
+///         (self.0, ready(()))
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let n = defer::enable(async { defer::enter(Lease(7)).unwrap() }).await;
+/// assert_eq!(n, 7);
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the value is then
+/// dropped without being entered.
+pub fn enter<T: Enter>(value: T) -> Result<T::Entered, NotEnabled> {
+    let deferrer = Deferrer { shared: current()? };
+    Ok(deferrer.enter(value))
+}
+
+/// The error of the task-local functions ([`push`], [`callback`], [`enter`]) when no
+/// [`enable`]d future is being polled on this thread.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::defer;
+///
+/// let err = defer::callback(|| ()).unwrap_err();
+/// assert!(err.to_string().starts_with("defer not enabled"));
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NotEnabled(());
+
+impl fmt::Debug for NotEnabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NotEnabled")
+    }
+}
+
+impl fmt::Display for NotEnabled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("defer not enabled: did you forget to wrap the future in `defer::enable`?")
+    }
+}
+
+impl std::error::Error for NotEnabled {}

@@ -1,0 +1,695 @@
+//! Tests for `quattro::defer`: a port of Python quattro's `test_defer.py`, then ordering,
+//! failure and cancellation checks.
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Context;
+use std::time::Duration;
+
+use futures::FutureExt;
+use quattro::defer::{self, AsyncExit, Deferrer, NotEnabled};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_test::{assert_pending, assert_ready, task};
+
+/// An append-only record of what happened, shared with cleanups.
+#[derive(Clone, Default)]
+struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: impl Into<String>) {
+        self.0.lock().unwrap().push(entry.into());
+    }
+
+    fn get(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    fn contains(&self, entry: &str) -> bool {
+        self.get().iter().any(|e| e == entry)
+    }
+
+    /// A sync cleanup that records `entry`.
+    fn callback(&self, entry: &'static str) -> impl FnOnce() + Send + 'static + use<> {
+        let log = self.clone();
+        move || log.push(entry)
+    }
+
+    /// An async cleanup that yields once, then records `entry`.
+    fn cleanup(&self, entry: &'static str) -> impl Future<Output = ()> + Send + 'static + use<> {
+        let log = self.clone();
+        async move {
+            tokio::task::yield_now().await;
+            log.push(entry);
+        }
+    }
+}
+
+/// The analog of an `@asynccontextmanager` yielding `value`: entering records "enter name",
+/// the exit yields to the runtime, then records "exit name".
+struct Cm {
+    name: &'static str,
+    value: u32,
+    log: Log,
+}
+
+impl Cm {
+    fn new(name: &'static str, value: u32, log: &Log) -> Cm {
+        Cm {
+            name,
+            value,
+            log: log.clone(),
+        }
+    }
+}
+
+impl AsyncExit for Cm {
+    type Entered = u32;
+    type Exit = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn enter(self) -> (u32, Self::Exit) {
+        self.log.push(format!("enter {}", self.name));
+        let (log, name) = (self.log, self.name);
+        let exit = Box::pin(async move {
+            tokio::task::yield_now().await;
+            log.push(format!("exit {name}"));
+        });
+        (self.value, exit)
+    }
+}
+
+/// Counts its drops.
+struct DropGuard(Arc<AtomicUsize>);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("")
+}
+
+// ---- ported from test_defer.py ----
+
+#[tokio::test]
+async fn defer_async() {
+    let log = Log::default();
+    let l = log.clone();
+    let out = Deferrer::enable(|defer| async move {
+        assert!(!l.contains("enter a"));
+        assert_eq!(defer.enter(Cm::new("a", 1, &l)), 1);
+        assert!(l.contains("enter a"));
+        assert!(!l.contains("exit a"));
+        5
+    })
+    .await;
+    assert_eq!(out, 5);
+    assert_eq!(log.get(), ["enter a", "exit a"]);
+}
+
+#[tokio::test]
+async fn defer_async_several() {
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        let pair = defer.enter((Cm::new("a", 1, &l), Cm::new("b", 2, &l)));
+        assert_eq!(pair, (1, 2));
+        assert_eq!(l.get(), ["enter a", "enter b"]);
+    })
+    .await;
+    assert_eq!(log.get(), ["enter a", "enter b", "exit b", "exit a"]);
+}
+
+#[tokio::test]
+async fn defer_sync_in_async() {
+    // A sync context manager in Rust is a guard; its exit becomes a deferred callback.
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        l.push("enter");
+        defer.callback(l.callback("exit"));
+        assert_eq!(l.get(), ["enter"]);
+    })
+    .await;
+    assert_eq!(log.get(), ["enter", "exit"]);
+}
+
+#[tokio::test]
+async fn defer_task_local() {
+    async fn coro(a: u32, log: Log) -> u32 {
+        assert!(!log.contains("enter a"));
+        assert_eq!(defer::enter(Cm::new("a", 1, &log)).unwrap(), 1);
+        assert!(log.contains("enter a"));
+        a
+    }
+
+    let log = Log::default();
+    assert_eq!(defer::enable(coro(1, log.clone())).await, 1);
+    assert_eq!(log.get(), ["enter a", "exit a"]);
+}
+
+#[tokio::test]
+async fn defer_task_local_sync() {
+    async fn coro(a: u32, log: Log) -> u32 {
+        log.push("enter");
+        defer::callback(log.callback("exit")).unwrap();
+        a
+    }
+
+    let log = Log::default();
+    assert_eq!(defer::enable(coro(1, log.clone())).await, 1);
+    assert_eq!(log.get(), ["enter", "exit"]);
+}
+
+#[tokio::test]
+async fn defer_nested() {
+    async fn inner(a: u32, log: Log) -> u32 {
+        assert_eq!(defer::enter(Cm::new("inner", 1, &log)).unwrap(), 1);
+        a
+    }
+
+    async fn outer(b: u32, log: Log) -> u32 {
+        assert_eq!(defer::enter(Cm::new("outer", 2, &log)).unwrap(), 2);
+        assert_eq!(log.get(), ["enter outer"]);
+        defer::enable(inner(b, log.clone())).await;
+        // The inner function ran its own cleanups at its own end, not the outer ones.
+        assert_eq!(log.get(), ["enter outer", "enter inner", "exit inner"]);
+        // The outer deferrer is current again after the inner one finished.
+        defer::callback(log.callback("outer callback")).unwrap();
+        b
+    }
+
+    let log = Log::default();
+    assert_eq!(defer::enable(outer(1, log.clone())).await, 1);
+    assert_eq!(
+        log.get(),
+        [
+            "enter outer",
+            "enter inner",
+            "exit inner",
+            "outer callback",
+            "exit outer"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn defer_not_enabled() {
+    let log = Log::default();
+
+    let err: NotEnabled = defer::enter(Cm::new("a", 1, &log)).unwrap_err();
+    assert!(err.to_string().contains("defer not enabled"), "{err}");
+    assert!(err.to_string().contains("defer::enable"), "{err}");
+    assert!(log.get().is_empty(), "the value must not be entered");
+
+    assert_eq!(defer::callback(log.callback("x")), Err(err));
+    assert_eq!(defer::push(log.cleanup("y")), Err(err));
+
+    // The closure form does not make the task-local one current: pick one form per function.
+    let inside = Deferrer::enable(|_defer| async { defer::callback(|| ()) }).await;
+    assert!(inside.is_err());
+    // Nor does a task spawned from inside an enabled future inherit it.
+    let spawned = defer::enable(async { tokio::spawn(async { defer::callback(|| ()) }).await })
+        .await
+        .unwrap();
+    assert!(spawned.is_err());
+    // The error is a std error, usable with `?` into a boxed error.
+    let boxed: Box<dyn std::error::Error + Send + Sync> = err.into();
+    assert!(boxed.to_string().starts_with("defer not enabled"));
+
+    tokio::task::yield_now().await;
+    assert!(log.get().is_empty());
+}
+
+struct Greeter {
+    greeting: String,
+    log: Log,
+}
+
+impl Greeter {
+    async fn run(&self, value: usize, name: &str) -> String {
+        Deferrer::enable(|defer| async move {
+            // Borrows `self` and `name`: the body need not be 'static.
+            defer.push(self.log.cleanup("closure form done"));
+            format!("{} {}", self.greeting, name.repeat(value))
+        })
+        .await
+    }
+
+    async fn run_task_local(&self, value: usize) -> String {
+        defer::enable(async move {
+            defer::callback(self.log.callback("task-local form done")).unwrap();
+            self.greeting.repeat(value)
+        })
+        .await
+    }
+}
+
+#[tokio::test]
+async fn deferrer_enable_method_self() {
+    let log = Log::default();
+    let greeter = Greeter {
+        greeting: "hi".into(),
+        log: log.clone(),
+    };
+    assert_eq!(greeter.run(2, "a").await, "hi aa");
+    assert_eq!(greeter.run_task_local(2).await, "hihi");
+    assert_eq!(log.get(), ["closure form done", "task-local form done"]);
+}
+
+// ---- order, errors and panics ----
+
+#[tokio::test]
+async fn lifo_across_mixed_sync_and_async_cleanups() {
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        defer.push(l.cleanup("async 1"));
+        defer.callback(l.callback("sync 1"));
+        defer.enter(Cm::new("cm", 0, &l));
+        defer.push_fn({
+            let l = l.clone();
+            move || l.cleanup("async 2")
+        });
+        defer.callback(l.callback("sync 2"));
+        assert_eq!(defer.len(), 5);
+    })
+    .await;
+    assert_eq!(
+        log.get(),
+        [
+            "enter cm", "sync 2", "async 2", "exit cm", "sync 1", "async 1"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn push_fn_builds_the_cleanup_when_its_turn_comes() {
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        let l2 = l.clone();
+        defer.push_fn(move || {
+            l2.push("built");
+            async {}
+        });
+        l.push("body");
+    })
+    .await;
+    assert_eq!(log.get(), ["body", "built"]);
+}
+
+#[tokio::test]
+async fn cleanup_registered_by_a_cleanup_runs_next() {
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        defer.callback(l.callback("first registered"));
+        let (d, l2) = (defer.clone(), l.clone());
+        defer.push(async move {
+            l2.push("outer cleanup");
+            d.callback(l2.callback("registered during cleanup"));
+        });
+    })
+    .await;
+    assert_eq!(
+        log.get(),
+        [
+            "outer cleanup",
+            "registered during cleanup",
+            "first registered"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cleanups_run_after_err() {
+    let log = Log::default();
+    let l = log.clone();
+    let out: Result<u32, &str> = Deferrer::enable(|defer| async move {
+        defer.push(l.cleanup("async"));
+        defer.callback(l.callback("sync"));
+        Err("failed")?;
+        Ok(1)
+    })
+    .await;
+    assert_eq!(out, Err("failed"));
+    assert_eq!(log.get(), ["sync", "async"]);
+}
+
+#[tokio::test]
+async fn cleanups_run_after_panic_then_it_is_resumed() {
+    let log = Log::default();
+    let l = log.clone();
+    let fut = defer::enable(async move {
+        defer::push(l.cleanup("async")).unwrap();
+        defer::callback(l.callback("sync")).unwrap();
+        tokio::task::yield_now().await;
+        panic!("body boom");
+    });
+    let payload = AssertUnwindSafe(fut).catch_unwind().await.unwrap_err();
+    assert_eq!(panic_message(&*payload), "body boom");
+    assert_eq!(log.get(), ["sync", "async"]);
+}
+
+#[tokio::test]
+async fn panicking_cleanup_does_not_stop_the_others_and_is_resumed() {
+    let log = Log::default();
+    let l = log.clone();
+    let fut = Deferrer::enable(|defer| async move {
+        defer.callback(l.callback("sync 1"));
+        defer.push(async { panic!("cleanup boom") });
+        defer.push(l.cleanup("async 2"));
+        defer.callback(|| panic!("second boom"));
+        defer.callback(l.callback("sync 3"));
+        42
+    });
+    let payload = AssertUnwindSafe(fut).catch_unwind().await.unwrap_err();
+    // The first panic to happen is resumed; the later one is logged.
+    assert_eq!(panic_message(&*payload), "second boom");
+    assert_eq!(log.get(), ["sync 3", "async 2", "sync 1"]);
+}
+
+#[tokio::test]
+async fn body_panic_wins_over_cleanup_panic() {
+    let log = Log::default();
+    let l = log.clone();
+    let fut = Deferrer::enable(|defer| async move {
+        defer.callback(l.callback("after"));
+        defer.push(async { panic!("cleanup boom") });
+        panic!("body boom");
+    });
+    let payload = AssertUnwindSafe(fut).catch_unwind().await.unwrap_err();
+    assert_eq!(panic_message(&*payload), "body boom");
+    assert_eq!(log.get(), ["after"]);
+}
+
+#[tokio::test]
+async fn panicking_cleanup_in_a_task_reaches_the_join_handle() {
+    let log = Log::default();
+    let l = log.clone();
+    let err = tokio::spawn(Deferrer::enable(|defer| async move {
+        defer.callback(l.callback("still ran"));
+        defer.push(async { panic!("cleanup boom") });
+    }))
+    .await
+    .unwrap_err();
+    assert_eq!(panic_message(&*err.into_panic()), "cleanup boom");
+    assert_eq!(log.get(), ["still ran"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn async_cleanups_are_awaited_one_after_another() {
+    let start = Instant::now();
+    let log = Log::default();
+    let l = log.clone();
+    Deferrer::enable(|defer| async move {
+        for (ms, name) in [(10, "10ms"), (20, "20ms")] {
+            let l = l.clone();
+            defer.push(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                l.push(name);
+            });
+        }
+    })
+    .await;
+    assert_eq!(start.elapsed(), Duration::from_millis(30));
+    assert_eq!(log.get(), ["20ms", "10ms"]);
+}
+
+// ---- cancellation ----
+
+/// Registers sync 1, async 1, sync 2, async 2 (which reports on `done`), then never ends.
+async fn register_then_hang(defer: Deferrer, log: Log, done: oneshot::Sender<()>) {
+    defer.callback(log.callback("sync 1"));
+    defer.push(log.cleanup("async 1"));
+    defer.callback(log.callback("sync 2"));
+    let l = log.clone();
+    defer.push(async move {
+        tokio::task::yield_now().await;
+        l.push("async 2");
+        let _ = done.send(());
+    });
+    std::future::pending::<()>().await;
+}
+
+async fn dropped_midway() {
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let l = log.clone();
+    let mut fut = task::spawn(Deferrer::enable(move |defer| {
+        register_then_hang(defer, l, tx)
+    }));
+    assert_pending!(fut.poll());
+    drop(fut);
+    // The sync cleanups ran in the drop, last first.
+    let at_drop = log.get();
+    assert_eq!(&at_drop[..2], ["sync 2", "sync 1"]);
+    // The async ones run on the runtime, in order, in one task.
+    rx.await.unwrap();
+    let l = log.clone();
+    let last = tokio::spawn(async move {
+        while !l.contains("async 1") {
+            tokio::task::yield_now().await;
+        }
+    });
+    last.await.unwrap();
+    assert_eq!(log.get(), ["sync 2", "sync 1", "async 2", "async 1"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_midway_current_thread() {
+    dropped_midway().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_midway_multi_thread() {
+    dropped_midway().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_midway_async_cleanups_wait_for_the_runtime() {
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let l = log.clone();
+    let mut fut = task::spawn(defer::enable(async move {
+        defer::callback(l.callback("sync")).unwrap();
+        let l2 = l.clone();
+        defer::push(async move {
+            l2.push("async");
+            let _ = tx.send(());
+        })
+        .unwrap();
+        std::future::pending::<()>().await;
+    }));
+    assert_pending!(fut.poll());
+    drop(fut);
+    // Nothing async ran inside the drop: only the runtime can run it.
+    assert_eq!(log.get(), ["sync"]);
+    rx.await.unwrap();
+    assert_eq!(log.get(), ["sync", "async"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_during_an_async_cleanup_the_rest_run_on_the_runtime() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut fut = task::spawn(Deferrer::enable(|defer| async move {
+        defer.push(l.cleanup("second"));
+        let l2 = l.clone();
+        defer.push(async move {
+            l2.push("first started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            l2.push("first finished");
+        });
+        7
+    }));
+    assert_pending!(fut.poll());
+    assert_eq!(log.get(), ["first started"]);
+    assert!(format!("{fut:?}").contains("cleaning up"), "{fut:?}");
+    drop(fut);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(log.get(), ["first started", "first finished", "second"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropped_by_select_like_a_timeout() {
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let l = log.clone();
+    let fut = Deferrer::enable(move |defer| register_then_hang(defer, l, tx));
+    let timed_out = tokio::time::timeout(Duration::from_millis(1), fut).await;
+    assert!(timed_out.is_err());
+    rx.await.unwrap();
+    assert!(log.contains("async 2"));
+}
+
+#[tokio::test]
+async fn dropped_before_first_poll_runs_what_the_closure_registered() {
+    let log = Log::default();
+    let l = log.clone();
+    let fut = Deferrer::enable(|defer| {
+        defer.callback(l.callback("registered in the closure"));
+        async {}
+    });
+    drop(fut);
+    assert_eq!(log.get(), ["registered in the closure"]);
+}
+
+#[tokio::test]
+async fn body_is_dropped_with_its_deferrer_current() {
+    struct RegistersOnDrop(Log);
+
+    impl Drop for RegistersOnDrop {
+        fn drop(&mut self) {
+            let registered = defer::callback(self.0.callback("registered while dropped"));
+            assert!(registered.is_ok());
+        }
+    }
+
+    let log = Log::default();
+    let l = log.clone();
+    let mut fut = task::spawn(defer::enable(async move {
+        let _guard = RegistersOnDrop(l);
+        std::future::pending::<()>().await;
+    }));
+    assert_pending!(fut.poll());
+    drop(fut);
+    assert_eq!(log.get(), ["registered while dropped"]);
+}
+
+#[test]
+fn dropped_without_a_runtime_async_cleanups_are_dropped_unrun() {
+    let log = Log::default();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let (l, d) = (log.clone(), dropped.clone());
+    let mut fut = Box::pin(Deferrer::enable(move |defer| async move {
+        defer.callback(l.callback("sync"));
+        let guard = DropGuard(d);
+        let l2 = l.clone();
+        defer.push(async move {
+            let _guard = guard;
+            l2.push("async ran");
+        });
+        std::future::pending::<()>().await;
+    }));
+    // Polled by hand: no tokio runtime anywhere on this thread.
+    let waker = futures::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    assert!(fut.as_mut().poll(&mut cx).is_pending());
+    drop(fut);
+    assert_eq!(log.get(), ["sync"]);
+    // The async cleanup could not run; it was dropped (and the loss logged), not leaked.
+    assert_eq!(dropped.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn panicking_sync_cleanup_in_drop_is_resumed_after_the_others() {
+    let log = Log::default();
+    let l = log.clone();
+    let mut fut = task::spawn(Deferrer::enable(|defer| async move {
+        defer.callback(l.callback("sync 1"));
+        defer.callback(|| panic!("drop boom"));
+        defer.callback(l.callback("sync 2"));
+        std::future::pending::<()>().await;
+    }));
+    assert_pending!(fut.poll());
+    let payload = std::panic::catch_unwind(AssertUnwindSafe(|| drop(fut))).unwrap_err();
+    assert_eq!(panic_message(&*payload), "drop boom");
+    assert_eq!(log.get(), ["sync 2", "sync 1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_async_cleanup_after_drop_does_not_stop_the_others() {
+    let log = Log::default();
+    let (tx, rx) = oneshot::channel();
+    let l = log.clone();
+    let mut fut = task::spawn(Deferrer::enable(|defer| async move {
+        let l2 = l.clone();
+        defer.push(async move {
+            l2.push("ran after the panic");
+            let _ = tx.send(());
+        });
+        defer.push(async { panic!("detached boom") });
+        std::future::pending::<()>().await;
+    }));
+    assert_pending!(fut.poll());
+    drop(fut);
+    rx.await.unwrap();
+    assert_eq!(log.get(), ["ran after the panic"]);
+}
+
+#[tokio::test]
+async fn registering_after_the_end_runs_at_once_or_on_the_runtime() {
+    let log = Log::default();
+    let leaked = Deferrer::enable(|defer| async move { defer }).await;
+    leaked.callback(log.callback("late sync"));
+    assert_eq!(log.get(), ["late sync"]);
+    let (tx, rx) = oneshot::channel();
+    let l = log.clone();
+    leaked.push(async move {
+        l.push("late async");
+        let _ = tx.send(());
+    });
+    rx.await.unwrap();
+    assert_eq!(log.get(), ["late sync", "late async"]);
+    assert!(leaked.is_empty());
+}
+
+// ---- the future itself ----
+
+#[tokio::test]
+async fn enabled_future_is_send_when_the_body_is() {
+    fn assert_send<T: Send>(t: T) -> T {
+        t
+    }
+    let fut = assert_send(Deferrer::enable(|defer| async move {
+        defer.push(async {});
+        tokio::task::yield_now().await;
+        defer.len()
+    }));
+    assert_eq!(tokio::spawn(fut).await.unwrap(), 1);
+    let fut = assert_send(defer::enable(async { tokio::task::yield_now().await }));
+    tokio::spawn(fut).await.unwrap();
+}
+
+#[tokio::test]
+async fn debug_shows_state_and_pending_cleanups() {
+    let (tx, rx) = oneshot::channel::<()>();
+    let mut fut = task::spawn(defer::enable(async move {
+        defer::callback(|| ()).unwrap();
+        defer::callback(|| ()).unwrap();
+        let _ = rx.await;
+    }));
+    assert_pending!(fut.poll());
+    assert_eq!(
+        format!("{fut:?}").split_once("Enabled").unwrap().1,
+        " { state: \"running\", pending: 2, task_local: true } }"
+    );
+    tx.send(()).unwrap();
+    assert_ready!(fut.poll());
+
+    let debug = Deferrer::enable(|defer| async move {
+        defer.callback(|| ());
+        format!("{defer:?}")
+    })
+    .await;
+    assert_eq!(debug, "Deferrer { pending: 1 }");
+}
+
+#[tokio::test]
+#[should_panic = "polled after completion"]
+async fn polling_after_completion_panics() {
+    let mut fut = task::spawn(Deferrer::enable(|_| async {}));
+    assert_ready!(fut.poll());
+    let _ = fut.poll();
+}
