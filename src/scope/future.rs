@@ -74,7 +74,9 @@ impl<F: Future> Scoped<F> {
     }
 
     fn node(&self) -> &Arc<Node> {
-        self.node.as_ref().expect("node is only lent out during a poll")
+        self.node
+            .as_ref()
+            .expect("node is only lent out during a poll")
     }
 
     fn get_ref(&self) -> Option<&F> {
@@ -136,7 +138,11 @@ impl<F: Future> Future for Scoped<F> {
                 node.mark_deadline_reached();
             }
         }
-        if this.tokens.iter_mut().any(|t| t.as_mut().poll(cx).is_ready()) {
+        if this
+            .tokens
+            .iter_mut()
+            .any(|t| t.as_mut().poll(cx).is_ready())
+        {
             node.cancel();
         }
 
@@ -186,7 +192,15 @@ fn poll_drain<F: Future>(
     }
     *this.phase = Phase::Done;
     this.sleep.set(None);
+    forget_waker(node);
     Poll::Ready(this.output.take().expect("output stored before draining"))
+}
+
+/// Replaces the task's waker in a node that is done with it, so that a later `cancel()` (or
+/// anything else that wakes the node) does not wake a task that has moved on, and the node no
+/// longer keeps that task alive.
+fn forget_waker(node: &Node) {
+    node.register_waker(Waker::noop());
 }
 
 fn register_waker(node: &Node, local: &mut Option<Waker>, waker: &Waker) {
@@ -249,6 +263,13 @@ impl<F: Future> PinnedDrop for Scoped<F> {
         }
         drop_inner(this.node, this.inner.as_mut());
         let node = this.node.as_ref().expect("node present outside a poll");
+        if *this.phase == Phase::Running && node.state() & CANCELLED == 0 && node.is_cancelled() {
+            // Dropped by an enclosing scope whose deadline tied with ours (the outer one claims
+            // the tie, and ours had no timer of its own): our deadline passed too, so the token
+            // handed out by `cancellation_token()` must fire, as `is_cancelled()` says.
+            node.mark_deadline_reached();
+        }
+        forget_waker(node);
         // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
         // handed to this scope and not yet drained goes to the nearest live ancestor.
         node.finish();
@@ -263,7 +284,11 @@ impl<F: Future> PinnedDrop for Scoped<F> {
 }
 
 /// Shows the scope's state and the phase of the future.
-fn debug_scoped<F: Future>(scoped: &Scoped<F>, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+fn debug_scoped<F: Future>(
+    scoped: &Scoped<F>,
+    name: &str,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
     let scope = CancelScope::from_node(scoped.node().clone());
     f.debug_struct(name)
         .field("phase", &scoped.phase())
