@@ -1447,3 +1447,28 @@ async fn poll_level_cancel_wakes_the_running_scope_once() {
     assert_ready_eq!(task.poll(), None);
     assert!(scope.cancelled_caught());
 }
+
+#[tokio::test(start_paused = true)]
+async fn scope_dropped_by_select_leaves_nothing_behind() {
+    let scope = CancelScope::with_timeout(secs(5));
+    let handle = scope.clone();
+    let after = Flag::default();
+    let flag = after.clone();
+    let mut task = task::spawn(async move {
+        tokio::select! {
+            _ = handle.move_on(async move { sleep(secs(3)).await; flag.set() }) => unreachable!(),
+            _ = sleep(secs(1)) => {}
+        }
+        pending::<()>().await;
+    });
+    assert_pending!(task.poll());
+    advance(secs(1)).await;
+    assert!(task.is_woken());
+    assert_pending!(task.poll());
+    // Neither the scope's deadline, nor its body's sleep, nor cancel() reaches the task.
+    scope.cancel();
+    advance(secs(10)).await;
+    assert!(!task.is_woken());
+    assert!(!after.get());
+    assert!(!scope.cancelled_caught());
+}
