@@ -1472,3 +1472,11 @@ async fn scope_dropped_by_select_leaves_nothing_behind() {
     assert!(!after.get());
     assert!(!scope.cancelled_caught());
 }
+
+#[tokio::test(start_paused = true)]
+#[should_panic(expected = "polled after it completed")]
+async fn polling_a_finished_scope_future_panics() {
+    let mut fut = pin!(move_on_after(secs(1), async { 1 }));
+    assert_eq!(poll!(fut.as_mut()), Poll::Ready(Some(1)));
+    let _ = poll!(fut.as_mut());
+}
