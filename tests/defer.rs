@@ -1,11 +1,12 @@
 //! Tests for `quattro::defer`: a port of Python quattro's `test_defer.py`, then ordering,
 //! failure and cancellation checks.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Once};
 use std::task::Context;
 use std::time::Duration;
 
@@ -88,6 +89,48 @@ impl Drop for DropGuard {
     fn drop(&mut self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
+}
+
+thread_local! {
+    /// Where `tracing` output of this thread goes while `logged` runs.
+    static CAPTURE: RefCell<Option<Vec<u8>>> = const { RefCell::new(None) };
+}
+
+/// Writes into this thread's `CAPTURE`, or nowhere.
+struct Capture;
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        CAPTURE.with_borrow_mut(|capture| {
+            if let Some(captured) = capture {
+                captured.extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Collects what `tracing` logs on this thread while `f` runs.
+///
+/// One global subscriber, set once: a scoped one (`with_default`) loses events when tests on
+/// other threads register the same callsites concurrently.
+fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(|| Capture)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+    });
+    CAPTURE.set(Some(Vec::new()));
+    let out = f();
+    let captured = CAPTURE.take().unwrap();
+    (out, String::from_utf8(captured).unwrap())
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
@@ -361,8 +404,11 @@ async fn cleanups_run_after_panic_then_it_is_resumed() {
     assert_eq!(log.get(), ["sync", "async"]);
 }
 
-#[tokio::test]
-async fn panicking_cleanup_does_not_stop_the_others_and_is_resumed() {
+#[test]
+fn panicking_cleanup_does_not_stop_the_others_and_is_resumed() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let log = Log::default();
     let l = log.clone();
     let fut = Deferrer::enable(|defer| async move {
@@ -373,10 +419,12 @@ async fn panicking_cleanup_does_not_stop_the_others_and_is_resumed() {
         defer.callback(l.callback("sync 3"));
         42
     });
-    let payload = AssertUnwindSafe(fut).catch_unwind().await.unwrap_err();
-    // The first panic to happen is resumed; the later one is logged.
-    assert_eq!(panic_message(&*payload), "second boom");
+    let (result, logs) = logged(|| rt.block_on(AssertUnwindSafe(fut).catch_unwind()));
+    // The first panic to happen is resumed; the later one is logged, not lost.
+    assert_eq!(panic_message(&*result.unwrap_err()), "second boom");
     assert_eq!(log.get(), ["sync 3", "async 2", "sync 1"]);
+    assert!(logs.contains("a deferred cleanup panicked"), "{logs}");
+    assert!(logs.contains("cleanup boom"), "{logs}");
 }
 
 #[tokio::test]
@@ -391,6 +439,29 @@ async fn body_panic_wins_over_cleanup_panic() {
     let payload = AssertUnwindSafe(fut).catch_unwind().await.unwrap_err();
     assert_eq!(panic_message(&*payload), "body boom");
     assert_eq!(log.get(), ["after"]);
+}
+
+#[test]
+fn body_panic_is_logged_when_dropped_during_cleanup() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    let (timed_out, logs) = logged(|| {
+        rt.block_on(async {
+            let fut = Deferrer::enable(|defer| async move {
+                defer.push(std::future::pending());
+                panic!("body boom");
+            });
+            tokio::time::timeout(Duration::from_millis(1), fut).await
+        })
+    });
+    // The cleanup never ends, so the timeout drops the future: the body's panic cannot be
+    // resumed any more, and is logged instead of vanishing.
+    assert!(timed_out.is_err());
+    assert!(logs.contains("body boom"), "{logs}");
+    assert!(logs.contains("dropped during cleanup"), "{logs}");
 }
 
 #[tokio::test]
@@ -586,8 +657,10 @@ fn dropped_without_a_runtime_async_cleanups_are_dropped_unrun() {
     let waker = futures::task::noop_waker();
     let mut cx = Context::from_waker(&waker);
     assert!(fut.as_mut().poll(&mut cx).is_pending());
-    drop(fut);
+    let ((), logs) = logged(|| drop(fut));
     assert_eq!(log.get(), ["sync"]);
+    assert!(logs.contains("no tokio runtime"), "{logs}");
+    assert!(logs.contains("count=1"), "{logs}");
     // The async cleanup could not run; it was dropped (and the loss logged), not leaked.
     assert_eq!(dropped.load(Ordering::SeqCst), 1);
 }

@@ -185,7 +185,10 @@ impl<F: Future> fmt::Debug for Enabled<F> {
         };
         f.debug_struct("Enabled")
             .field("state", &state)
-            .field("pending", &self.shared.len())
+            .field(
+                "pending",
+                &(self.shared.len() + usize::from(self.current.is_some())),
+            )
             .field("task_local", &self.local)
             .finish()
     }
