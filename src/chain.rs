@@ -163,8 +163,10 @@ impl Node {
 
     /// Stores a new deadline and tells the running future to re-arm its timer.
     pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
-        self.deadline
-            .store(deadline.map_or(NO_DEADLINE, deadline::encode), Ordering::Release);
+        self.deadline.store(
+            deadline.map_or(NO_DEADLINE, deadline::encode),
+            Ordering::Release,
+        );
         DEADLINE_EPOCH.fetch_add(1, Ordering::AcqRel);
         let prev = self.set_flags(DEADLINE_CHANGED);
         if prev & ENTERED != 0 && prev & FINISHED == 0 {

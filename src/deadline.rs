@@ -42,7 +42,9 @@ pub(crate) fn encode(instant: Instant) -> u64 {
         .into_std()
         .checked_duration_since(origin())
         .map_or(0, |d| d.as_nanos());
-    u64::try_from(nanos).unwrap_or(NO_DEADLINE - 1).min(NO_DEADLINE - 1)
+    u64::try_from(nanos)
+        .unwrap_or(NO_DEADLINE - 1)
+        .min(NO_DEADLINE - 1)
 }
 
 pub(crate) fn decode(raw: u64) -> Option<Instant> {
@@ -53,8 +55,7 @@ pub(crate) fn decode(raw: u64) -> Option<Instant> {
 /// `Duration::MAX` means "never" and never panics.
 pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
-    now.checked_add(timeout)
-        .unwrap_or_else(|| now + FAR_FUTURE)
+    now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE)
 }
 
 /// Returns the deadline in force for the code that calls it: the earliest deadline among the

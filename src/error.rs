@@ -118,7 +118,10 @@ pub struct GroupError<E> {
 
 impl<E> GroupError<E> {
     pub(crate) fn new(failures: Vec<Failure<E>>, cancelled: bool) -> GroupError<E> {
-        GroupError { failures, cancelled }
+        GroupError {
+            failures,
+            cancelled,
+        }
     }
 
     /// Every failure, in order of occurrence.
@@ -230,7 +233,10 @@ impl<E> Failure<E> {
         }
     }
 
-    pub(crate) fn from_panic(task: TaskLabel, payload: Box<dyn std::any::Any + Send>) -> Failure<E> {
+    pub(crate) fn from_panic(
+        task: TaskLabel,
+        payload: Box<dyn std::any::Any + Send>,
+    ) -> Failure<E> {
         Failure {
             task,
             kind: FailureKind::Panic(payload),
@@ -307,7 +313,9 @@ impl fmt::Display for TaskLabel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TaskLabel::Body => "body".fmt(f),
-            TaskLabel::Child { name: Some(name), .. } => write!(f, "task `{name}`"),
+            TaskLabel::Child {
+                name: Some(name), ..
+            } => write!(f, "task `{name}`"),
             TaskLabel::Child { id: Some(id), .. } => write!(f, "task {id}"),
             TaskLabel::Child { .. } => "task".fmt(f),
         }

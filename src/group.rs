@@ -511,7 +511,10 @@ impl Builder {
     }
 
     /// [`scope`](Self::scope) for the crate's own named bodies.
-    pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(self, body: B) -> GroupScope<B, E> {
+    pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(
+        self,
+        body: B,
+    ) -> GroupScope<B, E> {
         GroupScope::new(body, self.options)
     }
 }
@@ -566,7 +569,8 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     where
         F: Future<Output = Result<(), E>> + Send + 'static,
     {
-        self.group.spawn_role(fut, Some(self.name), Role::Background)
+        self.group
+            .spawn_role(fut, Some(self.name), Role::Background)
     }
 
     /// [`TaskGroup::spawn_when_free`] with this task's options.

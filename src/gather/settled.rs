@@ -51,7 +51,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut inner = self.project().inner;
-        let fut = inner.as_mut().as_pin_mut().expect("polled after completion");
+        let fut = inner
+            .as_mut()
+            .as_pin_mut()
+            .expect("polled after completion");
         let settled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => Ok(value),

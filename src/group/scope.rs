@@ -197,7 +197,10 @@ where
                     Ok(Poll::Ready(Err(error))) => {
                         drop_body(this.node, this.body.as_mut());
                         tracing::error!(parent: &shared.span, "task group body failed");
-                        shared.lock().failures.push(Failure::from_error(TaskLabel::Body, error));
+                        shared
+                            .lock()
+                            .failures
+                            .push(Failure::from_error(TaskLabel::Body, error));
                         failed = true;
                     }
                     Err(payload) => {
@@ -205,7 +208,9 @@ where
                         // the children before the panic is resumed.
                         drop_body(this.node, this.body.as_mut());
                         let mut state = shared.lock();
-                        state.failures.push(Failure::from_panic(TaskLabel::Body, payload));
+                        state
+                            .failures
+                            .push(Failure::from_panic(TaskLabel::Body, payload));
                         state.panicked = true;
                         failed = true;
                     }
@@ -243,7 +248,13 @@ where
         let failures = std::mem::take(&mut state.failures);
         let panicked = state.panicked;
         drop(state);
-        Poll::Ready(finish(failures, panicked, cancelled, this.options, this.value.take()))
+        Poll::Ready(finish(
+            failures,
+            panicked,
+            cancelled,
+            this.options,
+            this.value.take(),
+        ))
     }
 }
 

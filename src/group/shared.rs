@@ -242,7 +242,9 @@ impl<E: Send + 'static> Shared<E> {
         let limit = self.limit.unwrap_or(usize::MAX);
         let mut started = false;
         while state.normal.len() < limit {
-            let Some(queued) = state.queue.pop_front() else { break };
+            let Some(queued) = state.queue.pop_front() else {
+                break;
+            };
             // A task aborted while queued is still spawned, and aborted at once by
             // `spawned`: the runtime then drops it unpolled on its own time, not here under
             // the group's lock, where its destructors could not call into the group.
@@ -327,7 +329,8 @@ impl<E: Send + 'static> State<E> {
                     name: failure.name,
                 };
                 tracing::error!(task = %label, "task failed");
-                self.failures.push(Failure::from_error(label, failure.error));
+                self.failures
+                    .push(Failure::from_error(label, failure.error));
                 true
             }
             Err(err) if err.is_panic() => {
@@ -337,7 +340,8 @@ impl<E: Send + 'static> State<E> {
                     name: self.forget_name(id),
                 };
                 tracing::error!(task = %label, "task panicked");
-                self.failures.push(Failure::from_panic(label, err.into_panic()));
+                self.failures
+                    .push(Failure::from_panic(label, err.into_panic()));
                 self.panicked = true;
                 true
             }
