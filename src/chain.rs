@@ -85,6 +85,10 @@ pub(crate) struct Node {
     kind: Kind,
     /// The node that encloses this one; set once, when the scope is entered.
     parent: OnceLock<Option<Arc<Node>>>,
+    /// The task that runs the node (`None` inside: outside any task; unset: not entered). A scope relies on
+    /// an ancestor's timer only when that ancestor runs in the same task: a `LocalSet` task,
+    /// for one, is polled inside the poll of whatever drives the set.
+    task: OnceLock<Option<tokio::task::Id>>,
     /// Deadline as encoded by [`deadline::encode`]; `NO_DEADLINE` when there is none.
     deadline: AtomicU64,
     state: AtomicU32,
@@ -103,6 +107,7 @@ impl Node {
         Node {
             kind,
             parent: OnceLock::new(),
+            task: OnceLock::new(),
             deadline: AtomicU64::new(deadline),
             state: AtomicU32::new(0),
             waker: Mutex::new(None),
@@ -117,6 +122,7 @@ impl Node {
     pub(crate) fn new_group(parent: Option<Arc<Node>>) -> Arc<Node> {
         let node = Node::new(Kind::Group, NO_DEADLINE);
         node.state.store(ENTERED, Ordering::Relaxed);
+        let _ = node.task.set(tokio::task::try_id());
         let _ = node.parent.set(parent);
         Arc::new(node)
     }
@@ -139,6 +145,7 @@ impl Node {
              create a new CancelScope for every run"
         );
         let _ = self.parent.set(parent);
+        let _ = self.task.set(tokio::task::try_id());
     }
 
     pub(crate) fn state(&self) -> u32 {
@@ -179,7 +186,9 @@ impl Node {
         let prev = self.set_flags(CANCEL_REQUESTED);
         if prev & CANCEL_REQUESTED == 0 {
             self.fire_token();
-            self.wake();
+            if prev & FINISHED == 0 {
+                self.wake();
+            }
         }
     }
 
@@ -213,7 +222,7 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push(token);
         let prev = self.set_flags(TOKENS_CHANGED);
-        if prev & ENTERED != 0 {
+        if prev & ENTERED != 0 && prev & FINISHED == 0 {
             self.wake();
         }
     }
@@ -274,9 +283,10 @@ impl Node {
     /// The nearest enclosing scope polled by the same task whose deadline is no later than
     /// `raw`: its timer fires first (and wins a tie), so this node needs no timer of its own.
     pub(crate) fn covering_ancestor_in_task(&self, raw: u64) -> Option<Arc<Node>> {
+        let task = self.task.get();
         let mut next = self.parent();
         while let Some(node) = next {
-            if node.kind == Kind::Group {
+            if node.kind == Kind::Group || node.task.get() != task {
                 return None;
             }
             if node.deadline_raw() <= raw && node.state() & FINISHED == 0 {

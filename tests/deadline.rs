@@ -878,8 +878,6 @@ on_both_runtimes! {
 /// inside a scope starts under that scope's chain; its own scopes must still get their own
 /// timer, since the enclosing scope's timer wakes another task.
 #[tokio::test(start_paused = true)]
-#[ignore = "chain.rs: covering_ancestor_in_task treats a scope entered by a LocalSet task as \
-            polled by the task of the enclosing scope, so the inner scope arms no timer"]
 async fn scope_in_a_local_set_task_started_inside_a_scope_fires_on_time() {
     let start = Instant::now();
     let local = tokio::task::LocalSet::new();
