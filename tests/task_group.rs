@@ -1,3 +1,7 @@
+//! Task group integration tests (more in task_group_limit.rs and task_group_cancel.rs).
+// Spawning inside a cancel scope and returning the handle is the point of some tests.
+#![allow(clippy::async_yields_async)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
