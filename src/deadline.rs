@@ -104,6 +104,8 @@ pub(crate) fn deadline_after(timeout: Duration) -> Instant {
 /// # Panics
 ///
 /// Never. Outside any runtime or any scope it returns `None`.
+///
+/// [`TaskGroup`]: crate::TaskGroup
 pub fn current_effective_deadline() -> Option<Instant> {
     chain::with_current(|node| node.and_then(|node| node.effective_deadline()))
 }

@@ -370,7 +370,7 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
 /// ```
 ///
 /// [`TaskHandle`]: crate::TaskHandle
-/// [`gather_settled`]: crate::gather_settled
+/// [`gather_settled`]: crate::gather_settled()
 pub struct TaskError<E = Reported> {
     repr: TaskErrorRepr<E>,
 }

@@ -7,8 +7,10 @@
 //! | `await gather(*coros, concurrency_limit=16)`    | `gather(iter).concurrency_limit(16).await` |
 //! | `a, b = await gather(coro_a, coro_b)`           | [`gather!(fut_a, fut_b)`](crate::gather!)`.await?` |
 //!
-//! Every gather is a [`TaskGroup`](crate::TaskGroup) underneath: the items run as tasks, carry
+//! Every gather is a [`TaskGroup`] underneath: the items run as tasks, carry
 //! the caller's deadlines, and never outlive the gather.
+//!
+//! [`TaskGroup`]: crate::TaskGroup
 
 mod driver;
 mod settled;
@@ -61,7 +63,7 @@ pub use settled::Settled;
 /// # Panics
 ///
 /// A panicking item cancels the others like a failure; once they are dropped, the panic is
-/// resumed in the caller (see [`TaskGroup`](crate::TaskGroup)). Polling outside a tokio runtime
+/// resumed in the caller (see [`TaskGroup`]). Polling outside a tokio runtime
 /// panics, unless the input is empty.
 ///
 /// # Errors
@@ -73,6 +75,8 @@ pub use settled::Settled;
 ///
 /// Dropping the future aborts every item and drops the ones not yet started. Inside a cancel
 /// scope that fires, the scope returns only once every item was dropped.
+///
+/// [`TaskGroup`]: crate::TaskGroup
 pub fn gather<I, F, T, E>(iter: I) -> Gather<I::IntoIter, T, E>
 where
     I: IntoIterator<Item = F>,

@@ -15,8 +15,8 @@
 //!   failure cancels the rest and every error comes back in one [`GroupError`]. Optional
 //!   concurrency limit (queued tasks are plain futures, not tasks), background tasks, task
 //!   names, panics propagated like `std::thread::scope`.
-//! - **[`gather`]**: "run these, give me all results in order, or cancel the rest"; with
-//!   [`gather_settled`] for "give me every outcome", [`gather!`] for a typed tuple, and a lazy
+//! - **[`gather()`]**: "run these, give me all results in order, or cancel the rest"; with
+//!   [`gather_settled()`] for "give me every outcome", [`gather!`] for a typed tuple, and a lazy
 //!   concurrency limit that pulls the input only as slots free.
 //! - **Cancel scopes**: [`move_on_after`] / [`move_on_at`] (yield `None` when the deadline
 //!   passes) and [`fail_after`] / [`fail_at`] (yield `Err(Elapsed)`), or a [`CancelScope`]
@@ -35,7 +35,7 @@
 //! ```
 //! use std::time::Duration;
 //! use quattro::{TaskGroup, current_effective_deadline, fail_after};
-//! use tokio::time::{sleep, Instant};
+//! use tokio::time::sleep;
 //!
 //! async fn backend(i: u64) -> Result<u64, String> {
 //!     // Every task sees the request's deadline, ready to pass on.

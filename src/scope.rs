@@ -202,7 +202,7 @@ impl CancelScope {
     /// ```
     /// use std::time::Duration;
     /// use quattro::CancelScope;
-    /// use tokio::time::{sleep, Instant};
+    /// use tokio::time::sleep;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {

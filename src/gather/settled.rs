@@ -12,7 +12,7 @@ use pin_project::pin_project;
 use crate::error::TaskError;
 
 /// Wraps a future so that it never fails: its `Err` and its panic become a
-/// [`TaskError`] value. What [`gather_settled`](crate::gather_settled) runs each item in.
+/// [`TaskError`] value. What [`gather_settled`](crate::gather_settled()) runs each item in.
 ///
 /// # Examples
 ///
