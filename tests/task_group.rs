@@ -152,25 +152,10 @@ async fn multi_thread_nested_groups_dropped() {
 mod util;
 
 use std::future::pending;
-use std::panic::AssertUnwindSafe;
 use std::sync::Mutex;
 
-use futures::FutureExt;
 use quattro::{GroupError, TaskHandle, move_on_at};
 use util::*;
-
-async fn panics_after(after: Duration, msg: &'static str) -> Result<(), &'static str> {
-    sleep(after).await;
-    std::panic::panic_any(msg)
-}
-
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<other payload>")
-}
 
 // ----- Promise 1: no leaked tasks; normal completion -----------------------------------------
 
@@ -1120,47 +1105,53 @@ async fn polled_after_completion_panics() {
     let _ = futures::poll!(fut);
 }
 
-// ----- Panics -----------------------------------------------------------------------------------
-
 both_runtimes! {
-    /// A panicking child cancels the group; the panic is resumed in the awaiting task only
-    /// after every sibling (and the body) was dropped.
-    async fn child_panic_resumed_after_siblings_dropped() {
-        let drops = Counter::new();
-        let d = drops.clone();
-        let start = Instant::now();
-        let res = AssertUnwindSafe(TaskGroup::scope(|tg| async move {
-            for _ in 0..3 {
-                let g = d.guard();
-                tg.spawn(async move {
-                    let _g = g;
-                    sleep(NEVER).await;
-                    Ok(())
-                });
-            }
-            tg.task("bad").spawn(panics_after(ms(10), "child bug"));
-            let _g = d.guard();
-            pending::<()>().await;
+    /// Awaiting a handle is cancel safe: a timed-out `.await` loses nothing.
+    async fn awaiting_a_handle_is_cancel_safe() {
+        TaskGroup::scope(|tg| async move {
+            let mut h = tg.spawn(async {
+                sleep(ms(20)).await;
+                Ok::<_, ()>(9)
+            });
+            assert!(move_on_after(ms(5), &mut h).await.is_none());
+            assert!(!h.is_finished());
+            assert_eq!(h.await.unwrap(), 9);
             Ok(())
-        }))
-        .catch_unwind()
-        .await;
-        // Checked right where the panic surfaced: nothing of the group is left.
-        assert_eq!(drops.get(), 4);
-        assert_elapsed(start, ms(10));
-        let payload = res.unwrap_err();
-        assert_eq!(panic_text(&*payload), "child bug");
+        })
+        .await
+        .unwrap();
     }
 }
 
 both_runtimes! {
-    /// Same for a panic in the body, and through `tokio::spawn` (JoinError payload).
-    async fn body_panic_resumed_after_children_dropped() {
+    /// Moving the deadline of the scope around a running group reaches its children at once;
+    /// moving it into the past cancels the group and drops every child before the scope
+    /// returns.
+    async fn moving_the_enclosing_deadline_reaches_running_children() {
+        let scope = quattro::CancelScope::with_deadline(Instant::now() + Duration::from_secs(60));
+        let s = scope.clone();
+        let later = Instant::now() + Duration::from_secs(120);
+        let seen = scope
+            .move_on(TaskGroup::scope(|tg| async move {
+                let h = tg.spawn(async move {
+                    sleep(ms(5)).await;
+                    Ok::<_, ()>(current_effective_deadline())
+                });
+                s.set_deadline(Some(later));
+                Ok(h.await.unwrap())
+            }))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen, Some(later));
+
         let drops = Counter::new();
         let d = drops.clone();
-        let seen_at_panic = Arc::new(AtomicUsize::new(usize::MAX));
-        let join = tokio::spawn(async move {
-            let out = AssertUnwindSafe(TaskGroup::scope(|tg: TaskGroup<()>| async move {
+        let scope = quattro::CancelScope::with_deadline(Instant::now() + Duration::from_secs(60));
+        let s = scope.clone();
+        let start = Instant::now();
+        let out = scope
+            .move_on(TaskGroup::scope(|tg| async move {
                 for _ in 0..3 {
                     let g = d.guard();
                     tg.spawn(async move {
@@ -1170,174 +1161,14 @@ both_runtimes! {
                     });
                 }
                 sleep(ms(5)).await;
-                std::panic::panic_any::<_>("body bug") as Result<(), ()>
+                s.set_deadline(Some(Instant::now() - ms(1)));
+                pending::<()>().await;
+                Ok(())
             }))
-            .catch_unwind()
             .await;
-            seen_at_panic.store(drops.get(), Ordering::SeqCst);
-            if let Err(p) = out {
-                std::panic::resume_unwind(p)
-            }
-            assert_eq!(seen_at_panic.load(Ordering::SeqCst), 3);
-        })
-        .await;
-        let err = join.unwrap_err();
-        assert!(err.is_panic());
-        assert_eq!(panic_text(&*err.into_panic()), "body bug");
-    }
-}
-
-both_runtimes! {
-    /// With `capture_panics` the payload lands in the `GroupError` (labelled with the task's
-    /// name), siblings are cancelled, and `resume_panic` re-raises it.
-    async fn capture_panics_puts_the_payload_in_the_error() {
-        let drops = Counter::new();
-        let d = drops.clone();
-        let err = TaskGroup::builder()
-            .capture_panics()
-            .scope(|tg| async move {
-                let g = d.guard();
-                tg.spawn(async move {
-                    let _g = g;
-                    sleep(NEVER).await;
-                    Ok(())
-                });
-                tg.task("bad").spawn(panics_after(ms(5), "child bug"));
-                pending::<()>().await;
-                Ok(())
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(drops.get(), 1);
-        assert!(err.has_panic());
-        assert!(!err.is_cancelled());
-        assert_eq!(err.errors().count(), 0, "errors() leaves panics out");
-        let f = &err.failures()[0];
-        assert!(f.is_panic());
-        assert_eq!(f.error(), None);
-        assert_eq!(f.task_name(), Some("bad"));
-        assert!(f.task_id().is_some());
-        assert_eq!(err.to_string(), "task group failed: task `bad` panicked: child bug");
-        let payload = std::panic::catch_unwind(AssertUnwindSafe(|| err.resume_panic())).unwrap_err();
-        assert_eq!(panic_text(&*payload), "child bug");
-
-        // A body panic is captured too, labelled as the body.
-        let err = TaskGroup::builder()
-            .capture_panics()
-            .scope(|_tg| async { std::panic::panic_any::<_>("body bug") as Result<(), ()> })
-            .await
-            .unwrap_err();
-        assert!(err.failures()[0].is_body());
-        let payload = err.into_failures().pop().unwrap().into_panic().unwrap();
-        assert_eq!(panic_text(&*payload), "body bug");
-
-        // Without a panic, resume_panic hands the error back.
-        let err = TaskGroup::builder()
-            .capture_panics()
-            .scope(|_tg| async { Err::<(), _>("plain") })
-            .await
-            .unwrap_err();
-        let err = err.resume_panic();
-        assert_eq!(err.errors().collect::<Vec<_>>(), [&"plain"]);
-    }
-}
-
-/// An error and a panic in the same tick: without `capture_panics` the panic wins (is
-/// resumed); with it, both are in the error, in order of occurrence.
-#[tokio::test(start_paused = true)]
-async fn error_and_panic_in_the_same_tick() {
-    let res = AssertUnwindSafe(TaskGroup::scope(|tg| async move {
-        tg.spawn(async {
-            sleep(ms(5)).await;
-            Err::<(), _>("err")
-        });
-        tg.spawn(panics_after(ms(5), "bug"));
-        Ok(())
-    }))
-    .catch_unwind()
-    .await;
-    assert_eq!(panic_text(&*res.unwrap_err()), "bug");
-
-    let err = TaskGroup::builder()
-        .capture_panics()
-        .scope(|tg| async move {
-            tg.spawn(async {
-                sleep(ms(5)).await;
-                Err::<(), _>("err")
-            });
-            tg.spawn(panics_after(ms(5), "bug"));
-            Ok(())
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(err.failures().len(), 2);
-    assert_eq!(err.errors().collect::<Vec<_>>(), [&"err"]);
-    assert!(err.has_panic());
-}
-
-/// Panics when dropped.
-struct PanicOnDrop;
-impl Drop for PanicOnDrop {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            panic!("drop bug");
-        }
-    }
-}
-
-both_runtimes! {
-    /// What happens when a child's destructor panics while the group aborts it: tokio
-    /// catches the panic (the task ends as a panicked `JoinError`), the group records it as a
-    /// panic of that task after the error that caused the cancellation, and other siblings
-    /// are still dropped. Without `capture_panics` that panic is resumed (the error is logged).
-    async fn child_panicking_in_drop_during_abort() {
-        let drops = Counter::new();
-        let d = drops.clone();
-        let err = TaskGroup::builder()
-            .capture_panics()
-            .scope(|tg| async move {
-                tg.task("bad-drop").spawn(async {
-                    let _p = PanicOnDrop;
-                    pending::<()>().await;
-                    Ok(())
-                });
-                let g = d.guard();
-                tg.spawn(async move {
-                    let _g = g;
-                    pending::<()>().await;
-                    Ok(())
-                });
-                tg.spawn(async {
-                    sleep(ms(5)).await;
-                    Err::<(), _>("boom")
-                });
-                Ok(())
-            })
-            .await
-            .unwrap_err();
-        assert_eq!(drops.get(), 1);
-        assert_eq!(err.failures().len(), 2, "{err:?}");
-        assert_eq!(err.failures()[0].error(), Some(&"boom"));
-        assert!(err.failures()[1].is_panic());
-        assert_eq!(err.failures()[1].task_name(), Some("bad-drop"));
-        let text = err.to_string();
-        assert!(text.starts_with("task group failed with 2 errors: task "), "{text}");
-        assert!(text.ends_with(": boom; task `bad-drop` panicked: drop bug"), "{text}");
-
-        let res = AssertUnwindSafe(TaskGroup::scope(|tg| async move {
-            tg.spawn(async {
-                let _p = PanicOnDrop;
-                pending::<()>().await;
-                Ok(())
-            });
-            tg.spawn(async {
-                sleep(ms(5)).await;
-                Err::<(), _>("boom")
-            });
-            Ok(())
-        }))
-        .catch_unwind()
-        .await;
-        assert_eq!(panic_text(&*res.unwrap_err()), "drop bug");
+        assert!(out.is_none());
+        assert!(scope.cancelled_caught());
+        assert_elapsed(start, ms(5));
+        assert_eq!(drops.get(), 3);
     }
 }
