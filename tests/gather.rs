@@ -146,7 +146,7 @@ async fn input_order_under_reversed_completion() {
 #[tokio::test(start_paused = true)]
 async fn error_cancels_the_rest() {
     let drops = Arc::new(AtomicUsize::new(0));
-    let futs: Vec<std::pin::Pin<Box<dyn Future<Output = Result<u32, &str>> + Send>>> = (0..5u32)
+    let futs: Vec<BoxFut<u32>> = (0..5u32)
         .map(|i| {
             let g = DropCount(drops.clone());
             Box::pin(async move {
@@ -650,14 +650,14 @@ async fn settled_with_limit_keeps_positions() {
 #[should_panic(expected = "concurrency_limit must be at least 1")]
 fn limit_zero_panics() {
     let items: Vec<BoxFut<u8>> = Vec::new();
-    let _ = gather(items).concurrency_limit(0);
+    drop(gather(items).concurrency_limit(0));
 }
 
 #[test]
 #[should_panic(expected = "concurrency_limit must be at least 1")]
 fn settled_limit_zero_panics() {
     let items: Vec<BoxFut<u8>> = Vec::new();
-    let _ = gather_settled(items).concurrency_limit(0);
+    drop(gather_settled(items).concurrency_limit(0));
 }
 
 // ---------------------------------------------------------------------------------------------
