@@ -216,28 +216,24 @@ fn print_summary(system: &Arc<System>, idle: bool) {
         get(&stats.invalid),
         get(&stats.metrics_ticks),
     );
-    let late = system
+    let records: Vec<app::Record> = system
         .backends
         .iter()
         .flat_map(|b| (1..=WORKLOAD.len() as u64).filter_map(|id| b.stats.record(id)))
-        .map(|record| record.overrun)
-        .max()
-        .unwrap_or_default();
-    let running = system
-        .backends
+        .collect();
+    let late = records.iter().map(|r| r.overrun).max().unwrap_or_default();
+    let running = records
         .iter()
-        .flat_map(|b| (1..=WORKLOAD.len() as u64).filter_map(|id| b.stats.record(id)))
-        .filter(|record| record.outcome == Outcome::Running)
+        .filter(|r| r.outcome == Outcome::Running)
         .count();
+    let state = if idle && running == 0 {
+        "nothing in flight, no connection open".to_string()
+    } else {
+        format!("STILL BUSY: {running} requests running")
+    };
     println!(
-        "backends: {} still running, latest stop {} ms after a deadline, {} (work in flight and \
-         connections are counted by drop guards)",
-        running,
-        late.as_millis(),
-        if idle {
-            "nothing in flight, no connection open"
-        } else {
-            "SOMETHING IS STILL IN FLIGHT"
-        }
+        "backends: {state} (drop guards count both); the latest stop came {} ms after its \
+         deadline",
+        late.as_millis()
     );
 }
