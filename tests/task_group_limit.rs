@@ -1,5 +1,7 @@
 //! Task groups under a concurrency limit: the FIFO queue, `spawn_when_free` backpressure,
 //! background tasks exempt from the limit. Helpers: tests/task_group_util/mod.rs.
+// Spawning (or waiting to spawn) and returning the handle is the point of some tests.
+#![allow(clippy::async_yields_async)]
 
 #[path = "task_group_util/mod.rs"]
 mod util;
@@ -140,7 +142,6 @@ both_runtimes! {
 both_runtimes! {
     /// Aborting a queued task drops it unpolled, and its handle resolves to cancelled without
     /// waiting for a slot to free; the task behind it keeps its place.
-    #[ignore = "BUG: an aborted queued task keeps its queue place; its handle resolves only when a slot frees"]
     async fn abort_queued_task_resolves_promptly() {
         let polled = Counter::new();
         let drops = Counter::new();
@@ -220,7 +221,6 @@ async fn aborted_queued_task_never_runs_paused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "BUG: an aborted queued task is spawned then aborted (start_queued); another worker can poll it first"]
 async fn aborted_queued_task_never_runs_multi_thread() {
     aborted_queued_task_never_runs_body().await;
 }
@@ -321,7 +321,7 @@ both_runtimes! {
                     }));
                 }
                 sleep(ms(5)).await;
-                assert_eq!(p.get(), 2);
+                eventually(|| p.get() == 2).await;
                 tg.cancel();
                 pending::<()>().await;
                 Ok(())
@@ -365,7 +365,11 @@ both_runtimes! {
         assert!(out.is_none());
         assert_elapsed(start, ms(10));
         assert_eq!(drops.get(), 10);
-        assert_eq!(polled.get(), 3);
+        if is_paused() {
+            assert_eq!(polled.get(), 3);
+        } else {
+            assert!(polled.get() <= 3);
+        }
     }
 }
 
@@ -378,8 +382,9 @@ both_runtimes! {
         TaskGroup::builder()
             .concurrency_limit(1)
             .scope(|tg| async move {
-                tg.spawn(async {
-                    sleep(ms(20)).await;
+                let (release, released) = tokio::sync::oneshot::channel::<()>();
+                tg.spawn(async move {
+                    let _ = released.await;
                     Ok::<_, ()>(())
                 });
                 let queued = tg.spawn(async { Ok(()) });
@@ -397,8 +402,14 @@ both_runtimes! {
                     assert!(h.id().is_some(), "background tasks are spawned at once");
                 }
                 sleep(ms(5)).await;
-                assert_eq!(s.get(), 3);
+                if is_paused() {
+                    assert_eq!(s.get(), 3);
+                } else {
+                    eventually(|| s.get() == 3).await;
+                }
                 assert_eq!(tg.len(), 1);
+                assert_eq!(queued.id(), None, "still queued behind the running task");
+                release.send(()).unwrap();
                 queued.await.unwrap();
                 Ok(())
             })
@@ -586,8 +597,10 @@ both_runtimes! {
         TaskGroup::builder()
             .concurrency_limit(1)
             .scope(|tg| async move {
-                tg.spawn(async {
-                    sleep(ms(30)).await;
+                // Holds the only slot until released (after a 30 ms timer, or on demand).
+                let (release, released) = tokio::sync::oneshot::channel::<()>();
+                tg.spawn(async move {
+                    let _ = released.await;
                     Ok::<_, ()>(())
                 });
                 let (p2, g) = (p.clone(), d.guard());
@@ -614,7 +627,11 @@ both_runtimes! {
                 }
                 assert_eq!(d.get(), 2);
 
-                let h = tg.spawn_when_free(async { Ok(7) }).await;
+                let tg2 = tg.clone();
+                let waiter = tokio::spawn(async move { tg2.spawn_when_free(async { Ok(7) }).await });
+                sleep(ms(20)).await;
+                release.send(()).unwrap();
+                let h = waiter.await.unwrap();
                 assert_eq!(h.await.unwrap(), 7);
                 Ok(())
             })

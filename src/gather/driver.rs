@@ -70,6 +70,12 @@ impl<T: Send + 'static> Deliver for Slot<T> {
         // The driver is gone only when the group dropped it, and then nobody wants the value.
         let _ = self.arrivals.send((self.index, result));
     }
+
+    type Control = ();
+
+    fn control(&self) {}
+
+    fn spawned((): (), _abort: &tokio::task::AbortHandle) {}
 }
 
 /// The gather body: keeps at most `limit` items in flight, pulling the input only when one

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project::{pin_project, pinned_drop};
-use tokio::sync::oneshot;
+use tokio::task::AbortHandle;
 
 use crate::chain::{Enter, Node};
 use crate::error::{Reported, TaskError};
@@ -21,8 +21,6 @@ pub(crate) struct ChildFailure<E> {
     pub(crate) error: E,
 }
 
-pub(crate) type ResultSender<T> = oneshot::Sender<Result<T, TaskError>>;
-
 /// Where a child's value goes: the task's handle, or a collector such as `gather`'s.
 pub(crate) trait Deliver: Send + 'static {
     /// The task's value.
@@ -30,14 +28,27 @@ pub(crate) trait Deliver: Send + 'static {
 
     /// Hands over the value, or why there is none. Called exactly once.
     fn deliver(self, result: Result<Self::Value, TaskError>);
-}
 
-impl<T: Send + 'static> Deliver for ResultSender<T> {
-    type Value = T;
+    /// What the sink keeps to learn the task's abort handle once it is spawned.
+    type Control;
 
-    fn deliver(self, result: Result<T, TaskError>) {
-        // The handle may be gone: dropping a handle does not cancel the task.
-        let _ = self.send(result);
+    /// Taken before the sink moves into the task.
+    fn control(&self) -> Self::Control;
+
+    /// The task was spawned (possibly after waiting in the queue); `abort` stops it.
+    fn spawned(control: Self::Control, abort: &AbortHandle);
+
+    /// Whether the task was aborted while it waited in the queue: it is then never spawned.
+    fn is_aborted(_control: &Self::Control) -> bool {
+        false
+    }
+
+    /// The task was queued in `group`, from where an abort can take it out.
+    fn queued(_control: &Self::Control, _group: std::sync::Weak<dyn super::shared::Dequeue>) {}
+
+    /// Identifies the task in the group's queue (0: cannot be taken out).
+    fn key(&self) -> usize {
+        0
     }
 }
 

@@ -1,51 +1,121 @@
-//! Handles to the tasks of a group.
+//! Handles to the tasks of a group, and the slot a task delivers its value to.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll, Waker};
 
-use tokio::sync::oneshot;
 use tokio::task::{AbortHandle, Id};
 
+use super::child::Deliver;
+use super::shared::Dequeue;
 use crate::error::TaskError;
 
-/// Lets a handle abort a task that may still wait in the group's queue, unspawned.
-#[derive(Default)]
-pub(crate) struct QueuedControl {
+/// Where a task's value waits for its handle, and how the handle aborts the task: one
+/// allocation per task, shared by the task and its handle, also while the task waits in the
+/// group's queue, unspawned.
+pub(crate) struct ResultSlot<T> {
+    state: Mutex<SlotState<T>>,
+    /// Set when the task is spawned.
+    abort: OnceLock<AbortHandle>,
+    /// The handle asked for an abort, possibly before the task was spawned.
     aborted: AtomicBool,
-    spawned: OnceLock<AbortHandle>,
+    /// The group whose queue holds the task, while it waits there.
+    queue: OnceLock<Weak<dyn Dequeue>>,
 }
 
-impl QueuedControl {
-    fn is_aborted(&self) -> bool {
-        self.aborted.load(Ordering::SeqCst)
+struct SlotState<T> {
+    result: Option<Result<T, TaskError>>,
+    /// The result was delivered (and may have been taken since).
+    delivered: bool,
+    waker: Option<Waker>,
+}
+
+impl<T> ResultSlot<T> {
+    pub(crate) fn new() -> Arc<ResultSlot<T>> {
+        Arc::new(ResultSlot {
+            state: Mutex::new(SlotState {
+                result: None,
+                delivered: false,
+                waker: None,
+            }),
+            abort: OnceLock::new(),
+            aborted: AtomicBool::new(false),
+            queue: OnceLock::new(),
+        })
     }
 
-    /// Records the task's abort handle once it is spawned; aborts it if the handle asked for
-    /// that in the meantime.
-    pub(crate) fn spawned(&self, handle: AbortHandle) {
-        let handle = self.spawned.get_or_init(|| handle);
-        if self.is_aborted() {
-            handle.abort();
-        }
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<T>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn abort(&self) {
         self.aborted.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.spawned.get() {
+        if let Some(handle) = self.abort.get() {
             handle.abort();
+            return;
+        }
+        // Still queued: take it out and drop it now, unpolled (its drop resolves the handle).
+        // If it is being started meanwhile, `Pending::start` sees the flag instead.
+        let group = self.queue.get().and_then(Weak::upgrade);
+        let removed = group.and_then(|group| group.dequeue(self as *const Self as usize));
+        drop(removed);
+        self.store(Err(TaskError::cancelled()));
+    }
+
+    /// Stores the first result; later ones (a task aborted while it was being spawned) are
+    /// dropped.
+    fn store(&self, result: Result<T, TaskError>) {
+        let waker = {
+            let mut state = self.lock();
+            if state.delivered {
+                return;
+            }
+            state.result = Some(result);
+            state.delivered = true;
+            state.waker.take()
+        };
+        // The handle may be gone: dropping a handle does not cancel the task.
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
 
-pub(crate) enum Control {
-    Spawned(AbortHandle),
-    Queued(Arc<QueuedControl>),
-    /// Refused: the group had finished or was cancelling.
-    Refused,
+impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
+    type Value = T;
+
+    fn deliver(self, result: Result<T, TaskError>) {
+        self.store(result);
+    }
+
+    type Control = Arc<ResultSlot<T>>;
+
+    fn control(&self) -> Arc<ResultSlot<T>> {
+        self.clone()
+    }
+
+    fn spawned(slot: Arc<ResultSlot<T>>, abort: &AbortHandle) {
+        let abort = slot.abort.get_or_init(|| abort.clone());
+        // Same SeqCst pair as in `abort`: either it sees the handle, or this sees the flag.
+        if slot.aborted.load(Ordering::SeqCst) {
+            abort.abort();
+        }
+    }
+
+    fn is_aborted(slot: &Arc<ResultSlot<T>>) -> bool {
+        slot.aborted.load(Ordering::SeqCst)
+    }
+
+    fn queued(slot: &Arc<ResultSlot<T>>, group: Weak<dyn Dequeue>) {
+        let _ = slot.queue.set(group);
+    }
+
+    fn key(&self) -> usize {
+        Arc::as_ptr(self) as usize
+    }
 }
 
 /// A handle to one task of a [`TaskGroup`]: await it for the task's value.
@@ -75,6 +145,11 @@ pub(crate) enum Control {
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// Polling the handle again after it yielded its result panics, like polling any finished
+/// future.
+///
 /// # Cancel safety
 ///
 /// Awaiting a handle is cancel safe: dropping the `.await` loses nothing, the task runs on and
@@ -83,27 +158,30 @@ pub(crate) enum Control {
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
 pub struct TaskHandle<T> {
-    result: oneshot::Receiver<Result<T, TaskError>>,
-    control: Control,
+    slot: Arc<ResultSlot<T>>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(result: oneshot::Receiver<Result<T, TaskError>>, control: Control) -> Self {
-        TaskHandle { result, control }
+    pub(crate) fn new(slot: Arc<ResultSlot<T>>) -> Self {
+        TaskHandle { slot }
     }
 
     /// A handle that is already resolved to "cancelled": the group refused the task.
     pub(crate) fn refused() -> Self {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(Err(TaskError::cancelled()));
-        TaskHandle::new(rx, Control::Refused)
+        let slot = ResultSlot::new();
+        {
+            let mut state = slot.lock();
+            state.result = Some(Err(TaskError::cancelled()));
+            state.delivered = true;
+        }
+        TaskHandle { slot }
     }
 
     /// Cancels this one task. This is not a failure of the group: the group goes on, and the
     /// handle resolves to a cancelled [`TaskError`].
     ///
-    /// A task still waiting for a free slot (under a concurrency limit) is dropped without
-    /// ever being polled. Aborting a finished task does nothing.
+    /// A task still waiting for a free slot (under a concurrency limit) is never polled.
+    /// Aborting a finished task does nothing.
     ///
     /// # Examples
     ///
@@ -122,38 +200,35 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        match &self.control {
-            Control::Spawned(handle) => handle.abort(),
-            Control::Queued(control) => control.abort(),
-            Control::Refused => {}
-        }
+        self.slot.abort();
     }
 
     /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
     /// group refused it.
     pub fn id(&self) -> Option<Id> {
-        match &self.control {
-            Control::Spawned(handle) => Some(handle.id()),
-            Control::Queued(control) => control.spawned.get().map(AbortHandle::id),
-            Control::Refused => None,
-        }
+        self.slot.abort.get().map(AbortHandle::id)
     }
 
     /// Whether the task has ended (its result, whatever it is, is ready).
     pub fn is_finished(&self) -> bool {
-        !self.result.is_empty() || self.result.is_terminated()
+        self.slot.lock().delivered
     }
 }
 
 impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.result)
-            .poll(cx)
-            // The sender always sends before it is dropped; a closed channel without a value
-            // can only mean the task was torn down with its runtime.
-            .map(|res| res.unwrap_or_else(|_| Err(TaskError::cancelled())))
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.slot.lock();
+        if let Some(result) = state.result.take() {
+            return Poll::Ready(result);
+        }
+        assert!(!state.delivered, "a TaskHandle was polled after it completed");
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 

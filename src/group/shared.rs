@@ -3,27 +3,90 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 
 use tokio::runtime::Handle;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::task::{Id, JoinError, JoinSet};
 
 use super::child::{Child, Deliver, Exit};
-use super::handle::{Control, QueuedControl, TaskHandle};
+use super::handle::{ResultSlot, TaskHandle};
 use crate::chain::Node;
 use crate::error::{Failure, TaskLabel};
 
-type BoxedExit<E> = Pin<Box<dyn Future<Output = Exit<E>> + Send + 'static>>;
+/// A normal task waiting for a slot under the concurrency limit: the future and where its
+/// value goes, boxed, and nothing else (no task, no span, no join entry), so that a long queue
+/// costs little more than its futures.
+type Queued<E> = Box<dyn Start<E>>;
 
-/// A normal task waiting for a slot under the concurrency limit: the future alone, not a task.
-struct Queued<E> {
-    fut: BoxedExit<E>,
-    control: Arc<QueuedControl>,
+/// A queued task, type-erased: it turns into a child task when a slot frees.
+trait Start<E>: Send {
+    fn start(self: Box<Self>, shared: &Shared<E>, state: &mut State<E>);
+
+    /// Identifies the task for [`Dequeue::dequeue`].
+    fn key(&self) -> usize;
+}
+
+/// Lets a handle take its task out of the queue when it is aborted there.
+pub(crate) trait Dequeue: Send + Sync {
+    /// Removes the queued task with this key, to be dropped by the caller (outside the lock).
+    fn dequeue(&self, key: usize) -> Option<Box<dyn Send>>;
+}
+
+impl<E: Send + 'static> Dequeue for Shared<E> {
+    fn dequeue(&self, key: usize) -> Option<Box<dyn Send>> {
+        let mut state = self.lock();
+        let at = state.queue.iter().position(|queued| queued.key() == key)?;
+        let queued = state.queue.remove(at)?;
+        Some(Box::new(QueuedTasks(VecDeque::from([queued]))))
+    }
+}
+
+struct Pending<F, S: Deliver> {
+    /// Both `Some` until started; a queued task dropped unstarted tells its sink.
+    fut: Option<F>,
+    sink: Option<S>,
     name: Option<Arc<str>>,
+}
+
+impl<F, S, E> Start<E> for Pending<F, S>
+where
+    F: Future<Output = Result<S::Value, E>> + Send + 'static,
+    S: Deliver,
+    E: Send + 'static,
+{
+    fn start(mut self: Box<Self>, shared: &Shared<E>, state: &mut State<E>) {
+        let (fut, sink) = (self.fut.take(), self.sink.take());
+        let (fut, sink) = fut.zip(sink).expect("a queued task starts once");
+        if S::is_aborted(&sink.control()) {
+            // Aborted by its handle while queued (which already resolved): never polled, and
+            // dropped by the runtime rather than here under the group's lock, where its
+            // destructors could not call into the group.
+            let discard = async move {
+                drop((fut, sink));
+                Ok(())
+            };
+            state.background.spawn_on(discard, &shared.runtime);
+            return;
+        }
+        shared.spawn_child(state, Role::Normal, fut, sink, self.name.take());
+    }
+
+    fn key(&self) -> usize {
+        self.sink.as_ref().map_or(0, S::key)
+    }
+}
+
+impl<F, S: Deliver> Drop for Pending<F, S> {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            // Never spawned: the group closed (or its handle aborted it) while it waited.
+            drop(self.fut.take());
+            sink.deliver(Err(crate::error::TaskError::cancelled()));
+        }
+    }
 }
 
 /// Queued tasks taken out of a closing group, to be dropped outside its lock.
@@ -114,7 +177,7 @@ impl<E: Send + 'static> Shared<E> {
     /// reached. Gives `fut` back when the group is closed or (unless `queue_if_full`) when no
     /// slot is free.
     pub(crate) fn try_spawn<F, T>(
-        &self,
+        self: &Arc<Self>,
         fut: F,
         name: Option<Arc<str>>,
         role: Role,
@@ -124,23 +187,23 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        match self.spawn_with(fut, tx, name, role, queue_if_full) {
-            Ok(control) => Ok(TaskHandle::new(rx, control)),
-            Err((fut, _unused_sender)) => Err(fut),
+        let slot = ResultSlot::new();
+        match self.spawn_with(fut, slot.clone(), name, role, queue_if_full) {
+            Ok(()) => Ok(TaskHandle::new(slot)),
+            Err((fut, _unused_slot)) => Err(fut),
         }
     }
 
     /// Spawns a task delivering its value to `sink`, or queues it when the limit is reached.
     /// Gives both back when the group is closed or (unless `queue_if_full`) no slot is free.
     pub(crate) fn spawn_with<F, S>(
-        &self,
+        self: &Arc<Self>,
         fut: F,
         sink: S,
         name: Option<Arc<str>>,
         role: Role,
         queue_if_full: bool,
-    ) -> Result<Control, (F, S)>
+    ) -> Result<(), (F, S)>
     where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
@@ -153,33 +216,53 @@ impl<E: Send + 'static> Shared<E> {
             && self
                 .limit
                 .is_some_and(|limit| state.normal.len() + state.queue.len() >= limit);
-        if full && !queue_if_full {
+        // After a shutdown request the group no longer queues (see `TaskGroup::shutdown`).
+        if full && (!queue_if_full || self.node.own_shutdown_requested()) {
             return Err((fut, sink));
         }
-        let child = self.child(fut, sink, name.clone());
         if full {
-            let control = Arc::new(QueuedControl::default());
-            state.queue.push_back(Queued {
-                fut: Box::pin(child),
-                control: control.clone(),
+            let dequeue: Weak<dyn Dequeue> = Arc::downgrade(self) as Weak<Shared<E>>;
+            S::queued(&sink.control(), dequeue);
+            state.queue.push_back(Box::new(Pending {
+                fut: Some(fut),
+                sink: Some(sink),
                 name,
-            });
-            return Ok(Control::Queued(control));
+            }));
+        } else {
+            self.spawn_child(&mut state, role, fut, sink, name);
         }
+        Ok(())
+    }
+
+    /// Spawns `fut` as a child task into the role's join set, under the group's lock.
+    fn spawn_child<F, S>(
+        &self,
+        state: &mut State<E>,
+        role: Role,
+        fut: F,
+        sink: S,
+        name: Option<Arc<str>>,
+    ) where
+        F: Future<Output = Result<S::Value, E>> + Send + 'static,
+        S: Deliver,
+    {
+        let named = name.clone();
+        let control = sink.control();
+        let child = self.child(fut, sink, name);
         let set = match role {
             Role::Normal => &mut state.normal,
             Role::Background => &mut state.background,
         };
         let abort = set.spawn_on(child, &self.runtime);
-        if let Some(name) = name {
+        S::spawned(control, &abort);
+        if let Some(name) = named {
             state.names.insert(abort.id(), name);
         }
-        Ok(Control::Spawned(abort))
     }
 
     /// Spawns, waiting first for a free slot under the limit.
     pub(crate) async fn spawn_when_free<F, T>(
-        &self,
+        self: &Arc<Self>,
         fut: F,
         name: Option<Arc<str>>,
     ) -> Option<TaskHandle<T>>
@@ -197,7 +280,7 @@ impl<E: Send + 'static> Shared<E> {
                 Ok(handle) => return Some(handle),
                 Err(back) => fut = back,
             }
-            if self.lock().closed {
+            if self.lock().closed || self.node.own_shutdown_requested() {
                 return None;
             }
             self.waiting_producers.fetch_add(1, Ordering::SeqCst);
@@ -248,14 +331,16 @@ impl<E: Send + 'static> Shared<E> {
             // A task aborted while queued is still spawned, and aborted at once by
             // `spawned`: the runtime then drops it unpolled on its own time, not here under
             // the group's lock, where its destructors could not call into the group.
-            let abort = state.normal.spawn_on(queued.fut, &self.runtime);
-            if let Some(name) = queued.name {
-                state.names.insert(abort.id(), name);
-            }
-            queued.control.spawned(abort);
+            queued.start(self, state);
             started = true;
         }
         started
+    }
+
+    /// Closes the group to new tasks (the group itself then cancels on its next poll).
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake_producers();
     }
 
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
@@ -266,6 +351,14 @@ impl<E: Send + 'static> Shared<E> {
         state.background.abort_all();
         self.wake_producers();
         QueuedTasks(std::mem::take(&mut state.queue))
+    }
+
+    /// Takes the queued tasks out for a shutdown request (they never started), to be dropped
+    /// by the caller outside the lock, and wakes waiting producers (they are refused now).
+    pub(crate) fn take_queue(&self) -> QueuedTasks<E> {
+        let queued = std::mem::take(&mut self.lock().queue);
+        self.wake_producers();
+        QueuedTasks(queued)
     }
 
     /// Closes the group to new tasks after normal completion and aborts background tasks.
