@@ -55,6 +55,8 @@ pub(crate) const DEADLINE_CHANGED: u32 = 1 << 5;
 pub(crate) const HAS_ORPHANS: u32 = 1 << 6;
 /// A `CancellationToken` was linked; the owner must start watching it.
 pub(crate) const TOKENS_CHANGED: u32 = 1 << 7;
+/// A graceful shutdown was requested for this node (see `crate::shutdown`).
+pub(crate) const SHUTDOWN: u32 = 1 << 8;
 
 /// Either kind of cancellation.
 pub(crate) const CANCELLED: u32 = CANCEL_REQUESTED | DEADLINE_REACHED;
@@ -100,6 +102,12 @@ pub(crate) struct Node {
     linked_tokens: Mutex<Vec<tokio_util::sync::CancellationToken>>,
     /// A token that fires when this node is cancelled, created on demand.
     token: OnceLock<tokio_util::sync::CancellationToken>,
+    /// Shutdown tokens, created on demand (see `crate::shutdown`): `.0` fires on this node's
+    /// own request, `.1` (a child of the parent's) on this node's or any enclosing request.
+    pub(crate) shutdown: (
+        OnceLock<tokio_util::sync::CancellationToken>,
+        OnceLock<tokio_util::sync::CancellationToken>,
+    ),
 }
 
 impl Node {
@@ -114,6 +122,7 @@ impl Node {
             orphans: Mutex::new(Vec::new()),
             linked_tokens: Mutex::new(Vec::new()),
             token: OnceLock::new(),
+            shutdown: (OnceLock::new(), OnceLock::new()),
         }
     }
 

@@ -7,6 +7,7 @@ mod child;
 mod handle;
 mod scope;
 mod shared;
+mod shutdown;
 
 use std::fmt;
 use std::future::Future;

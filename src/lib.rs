@@ -100,6 +100,7 @@ pub mod gather;
 pub mod group;
 pub mod propagate;
 mod scope;
+pub mod shutdown;
 
 pub use deadline::current_effective_deadline;
 pub use defer::{AsyncExit, Deferrer};
@@ -109,3 +110,6 @@ pub use gather::__private;
 pub use gather::{gather, gather_settled};
 pub use group::{GroupScope, TaskGroup, TaskHandle};
 pub use scope::{CancelScope, Fail, MoveOn, fail_after, fail_at, move_on_after, move_on_at};
+pub use shutdown::{
+    ShutdownOn, ShutdownRequested, is_shutdown_requested, shutdown_requested, shutdown_token,
+};

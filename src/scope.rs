@@ -1,6 +1,7 @@
 //! Trio-style cancel scopes with deadlines.
 
 mod future;
+mod shutdown;
 
 use std::fmt;
 use std::future::IntoFuture;

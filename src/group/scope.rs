@@ -153,6 +153,11 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
             cancelled: false,
         }
     }
+
+    /// A handle to the group once it started (first poll), for a shutdown trigger.
+    pub(crate) fn group(&self) -> Option<TaskGroup<E>> {
+        self.shared.clone().map(TaskGroup::from_shared)
+    }
 }
 
 impl<B, E> Future for GroupScope<B, E>

@@ -56,9 +56,10 @@ pub fn assert_elapsed(start: Instant, expected: Duration) {
     }
 }
 
-/// A shared counter; `guard()` makes a value that bumps it when dropped.
+/// A shared counter; `guard()` makes a value that bumps it when dropped (and counts how many
+/// guards were made, so real-time tests can check "every guard made was dropped").
 #[derive(Clone, Default, Debug)]
-pub struct Counter(Arc<AtomicUsize>);
+pub struct Counter(Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 impl Counter {
     pub fn new() -> Counter {
@@ -70,7 +71,12 @@ impl Counter {
     pub fn incr(&self) {
         self.0.fetch_add(1, Ordering::SeqCst);
     }
+    /// How many guards were made.
+    pub fn made(&self) -> usize {
+        self.1.load(Ordering::SeqCst)
+    }
     pub fn guard(&self) -> DropGuard {
+        self.1.fetch_add(1, Ordering::SeqCst);
         DropGuard(self.clone())
     }
 }

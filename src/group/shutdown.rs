@@ -1,0 +1,264 @@
+//! Graceful shutdown of a task group (see [`crate::shutdown`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::TaskGroup;
+use super::scope::{GroupBody, GroupScope, drop_queued};
+use super::shared::Role;
+use crate::deadline;
+use crate::shutdown::{ShutdownOn, SoftDeadline, soft_deadline_after, soft_deadline_at};
+
+impl<E: Send + 'static> TaskGroup<E> {
+    /// Requests a graceful shutdown of the group: the body, every task (background tasks
+    /// included) and everything nested in them see the request
+    /// ([`shutdown_requested`], [`is_shutdown_requested`], [`shutdown_token`]) and may finish
+    /// on their own within `grace`; when `grace` runs out, the group is cancelled hard, as by
+    /// [`cancel`](Self::cancel).
+    ///
+    /// - **Queued tasks** (waiting for a slot under the concurrency limit, never started) are
+    ///   dropped unpolled at the request: they have nothing to finish. Their handles resolve to
+    ///   a cancelled [`TaskError`].
+    /// - **New tasks**: from the request on, the group no longer queues: a spawn that would
+    ///   have to wait for a slot is refused (its handle resolves to a cancelled `TaskError`),
+    ///   and so is a [`spawn_when_free`](Self::spawn_when_free) that is waiting or would wait.
+    ///   A spawn that finds a free slot (or a group without a limit) still runs — work in
+    ///   flight may fan out to finish — and sees the request at once.
+    /// - **Within the grace**, the group completes as usual when the body and the normal tasks
+    ///   are done: it returns the body's value, or a [`GroupError`] with every error (a task
+    ///   that fails during the grace still fails the group).
+    /// - **When the grace runs out**, every task is aborted, and the group returns, once every
+    ///   task has been dropped, a [`GroupError`] for which
+    ///   [`is_cancelled`](crate::GroupError::is_cancelled) is true. The end of the grace is the
+    ///   group's deadline meanwhile: [`current_effective_deadline`] in its tasks shows it.
+    ///   `Duration::ZERO` is a hard cancel at once.
+    ///
+    /// Only this group drops its queue: a request for an enclosing scope or group reaches this
+    /// group's tasks (they observe it) but leaves this group's queue alone, since a group
+    /// nested in work that is finishing is part of that work. Callable from anywhere;
+    /// idempotent (later calls can shorten the grace, never extend it); does nothing once the
+    /// group is finishing or cancelling.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::TaskGroup;
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     let worker = tg.spawn(async {
+    ///         quattro::shutdown_requested().await;
+    ///         sleep(Duration::from_millis(100)).await; // finish the job in hand
+    ///         Ok::<_, ()>("finished")
+    ///     });
+    ///     tg.shutdown(Duration::from_secs(1));
+    ///     Ok(worker.await.unwrap())
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), "finished");
+    /// # }
+    /// ```
+    ///
+    /// [`shutdown_requested`]: crate::shutdown_requested
+    /// [`is_shutdown_requested`]: crate::is_shutdown_requested
+    /// [`shutdown_token`]: crate::shutdown_token
+    /// [`current_effective_deadline`]: crate::current_effective_deadline
+    /// [`GroupError`]: crate::GroupError
+    /// [`TaskError`]: crate::TaskError
+    pub fn shutdown(&self, grace: Duration) {
+        let shared = &self.shared;
+        if shared.is_closed() {
+            return;
+        }
+        let node = &shared.node;
+        node.request_shutdown();
+        // Dropped with the group's node current, outside the lock (destructors may spawn).
+        drop_queued(&mut Some(node.clone()), shared.take_queue());
+        if grace.is_zero() {
+            self.cancel();
+            return;
+        }
+        let at = deadline::deadline_after(grace);
+        if deadline::encode(at) >= node.deadline_raw() {
+            // An earlier cut is already set; wake the group: it may be idle now.
+            node.wake();
+            return;
+        }
+        // Wakes the group and shows the cut to the tasks' `current_effective_deadline()`.
+        node.set_deadline(Some(at));
+        // The hard cut: a background task (it does not keep the group open, and is aborted
+        // with the others when the group is done).
+        let group = self.clone();
+        let timer = async move {
+            tokio::time::sleep_until(at).await;
+            group.cancel();
+            Ok(())
+        };
+        let name: Arc<str> = Arc::from("shutdown-grace");
+        // Refused only when the group closed meanwhile: then there is nothing to cut.
+        let _ = shared.try_spawn::<_, ()>(timer, Some(name), Role::Background, true);
+    }
+
+    /// Whether a graceful shutdown was requested for this group (with
+    /// [`shutdown`](Self::shutdown) or a trigger on its [`GroupScope`]). Requests for
+    /// enclosing scopes are not counted: code inside asks
+    /// [`is_shutdown_requested`](crate::is_shutdown_requested).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// quattro::TaskGroup::scope(|tg| async move {
+    ///     tg.shutdown(std::time::Duration::from_secs(1));
+    ///     assert!(tg.is_shutdown_requested());
+    ///     assert!(quattro::is_shutdown_requested()); // the body sees it too
+    ///     Ok::<_, ()>(())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// # }
+    /// ```
+    pub fn is_shutdown_requested(&self) -> bool {
+        self.shared.node.own_shutdown_requested()
+    }
+
+    /// A token that is cancelled when a graceful shutdown is requested for this group, for
+    /// code that takes a `CancellationToken`. Cancelling the token does not request a
+    /// shutdown. Inside the group, [`shutdown_token`](crate::shutdown_token) also covers
+    /// requests for the enclosing scopes and groups.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// quattro::TaskGroup::scope(|tg| async move {
+    ///     let token = tg.shutdown_token();
+    ///     tg.spawn(async move {
+    ///         token.cancelled().await; // e.g. a library loop that takes a token
+    ///         Ok::<_, ()>(())
+    ///     });
+    ///     tg.shutdown(std::time::Duration::from_secs(1));
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// # }
+    /// ```
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shared.node.own_shutdown_token().child_token()
+    }
+}
+
+fn request_group<B: GroupBody<E>, E: Send + 'static>(
+    fut: &GroupScope<B, E>,
+    grace: Duration,
+) -> bool {
+    match fut.group() {
+        Some(group) => {
+            group.shutdown(grace);
+            true
+        }
+        None => false,
+    }
+}
+
+impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
+    /// Runs the group until `trigger` completes, then requests its graceful shutdown with
+    /// `grace` (see [`TaskGroup::shutdown`]): "serve until ctrl-c, give the connections 5
+    /// seconds, then cut".
+    ///
+    /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
+    /// error from it triggers the shutdown too). It is polled beside the group, not inside it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::TaskGroup;
+    /// use tokio::time::sleep;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let ctrl_c = sleep(Duration::from_secs(1)); // stands in for `tokio::signal::ctrl_c()`
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(std::future::pending::<Result<(), ()>>()); // ignores the request
+    ///     quattro::shutdown_requested().await;
+    ///     Ok(())
+    /// })
+    /// .shutdown_on(ctrl_c, Duration::from_secs(5))
+    /// .await
+    /// .unwrap_err();
+    /// assert!(err.is_cancelled()); // the grace ran out
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_on<T: std::future::Future>(
+        self,
+        trigger: T,
+        grace: Duration,
+    ) -> ShutdownOn<Self, T> {
+        ShutdownOn::new(self, trigger, grace, request_group::<B, E>)
+    }
+
+    /// A soft deadline: requests the group's graceful shutdown at `deadline`, with `grace`.
+    /// The timer is armed on the first poll, so the future can still be built anywhere.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_at(deadline), grace)
+    }
+
+    /// A soft timeout: requests the group's graceful shutdown `timeout` from now (computed at
+    /// the call), with `grace`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let jobs = TaskGroup::scope(|tg| async move {
+    ///     let mut done = 0;
+    ///     while !quattro::is_shutdown_requested() {
+    ///         tg.spawn(async {
+    ///             tokio::time::sleep(Duration::from_millis(300)).await;
+    ///             Ok(())
+    ///         })
+    ///         .await
+    ///         .map_err(|_| ())?;
+    ///         done += 1;
+    ///     }
+    ///     Ok(done)
+    /// })
+    /// .shutdown_after(Duration::from_secs(1), Duration::from_secs(1))
+    /// .await;
+    /// assert_eq!(jobs.unwrap(), 4);
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_after(
+        self,
+        timeout: Duration,
+        grace: Duration,
+    ) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_after(timeout), grace)
+    }
+}

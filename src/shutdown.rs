@@ -1,0 +1,637 @@
+//! Graceful shutdown: a soft request that travels down the deadline chain, then a hard cut
+//! when the grace period runs out.
+//!
+//! Deadlines and `cancel()` are *hard*: the future is dropped where it stands. A server also
+//! needs a *soft* phase: "stop taking work, finish what you are doing, then exit". Any cancel
+//! scope or task group can be asked to shut down with a grace period:
+//!
+//! - **The request** reaches the code running inside — the scope's future, the group's body,
+//!   every task of the group and every task and scope nested in those — which observes it
+//!   cooperatively with [`shutdown_requested`] (await it, for example in a `select!` between
+//!   two requests of a connection), [`is_shutdown_requested`] (a cheap check) or
+//!   [`shutdown_token`] (a `CancellationToken`, for code that takes one). Nothing is dropped by
+//!   the request itself.
+//! - **The grace period** starts with the request: whatever has not finished when it runs out
+//!   is cancelled *hard*, with the usual structured guarantee (every task of a group has been
+//!   dropped before the group's or scope's future returns). The end of the grace is the hard
+//!   deadline of the scope or group, so [`current_effective_deadline`] inside shows it, ready to
+//!   be passed on. Work that finishes within the grace is a normal completion: its value and
+//!   its errors are returned as usual.
+//! - **Triggers**: an explicit call ([`CancelScope::shutdown`], [`TaskGroup::shutdown`]), a soft
+//!   deadline ([`MoveOn::shutdown_at`], [`GroupScope::shutdown_after`], …) or any future, such as
+//!   `tokio::signal::ctrl_c()` ([`MoveOn::shutdown_on`], [`GroupScope::shutdown_on`], …).
+//!
+//! How the caller tells whether the grace ran out: a cancel scope reports it as its own
+//! cancellation ([`CancelScope::cancelled_caught`] is true; `move_on` yields `None`, `fail`
+//! yields an [`Elapsed`](crate::Elapsed) for which `is_deadline_reached()` is true); a task group
+//! returns a [`GroupError`](crate::GroupError) for which `is_cancelled()` is true.
+//!
+//! # Example
+//!
+//! Run a server until a trigger fires (here a timer standing in for `ctrl_c()`), then give its
+//! connections 5 seconds to finish the request they are serving:
+//!
+//! ```
+//! use std::time::Duration;
+//! use quattro::TaskGroup;
+//! use tokio::time::sleep;
+//!
+//! async fn connection(id: u32) -> Result<u32, std::io::Error> {
+//!     let mut served = 0;
+//!     loop {
+//!         tokio::select! {
+//!             // Between two requests: stop when asked to.
+//!             _ = quattro::shutdown_requested() => return Ok(served),
+//!             _ = sleep(Duration::from_millis(300)) => {} // the next request arrives
+//!         }
+//!         sleep(Duration::from_millis(500 * u64::from(id))).await; // serve it
+//!         served += 1;
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() {
+//! let ctrl_c = sleep(Duration::from_secs(2)); // stands in for `tokio::signal::ctrl_c()`
+//! let served = TaskGroup::scope(|tg| async move {
+//!     let handles: Vec<_> = (1..=3).map(|id| tg.spawn(connection(id))).collect();
+//!     let mut total = 0;
+//!     for handle in handles {
+//!         total += handle.await.unwrap_or(0);
+//!     }
+//!     Ok(total)
+//! })
+//! .shutdown_on(ctrl_c, Duration::from_secs(5))
+//! .await;
+//! assert!(served.is_ok()); // every connection finished within the grace
+//! # }
+//! ```
+//!
+//! [`current_effective_deadline`]: crate::current_effective_deadline
+//! [`CancelScope::shutdown`]: crate::CancelScope::shutdown
+//! [`CancelScope::cancelled_caught`]: crate::CancelScope::cancelled_caught
+//! [`TaskGroup::shutdown`]: crate::TaskGroup::shutdown
+//! [`GroupScope::shutdown_on`]: crate::GroupScope::shutdown_on
+//! [`GroupScope::shutdown_after`]: crate::GroupScope::shutdown_after
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{Ordering, fence};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pin_project::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::chain::{self, Node, SHUTDOWN};
+use crate::deadline;
+use crate::scope::{Fail, MoveOn};
+
+impl Node {
+    /// Records a shutdown request for this node and fires its tokens; returns whether it is
+    /// the first request.
+    pub(crate) fn request_shutdown(&self) -> bool {
+        let prev = self.set_flags(SHUTDOWN);
+        // Pairs with the fence in the token constructors: either they see the bit, or this
+        // sees their token.
+        fence(Ordering::SeqCst);
+        for token in [&self.shutdown.0, &self.shutdown.1] {
+            if let Some(token) = token.get() {
+                token.cancel();
+            }
+        }
+        prev & SHUTDOWN == 0
+    }
+
+    /// Whether a shutdown was requested for this node itself.
+    pub(crate) fn own_shutdown_requested(&self) -> bool {
+        self.state() & SHUTDOWN != 0
+    }
+
+    /// Whether a shutdown was requested for this node or any node enclosing it.
+    pub(crate) fn shutdown_requested_in_chain(&self) -> bool {
+        let mut next = Some(self);
+        while let Some(node) = next {
+            if node.own_shutdown_requested() {
+                return true;
+            }
+            next = node.parent().map(|p| &**p);
+        }
+        false
+    }
+
+    /// The token that fires on this node's own request.
+    pub(crate) fn own_shutdown_token(&self) -> &CancellationToken {
+        let token = self.shutdown.0.get_or_init(CancellationToken::new);
+        fence(Ordering::SeqCst);
+        if self.own_shutdown_requested() {
+            token.cancel();
+        }
+        token
+    }
+
+    /// The token that fires on a request for this node or any enclosing one: a child of the
+    /// parent's. Created on demand, for the missing ancestors too (iteratively: chains can be
+    /// thousands of nodes deep). Only for entered nodes, whose parent is known.
+    pub(crate) fn chain_shutdown_token(&self) -> &CancellationToken {
+        if let Some(token) = self.shutdown.1.get() {
+            return token;
+        }
+        let mut missing = vec![self];
+        let mut base = None;
+        let mut next = self.parent();
+        while let Some(node) = next {
+            if let Some(token) = node.shutdown.1.get() {
+                base = Some(token.clone());
+                break;
+            }
+            missing.push(node);
+            next = node.parent();
+        }
+        for node in missing.into_iter().rev() {
+            let token = node.shutdown.1.get_or_init(|| {
+                base.as_ref()
+                    .map_or_else(CancellationToken::new, CancellationToken::child_token)
+            });
+            fence(Ordering::SeqCst);
+            if node.own_shutdown_requested() {
+                token.cancel();
+            }
+            base = Some(token.clone());
+        }
+        self.shutdown.1.get().expect("created above")
+    }
+}
+
+/// Whether a graceful shutdown has been requested for the code that calls it: for any cancel
+/// scope or task group that encloses it, across task boundaries (a task of a group sees the
+/// requests for the group and for every scope and group around the group).
+///
+/// A cheap check (a walk up the chain of enclosing scopes; no lock, no allocation) for loops
+/// that look between two units of work. `false` outside any scope or group.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::{CancelScope, is_shutdown_requested};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let scope = CancelScope::new();
+/// let handle = scope.clone();
+/// let served = scope
+///     .move_on(async move {
+///         let mut served = 0;
+///         while !is_shutdown_requested() {
+///             served += 1; // serve one request
+///             if served == 3 {
+///                 handle.shutdown(std::time::Duration::from_secs(5)); // from anywhere
+///             }
+///         }
+///         served
+///     })
+///     .await;
+/// assert_eq!(served, Some(3));
+/// # }
+/// ```
+pub fn is_shutdown_requested() -> bool {
+    chain::with_current(|node| node.is_some_and(|node| node.shutdown_requested_in_chain()))
+}
+
+/// A future that completes when a graceful shutdown is requested for the code that created it
+/// (see [`is_shutdown_requested`]), at once if it already was.
+///
+/// The enclosing scopes and groups are looked up when the future is created (or, if it was
+/// created outside any, on its first poll); outside any scope or group it never completes.
+/// The first call in a scope or group allocates its token; later calls clone it.
+///
+/// # Examples
+///
+/// A connection loop that stops between two requests:
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::CancelScope;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let scope = CancelScope::new();
+/// let handle = scope.clone();
+/// tokio::spawn(async move {
+///     sleep(Duration::from_secs(1)).await;
+///     handle.shutdown(Duration::from_secs(5));
+/// });
+/// let served = scope
+///     .move_on(async {
+///         let mut served = 0;
+///         loop {
+///             tokio::select! {
+///                 _ = quattro::shutdown_requested() => break served,
+///                 _ = sleep(Duration::from_millis(300)) => served += 1,
+///             }
+///         }
+///     })
+///     .await;
+/// assert_eq!(served, Some(3));
+/// assert!(!scope.cancelled_caught()); // finished within the grace
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping it loses nothing, and the request is level-triggered (a new
+/// `shutdown_requested()` completes at once once a request was made).
+pub fn shutdown_requested() -> ShutdownRequested {
+    ShutdownRequested {
+        wait: current_wait(),
+        looked_up: false,
+    }
+}
+
+fn current_wait() -> Option<WaitForCancellationFutureOwned> {
+    chain::with_current(|node| {
+        node.map(|node| node.chain_shutdown_token().clone().cancelled_owned())
+    })
+}
+
+/// A `CancellationToken` that is cancelled when a graceful shutdown is requested for the code
+/// that calls this (see [`is_shutdown_requested`]), for code that already takes a token.
+///
+/// The token is a child of the one the crate watches: cancelling it yourself does not request
+/// a shutdown. Outside any scope or group it is a fresh token that nothing cancels.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::CancelScope;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let scope = CancelScope::new();
+/// let handle = scope.clone();
+/// let out = scope
+///     .move_on(async move {
+///         let token = quattro::shutdown_token();
+///         handle.shutdown(Duration::from_secs(1));
+///         token.cancelled().await; // e.g. inside a library that takes a token
+///         "stopped"
+///     })
+///     .await;
+/// assert_eq!(out, Some("stopped"));
+/// # }
+/// ```
+pub fn shutdown_token() -> CancellationToken {
+    chain::with_current(|node| {
+        node.map_or_else(CancellationToken::new, |node| {
+            node.chain_shutdown_token().child_token()
+        })
+    })
+}
+
+/// Future returned by [`shutdown_requested`].
+///
+/// # Cancel safety
+///
+/// Cancel safe; see [`shutdown_requested`].
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct ShutdownRequested {
+    #[pin]
+    wait: Option<WaitForCancellationFutureOwned>,
+    looked_up: bool,
+}
+
+impl Future for ShutdownRequested {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.wait.is_none() && !*this.looked_up {
+            // Created outside any scope: look again where it is polled.
+            *this.looked_up = true;
+            this.wait.set(current_wait());
+        }
+        match this.wait.as_pin_mut() {
+            Some(wait) => wait.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for ShutdownRequested {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownRequested")
+            .field("in_scope", &self.wait.is_some())
+            .finish()
+    }
+}
+
+/// A trigger that fires at a deadline: the soft deadline of [`MoveOn::shutdown_at`] and the
+/// like. Its timer is armed on the first poll, so the future it triggers can be built outside
+/// a runtime.
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+#[derive(Debug)]
+pub struct SoftDeadline {
+    at: Instant,
+    #[pin]
+    sleep: Option<Sleep>,
+}
+
+impl SoftDeadline {
+    fn new(at: Instant) -> SoftDeadline {
+        SoftDeadline { at, sleep: None }
+    }
+
+    /// When the shutdown is requested.
+    pub fn deadline(&self) -> Instant {
+        self.at
+    }
+}
+
+impl Future for SoftDeadline {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        if this.sleep.is_none() {
+            this.sleep.set(Some(sleep_until(*this.at)));
+        }
+        this.sleep.as_pin_mut().expect("set above").poll(cx)
+    }
+}
+
+/// Future returned by the `shutdown_on`, `shutdown_at` and `shutdown_after` methods of
+/// [`MoveOn`], [`Fail`] and [`GroupScope`](crate::GroupScope): runs the scope or group, and
+/// requests its graceful shutdown with the given grace when the trigger completes. Yields what
+/// the scope or group yields.
+///
+/// The trigger is polled beside the scope or group, outside it (it does not see the scope's
+/// deadlines), until it completes once or the scope or group finishes; its output is ignored.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::CancelScope;
+/// use tokio::time::sleep;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// tokio::spawn(async move {
+///     sleep(Duration::from_secs(1)).await;
+///     let _ = stop.send(()); // e.g. on ctrl-c
+/// });
+/// let scope = CancelScope::new();
+/// let out = scope
+///     .move_on(async {
+///         quattro::shutdown_requested().await;
+///         sleep(Duration::from_secs(10)).await; // more than the grace: cut off
+///     })
+///     .shutdown_on(stopped, Duration::from_secs(2))
+///     .await;
+/// assert_eq!(out, None);
+/// assert!(scope.cancelled_caught()); // the grace ran out
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// Dropping it drops the scope's or group's future (see their own `# Cancel safety`) and the
+/// trigger.
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct ShutdownOn<F, T> {
+    #[pin]
+    inner: F,
+    #[pin]
+    trigger: Option<T>,
+    grace: Duration,
+    /// Requests the shutdown of `inner`; `false` when it cannot yet (a group not started).
+    request: fn(&F, Duration) -> bool,
+    /// The trigger fired and the request is still to be made.
+    pending: bool,
+}
+
+impl<F, T> ShutdownOn<F, T> {
+    pub(crate) fn new(
+        inner: F,
+        trigger: T,
+        grace: Duration,
+        request: fn(&F, Duration) -> bool,
+    ) -> ShutdownOn<F, T> {
+        ShutdownOn {
+            inner,
+            trigger: Some(trigger),
+            grace,
+            request,
+            pending: false,
+        }
+    }
+
+    /// The future the shutdown is for.
+    pub fn get_ref(&self) -> &F {
+        &self.inner
+    }
+
+    /// Whether the trigger has fired.
+    pub fn is_triggered(&self) -> bool {
+        self.trigger.is_none()
+    }
+}
+
+impl<F: Future, T: Future> Future for ShutdownOn<F, T> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let mut this = self.project();
+        if let Some(trigger) = this.trigger.as_mut().as_pin_mut() {
+            if trigger.poll(cx).is_ready() {
+                this.trigger.set(None);
+                *this.pending = true;
+            }
+        }
+        if *this.pending && (this.request)(this.inner.as_ref().get_ref(), *this.grace) {
+            *this.pending = false;
+        }
+        let out = this.inner.as_mut().poll(cx);
+        if out.is_pending()
+            && *this.pending
+            && (this.request)(this.inner.as_ref().get_ref(), *this.grace)
+        {
+            // The group started in this poll: the request is made now; poll again to act on it.
+            *this.pending = false;
+            cx.waker().wake_by_ref();
+        }
+        out
+    }
+}
+
+impl<F: fmt::Debug, T> fmt::Debug for ShutdownOn<F, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShutdownOn")
+            .field("inner", &self.inner)
+            .field("grace", &self.grace)
+            .field("triggered", &self.is_triggered())
+            .finish()
+    }
+}
+
+/// The trigger for a soft deadline `timeout` from now (computed at the call).
+pub(crate) fn soft_deadline_after(timeout: Duration) -> SoftDeadline {
+    SoftDeadline::new(deadline::deadline_after(timeout))
+}
+
+pub(crate) fn soft_deadline_at(at: Instant) -> SoftDeadline {
+    SoftDeadline::new(at)
+}
+
+fn request_move_on<F: Future>(fut: &MoveOn<F>, grace: Duration) -> bool {
+    fut.cancel_scope().shutdown(grace);
+    true
+}
+
+fn request_fail<F: Future>(fut: &Fail<F>, grace: Duration) -> bool {
+    fut.cancel_scope().shutdown(grace);
+    true
+}
+
+impl<F: Future> MoveOn<F> {
+    /// Runs this scope until `trigger` completes, then requests its graceful shutdown with
+    /// `grace` (see [`CancelScope::shutdown`](crate::CancelScope::shutdown)).
+    ///
+    /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
+    /// error from it triggers the shutdown too).
+    ///
+    /// # Examples
+    ///
+    /// See [`ShutdownOn`].
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
+        ShutdownOn::new(self, trigger, grace, request_move_on::<F>)
+    }
+
+    /// A soft deadline: requests the scope's graceful shutdown at `deadline`, with `grace`;
+    /// the scope is cut off at `deadline + grace` at the latest.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    /// use tokio::time::{sleep, Instant};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let out = CancelScope::new()
+    ///     .move_on(async {
+    ///         quattro::shutdown_requested().await;
+    ///         sleep(Duration::from_millis(100)).await; // wrap up
+    ///         "done"
+    ///     })
+    ///     .shutdown_at(start + Duration::from_secs(1), Duration::from_secs(1))
+    ///     .await;
+    /// assert_eq!(out, Some("done"));
+    /// assert_eq!(start.elapsed(), Duration::from_millis(1100));
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_at(deadline), grace)
+    }
+
+    /// A soft timeout: requests the scope's graceful shutdown `timeout` from now (computed at
+    /// the call), with `grace`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let scope = CancelScope::new();
+    /// let out = scope
+    ///     .move_on(std::future::pending::<()>()) // ignores the request
+    ///     .shutdown_after(Duration::from_secs(1), Duration::from_secs(1))
+    ///     .await;
+    /// assert_eq!(out, None);
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_after(
+        self,
+        timeout: Duration,
+        grace: Duration,
+    ) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_after(timeout), grace)
+    }
+}
+
+impl<F: Future> Fail<F> {
+    /// [`MoveOn::shutdown_on`] for a `fail` scope: when the grace runs out, the scope yields
+    /// an [`Elapsed`](crate::Elapsed) for which `is_deadline_reached()` is true.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let trigger = tokio::time::sleep(Duration::from_secs(1));
+    /// let err = CancelScope::new()
+    ///     .fail(std::future::pending::<()>())
+    ///     .shutdown_on(trigger, Duration::ZERO) // no grace: a hard cancel
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_deadline_reached());
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
+        ShutdownOn::new(self, trigger, grace, request_fail::<F>)
+    }
+
+    /// [`MoveOn::shutdown_at`] for a `fail` scope.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_at(deadline), grace)
+    }
+
+    /// [`MoveOn::shutdown_after`] for a `fail` scope.
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`ShutdownOn`].
+    pub fn shutdown_after(
+        self,
+        timeout: Duration,
+        grace: Duration,
+    ) -> ShutdownOn<Self, SoftDeadline> {
+        self.shutdown_on(soft_deadline_after(timeout), grace)
+    }
+}
