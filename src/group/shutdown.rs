@@ -232,7 +232,7 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let jobs = TaskGroup::scope(|tg| async move {
+    /// let jobs = TaskGroup::scope(|tg: TaskGroup<()>| async move {
     ///     let mut done = 0;
     ///     while !quattro::is_shutdown_requested() {
     ///         tg.spawn(async {
