@@ -358,7 +358,9 @@ impl<B: GroupBody<E>, E: Send + 'static> PinnedDrop for GroupScope<B, E> {
         if let Phase::Done = this.phase {
             return;
         }
-        // Dropped from outside: cancel everything at once.
+        // Dropped from outside: cancel everything at once, closed first so that the body's
+        // destructors cannot spawn.
+        shared.close();
         shared.node.cancel();
         drop_body(this.node, this.body.as_mut());
         shared.abandon(this.node);
