@@ -1,0 +1,1337 @@
+//! Property tests for the crate's promise — no leaked tasks, no lost errors, no hangs — on
+//! randomly generated programs (issue 7).
+//!
+//! A program is a tree of task groups (with and without a concurrency limit, with background
+//! tasks and a body), cancel scopes (`move_on` / `fail`, timeouts, a manual `cancel()` and a
+//! deadline move at given times), gathers (with and without a limit) and `select!` drops of a
+//! subtree against a timer; its leaves sleep, spin on `yield_now`, then succeed, fail or panic.
+//! [`oracle`] computes from the tree, in exact virtual time, what must happen; the program is
+//! then run and compared:
+//!
+//! - every node's future is dropped exactly once by the time the outermost future returns, and
+//!   no task is alive in the runtime afterwards;
+//! - the error (or panic) that surfaces is the one the oracle predicts, exactly once, and no
+//!   cancellation is reported as an error;
+//! - every leaf starts at the predicted instant (or not at all) and sees the predicted
+//!   effective deadline when it starts and when it ends;
+//! - the run ends at the predicted instant (a hang fails the case: the paused clock jumps to a
+//!   one-hour timeout).
+//!
+//! Three properties: the current-thread runtime with the paused clock and panics captured
+//! (exact), the same without `capture_panics` (the panic must be resumed exactly once at the
+//! top), and the multi-thread runtime in real time, where only the timing-independent
+//! properties are checked. When two decisive events of a program fall at the same instant, the
+//! order tokio runs them in is not part of the contract, so the oracle marks the program inexact
+//! and only the timing-independent properties are checked for it.
+//!
+//! `PROPTEST_CASES=n` multiplies the default case counts by `n / 1000` (see [`cases`]).
+// The generated programs nest futures deeply; the closures are clearer inline.
+#![allow(clippy::too_many_arguments, clippy::type_complexity)]
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashSet};
+use std::fmt;
+use std::future::{Future, pending};
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Once};
+use std::time::Duration;
+
+use futures::FutureExt;
+use proptest::collection::vec;
+use proptest::option;
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
+use quattro::gather::Gather;
+use quattro::{CancelScope, GroupError, TaskGroup, current_effective_deadline};
+use tokio::runtime::{Handle, Runtime};
+use tokio::time::{Instant, sleep, sleep_until};
+
+// ---------------------------------------------------------------------------------------------
+// The language
+
+/// What a leaf does once it has slept and yielded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    Err,
+    Panic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeKind {
+    MoveOn,
+    Fail,
+}
+
+/// A generated program. Times are in ticks relative to the node's start (1 ms of paused time;
+/// 10 µs, rounded up by tokio's timer, in real time). Every duration is at least one tick, so
+/// every failure happens strictly after its node started.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Node {
+    Leaf {
+        id: u32,
+        outcome: Outcome,
+        dur: u64,
+        yields: u32,
+    },
+    Group {
+        id: u32,
+        limit: Option<usize>,
+        children: Vec<Node>,
+        background: Vec<Node>,
+        body: Option<Box<Node>>,
+    },
+    Scope {
+        id: u32,
+        kind: ScopeKind,
+        timeout: Option<u64>,
+        cancel_at: Option<u64>,
+        /// At `.0`, `set_deadline(start + .1)` (`None` removes the deadline).
+        move_deadline: Option<(u64, Option<u64>)>,
+        body: Box<Node>,
+    },
+    Gather {
+        id: u32,
+        limit: Option<usize>,
+        items: Vec<Node>,
+    },
+    /// `select! { biased; r = body => r, _ = sleep(ticks) => Ok(()) }`: the body's future is
+    /// dropped from outside when the timer wins.
+    DropAfter {
+        id: u32,
+        ticks: u64,
+        body: Box<Node>,
+    },
+}
+
+impl Node {
+    fn id(&self) -> u32 {
+        match self {
+            Node::Leaf { id, .. }
+            | Node::Group { id, .. }
+            | Node::Scope { id, .. }
+            | Node::Gather { id, .. }
+            | Node::DropAfter { id, .. } => *id,
+        }
+    }
+
+    /// Numbers the nodes 0.. in pre-order; returns how many there are.
+    fn number(&mut self, next: &mut u32) {
+        let set = |id: &mut u32, next: &mut u32| {
+            *id = *next;
+            *next += 1;
+        };
+        match self {
+            Node::Leaf { id, .. } => set(id, next),
+            Node::Group {
+                id,
+                children,
+                background,
+                body,
+                ..
+            } => {
+                set(id, next);
+                for c in background.iter_mut().chain(children.iter_mut()) {
+                    c.number(next);
+                }
+                if let Some(b) = body {
+                    b.number(next);
+                }
+            }
+            Node::Scope { id, body, .. } | Node::DropAfter { id, body, .. } => {
+                set(id, next);
+                body.number(next);
+            }
+            Node::Gather { id, items, .. } => {
+                set(id, next);
+                for c in items {
+                    c.number(next);
+                }
+            }
+        }
+    }
+
+    fn visit<'a>(&'a self, f: &mut impl FnMut(&'a Node)) {
+        f(self);
+        match self {
+            Node::Leaf { .. } => {}
+            Node::Group {
+                children,
+                background,
+                body,
+                ..
+            } => {
+                for c in background.iter().chain(children) {
+                    c.visit(f);
+                }
+                if let Some(b) = body {
+                    b.visit(f);
+                }
+            }
+            Node::Scope { body, .. } | Node::DropAfter { body, .. } => body.visit(f),
+            Node::Gather { items, .. } => items.iter().for_each(|c| c.visit(f)),
+        }
+    }
+}
+
+/// Rust-like notation, so that a failing case reads as the program it is.
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Node::Leaf {
+                id,
+                outcome,
+                dur,
+                yields,
+            } => write!(f, "#{id} leaf(sleep {dur}, yield x{yields}, {outcome:?})"),
+            Node::Group {
+                id,
+                limit,
+                children,
+                background,
+                body,
+            } => {
+                write!(f, "#{id} group(limit {limit:?}) ")?;
+                let mut m = f.debug_map();
+                if !background.is_empty() {
+                    m.entry(&"background", background);
+                }
+                if !children.is_empty() {
+                    m.entry(&"spawn", children);
+                }
+                if let Some(b) = body {
+                    m.entry(&"body", b);
+                }
+                m.finish()
+            }
+            Node::Scope {
+                id,
+                kind,
+                timeout,
+                cancel_at,
+                move_deadline,
+                body,
+            } => {
+                write!(f, "#{id} {kind:?}(")?;
+                if let Some(t) = timeout {
+                    write!(f, "timeout {t}, ")?;
+                }
+                if let Some(c) = cancel_at {
+                    write!(f, "cancel at {c}, ")?;
+                }
+                if let Some((t, d)) = move_deadline {
+                    write!(f, "at {t} set_deadline({d:?}), ")?;
+                }
+                write!(f, ") ")?;
+                f.debug_list().entry(body).finish()
+            }
+            Node::Gather { id, limit, items } => {
+                write!(f, "#{id} gather(limit {limit:?}) ")?;
+                f.debug_list().entries(items).finish()
+            }
+            Node::DropAfter { id, ticks, body } => {
+                write!(f, "#{id} drop_after({ticks}) ")?;
+                f.debug_list().entry(body).finish()
+            }
+        }
+    }
+}
+
+/// A whole program: the root is always a group (so that every panic has a group to land in).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Program {
+    pub root: Node,
+    pub nodes: u32,
+}
+
+impl fmt::Debug for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#?}", self.root)
+    }
+}
+
+fn program(mut root: Node) -> Program {
+    let mut nodes = 0;
+    root.number(&mut nodes);
+    Program { root, nodes }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The generator
+
+fn ticks() -> impl Strategy<Value = u64> {
+    1u64..=1200
+}
+
+fn leaf() -> impl Strategy<Value = Node> {
+    let outcome = prop_oneof![
+        6 => Just(Outcome::Ok),
+        2 => Just(Outcome::Err),
+        1 => Just(Outcome::Panic),
+    ];
+    (outcome, 1u64..=1000, 0u32..=3).prop_map(|(outcome, dur, yields)| Node::Leaf {
+        id: 0,
+        outcome,
+        dur,
+        yields,
+    })
+}
+
+fn limit() -> impl Strategy<Value = Option<usize>> {
+    option::weighted(0.5, 1usize..=3)
+}
+
+fn group(inner: impl Strategy<Value = Node> + Clone) -> impl Strategy<Value = Node> {
+    (
+        limit(),
+        vec(inner.clone(), 0..=3),
+        vec(inner.clone(), 0..=1),
+        option::weighted(0.4, inner),
+    )
+        .prop_map(|(limit, children, background, body)| Node::Group {
+            id: 0,
+            limit,
+            children,
+            background,
+            body: body.map(Box::new),
+        })
+}
+
+fn node() -> impl Strategy<Value = Node> {
+    leaf().prop_recursive(4, 12, 3, |inner| {
+        prop_oneof![
+            3 => group(inner.clone()),
+            3 => (
+                prop_oneof![Just(ScopeKind::MoveOn), Just(ScopeKind::Fail)],
+                option::weighted(0.7, ticks()),
+                option::weighted(0.3, ticks()),
+                option::weighted(0.3, (ticks(), option::weighted(0.8, ticks()))),
+                inner.clone(),
+            )
+                .prop_map(|(kind, timeout, cancel_at, move_deadline, body)| Node::Scope {
+                    id: 0,
+                    kind,
+                    timeout,
+                    cancel_at,
+                    move_deadline,
+                    body: Box::new(body),
+                }),
+            2 => (limit(), vec(inner.clone(), 0..=3)).prop_map(|(limit, items)| Node::Gather {
+                id: 0,
+                limit,
+                items,
+            }),
+            1 => (ticks(), inner).prop_map(|(ticks, body)| Node::DropAfter {
+                id: 0,
+                ticks,
+                body: Box::new(body),
+            }),
+        ]
+    })
+}
+
+fn programs() -> impl Strategy<Value = Program> {
+    (
+        limit(),
+        vec(node(), 1..=3),
+        vec(node(), 0..=1),
+        option::weighted(0.3, node()),
+    )
+        .prop_map(|(limit, children, background, body)| {
+            program(Node::Group {
+                id: 0,
+                limit,
+                children,
+                background,
+                body: body.map(Box::new),
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The oracle
+
+/// What surfaces: a leaf's error or panic, or a `fail` scope's `Elapsed`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Ev {
+    Err(u32),
+    Panic(u32),
+    Elapsed { scope: u32, by_cancel: bool },
+}
+
+/// The panic payload of a leaf.
+#[derive(Debug)]
+struct LeafPanic(u32);
+
+const NEVER: u64 = u64::MAX;
+
+#[derive(Clone, Debug, PartialEq)]
+enum Res {
+    Ok,
+    Fail(Vec<Ev>),
+    Killed,
+}
+
+#[derive(Clone, Debug)]
+struct Out {
+    end: u64,
+    res: Res,
+}
+
+/// A scope's deadline over time (absolute ticks).
+struct Timeline {
+    d0: Option<u64>,
+    moved: Option<(u64, Option<u64>)>,
+}
+
+impl Timeline {
+    fn at(&self, t: u64) -> Option<u64> {
+        match self.moved {
+            Some((tm, new)) if t >= tm => new,
+            _ => self.d0,
+        }
+    }
+}
+
+fn effective(env: &[Timeline], t: u64) -> Option<u64> {
+    env.iter().filter_map(|s| s.at(t)).min()
+}
+
+/// A leaf's start as the oracle sees it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Start {
+    /// Started at this tick, seeing this effective deadline.
+    At(u64, Option<u64>),
+    /// Killed at the instant it was spawned: whether its first poll happens is up to the
+    /// scheduler.
+    Unknown,
+}
+
+#[derive(Default, Debug)]
+struct Rec {
+    starts: BTreeMap<u32, Start>,
+    /// Leaves that ran to their end, with the effective deadline they saw there.
+    ends: BTreeMap<u32, Option<u64>>,
+    /// (time, source): every event that decides something. Two sources at one instant make
+    /// the program inexact.
+    events: Vec<(u64, u32)>,
+    ambiguous: bool,
+}
+
+/// The oracle's prediction for a program.
+#[derive(Debug)]
+pub struct Prediction {
+    out: Out,
+    starts: BTreeMap<u32, Start>,
+    ends: BTreeMap<u32, Option<u64>>,
+    /// No two decisive events coincide: timing and outcome are fully determined.
+    exact: bool,
+}
+
+pub fn oracle(p: &Program) -> Prediction {
+    let mut rec = Rec::default();
+    let out = sim(&p.root, 0, NEVER, &mut Vec::new(), &mut rec);
+    let mut events = rec.events.clone();
+    events.sort_unstable();
+    events.dedup();
+    let tie = events.windows(2).any(|w| w[0].0 == w[1].0);
+    Prediction {
+        out,
+        starts: rec.starts,
+        ends: rec.ends,
+        exact: !tie && !rec.ambiguous,
+    }
+}
+
+/// Runs `node` from `start`, killed from outside at `kill` unless it ends first (an end at
+/// `kill` itself counts as ending first: any other event at that instant is a tie).
+fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Rec) -> Out {
+    if kill == start {
+        // Spawned and aborted in one instant (a background task of a group with no other
+        // work): whether any of it is polled first is up to the scheduler. Nothing in it can
+        // end (every duration is at least one tick), so only the starts are unknown.
+        node.visit(&mut |n| {
+            if let Node::Leaf { id, .. } = *n {
+                rec.starts.insert(id, Start::Unknown);
+            }
+        });
+        return Out {
+            end: kill,
+            res: Res::Killed,
+        };
+    }
+    match node {
+        &Node::Leaf {
+            id, outcome, dur, ..
+        } => {
+            rec.starts
+                .insert(id, Start::At(start, effective(env, start)));
+            let end = start + dur;
+            if end > kill {
+                return Out {
+                    end: kill,
+                    res: Res::Killed,
+                };
+            }
+            rec.events.push((end, id));
+            rec.ends.insert(id, effective(env, end));
+            let res = match outcome {
+                Outcome::Ok => Res::Ok,
+                Outcome::Err => Res::Fail(vec![Ev::Err(id)]),
+                Outcome::Panic => Res::Fail(vec![Ev::Panic(id)]),
+            };
+            Out { end, res }
+        }
+        Node::Scope {
+            id,
+            kind,
+            timeout,
+            cancel_at,
+            move_deadline,
+            body,
+        } => {
+            let id = *id;
+            let d0 = timeout.map(|t| start + t);
+            let moved = move_deadline.map(|(t, d)| (start + t, d.map(|d| start + d)));
+            let by_deadline = match moved {
+                None => d0,
+                Some((tm, _)) if d0 == Some(tm) => {
+                    rec.ambiguous = true; // the move races the deadline
+                    d0
+                }
+                Some(_) if d0.is_some_and(|d| d < moved.unwrap().0) => d0,
+                // Moving the deadline into the past cancels at the move.
+                Some((tm, new)) => new.map(|d| d.max(tm)),
+            };
+            let by_cancel = cancel_at.map(|c| start + c);
+            if by_cancel.is_some() && by_cancel == by_deadline {
+                rec.ambiguous = true; // which cause `Elapsed` reports is a race
+            }
+            let (fire, cancelled) = match (by_deadline, by_cancel) {
+                (Some(d), Some(c)) if c < d => (c, true),
+                (Some(d), _) => (d, false),
+                (None, Some(c)) => (c, true),
+                (None, None) => (NEVER, false),
+            };
+            env.push(Timeline { d0, moved });
+            let inner = sim(body, start, kill.min(fire), env, rec);
+            env.pop();
+            let out = match inner.res {
+                Res::Killed if fire <= kill => Out {
+                    end: fire,
+                    res: match kind {
+                        ScopeKind::MoveOn => Res::Ok,
+                        ScopeKind::Fail => Res::Fail(vec![Ev::Elapsed {
+                            scope: id,
+                            by_cancel: cancelled,
+                        }]),
+                    },
+                },
+                _ => inner,
+            };
+            // The scope's timers that went off before it ended.
+            for t in [moved.map(|m| m.0), by_cancel, by_deadline]
+                .into_iter()
+                .flatten()
+            {
+                if t <= out.end {
+                    rec.events.push((t, id));
+                }
+            }
+            out
+        }
+        &Node::DropAfter {
+            id,
+            ticks,
+            ref body,
+        } => {
+            let at = start + ticks;
+            let inner = sim(body, start, kill.min(at), env, rec);
+            let out = match inner.res {
+                Res::Killed if at <= kill => Out {
+                    end: at,
+                    res: Res::Ok,
+                },
+                _ => inner,
+            };
+            if at <= out.end {
+                rec.events.push((at, id));
+            }
+            out
+        }
+        Node::Group {
+            limit,
+            children,
+            background,
+            body,
+            ..
+        } => sim_group(
+            start,
+            kill,
+            *limit,
+            children,
+            background,
+            body.as_deref(),
+            env,
+            rec,
+        ),
+        Node::Gather { limit, items, .. } => {
+            sim_group(start, kill, *limit, items, &[], None, env, rec)
+        }
+    }
+}
+
+struct Pass {
+    /// The earliest failure.
+    first: Option<(u64, Vec<Ev>)>,
+    /// When the body and every normal task ended, if they all succeeded.
+    done: Option<u64>,
+}
+
+fn sim_group(
+    start: u64,
+    kill: u64,
+    limit: Option<usize>,
+    normal: &[Node],
+    background: &[Node],
+    body: Option<&Node>,
+    env: &mut Vec<Timeline>,
+    rec: &mut Rec,
+) -> Out {
+    // Events before the first failure do not depend on it; find it, then run again with the
+    // group killed there.
+    let first = group_pass(
+        start,
+        kill,
+        limit,
+        normal,
+        background,
+        body,
+        env,
+        &mut Rec::default(),
+    )
+    .first;
+    match first {
+        Some((f, evs)) => {
+            let again = group_pass(start, f, limit, normal, background, body, env, rec);
+            debug_assert_eq!(again.first.as_ref().map(|x| x.0), Some(f));
+            Out {
+                end: f,
+                res: Res::Fail(evs),
+            }
+        }
+        None => match group_pass(start, kill, limit, normal, background, body, env, rec).done {
+            Some(done) => Out {
+                end: done,
+                res: Res::Ok,
+            },
+            None => Out {
+                end: kill,
+                res: Res::Killed,
+            },
+        },
+    }
+}
+
+fn group_pass(
+    start: u64,
+    kill: u64,
+    limit: Option<usize>,
+    normal: &[Node],
+    background: &[Node],
+    body: Option<&Node>,
+    env: &mut Vec<Timeline>,
+    rec: &mut Rec,
+) -> Pass {
+    let mut fails: Vec<(u64, Vec<Ev>)> = Vec::new();
+    let mut all_ok = true;
+    let mut done = start;
+    let mut account = |o: Out| match o.res {
+        Res::Ok => done = done.max(o.end),
+        Res::Fail(evs) => fails.push((o.end, evs)),
+        Res::Killed => all_ok = false,
+    };
+    if let Some(b) = body {
+        account(sim(b, start, kill, env, rec));
+    }
+    // Slots free at these times; a queued task starts when the earliest frees, unless the group
+    // is killed (failed) by then.
+    let mut slots = BinaryHeap::new();
+    for (i, c) in normal.iter().enumerate() {
+        let at = match limit {
+            Some(l) if i >= l => {
+                let Reverse(t) = slots.pop().expect("a slot per running task");
+                if t >= kill {
+                    all_ok = false;
+                    break;
+                }
+                t
+            }
+            _ => start,
+        };
+        let o = sim(c, at, kill, env, rec);
+        slots.push(Reverse(o.end));
+        account(o);
+    }
+    let normal_done = (all_ok && fails.is_empty()).then_some(done);
+    let bg_kill = normal_done.map_or(kill, |d| d.min(kill));
+    for b in background {
+        let o = sim(b, start, bg_kill, env, rec);
+        if let Res::Fail(evs) = o.res {
+            fails.push((o.end, evs));
+        }
+    }
+    fails.sort_by_key(|f| f.0);
+    Pass {
+        first: fails.into_iter().next(),
+        done: normal_done,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interpreter
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<(), Vec<Ev>>> + Send>>;
+
+/// Everything a run records.
+struct Ctx {
+    base: Instant,
+    tick: Duration,
+    capture: bool,
+    made: Vec<AtomicU32>,
+    dropped: Vec<AtomicU32>,
+    starts: Mutex<BTreeMap<u32, (u64, Option<u64>)>>,
+    ends: Mutex<BTreeMap<u32, Option<u64>>>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Ctx {
+    fn new(nodes: u32, tick: Duration, capture: bool) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            base: Instant::now(),
+            tick,
+            capture,
+            made: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+            dropped: (0..nodes).map(|_| AtomicU32::new(0)).collect(),
+            starts: Mutex::default(),
+            ends: Mutex::default(),
+            violations: Mutex::default(),
+        })
+    }
+
+    fn ticks(&self, d: Duration) -> u64 {
+        (d.as_nanos() / self.tick.as_nanos()) as u64
+    }
+
+    fn now(&self) -> u64 {
+        self.ticks(Instant::now() - self.base)
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        current_effective_deadline().map(|d| self.ticks(d.saturating_duration_since(self.base)))
+    }
+
+    fn violation(&self, v: String) {
+        self.violations.lock().unwrap().push(v);
+    }
+
+    /// Turns a group's error into the failures it holds; a cancellation reported as an error
+    /// is a violation.
+    fn flatten(&self, id: u32, e: GroupError<Vec<Ev>>) -> Vec<Ev> {
+        if e.is_cancelled() {
+            self.violation(format!("#{id}: GroupError says cancelled: {e:?}"));
+        }
+        if e.failures().is_empty() {
+            self.violation(format!("#{id}: GroupError without failures"));
+        }
+        let mut evs = Vec::new();
+        for f in e.into_failures() {
+            if f.is_panic() {
+                let payload = f.into_panic().unwrap();
+                match payload.downcast::<LeafPanic>() {
+                    Ok(p) => evs.push(Ev::Panic(p.0)),
+                    Err(other) => {
+                        let msg = panic_message(&*other);
+                        self.violation(format!("#{id}: foreign panic captured: {msg}"));
+                    }
+                }
+            } else {
+                evs.extend(f.into_error().unwrap());
+            }
+        }
+        evs
+    }
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(l) = p.downcast_ref::<LeafPanic>() {
+        format!("{l:?}")
+    } else {
+        "<non-string payload>".into()
+    }
+}
+
+/// Counts the construction and the drop of one node's future.
+struct Tracker {
+    ctx: Arc<Ctx>,
+    id: u32,
+}
+
+impl Tracker {
+    fn new(ctx: &Arc<Ctx>, id: u32) -> Tracker {
+        ctx.made[id as usize].fetch_add(1, Ordering::SeqCst);
+        Tracker {
+            ctx: ctx.clone(),
+            id,
+        }
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        self.ctx.dropped[self.id as usize].fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A gather's input, built lazily: an item's future exists once the gather pulls it.
+struct Items {
+    items: std::vec::IntoIter<Node>,
+    ctx: Arc<Ctx>,
+}
+
+impl Iterator for Items {
+    type Item = BoxFut;
+    fn next(&mut self) -> Option<BoxFut> {
+        self.items.next().map(|n| build(&n, &self.ctx))
+    }
+}
+
+fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
+    let tracker = Tracker::new(ctx, node.id());
+    let ctx = ctx.clone();
+    match node.clone() {
+        Node::Leaf {
+            id,
+            outcome,
+            dur,
+            yields,
+        } => Box::pin(async move {
+            let _t = tracker;
+            let now = ctx.now();
+            ctx.starts.lock().unwrap().insert(id, (now, ctx.deadline()));
+            sleep(ctx.tick * dur as u32).await;
+            for _ in 0..yields {
+                tokio::task::yield_now().await;
+            }
+            ctx.ends.lock().unwrap().insert(id, ctx.deadline());
+            match outcome {
+                Outcome::Ok => Ok(()),
+                Outcome::Err => Err(vec![Ev::Err(id)]),
+                Outcome::Panic => std::panic::panic_any(LeafPanic(id)),
+            }
+        }),
+        Node::Group {
+            id,
+            limit,
+            children,
+            background,
+            body,
+        } => Box::pin(async move {
+            let _t = tracker;
+            let mut builder = TaskGroup::builder();
+            if let Some(l) = limit {
+                builder = builder.concurrency_limit(l);
+            }
+            if ctx.capture {
+                builder = builder.capture_panics();
+            }
+            let c = ctx.clone();
+            let out = builder
+                .scope(|tg| async move {
+                    for b in &background {
+                        tg.spawn_background(build(b, &c));
+                    }
+                    for n in &children {
+                        tg.spawn(build(n, &c));
+                    }
+                    if let Some(b) = body {
+                        build(&b, &c).await?;
+                    }
+                    Ok(())
+                })
+                .await;
+            out.map_err(|e| ctx.flatten(id, e))
+        }),
+        Node::Scope {
+            id,
+            kind,
+            timeout,
+            cancel_at,
+            move_deadline,
+            body,
+        } => Box::pin(async move {
+            let _t = tracker;
+            let start = Instant::now();
+            let scope = match timeout {
+                Some(t) => CancelScope::with_timeout(ctx.tick * t as u32),
+                None => CancelScope::new(),
+            };
+            let handle = scope.clone();
+            let tick = ctx.tick;
+            // The canceller and the mover run inside the scope, beside the body.
+            let helper = async move {
+                let mut acts: Vec<(u64, Option<Option<u64>>)> = Vec::new();
+                if let Some(c) = cancel_at {
+                    acts.push((c, None));
+                }
+                if let Some((t, d)) = move_deadline {
+                    acts.push((t, Some(d)));
+                }
+                acts.sort_by_key(|a| a.0);
+                for (t, act) in acts {
+                    sleep_until(start + tick * t as u32).await;
+                    match act {
+                        None => handle.cancel(),
+                        Some(d) => handle.set_deadline(d.map(|d| start + tick * d as u32)),
+                    }
+                }
+                pending::<()>().await
+            };
+            let c = ctx.clone();
+            let inner = async move {
+                let body = build(&body, &c);
+                tokio::select! {
+                    biased;
+                    r = body => r,
+                    () = helper => unreachable!(),
+                }
+            };
+            match kind {
+                ScopeKind::MoveOn => scope.move_on(inner).await.unwrap_or(Ok(())),
+                ScopeKind::Fail => match scope.fail(inner).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if e.is_cancelled() == e.is_deadline_reached() {
+                            ctx.violation(format!("#{id}: Elapsed neither or both: {e:?}"));
+                        }
+                        if !scope.cancelled_caught() {
+                            ctx.violation(format!("#{id}: Err(Elapsed) but not cancelled_caught"));
+                        }
+                        Err(vec![Ev::Elapsed {
+                            scope: id,
+                            by_cancel: e.is_cancelled(),
+                        }])
+                    }
+                },
+            }
+        }),
+        Node::Gather { id, limit, items } => Box::pin(async move {
+            let _t = tracker;
+            let c = ctx.clone();
+            let mut g = Gather::new(Items {
+                items: items.into_iter(),
+                ctx: c,
+            });
+            if let Some(l) = limit {
+                g = g.concurrency_limit(l);
+            }
+            g.await.map(drop).map_err(|e| ctx.flatten(id, e))
+        }),
+        Node::DropAfter { ticks, body, .. } => Box::pin(async move {
+            let _t = tracker;
+            let at = Instant::now() + ctx.tick * ticks as u32;
+            let body = build(&body, &ctx);
+            tokio::select! {
+                biased;
+                r = body => r,
+                () = sleep_until(at) => Ok(()),
+            }
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running and checking
+
+/// What the outermost future gave.
+#[derive(Debug, PartialEq)]
+enum Top {
+    Ok,
+    Err(Vec<Ev>),
+    /// A panic reached the top (only without `capture_panics`).
+    Panic(Ev),
+    Hang,
+}
+
+fn quiet_leaf_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<LeafPanic>().is_none() {
+                default(info);
+            }
+        }));
+    });
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Current-thread runtime, paused clock, panics captured.
+    Paused,
+    /// Current-thread runtime, paused clock, panics resumed.
+    PausedNoCapture,
+    /// Multi-thread runtime, real time.
+    MultiThread,
+}
+
+/// Runs one program and checks it against the oracle; `Err` describes every violation.
+async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
+    let real = mode == Mode::MultiThread;
+    let tick = if real {
+        Duration::from_micros(10)
+    } else {
+        Duration::from_millis(1)
+    };
+    let ctx = Ctx::new(p.nodes, tick, mode != Mode::PausedNoCapture);
+    let root = build(&p.root, &ctx);
+    // A hang: in paused time the clock jumps to the timeout; in real time it is a few seconds.
+    let limit = if real {
+        Duration::from_secs(10)
+    } else {
+        Duration::from_secs(3600)
+    };
+    let top = match tokio::time::timeout(limit, AssertUnwindSafe(root).catch_unwind()).await {
+        Err(_) => Top::Hang,
+        Ok(Ok(Ok(()))) => Top::Ok,
+        Ok(Ok(Err(evs))) => Top::Err(evs),
+        Ok(Err(payload)) => match payload.downcast::<LeafPanic>() {
+            Ok(l) => Top::Panic(Ev::Panic(l.0)),
+            Err(other) => return Err(format!("foreign panic: {}", panic_message(&*other))),
+        },
+    };
+    let end = ctx.now();
+    let mut bad: Vec<String> = std::mem::take(&mut *ctx.violations.lock().unwrap());
+    if top == Top::Hang {
+        bad.push("HANG: the program did not finish".into());
+    }
+    // Every future made was dropped exactly once, before the outermost future returned.
+    for i in 0..p.nodes as usize {
+        let (made, dropped) = (
+            ctx.made[i].load(Ordering::SeqCst),
+            ctx.dropped[i].load(Ordering::SeqCst),
+        );
+        if made > 1 || made != dropped {
+            bad.push(format!(
+                "#{i}: future made {made} times, dropped {dropped} times"
+            ));
+        }
+    }
+    // No task is alive in the runtime. On the multi-thread runtime a task's last reference can
+    // be released by a worker just after its output was handed over: give it a moment.
+    let mut alive = Handle::current().metrics().num_alive_tasks();
+    if real {
+        for _ in 0..2000 {
+            if alive == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+            alive = Handle::current().metrics().num_alive_tasks();
+        }
+    }
+    if alive != 0 {
+        bad.push(format!(
+            "{alive} tasks still alive after the outermost future returned"
+        ));
+    }
+    // Every error that surfaced belongs to a leaf (or fail scope) that produces it, once.
+    let mut kinds = BTreeMap::new();
+    p.root.visit(&mut |n| {
+        kinds.insert(n.id(), n.clone());
+    });
+    let surfaced: Vec<Ev> = match &top {
+        Top::Err(evs) => evs.clone(),
+        Top::Panic(ev) => vec![ev.clone()],
+        _ => vec![],
+    };
+    let mut seen = HashSet::new();
+    for ev in &surfaced {
+        if !seen.insert(ev.clone()) {
+            bad.push(format!("{ev:?} surfaced twice"));
+        }
+        let ok = match *ev {
+            Ev::Err(id) => matches!(
+                kinds.get(&id),
+                Some(Node::Leaf {
+                    outcome: Outcome::Err,
+                    ..
+                })
+            ),
+            Ev::Panic(id) => {
+                matches!(
+                    kinds.get(&id),
+                    Some(Node::Leaf {
+                        outcome: Outcome::Panic,
+                        ..
+                    })
+                )
+            }
+            Ev::Elapsed { scope, .. } => matches!(
+                kinds.get(&scope),
+                Some(Node::Scope {
+                    kind: ScopeKind::Fail,
+                    ..
+                })
+            ),
+        };
+        if !ok {
+            bad.push(format!("{ev:?} surfaced but no such failure exists"));
+        }
+    }
+    if mode == Mode::Paused && matches!(top, Top::Panic(_)) {
+        bad.push("a panic escaped capture_panics".into());
+    }
+
+    let pred = oracle(p);
+    STATS.record(&top, pred.exact && !real, p);
+    if !real && pred.exact {
+        let expected = match &pred.out.res {
+            Res::Ok => Top::Ok,
+            Res::Fail(evs) if mode == Mode::PausedNoCapture => {
+                match evs.iter().find(|e| matches!(e, Ev::Panic(_))) {
+                    Some(panic) => Top::Panic(panic.clone()),
+                    None => Top::Err(evs.clone()),
+                }
+            }
+            Res::Fail(evs) => Top::Err(evs.clone()),
+            Res::Killed => unreachable!("nothing kills the root"),
+        };
+        if top != expected {
+            bad.push(format!("outcome {top:?}, expected {expected:?}"));
+        }
+        if top != Top::Hang && end != pred.out.end {
+            bad.push(format!("ended at {end}, expected {}", pred.out.end));
+        }
+        let starts = ctx.starts.lock().unwrap().clone();
+        let ends = ctx.ends.lock().unwrap().clone();
+        p.root.visit(&mut |n| {
+            let Node::Leaf { id, .. } = *n else { return };
+            let got = starts.get(&id).copied();
+            match pred.starts.get(&id) {
+                Some(Start::Unknown) => {}
+                Some(&Start::At(t, d)) if got != Some((t, d)) => bad.push(format!(
+                    "#{id}: started (tick, deadline) {got:?}, expected {:?}",
+                    (t, d)
+                )),
+                None if got.is_some() => {
+                    bad.push(format!("#{id}: started {got:?}, expected never"))
+                }
+                _ => {}
+            }
+            let got = ends.get(&id).copied();
+            let want = pred.ends.get(&id).copied();
+            if got != want && pred.starts.get(&id) != Some(&Start::Unknown) {
+                bad.push(format!(
+                    "#{id}: reached its end seeing deadline {got:?}, expected {want:?} \
+                     (None = not reached)"
+                ));
+            }
+        });
+    }
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}\n(oracle: exact {}, {:?})",
+            bad.join("\n"),
+            pred.exact,
+            pred.out
+        ))
+    }
+}
+
+/// What the generated programs did, printed after each property (`--nocapture` shows it).
+struct Stats {
+    cases: AtomicU32,
+    exact: AtomicU32,
+    ok: AtomicU32,
+    err: AtomicU32,
+    panic: AtomicU32,
+    elapsed: AtomicU32,
+    nodes: AtomicU32,
+}
+
+static STATS: Stats = Stats {
+    cases: AtomicU32::new(0),
+    exact: AtomicU32::new(0),
+    ok: AtomicU32::new(0),
+    err: AtomicU32::new(0),
+    panic: AtomicU32::new(0),
+    elapsed: AtomicU32::new(0),
+    nodes: AtomicU32::new(0),
+};
+
+impl Stats {
+    fn record(&self, top: &Top, exact: bool, p: &Program) {
+        let bump = |c: &AtomicU32| c.fetch_add(1, Ordering::Relaxed);
+        bump(&self.cases);
+        self.nodes.fetch_add(p.nodes, Ordering::Relaxed);
+        if exact {
+            bump(&self.exact);
+        }
+        match top {
+            Top::Ok => bump(&self.ok),
+            Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Elapsed { .. })) => {
+                bump(&self.elapsed)
+            }
+            Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Panic(_))) => bump(&self.panic),
+            Top::Err(_) => bump(&self.err),
+            Top::Panic(_) => bump(&self.panic),
+            Top::Hang => 0,
+        };
+    }
+
+    fn print(&self, what: &str) {
+        let get = |c: &AtomicU32| c.load(Ordering::Relaxed);
+        eprintln!(
+            "{what}: {} runs (all properties so far), {} checked exactly, {} nodes; top: {} ok, \
+             {} leaf errors, {} panics, {} fail-scope elapsed",
+            get(&self.cases),
+            get(&self.exact),
+            get(&self.nodes),
+            get(&self.ok),
+            get(&self.err),
+            get(&self.panic),
+            get(&self.elapsed),
+        );
+    }
+}
+
+fn paused_runtime() -> Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap()
+}
+
+/// The case count: `default`, scaled by `PROPTEST_CASES / 1000` when that is set.
+fn cases(default: u32) -> u32 {
+    match std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        Some(n) => ((default as u64 * n) / 1000).max(1) as u32,
+        None => default,
+    }
+}
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "tests/proptest-regressions/proptest_tree.txt",
+        ))),
+        max_shrink_iters: 4096,
+        ..Config::default()
+    }
+}
+
+fn check(name: &str, mut runner: TestRunner, run: impl Fn(&Program) -> Result<(), String>) {
+    quiet_leaf_panics();
+    let result = runner.run(&programs(), |p| {
+        run(&p).map_err(|e| TestCaseError::fail(format!("{e}\nprogram: {p:?}")))
+    });
+    STATS.print(name);
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(why, p)) => panic!("minimal failing program {p:?}\n{why}"),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Exact checks on the paused clock, panics captured by every group.
+#[test]
+fn paused_programs() {
+    let runner = TestRunner::new(config(cases(6000)));
+    check("paused", runner, |p| {
+        paused_runtime().block_on(run_case(p, Mode::Paused))
+    });
+}
+
+/// Without `capture_panics`, a panicking leaf's panic is resumed exactly once at the top.
+#[test]
+fn paused_programs_panics_resumed() {
+    let runner = TestRunner::new(config(cases(2000)));
+    check("paused, panics resumed", runner, |p| {
+        paused_runtime().block_on(run_case(p, Mode::PausedNoCapture))
+    });
+}
+
+/// Timing-independent checks on the multi-thread runtime in real time.
+#[test]
+fn multi_thread_programs() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let runner = TestRunner::new(config(cases(2000)));
+    check("multi-thread", runner, |p| {
+        rt.block_on(run_case(p, Mode::MultiThread))
+    });
+}
+
+/// The oracle itself, on hand-written programs.
+#[test]
+fn oracle_examples() {
+    let leaf = |outcome, dur| Node::Leaf {
+        id: 0,
+        outcome,
+        dur,
+        yields: 0,
+    };
+    // A failure at 5 cancels a sibling due at 10; a queued task never starts.
+    let p = program(Node::Group {
+        id: 0,
+        limit: Some(2),
+        children: vec![
+            leaf(Outcome::Err, 5),
+            leaf(Outcome::Ok, 10),
+            leaf(Outcome::Ok, 1),
+        ],
+        background: vec![],
+        body: None,
+    });
+    let pred = oracle(&p);
+    assert!(pred.exact);
+    assert_eq!(pred.out.end, 5);
+    assert_eq!(pred.out.res, Res::Fail(vec![Ev::Err(1)]));
+    assert!(!pred.starts.contains_key(&3));
+    // A move_on scope with timeout 7 around a 10-tick leaf: ends at 7, Ok; deadline moved to
+    // 20 at 3: ends at 10.
+    let p = program(Node::Group {
+        id: 0,
+        limit: None,
+        children: vec![Node::Scope {
+            id: 0,
+            kind: ScopeKind::Fail,
+            timeout: Some(7),
+            cancel_at: None,
+            move_deadline: Some((3, Some(20))),
+            body: Box::new(leaf(Outcome::Ok, 10)),
+        }],
+        background: vec![],
+        body: None,
+    });
+    let pred = oracle(&p);
+    assert_eq!((pred.out.end, pred.out.res), (10, Res::Ok));
+    assert_eq!(pred.starts[&2], Start::At(0, Some(7)));
+    assert_eq!(pred.ends[&2], Some(20));
+}
