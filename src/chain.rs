@@ -93,6 +93,12 @@ pub(crate) struct Node {
     task: OnceLock<Option<tokio::task::Id>>,
     /// Deadline as encoded by [`deadline::encode`]; `NO_DEADLINE` when there is none.
     deadline: AtomicU64,
+    /// Cache of the effective deadline along the chain from this node (encoded), valid while
+    /// `effective_stamp` matches the current [`DEADLINE_EPOCH`]: deadlines deep in a chain are
+    /// read on hot paths and change rarely.
+    effective: AtomicU64,
+    /// `(epoch + 1) << 1 | cancelled`, or 0 while invalid or being written.
+    effective_stamp: AtomicU64,
     state: AtomicU32,
     /// The waker of the task that runs the node, for `cancel()` and `set_deadline()` from
     /// elsewhere.
@@ -117,6 +123,8 @@ impl Node {
             parent: OnceLock::new(),
             task: OnceLock::new(),
             deadline: AtomicU64::new(deadline),
+            effective: AtomicU64::new(NO_DEADLINE),
+            effective_stamp: AtomicU64::new(0),
             state: AtomicU32::new(0),
             waker: Mutex::new(None),
             orphans: Mutex::new(Vec::new()),
@@ -157,6 +165,22 @@ impl Node {
         let _ = self.task.set(tokio::task::try_id());
     }
 
+    /// [`enter`](Self::enter), with plain writes when no handle shares the node yet (the
+    /// common `move_on_after(..)` case), which is cheaper than the once-cells' synchronisation.
+    #[track_caller]
+    pub(crate) fn enter_arc(node: &mut Arc<Node>, parent: Option<Arc<Node>>) {
+        match Arc::get_mut(node) {
+            Some(unique) => {
+                let state = unique.state.get_mut();
+                assert!(*state & ENTERED == 0, "CancelScope entered twice");
+                *state |= ENTERED;
+                unique.parent = OnceLock::from(parent);
+                unique.task = OnceLock::from(tokio::task::try_id());
+            }
+            None => node.enter(parent),
+        }
+    }
+
     pub(crate) fn state(&self) -> u32 {
         self.state.load(Ordering::Acquire)
     }
@@ -194,6 +218,8 @@ impl Node {
     pub(crate) fn cancel(&self) {
         let prev = self.set_flags(CANCEL_REQUESTED);
         if prev & CANCEL_REQUESTED == 0 {
+            // A cancelled node counts as "now" for the nodes below it: their caches are stale.
+            DEADLINE_EPOCH.fetch_add(1, Ordering::AcqRel);
             self.fire_token();
             if prev & FINISHED == 0 {
                 self.wake();
@@ -309,6 +335,29 @@ impl Node {
     /// The minimum deadline along the chain from this node outwards; a cancelled node counts
     /// as "now".
     pub(crate) fn effective_deadline(&self) -> Option<Instant> {
+        let epoch = DEADLINE_EPOCH.load(Ordering::Acquire);
+        let fresh = (epoch + 1) << 1;
+        let stamp = self.effective_stamp.load(Ordering::Acquire);
+        let (min, cancelled) = if stamp & !1 == fresh {
+            let min = self.effective.load(Ordering::Acquire);
+            if self.effective_stamp.load(Ordering::Acquire) == stamp {
+                (min, stamp & 1 != 0)
+            } else {
+                self.walk_effective(fresh)
+            }
+        } else {
+            self.walk_effective(fresh)
+        };
+        if cancelled {
+            return deadline::decode(min.min(deadline::encode(Instant::now())));
+        }
+        deadline::decode(min)
+    }
+
+    /// Walks the chain for the minimum deadline and whether a node is cancelled, and caches
+    /// the result for `fresh` (a stamp taken before the walk, so a change during the walk
+    /// leaves the cache stale rather than wrong).
+    fn walk_effective(&self, fresh: u64) -> (u64, bool) {
         let mut min = NO_DEADLINE;
         let mut cancelled = false;
         let mut next = Some(self);
@@ -317,10 +366,11 @@ impl Node {
             cancelled |= node.state() & CANCEL_REQUESTED != 0;
             next = node.parent().map(|p| &**p);
         }
-        if cancelled {
-            min = min.min(deadline::encode(Instant::now()));
-        }
-        deadline::decode(min)
+        self.effective_stamp.store(0, Ordering::Release);
+        self.effective.store(min, Ordering::Release);
+        self.effective_stamp
+            .store(fresh | u64::from(cancelled), Ordering::Release);
+        (min, cancelled)
     }
 
     /// Hands an aborted join set to the nearest live node at or above this one, which waits
@@ -361,6 +411,9 @@ impl Node {
 
     /// Takes the adopted join sets, for a node dropped before it drained them.
     pub(crate) fn take_orphans(&self) -> Vec<Box<dyn Orphan>> {
+        if self.state() & HAS_ORPHANS == 0 {
+            return Vec::new();
+        }
         self.take_flags(HAS_ORPHANS);
         std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
     }

@@ -100,8 +100,8 @@ impl<F: Future> Future for Scoped<F> {
         let mut this = self.project();
         match *this.phase {
             Phase::Idle => {
-                let node = this.node.as_ref().expect("node present outside a poll");
-                node.enter(chain::current());
+                let node = this.node.as_mut().expect("node present outside a poll");
+                Node::enter_arc(node, chain::current());
                 *this.phase = Phase::Running;
             }
             Phase::Running => {}
@@ -126,7 +126,10 @@ impl<F: Future> Future for Scoped<F> {
 
         let node = this.node.as_ref().expect("node returned after the poll");
         register_waker(node, this.waker, cx.waker());
-        let flags = node.take_flags(DEADLINE_CHANGED | TOKENS_CHANGED);
+        let mut flags = node.state() & (DEADLINE_CHANGED | TOKENS_CHANGED);
+        if flags != 0 {
+            flags = node.take_flags(DEADLINE_CHANGED | TOKENS_CHANGED);
+        }
         if flags & TOKENS_CHANGED != 0 {
             watch_tokens(node, this.tokens);
         }
@@ -170,8 +173,12 @@ impl<F: Future> Future for Scoped<F> {
 /// the scope's deadline and hand orphaned tasks to this scope.
 fn drop_inner<F>(node: &mut Option<Arc<Node>>, mut inner: Pin<&mut Option<F>>) {
     if inner.is_some() {
-        let _enter = Enter::new(node);
-        inner.set(None);
+        if std::mem::needs_drop::<F>() {
+            let _enter = Enter::new(node);
+            inner.set(None);
+        } else {
+            inner.set(None);
+        }
     }
 }
 
@@ -192,7 +199,9 @@ fn poll_drain<F: Future>(
     }
     *this.phase = Phase::Done;
     this.sleep.set(None);
-    forget_waker(node);
+    if this.waker.take().is_some() {
+        forget_waker(node);
+    }
     Poll::Ready(this.output.take().expect("output stored before draining"))
 }
 
@@ -258,7 +267,8 @@ fn arm_timer(node: &Node, timer: &mut Timer, mut sleep: Pin<&mut Option<Sleep>>)
 impl<F: Future> PinnedDrop for Scoped<F> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
-        if *this.phase == Phase::Idle {
+        if matches!(*this.phase, Phase::Idle | Phase::Done) {
+            // Never entered, or finished and drained: nothing left to hand over.
             return;
         }
         drop_inner(this.node, this.inner.as_mut());
@@ -269,7 +279,9 @@ impl<F: Future> PinnedDrop for Scoped<F> {
             // handed out by `cancellation_token()` must fire, as `is_cancelled()` says.
             node.mark_deadline_reached();
         }
-        forget_waker(node);
+        if this.waker.take().is_some() {
+            forget_waker(node);
+        }
         // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
         // handed to this scope and not yet drained goes to the nearest live ancestor.
         node.finish();
