@@ -274,8 +274,11 @@ impl<E: Send + 'static> Shared<E> {
         loop {
             let notified = self.slot_freed.notified();
             tokio::pin!(notified);
-            // Registered before the check, so a slot freed in between is not missed.
+            // Registered, and counted as waiting, before the check: a slot freed in between
+            // then notifies this producer instead of finding nobody waiting.
             notified.as_mut().enable();
+            self.waiting_producers.fetch_add(1, Ordering::SeqCst);
+            let _waiting = WaitingProducer(&self.waiting_producers);
             match self.try_spawn(fut, name.clone(), Role::Normal, false) {
                 Ok(handle) => return Some(handle),
                 Err(back) => fut = back,
@@ -283,8 +286,6 @@ impl<E: Send + 'static> Shared<E> {
             if self.lock().closed || self.node.own_shutdown_requested() {
                 return None;
             }
-            self.waiting_producers.fetch_add(1, Ordering::SeqCst);
-            let _waiting = WaitingProducer(&self.waiting_producers);
             notified.await;
         }
     }
