@@ -51,7 +51,7 @@ fn group_limit_zero_panics_at_the_call() {
 #[test]
 #[should_panic(expected = "gather concurrency_limit must be at least 1")]
 fn gather_limit_zero_panics_at_the_call() {
-    let _ = Gather::new((0..3).map(|i| async move { Ok::<_, ()>(i) })).concurrency_limit(0);
+    drop(Gather::new((0..3).map(|i| async move { Ok::<_, ()>(i) })).concurrency_limit(0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -487,8 +487,8 @@ fn outside_a_runtime_deadline_is_none_and_scopes_can_be_built() {
     scope.cancel();
     assert!(scope.is_cancelled());
     let _ = CancelScope::with_deadline(Instant::now());
-    let _ = move_on_after(ms(1), async {});
-    let _ = TaskGroup::scope(|_tg| async { Ok::<_, ()>(()) }); // built, not polled
+    drop(move_on_after(ms(1), async {}));
+    drop(TaskGroup::scope(|_tg| async { Ok::<_, ()>(()) })); // built, not polled
     assert!(!quattro::is_shutdown_requested());
 }
 
