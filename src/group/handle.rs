@@ -223,7 +223,10 @@ impl<T> Future for TaskHandle<T> {
         if let Some(result) = state.result.take() {
             return Poll::Ready(result);
         }
-        assert!(!state.delivered, "a TaskHandle was polled after it completed");
+        assert!(
+            !state.delivered,
+            "a TaskHandle was polled after it completed"
+        );
         match &mut state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
