@@ -232,8 +232,18 @@ where
                 shared.node.cancel();
                 let queued = shared.close_and_abort(&mut state);
                 drop(state);
-                drop_body(this.node, this.body.as_mut());
-                drop_queued(this.node, queued);
+                // A destructor that panics here must not unwind out of the group: the tasks
+                // still need draining, and the panic is a failure like any other.
+                let body = this.body.as_mut();
+                let node = &mut *this.node;
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop_body(node, body))) {
+                    shared.record_panic(TaskLabel::Body, payload);
+                }
+                let node = &mut *this.node;
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop_queued(node, queued))) {
+                    let label = TaskLabel::Child { id: None, name: None };
+                    shared.record_panic(label, payload);
+                }
                 *this.phase = Phase::Cancelling;
             } else if this.body.is_none() && state.is_idle() {
                 shared.close_after_completion(&mut state);

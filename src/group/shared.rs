@@ -338,6 +338,13 @@ impl<E: Send + 'static> Shared<E> {
         started
     }
 
+    /// Records a panic caught by the group itself (in a destructor it ran).
+    pub(crate) fn record_panic(&self, label: TaskLabel, payload: Box<dyn std::any::Any + Send>) {
+        let mut state = self.lock();
+        state.failures.push(Failure::from_panic(label, payload));
+        state.panicked = true;
+    }
+
     /// Closes the group to new tasks (the group itself then cancels on its next poll).
     pub(crate) fn close(&self) {
         self.lock().closed = true;

@@ -259,7 +259,15 @@ fn arm_timer(node: &Node, timer: &mut Timer, mut sleep: Pin<&mut Option<Sleep>>)
     match sleep.as_mut().as_pin_mut() {
         // One timer entry for the scope's whole life: moving the deadline resets it.
         Some(armed) => armed.reset(at),
-        None => sleep.set(Some(sleep_until(at))),
+        None => {
+            if tokio::runtime::Handle::try_current().is_err() {
+                panic!(
+                    "a CancelScope with a deadline (move_on/fail, move_on_after, fail_at, ...) \
+                     must be polled inside a tokio runtime with the time driver enabled"
+                );
+            }
+            sleep.set(Some(sleep_until(at)));
+        }
     }
 }
 
@@ -333,8 +341,9 @@ fn debug_scoped<F: Future>(
 ///
 /// # Panics
 ///
-/// Panics when polled after it completed, and when its scope was already run by another
-/// future (a scope runs once).
+/// Panics when polled after it completed, when its scope was already run by another
+/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
+/// future is pending) outside a tokio runtime with the time driver.
 ///
 /// # Cancel safety
 ///
@@ -411,8 +420,9 @@ impl<F: Future> fmt::Debug for MoveOn<F> {
 ///
 /// # Panics
 ///
-/// Panics when polled after it completed, and when its scope was already run by another
-/// future (a scope runs once).
+/// Panics when polled after it completed, when its scope was already run by another
+/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
+/// future is pending) outside a tokio runtime with the time driver.
 ///
 /// # Errors
 ///
