@@ -241,7 +241,10 @@ where
                 }
                 let node = &mut *this.node;
                 if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop_queued(node, queued))) {
-                    let label = TaskLabel::Child { id: None, name: None };
+                    let label = TaskLabel::Child {
+                        id: None,
+                        name: None,
+                    };
                     shared.record_panic(label, payload);
                 }
                 *this.phase = Phase::Cancelling;
