@@ -10,8 +10,8 @@
 //! | `set_deadline` / `cancel` after the scope finished | no effect on the result; `deadline()` / `is_cancelled()` report the new values |
 //! | spawn into a finished, failed or cancelled group | the future is dropped unpolled; the handle resolves to a cancelled `TaskError`; no panic |
 //! | a group handle used from another runtime or a plain thread | works: the task runs on the group's runtime, the group waits for it |
-//! | outside any runtime | `current_effective_deadline()` is `None`; scopes can be built, cancelled and moved; a scope without a deadline runs on any executor; a group (or non-empty gather) panics on its first poll naming `TaskGroup::scope`; an empty gather returns `Ok(vec![])`; `defer::push` returns `Err(NotEnabled)` |
-//! | a child that panics while being dropped (aborted) | the group still completes; every other guard is dropped |
+//! | outside any runtime | `current_effective_deadline()` is `None`; scopes can be built, cancelled and moved; a scope without a deadline runs on any executor; a scope that must arm its timer panics naming the scope; a group (or non-empty gather) panics on its first poll naming `TaskGroup::scope`; an empty gather returns `Ok(vec![])`; `defer::push` returns `Err(NotEnabled)` |
+//! | a child that panics while being dropped (aborted, queued, or the body) | a recorded failure (a panic in the `GroupError` with `capture_panics`), not an unwind out of the group; the error that started the cancellation is kept; every other future is dropped before the group returns |
 //! | a deferred cleanup that panics | the other cleanups still run; the first panic is resumed after the last cleanup |
 //! | runtime dropped while a group runs | no hang; every future is dropped; handles resolve to cancelled |
 #![allow(clippy::async_yields_async)]
@@ -528,8 +528,6 @@ fn outside_a_runtime_a_scope_with_a_deadline_that_suspends_panics() {
 }
 
 #[test]
-#[ignore = "BUG (minor): the panic comes from tokio's timer and does not name the quattro \
-            function; see the issue 7 report"]
 fn outside_a_runtime_a_scope_with_a_deadline_panics_naming_the_function() {
     let p = std::panic::catch_unwind(|| {
         futures::executor::block_on(move_on_after(ms(5), pending::<()>()))
@@ -685,10 +683,6 @@ async fn group_with_destructor_panic(
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a panic in a queued task's destructor, run by the group's poll while it \
-            cancels, unwinds out of the group: capture_panics is bypassed, the error that \
-            started the cancellation is lost, and the running siblings are aborted but not \
-            awaited (see the issue 7 report)"]
 async fn queued_child_panics_while_dropped_unstarted() {
     let (drops, out) = group_with_destructor_panic(true).await;
     assert_eq!(drops.made(), 2);
@@ -702,10 +696,6 @@ async fn queued_child_panics_while_dropped_unstarted() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "BUG: a panic in the body's destructor, run by the group's poll while it cancels, \
-            unwinds out of the group: capture_panics is bypassed, the error that started the \
-            cancellation is lost, and the running siblings are aborted but not awaited (see \
-            the issue 7 report)"]
 async fn body_panics_while_dropped() {
     let (drops, out) = group_with_destructor_panic(false).await;
     assert_eq!(drops.made(), 2);
@@ -716,26 +706,6 @@ async fn body_panics_while_dropped() {
     };
     assert!(err.errors().any(|e| *e == "boom"), "{err:?}");
     assert!(err.has_panic(), "the destructor panic is captured: {err:?}");
-}
-
-/// What happens today when the group's own poll runs a destructor that panics: the panic is
-/// not swallowed, and the aborted siblings are dropped soon after (not before the group
-/// returns: see the two ignored tests above).
-#[tokio::test(start_paused = true)]
-async fn destructor_panic_in_the_group_poll_today() {
-    for queued in [true, false] {
-        let (drops, out) = group_with_destructor_panic(queued).await;
-        let p = out.expect_err("today the panic escapes the group");
-        assert_eq!(panic_message(&*p), "destructor panic");
-        tokio::task::yield_now().await;
-        drops.assert_all_dropped();
-        assert_eq!(
-            tokio::runtime::Handle::current()
-                .metrics()
-                .num_alive_tasks(),
-            0
-        );
-    }
 }
 
 #[tokio::test(start_paused = true)]
