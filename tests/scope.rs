@@ -28,80 +28,9 @@ use tokio_util::sync::CancellationToken;
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-/// How a test body sees time: tokio's paused clock on a current-thread runtime (timings are
-/// exact), or real time on a multi-thread runtime (timings are only lower bounds).
-#[derive(Clone, Copy, Debug)]
-struct Clock {
-    unit: Duration,
-    paused: bool,
-}
-
-impl Clock {
-    const PAUSED: Clock = Clock {
-        unit: Duration::from_millis(100),
-        paused: true,
-    };
-    /// Small units: the longest wait a test expects to happen is 5 units (50 ms).
-    const REAL: Clock = Clock {
-        unit: Duration::from_millis(10),
-        paused: false,
-    };
-
-    fn t(self, units: u32) -> Duration {
-        self.unit * units
-    }
-
-    /// A wait that only a cancellation ends: long, yet short enough (1 s of real time) that a
-    /// lost cancellation fails the test instead of hanging it.
-    fn forever(self) -> tokio::time::Sleep {
-        sleep(self.t(100))
-    }
-
-    /// `start.elapsed()` is exactly `units` on the paused clock, and at least that on real time
-    /// (timers never fire early; how late they fire depends on the machine).
-    #[track_caller]
-    fn assert_elapsed(self, start: Instant, units: u32) {
-        let elapsed = start.elapsed();
-        let expected = self.t(units);
-        if self.paused {
-            assert_eq!(elapsed, expected, "elapsed on the paused clock");
-        } else {
-            assert!(elapsed >= expected, "elapsed {elapsed:?} < {expected:?}");
-        }
-    }
-}
-
-/// Runs each async test body twice: on a current-thread runtime with the paused clock, and on
-/// a two-worker multi-thread runtime with real time. The body gets a [`Clock`].
-macro_rules! on_both_runtimes {
-    ($( $(#[doc = $doc:literal])* async fn $name:ident($clock:ident) $body:block )*) => {$(
-        $(#[doc = $doc])*
-        mod $name {
-            #[allow(unused_imports)]
-            use super::*;
-
-            #[tokio::test(start_paused = true)]
-            async fn current_thread_paused_clock() {
-                let $clock = Clock::PAUSED;
-                $body
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn multi_thread_real_clock() {
-                let $clock = Clock::REAL;
-                $body
-            }
-        }
-    )*};
-}
+#[macro_use]
+mod scope_util;
+use scope_util::*;
 
 /// A flag for "this line ran"; shared with the body under test.
 #[derive(Clone, Default)]
