@@ -16,6 +16,7 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
@@ -135,7 +136,6 @@ impl Node {
     }
 
     /// A group node, already entered below `parent`.
-    #[allow(dead_code)] // used by the task group
     pub(crate) fn new_group(parent: Option<Arc<Node>>) -> Arc<Node> {
         let node = Node::new(Kind::Group, NO_DEADLINE);
         node.state.store(ENTERED, Ordering::Relaxed);
@@ -463,6 +463,28 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
 /// A clone of the current node, for a scope entering or a group capturing its parent.
 pub(crate) fn current() -> Option<Arc<Node>> {
     with_current(|node| node.cloned())
+}
+
+/// Hands `waker` to `node` unless it is the one handed over last (kept in `last`), so that a
+/// running scope or group takes the node's lock only when its task's waker changes.
+pub(crate) fn register_waker_once(node: &Node, last: &mut Option<Waker>, waker: &Waker) {
+    if !last.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        node.register_waker(waker);
+        *last = Some(waker.clone());
+    }
+}
+
+/// Drops the future in `fut` with `node` current, so that its destructors still see the
+/// node's deadline and hand orphaned tasks to it. Futures without drop glue skip the swap.
+pub(crate) fn drop_in<F>(node: &mut Option<Arc<Node>>, mut fut: Pin<&mut Option<F>>) {
+    if fut.is_some() {
+        if std::mem::needs_drop::<F>() {
+            let _enter = Enter::new(node);
+            fut.set(None);
+        } else {
+            fut.set(None);
+        }
+    }
 }
 
 /// Makes `slot` the current node until the guard drops, then moves it back into `slot`.

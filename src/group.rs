@@ -351,9 +351,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// [`GroupError`]: crate::GroupError
     pub fn cancel(&self) {
-        if !self.shared.is_closed() {
-            // Closed at once, so that no spawn slips in before the group's next poll.
-            self.shared.close();
+        // Closed at once, so that no spawn slips in before the group's next poll.
+        if self.shared.close() {
             self.shared.node.cancel();
         }
     }

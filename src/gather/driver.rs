@@ -75,7 +75,7 @@ impl<T: Send + 'static> Deliver for Slot<T> {
 
     fn control(&self) {}
 
-    fn spawned((): (), _abort: &tokio::task::AbortHandle) {}
+    fn spawned((): (), _abort: tokio::task::AbortHandle) {}
 }
 
 /// The gather body: keeps at most `limit` items in flight, pulling the input only when one

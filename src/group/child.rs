@@ -36,7 +36,7 @@ pub(crate) trait Deliver: Send + 'static {
     fn control(&self) -> Self::Control;
 
     /// The task was spawned (possibly after waiting in the queue); `abort` stops it.
-    fn spawned(control: Self::Control, abort: &AbortHandle);
+    fn spawned(control: Self::Control, abort: AbortHandle);
 
     /// Whether the task was aborted while it waited in the queue: it is then never spawned.
     fn is_aborted(_control: &Self::Control) -> bool {
@@ -122,8 +122,7 @@ impl<F, S: Deliver> PinnedDrop for Child<F, S> {
         let mut this = self.project();
         if this.fut.is_some() {
             let _span = this.span.enter();
-            let _enter = Enter::new(this.node);
-            this.fut.set(None);
+            crate::chain::drop_in(this.node, this.fut.as_mut());
         }
         if let Some(sender) = this.result.take() {
             // Dropped before completing: aborted, never started, or unwinding from a panic in

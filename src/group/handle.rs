@@ -97,8 +97,8 @@ impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
         self.clone()
     }
 
-    fn spawned(slot: Arc<ResultSlot<T>>, abort: &AbortHandle) {
-        let abort = slot.abort.get_or_init(|| abort.clone());
+    fn spawned(slot: Arc<ResultSlot<T>>, abort: AbortHandle) {
+        let abort = slot.abort.get_or_init(|| abort);
         // Same SeqCst pair as in `abort`: either it sees the handle, or this sees the flag.
         if slot.aborted.load(Ordering::SeqCst) {
             abort.abort();

@@ -196,11 +196,11 @@ where
                 match polled {
                     Ok(Poll::Pending) => {}
                     Ok(Poll::Ready(Ok(value))) => {
-                        drop_body(this.node, this.body.as_mut());
+                        chain::drop_in(this.node, this.body.as_mut());
                         *this.value = Some(value);
                     }
                     Ok(Poll::Ready(Err(error))) => {
-                        drop_body(this.node, this.body.as_mut());
+                        chain::drop_in(this.node, this.body.as_mut());
                         tracing::error!(parent: &shared.span, "task group body failed");
                         shared
                             .lock()
@@ -211,7 +211,7 @@ where
                     Err(payload) => {
                         // The body is unwinding: drop what is left of it, then cancel and drain
                         // the children before the panic is resumed.
-                        drop_body(this.node, this.body.as_mut());
+                        chain::drop_in(this.node, this.body.as_mut());
                         let mut state = shared.lock();
                         state
                             .failures
@@ -236,7 +236,8 @@ where
                 // still need draining, and the panic is a failure like any other.
                 let body = this.body.as_mut();
                 let node = &mut *this.node;
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop_body(node, body))) {
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| chain::drop_in(node, body)))
+                {
                     shared.record_panic(TaskLabel::Body, payload);
                 }
                 let node = &mut *this.node;
@@ -254,7 +255,7 @@ where
                 *this.phase = Phase::Finishing;
             } else {
                 drop(state);
-                register(&shared.node, this.waker, cx.waker());
+                chain::register_waker_once(&shared.node, this.waker, cx.waker());
                 return Poll::Pending;
             }
         }
@@ -295,7 +296,7 @@ fn poll_drained<E: Send + 'static>(
     waker: &mut Option<Waker>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    register(&shared.node, waker, cx.waker());
+    chain::register_waker_once(&shared.node, waker, cx.waker());
     loop {
         let mut state = shared.lock();
         shared.reap(&mut state, cx);
@@ -340,22 +341,6 @@ fn finish<R, E>(
     }
 }
 
-fn register(node: &Node, local: &mut Option<Waker>, waker: &Waker) {
-    if !local.as_ref().is_some_and(|w| w.will_wake(waker)) {
-        node.register_waker(waker);
-        *local = Some(waker.clone());
-    }
-}
-
-/// Drops the body while the group's node is current, so that groups nested in it hand their
-/// aborted tasks to this group.
-fn drop_body<Fut>(node: &mut Option<Arc<Node>>, mut body: Pin<&mut Option<Fut>>) {
-    if body.is_some() {
-        let _enter = Enter::new(node);
-        body.set(None);
-    }
-}
-
 pub(crate) fn drop_queued<Q>(node: &mut Option<Arc<Node>>, queued: Q) {
     let _enter = Enter::new(node);
     drop(queued);
@@ -375,7 +360,7 @@ impl<B: GroupBody<E>, E: Send + 'static> PinnedDrop for GroupScope<B, E> {
         // destructors cannot spawn.
         shared.close();
         shared.node.cancel();
-        drop_body(this.node, this.body.as_mut());
+        chain::drop_in(this.node, this.body.as_mut());
         shared.abandon(this.node);
     }
 }

@@ -254,10 +254,10 @@ impl<E: Send + 'static> Shared<E> {
             Role::Background => &mut state.background,
         };
         let abort = set.spawn_on(child, &self.runtime);
-        S::spawned(control, &abort);
         if let Some(name) = named {
             state.names.insert(abort.id(), name);
         }
+        S::spawned(control, abort);
     }
 
     /// Spawns, waiting first for a free slot under the limit.
@@ -345,10 +345,12 @@ impl<E: Send + 'static> Shared<E> {
         state.panicked = true;
     }
 
-    /// Closes the group to new tasks (the group itself then cancels on its next poll).
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
+    /// Closes the group to new tasks (the group itself then cancels on its next poll);
+    /// returns whether it was open.
+    pub(crate) fn close(&self) -> bool {
+        let was_open = !std::mem::replace(&mut self.lock().closed, true);
         self.wake_producers();
+        was_open
     }
 
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be

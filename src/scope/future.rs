@@ -118,14 +118,14 @@ impl<F: Future> Future for Scoped<F> {
             inner.expect("inner future present while running").poll(cx)
         };
         if let Poll::Ready(value) = polled {
-            drop_inner(this.node, this.inner.as_mut());
+            chain::drop_in(this.node, this.inner.as_mut());
             *this.output = Some(Ok(value));
             *this.phase = Phase::Draining;
             return poll_drain(this, cx);
         }
 
         let node = this.node.as_ref().expect("node returned after the poll");
-        register_waker(node, this.waker, cx.waker());
+        chain::register_waker_once(node, this.waker, cx.waker());
         let mut flags = node.state() & (DEADLINE_CHANGED | TOKENS_CHANGED);
         if flags != 0 {
             flags = node.take_flags(DEADLINE_CHANGED | TOKENS_CHANGED);
@@ -157,7 +157,7 @@ impl<F: Future> Future for Scoped<F> {
         }
         node.set_flags(CAUGHT);
         tracing::debug!(deadline = ?node.deadline(), "cancel scope cancelled");
-        drop_inner(this.node, this.inner.as_mut());
+        chain::drop_in(this.node, this.inner.as_mut());
         let err = if state & CANCEL_REQUESTED != 0 {
             Elapsed::cancelled()
         } else {
@@ -166,19 +166,6 @@ impl<F: Future> Future for Scoped<F> {
         *this.output = Some(Err(err));
         *this.phase = Phase::Draining;
         poll_drain(this, cx)
-    }
-}
-
-/// Drops the inner future with the scope's node current, so that its destructors still see
-/// the scope's deadline and hand orphaned tasks to this scope.
-fn drop_inner<F>(node: &mut Option<Arc<Node>>, mut inner: Pin<&mut Option<F>>) {
-    if inner.is_some() {
-        if std::mem::needs_drop::<F>() {
-            let _enter = Enter::new(node);
-            inner.set(None);
-        } else {
-            inner.set(None);
-        }
     }
 }
 
@@ -210,13 +197,6 @@ fn poll_drain<F: Future>(
 /// longer keeps that task alive.
 fn forget_waker(node: &Node) {
     node.register_waker(Waker::noop());
-}
-
-fn register_waker(node: &Node, local: &mut Option<Waker>, waker: &Waker) {
-    if !local.as_ref().is_some_and(|w| w.will_wake(waker)) {
-        node.register_waker(waker);
-        *local = Some(waker.clone());
-    }
 }
 
 fn watch_tokens(node: &Node, tokens: &mut Vec<Pin<Box<WaitForCancellationFutureOwned>>>) {
@@ -279,7 +259,7 @@ impl<F: Future> PinnedDrop for Scoped<F> {
             // Never entered, or finished and drained: nothing left to hand over.
             return;
         }
-        drop_inner(this.node, this.inner.as_mut());
+        chain::drop_in(this.node, this.inner.as_mut());
         let node = this.node.as_ref().expect("node present outside a poll");
         if *this.phase == Phase::Running && node.state() & CANCELLED == 0 && node.is_cancelled() {
             // Dropped by an enclosing scope whose deadline tied with ours (the outer one claims
