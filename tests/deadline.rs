@@ -5,11 +5,9 @@
 //! also run on a two-worker multi-thread runtime with real time (see [`on_both_runtimes!`]),
 //! where only order and semantics are asserted, never tight bounds.
 
-use std::future::{Future, pending};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::pending;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use quattro::{
@@ -37,30 +35,6 @@ impl Drop for RecordDeadlineOnDrop {
 fn drop_recorder() -> (RecordDeadlineOnDrop, Arc<Mutex<Option<Option<Instant>>>>) {
     let seen = Arc::new(Mutex::new(None));
     (RecordDeadlineOnDrop(seen.clone()), seen)
-}
-
-/// Counts the polls of the future it wraps.
-struct CountPolls<F> {
-    inner: Pin<Box<F>>,
-    polls: Arc<AtomicUsize>,
-}
-
-impl<F: Future> Future for CountPolls<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.polls.fetch_add(1, Ordering::SeqCst);
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-fn count_polls<F: Future>(inner: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let fut = CountPolls {
-        inner: Box::pin(inner),
-        polls: polls.clone(),
-    };
-    (fut, polls)
 }
 
 // ---------------------------------------------------------------------------------------------

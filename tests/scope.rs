@@ -12,7 +12,7 @@ use std::future::{Future, pending};
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use futures::poll;
@@ -58,30 +58,6 @@ impl Drop for DropCounter {
 fn drop_counter() -> (DropCounter, Arc<AtomicUsize>) {
     let drops = Arc::new(AtomicUsize::new(0));
     (DropCounter(drops.clone()), drops)
-}
-
-/// Counts the polls of the future it wraps.
-struct CountPolls<F> {
-    inner: Pin<Box<F>>,
-    polls: Arc<AtomicUsize>,
-}
-
-impl<F: Future> Future for CountPolls<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        self.polls.fetch_add(1, Ordering::SeqCst);
-        self.inner.as_mut().poll(cx)
-    }
-}
-
-fn count_polls<F: Future>(inner: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
-    let polls = Arc::new(AtomicUsize::new(0));
-    let fut = CountPolls {
-        inner: Box::pin(inner),
-        polls: polls.clone(),
-    };
-    (fut, polls)
 }
 
 /// The message of a panic caught by `tokio::spawn`.

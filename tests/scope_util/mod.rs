@@ -3,6 +3,11 @@
 //! runtime with real time.
 #![allow(dead_code, unused_macros)]
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
@@ -80,4 +85,28 @@ macro_rules! on_both_runtimes {
             }
         }
     )*};
+}
+
+/// Counts the polls of the future it wraps.
+pub struct CountPolls<F> {
+    inner: Pin<Box<F>>,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<F: Future> Future for CountPolls<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+pub fn count_polls<F: Future>(inner: F) -> (CountPolls<F>, Arc<AtomicUsize>) {
+    let polls = Arc::new(AtomicUsize::new(0));
+    let fut = CountPolls {
+        inner: Box::pin(inner),
+        polls: polls.clone(),
+    };
+    (fut, polls)
 }
