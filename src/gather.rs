@@ -27,7 +27,7 @@ use pin_project::pin_project;
 use crate::error::{GroupError, TaskError};
 use crate::group::{GroupScope, TaskGroup};
 
-pub(crate) use driver::GatherBody;
+pub(crate) use driver::{Driver, GatherBody};
 pub use settled::Settled;
 
 /// Runs every future of `iter` as a task and yields their values in input order, or, at the
@@ -132,6 +132,9 @@ where
     }
 }
 
+/// The task group that runs a gather's items.
+type GatherGroup<I, T, E> = GroupScope<GatherBody<I, T>, Driver<I, T, E>, Vec<T>, E>;
+
 /// Future returned by [`gather`]; see there.
 ///
 /// # Cancel safety
@@ -139,17 +142,13 @@ where
 /// Dropping the future aborts every item and drops the ones not yet started.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Gather<I, T, E>
-where
-    I: Iterator,
-    I::Item: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-{
+//
+// No bounds beyond `I: Iterator` on the definition (they sit on the impls): see `GroupScope`.
+pub struct Gather<I: Iterator, T, E> {
     /// The input and the limit, until the first poll starts the group.
     start: Option<(I, Option<usize>)>,
     #[pin]
-    group: Option<GroupScope<GatherBody<I, T>, E>>,
+    group: Option<GatherGroup<I, T, E>>,
 }
 
 impl<I, T, E> Gather<I, T, E>
@@ -260,13 +259,7 @@ type SettledIter<I> = Map<I, fn(<I as Iterator>::Item) -> Settled<<I as Iterator
 /// Dropping the future aborts every item and drops the ones not yet started.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct GatherSettled<I, T, E>
-where
-    I: Iterator,
-    I::Item: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-{
+pub struct GatherSettled<I: Iterator, T, E> {
     #[pin]
     inner: Gather<SettledIter<I>, Result<T, TaskError<E>>, Infallible>,
 }

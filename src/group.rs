@@ -153,7 +153,7 @@ impl TaskGroup<()> {
     /// assert_eq!(err.errors().collect::<Vec<_>>(), [&"no"]);
     /// # }
     /// ```
-    pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, E>
+    pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, Fut, R, E>
     where
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
@@ -503,7 +503,7 @@ impl Builder {
     /// ```
     ///
     /// [`GroupError`]: crate::GroupError
-    pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, E>
+    pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, Fut, R, E>
     where
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
@@ -516,7 +516,7 @@ impl Builder {
     pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(
         self,
         body: B,
-    ) -> GroupScope<B, E> {
+    ) -> GroupScope<B, B::Future, B::Output, E> {
         GroupScope::new(body, self.options)
     }
 }

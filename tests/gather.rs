@@ -1451,11 +1451,11 @@ fn try_compile(name: &str, src: &str) -> Result<(), String> {
 
 /// A gather awaited inside an async block that must be `Send` (the body of a `tokio::spawn`,
 /// an `async fn` behind `#[async_trait]`, an axum handler) whose items or error type carry a
-/// lifetime — even `'static`: boxed `dyn Future + Send` items, `&'static str` errors. The
-/// compiler cannot prove `Send` ("higher-ranked lifetime error"). Checked by compiling
-/// snippets with rustc, since a test that does not compile cannot be `#[ignore]`d.
+/// lifetime — even `'static`: boxed `dyn Future + Send` items, `&'static str` errors. With
+/// `'static` bounds on the futures' definitions the compiler could not prove `Send`
+/// ("higher-ranked lifetime error"). Checked by compiling snippets with rustc, so that a
+/// regression fails this test instead of the build of every other test.
 #[test]
-#[ignore = "BUG: Gather/GatherSettled/gather! over boxed dyn items or &'static str errors is not Send inside an async block (bounds on the struct definitions)"]
 fn send_inside_async_blocks() {
     const PRELUDE: &str = "
         use std::future::Future;
@@ -1496,6 +1496,36 @@ fn send_inside_async_blocks() {
             "macro_static_str_errors",
             "require_send(async move {
                  quattro::gather!(async { Ok::<_, &'static str>(1u8) }, async { Ok(2u16) }).await
+             });",
+        ),
+        (
+            "settled_macro_static_str_errors",
+            "require_send(async move {
+                 quattro::gather_settled!(async { Ok::<_, &'static str>(1u8) }, async { Ok::<_, &'static str>(2u16) })
+                     .await
+             });",
+        ),
+        (
+            "group_static_str_errors",
+            "require_send(async move {
+                 quattro::TaskGroup::scope(|tg| async move {
+                     tg.spawn(async { Err::<(), &'static str>(\"no\") });
+                     Ok(())
+                 })
+                 .await
+             });",
+        ),
+        (
+            "limited_group_with_shutdown_static_str_errors",
+            "require_send(async move {
+                 quattro::TaskGroup::builder()
+                     .concurrency_limit(2)
+                     .scope(|tg| async move {
+                         tg.spawn(async { Ok::<(), &'static str>(()) });
+                         Ok(())
+                     })
+                     .shutdown_after(std::time::Duration::from_secs(1), std::time::Duration::ZERO)
+                     .await
              });",
         ),
     ];

@@ -87,12 +87,16 @@ pub(crate) struct Options {
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct GroupScope<B: GroupBody<E>, E: Send + 'static> {
+//
+// The struct carries no trait bounds (they sit on the impls): an `async` block holding a group
+// must be `Send` when its parts are, and the compiler checks that with lifetimes erased, where a
+// bound like `E: 'static` on the definition could no longer be proven for `E = &'static str`.
+pub struct GroupScope<B, Fut, R, E> {
     phase: Phase<B>,
     #[pin]
-    body: Option<B::Future>,
+    body: Option<Fut>,
     /// The body's value, once it returned one.
-    value: Option<B::Output>,
+    value: Option<R>,
     shared: Option<Arc<Shared<E>>>,
     /// The group's node, lent to the thread while the body is polled or dropped.
     node: Option<Arc<Node>>,
@@ -100,6 +104,9 @@ pub struct GroupScope<B: GroupBody<E>, E: Send + 'static> {
     options: Options,
     /// Whether `TaskGroup::cancel` (not a failure) started the cancellation.
     cancelled: bool,
+    /// [`Shared::abandon`] for this `E`, chosen where `E: Send + 'static` is known, so that
+    /// `Drop` (which cannot have bounds the struct lacks) can reach it.
+    abandon: fn(&Shared<E>, &mut Option<Arc<Node>>),
 }
 
 /// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
@@ -140,7 +147,7 @@ pub(crate) mod sealed {
 
 static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 
-impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
+impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     pub(crate) fn new(body: B, options: Options) -> Self {
         GroupScope {
             phase: Phase::Idle(body),
@@ -151,6 +158,7 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
             waker: None,
             options,
             cancelled: false,
+            abandon: Shared::<E>::abandon,
         }
     }
 
@@ -160,12 +168,13 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
     }
 }
 
-impl<B, E> Future for GroupScope<B, E>
+impl<B, Fut, R, E> Future for GroupScope<B, Fut, R, E>
 where
-    B: GroupBody<E>,
+    B: GroupBody<E, Future = Fut, Output = R>,
+    Fut: Future<Output = Result<R, E>>,
     E: Send + 'static,
 {
-    type Output = Result<B::Output, GroupError<E>>;
+    type Output = Result<R, GroupError<E>>;
 
     #[track_caller]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -347,7 +356,7 @@ pub(crate) fn drop_queued<Q>(node: &mut Option<Arc<Node>>, queued: Q) {
 }
 
 #[pinned_drop]
-impl<B: GroupBody<E>, E: Send + 'static> PinnedDrop for GroupScope<B, E> {
+impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
         let Some(shared) = this.shared.take() else {
@@ -361,11 +370,11 @@ impl<B: GroupBody<E>, E: Send + 'static> PinnedDrop for GroupScope<B, E> {
         shared.close();
         shared.node.cancel();
         chain::drop_in(this.node, this.body.as_mut());
-        shared.abandon(this.node);
+        (this.abandon)(&shared, this.node);
     }
 }
 
-impl<B: GroupBody<E>, E: Send + 'static> fmt::Debug for GroupScope<B, E> {
+impl<B, Fut, R, E> fmt::Debug for GroupScope<B, Fut, R, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let phase = match self.phase {
             Phase::Idle(_) => "idle",

@@ -129,6 +129,29 @@ pub(crate) struct Reaped {
     pub(crate) failed: bool,
 }
 
+// What needs no `E: 'static`: the group future's `Drop` calls these.
+impl<E> Shared<E> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
+        // A panic while the lock was held cannot leave the state torn: every update is a
+        // single push or pop. Keep going rather than turn one panic into many.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes the group to new tasks (the group itself then cancels on its next poll);
+    /// returns whether it was open.
+    pub(crate) fn close(&self) -> bool {
+        let was_open = !std::mem::replace(&mut self.lock().closed, true);
+        self.wake_producers();
+        was_open
+    }
+
+    fn wake_producers(&self) {
+        if self.waiting_producers.load(Ordering::SeqCst) > 0 {
+            self.slot_freed.notify_waiters();
+        }
+    }
+}
+
 impl<E: Send + 'static> Shared<E> {
     pub(crate) fn new(
         node: Arc<Node>,
@@ -155,12 +178,6 @@ impl<E: Send + 'static> Shared<E> {
             slot_freed: Notify::new(),
             waiting_producers: AtomicUsize::new(0),
         }
-    }
-
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
-        // A panic while the lock was held cannot leave the state torn: every update is a
-        // single push or pop. Keep going rather than turn one panic into many.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn child<F, S: Deliver>(&self, fut: F, sink: S, name: Option<Arc<str>>) -> Child<F, S> {
@@ -345,14 +362,6 @@ impl<E: Send + 'static> Shared<E> {
         state.panicked = true;
     }
 
-    /// Closes the group to new tasks (the group itself then cancels on its next poll);
-    /// returns whether it was open.
-    pub(crate) fn close(&self) -> bool {
-        let was_open = !std::mem::replace(&mut self.lock().closed, true);
-        self.wake_producers();
-        was_open
-    }
-
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
     /// dropped by the caller outside the lock (their destructors may call into the group).
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
@@ -376,12 +385,6 @@ impl<E: Send + 'static> Shared<E> {
         state.closed = true;
         state.background.abort_all();
         self.wake_producers();
-    }
-
-    fn wake_producers(&self) {
-        if self.waiting_producers.load(Ordering::SeqCst) > 0 {
-            self.slot_freed.notify_waiters();
-        }
     }
 
     /// Tears the group down when its future is dropped from outside: closes it, aborts every

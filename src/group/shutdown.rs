@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::TaskGroup;
-use super::scope::{GroupBody, GroupScope, drop_queued};
+use super::scope::{GroupScope, drop_queued};
 use super::shared::Role;
 use crate::deadline;
 use crate::shutdown::{ShutdownOn, SoftDeadline, soft_deadline_after, soft_deadline_at};
@@ -157,8 +157,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 }
 
-fn request_group<B: GroupBody<E>, E: Send + 'static>(
-    fut: &GroupScope<B, E>,
+fn request_group<B, Fut, R, E: Send + 'static>(
+    fut: &GroupScope<B, Fut, R, E>,
     grace: Duration,
 ) -> bool {
     match fut.group() {
@@ -170,7 +170,7 @@ fn request_group<B: GroupBody<E>, E: Send + 'static>(
     }
 }
 
-impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
+impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// Runs the group until `trigger` completes, then requests its graceful shutdown with
     /// `grace` (see [`TaskGroup::shutdown`]): "serve until ctrl-c, give the connections 5
     /// seconds, then cut".
@@ -208,7 +208,7 @@ impl<B: GroupBody<E>, E: Send + 'static> GroupScope<B, E> {
         trigger: T,
         grace: Duration,
     ) -> ShutdownOn<Self, T> {
-        ShutdownOn::new(self, trigger, grace, request_group::<B, E>)
+        ShutdownOn::new(self, trigger, grace, request_group::<B, Fut, R, E>)
     }
 
     /// A soft deadline: requests the group's graceful shutdown at `deadline`, with `grace`.
