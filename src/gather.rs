@@ -27,7 +27,7 @@ use pin_project::pin_project;
 use crate::error::{GroupError, TaskError};
 use crate::group::{GroupScope, TaskGroup};
 
-pub(crate) use driver::{Driver, GatherBody};
+pub(crate) use driver::{Collector, Driver, GatherBody};
 pub use settled::Settled;
 
 /// Runs every future of `iter` as a task and yields their values in input order, or, at the
@@ -133,7 +133,8 @@ where
 }
 
 /// The task group that runs a gather's items.
-type GatherGroup<I, T, E> = GroupScope<GatherBody<I, T>, Driver<I, T, E>, Vec<T>, E>;
+type GatherGroup<I, T, E> =
+    GroupScope<GatherBody<I, T>, Driver<I, T, E>, std::sync::Arc<Collector<T>>, E>;
 
 /// Future returned by [`gather`]; see there.
 ///
@@ -231,7 +232,8 @@ where
             this.group.set(Some(TaskGroup::builder().scope_body(body)));
         }
         let group = this.group.as_pin_mut();
-        group.expect("gather polled after completion").poll(cx)
+        let out = std::task::ready!(group.expect("gather polled after completion").poll(cx));
+        Poll::Ready(out.map(|collector| collector.into_values()))
     }
 }
 

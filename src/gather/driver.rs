@@ -1,16 +1,14 @@
-//! The body of a gather's task group: feeds items to the group and puts values in order.
+//! The body of a gather's task group: feeds items to the group; each item puts its value at
+//! its input position in a shared [`Collector`].
 
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
 
 use crate::error::TaskError;
 use crate::group::{Deliver, GroupBody, TaskGroup};
-
-type Arrival<T> = (usize, Result<T, TaskError>);
 
 /// What starts a gather's group body: the first item (pulled to see the input is not empty),
 /// the rest of the input, and the limit.
@@ -39,36 +37,86 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    type Output = Vec<T>;
+    type Output = Arc<Collector<T>>;
     type Future = Driver<I, T, E>;
 
     fn start(self, group: TaskGroup<E>) -> Driver<I, T, E> {
-        let (arrivals_tx, arrivals) = mpsc::unbounded_channel();
+        // Capped: an endless iterator hints `usize::MAX`; beyond the cap the vector grows.
+        let capacity = self.rest.size_hint().0.saturating_add(1).min(1 << 16);
         Driver {
             group,
             next: Some(self.first),
             rest: Some(self.rest),
-            limit: self.limit.unwrap_or(usize::MAX),
-            in_flight: 0,
-            slots: Vec::new(),
-            arrivals_tx,
-            arrivals,
+            limit: self.limit,
+            started: 0,
+            collector: Arc::new(Collector {
+                state: Mutex::new(Collected {
+                    values: Vec::with_capacity(capacity),
+                    finished: 0,
+                    driver: None,
+                }),
+            }),
         }
     }
 }
 
-/// Hands an item's value to the driver with its position.
+/// The values of a gather's items, at their input positions.
+///
+/// Items write here directly from their tasks: no channel, and no wake-up of the gather's own
+/// task per item unless it waits for a slot under a limit.
+pub(crate) struct Collector<T> {
+    state: Mutex<Collected<T>>,
+}
+
+struct Collected<T> {
+    values: Vec<Option<T>>,
+    /// Items that ended, with a value or without.
+    finished: usize,
+    /// The driver, waiting for a slot to free under the limit.
+    driver: Option<Waker>,
+}
+
+impl<T> Collector<T> {
+    fn lock(&self) -> MutexGuard<'_, Collected<T>> {
+        // Every update is a single store: a panic elsewhere cannot leave it torn.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The values in input order, once every item succeeded.
+    pub(crate) fn into_values(&self) -> Vec<T> {
+        let values = std::mem::take(&mut self.lock().values);
+        values
+            .into_iter()
+            .map(|v| v.expect("every item delivered a value"))
+            .collect()
+    }
+}
+
+/// Hands an item's value to the collector with its position.
 pub(crate) struct Slot<T> {
     index: usize,
-    arrivals: mpsc::UnboundedSender<Arrival<T>>,
+    collector: Arc<Collector<T>>,
 }
 
 impl<T: Send + 'static> Deliver for Slot<T> {
     type Value = T;
 
     fn deliver(self, result: Result<T, TaskError>) {
-        // The driver is gone only when the group dropped it, and then nobody wants the value.
-        let _ = self.arrivals.send((self.index, result));
+        let mut state = self.collector.lock();
+        state.finished += 1;
+        // An item without a value failed, panicked or was cancelled: the group is cancelling
+        // then, and nobody reads the values.
+        if let Ok(value) = result {
+            if state.values.len() <= self.index {
+                state.values.resize_with(self.index + 1, || None);
+            }
+            state.values[self.index] = Some(value);
+        }
+        let driver = state.driver.take();
+        drop(state);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
     }
 
     type Control = ();
@@ -79,30 +127,23 @@ impl<T: Send + 'static> Deliver for Slot<T> {
 }
 
 /// The gather body: keeps at most `limit` items in flight, pulling the input only when one
-/// finishes, and stores each value at its input position.
+/// finishes, and ends once every item is started (the group then waits for them).
 pub(crate) struct Driver<I: Iterator, T, E> {
     group: TaskGroup<E>,
     /// The next item to start, already pulled.
     next: Option<I::Item>,
     /// The rest of the input; `None` once exhausted, so it is never pulled again.
     rest: Option<I>,
-    limit: usize,
-    in_flight: usize,
-    slots: Vec<Option<T>>,
-    arrivals_tx: mpsc::UnboundedSender<Arrival<T>>,
-    arrivals: mpsc::UnboundedReceiver<Arrival<T>>,
+    limit: Option<usize>,
+    /// Items started so far: the position of the next one.
+    started: usize,
+    collector: Arc<Collector<T>>,
 }
 
-// The driver never pins its fields: the items move into tasks and the values into a `Vec`.
+// The driver never pins its fields: the items move into tasks.
 impl<I: Iterator, T, E> Unpin for Driver<I, T, E> {}
 
-impl<I, T, E> Driver<I, T, E>
-where
-    I: Iterator,
-    I::Item: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-{
+impl<I: Iterator, T, E> Driver<I, T, E> {
     fn pull(&mut self) -> Option<I::Item> {
         if let Some(item) = self.next.take() {
             return Some(item);
@@ -114,22 +155,20 @@ where
         item
     }
 
-    /// Starts items until the limit is reached or the input is exhausted; `false` if the
-    /// group refused one (it is cancelling).
-    fn fill(&mut self) -> bool {
-        while self.in_flight < self.limit {
-            let Some(item) = self.pull() else { break };
-            let slot = Slot {
-                index: self.slots.len(),
-                arrivals: self.arrivals_tx.clone(),
-            };
-            if !self.group.spawn_to(item, slot) {
-                return false;
-            }
-            self.slots.push(None);
-            self.in_flight += 1;
+    /// Whether a slot is free; if not, the driver is woken when one frees.
+    fn slot_free(&self, cx: &mut Context<'_>) -> bool {
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let mut state = self.collector.lock();
+        if self.started - state.finished < limit {
+            return true;
         }
-        true
+        match &mut state.driver {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            driver => *driver = Some(cx.waker().clone()),
+        }
+        false
     }
 }
 
@@ -140,29 +179,26 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    type Output = Result<Vec<T>, E>;
+    type Output = Result<Arc<Collector<T>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         loop {
-            if !this.fill() {
+            if !this.slot_free(cx) {
                 return Poll::Pending;
             }
-            if this.in_flight == 0 {
-                let slots = std::mem::take(&mut this.slots);
-                let values = slots.into_iter().map(|v| v.expect("every slot was filled"));
-                return Poll::Ready(Ok(values.collect()));
+            let Some(item) = this.pull() else {
+                return Poll::Ready(Ok(this.collector.clone()));
+            };
+            let slot = Slot {
+                index: this.started,
+                collector: this.collector.clone(),
+            };
+            if !this.group.spawn_to(item, slot) {
+                // The group is cancelling and drops this body.
+                return Poll::Pending;
             }
-            match ready!(this.arrivals.poll_recv(cx)) {
-                Some((index, Ok(value))) => {
-                    this.slots[index] = Some(value);
-                    this.in_flight -= 1;
-                }
-                // The item failed, panicked or was cancelled: its group is cancelling and
-                // drops this body; nothing more to do.
-                Some((_, Err(_))) => return Poll::Pending,
-                None => unreachable!("the driver holds a sender"),
-            }
+            this.started += 1;
         }
     }
 }

@@ -3,8 +3,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::task::{AbortHandle, Id};
@@ -16,14 +15,11 @@ use crate::error::TaskError;
 /// Where a task's value waits for its handle, and how the handle aborts the task: one
 /// allocation per task, shared by the task and its handle, also while the task waits in the
 /// group's queue, unspawned.
+///
+/// Everything sits under one uncontended mutex: each field is written about once, and a lock is
+/// cheaper than the `OnceLock`s and atomics it replaced, and rules out their interleavings.
 pub(crate) struct ResultSlot<T> {
     state: Mutex<SlotState<T>>,
-    /// Set when the task is spawned.
-    abort: OnceLock<AbortHandle>,
-    /// The handle asked for an abort, possibly before the task was spawned.
-    aborted: AtomicBool,
-    /// The group whose queue holds the task, while it waits there.
-    queue: OnceLock<Weak<dyn Dequeue>>,
 }
 
 struct SlotState<T> {
@@ -31,6 +27,12 @@ struct SlotState<T> {
     /// The result was delivered (and may have been taken since).
     delivered: bool,
     waker: Option<Waker>,
+    /// Set when the task is spawned.
+    abort: Option<AbortHandle>,
+    /// The handle asked for an abort, possibly before the task was spawned.
+    aborted: bool,
+    /// The group whose queue holds the task, while it waits there.
+    queue: Option<Weak<dyn Dequeue>>,
 }
 
 impl<T> ResultSlot<T> {
@@ -40,10 +42,10 @@ impl<T> ResultSlot<T> {
                 result: None,
                 delivered: false,
                 waker: None,
+                abort: None,
+                aborted: false,
+                queue: None,
             }),
-            abort: OnceLock::new(),
-            aborted: AtomicBool::new(false),
-            queue: OnceLock::new(),
         })
     }
 
@@ -52,14 +54,20 @@ impl<T> ResultSlot<T> {
     }
 
     fn abort(&self) {
-        self.aborted.store(true, Ordering::SeqCst);
-        if let Some(handle) = self.abort.get() {
+        let (spawned, queue) = {
+            let mut state = self.lock();
+            state.aborted = true;
+            (state.abort.clone(), state.queue.take())
+        };
+        // Outside the lock: aborting may drop the task's future right here (a runtime shutting
+        // down), and its drop delivers to this slot.
+        if let Some(handle) = spawned {
             handle.abort();
             return;
         }
         // Still queued: take it out and drop it now, unpolled (its drop resolves the handle).
         // If it is being started meanwhile, `Pending::start` sees the flag instead.
-        let group = self.queue.get().and_then(Weak::upgrade);
+        let group = queue.as_ref().and_then(Weak::upgrade);
         let removed = group.and_then(|group| group.dequeue(self as *const Self as usize));
         drop(removed);
         self.store(Err(TaskError::cancelled()));
@@ -98,19 +106,22 @@ impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
     }
 
     fn spawned(slot: Arc<ResultSlot<T>>, abort: AbortHandle) {
-        let abort = slot.abort.get_or_init(|| abort);
-        // Same SeqCst pair as in `abort`: either it sees the handle, or this sees the flag.
-        if slot.aborted.load(Ordering::SeqCst) {
+        let mut state = slot.lock();
+        // Under the slot's lock: either `abort` sees the handle, or this sees its flag.
+        let aborted = state.aborted.then(|| abort.clone());
+        state.abort = Some(abort);
+        drop(state);
+        if let Some(abort) = aborted {
             abort.abort();
         }
     }
 
     fn is_aborted(slot: &Arc<ResultSlot<T>>) -> bool {
-        slot.aborted.load(Ordering::SeqCst)
+        slot.lock().aborted
     }
 
     fn queued(slot: &Arc<ResultSlot<T>>, group: Weak<dyn Dequeue>) {
-        let _ = slot.queue.set(group);
+        slot.lock().queue = Some(group);
     }
 
     fn key(&self) -> usize {
@@ -206,7 +217,7 @@ impl<T> TaskHandle<T> {
     /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
     /// group refused it.
     pub fn id(&self) -> Option<Id> {
-        self.slot.abort.get().map(AbortHandle::id)
+        self.slot.lock().abort.as_ref().map(AbortHandle::id)
     }
 
     /// Whether the task has ended (its result, whatever it is, is ready).
