@@ -233,7 +233,7 @@ where
         }
         let group = this.group.as_pin_mut();
         let out = std::task::ready!(group.expect("gather polled after completion").poll(cx));
-        Poll::Ready(out.map(|collector| collector.into_values()))
+        Poll::Ready(out.map(|collector| collector.take_values()))
     }
 }
 

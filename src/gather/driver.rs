@@ -83,7 +83,7 @@ impl<T> Collector<T> {
     }
 
     /// The values in input order, once every item succeeded.
-    pub(crate) fn into_values(&self) -> Vec<T> {
+    pub(crate) fn take_values(&self) -> Vec<T> {
         let values = std::mem::take(&mut self.lock().values);
         values
             .into_iter()
