@@ -200,6 +200,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// [`TaskError`]: crate::TaskError
     #[track_caller]
+    #[inline]
     pub fn spawn<F, T>(&self, fut: F) -> TaskHandle<T>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -381,6 +382,7 @@ impl<E: Send + 'static> TaskGroup<E> {
 
     /// Spawns a normal task that hands its value to `sink` instead of a handle; `false` when
     /// the group refused it (closed).
+    #[inline(always)]
     pub(crate) fn spawn_to<F, S>(&self, fut: F, sink: S) -> bool
     where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
@@ -392,6 +394,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 
     #[track_caller]
+    #[inline(always)]
     fn spawn_role<F, T>(&self, fut: F, name: Option<Arc<str>>, role: Role) -> TaskHandle<T>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,

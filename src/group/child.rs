@@ -67,6 +67,7 @@ pub(crate) struct Child<F, S: Deliver> {
 }
 
 impl<F, S: Deliver> Child<F, S> {
+    #[inline(always)]
     pub(crate) fn new(
         fut: F,
         node: Arc<Node>,

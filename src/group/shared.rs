@@ -180,6 +180,7 @@ impl<E: Send + 'static> Shared<E> {
         }
     }
 
+    #[inline(always)]
     fn child<F, S: Deliver>(&self, fut: F, sink: S, name: Option<Arc<str>>) -> Child<F, S> {
         let span = tracing::debug_span!(
             parent: &self.span,
@@ -193,6 +194,7 @@ impl<E: Send + 'static> Shared<E> {
     /// Spawns a task delivering its value to a handle, or queues it when the limit is
     /// reached. Gives `fut` back when the group is closed or (unless `queue_if_full`) when no
     /// slot is free.
+    #[inline(always)]
     pub(crate) fn try_spawn<F, T>(
         self: &Arc<Self>,
         fut: F,
@@ -213,6 +215,7 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Spawns a task delivering its value to `sink`, or queues it when the limit is reached.
     /// Gives both back when the group is closed or (unless `queue_if_full`) no slot is free.
+    #[inline(always)]
     pub(crate) fn spawn_with<F, S>(
         self: &Arc<Self>,
         fut: F,
@@ -252,6 +255,7 @@ impl<E: Send + 'static> Shared<E> {
     }
 
     /// Spawns `fut` as a child task into the role's join set, under the group's lock.
+    #[inline(always)]
     fn spawn_child<F, S>(
         &self,
         state: &mut State<E>,
