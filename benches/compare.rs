@@ -16,6 +16,7 @@
 #![recursion_limit = "512"]
 
 mod common;
+mod memory;
 
 use std::fmt::Write as _;
 use std::rc::Rc;
@@ -36,7 +37,6 @@ enum Unit {
     /// Nanoseconds for all `iters` runs; the harness divides by `iters`.
     Time,
     /// Bytes (e.g. peak memory) of one run; such jobs run with `iters == 1`.
-    #[allow(dead_code)] // for the memory rows, which are not written yet
     Bytes,
 }
 
@@ -79,7 +79,6 @@ impl Job {
     }
 
     /// A job whose sides report a size in bytes for one run (peak memory).
-    #[allow(dead_code)] // for the memory rows, which are not written yet
     fn bytes(name: impl Into<String>, target: Target, quattro: impl Fn() -> u64 + 'static) -> Job {
         Job {
             name: name.into(),
@@ -100,7 +99,6 @@ impl Job {
     }
 
     /// Adds a peer that reports bytes.
-    #[allow(dead_code)] // for the memory rows, which are not written yet
     fn peer_bytes(mut self, name: impl Into<String>, side: impl Fn() -> u64 + 'static) -> Job {
         assert_eq!(self.unit, Unit::Bytes, "a bytes peer for a timed job");
         let side: Side = Rc::new(move |_| side() as f64);
@@ -109,7 +107,6 @@ impl Job {
     }
 
     /// Runs this job for `rounds` rounds whatever `--rounds` says.
-    #[allow(dead_code)] // for the memory rows, which are not written yet
     fn rounds(mut self, rounds: usize) -> Job {
         self.rounds = Some(rounds.max(1));
         self
@@ -292,6 +289,8 @@ fn row(job: &Job, out: &Outcome) -> String {
 }
 
 fn main() {
+    // A memory sample re-runs this binary with a hidden flag; that child stops here.
+    memory::run_side_if_asked();
     let settings = Settings::from_args();
     let rts = Runtimes {
         ct: Rc::new(Flavor::CurrentThread.runtime()),
@@ -494,14 +493,14 @@ fn cancel_jobs(_rts: &Runtimes) -> Vec<Job> {
     Vec::new()
 }
 
-/// TODO: peak memory with `Job::bytes` / `peer_bytes`:
+/// Peak memory with `Job::bytes` / `peer_bytes`:
 /// - 1M `spawn` calls with limit 16 vs spawn-all + semaphore, target ≤ 0.6×;
 /// - limited `gather` over a lazy 1M-item iterator, and the backpressure spawn, vs
 ///   `buffer_unordered(16)`, target ≤ 2×.
 ///
-/// Measure each side in a fresh process (re-run this binary with a hidden flag naming the
-/// side, read `VmHWM` from `/proc/self/status` before exiting): a peak inside this process
-/// would include every earlier row's allocations. Use few rounds (e.g. 3).
+/// Each side runs in a fresh process (this binary re-run with a hidden flag naming the side,
+/// reading `VmHWM` from `/proc/self/status` before exiting): a peak inside this process would
+/// include every earlier row's allocations. 3 rounds; see `benches/memory/mod.rs`.
 fn memory_jobs(_rts: &Runtimes) -> Vec<Job> {
-    Vec::new()
+    memory::jobs()
 }
