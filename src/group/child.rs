@@ -43,9 +43,6 @@ pub(crate) trait Deliver: Send + 'static {
         false
     }
 
-    /// The task was queued in `group`, from where an abort can take it out.
-    fn queued(_control: &Self::Control, _group: std::sync::Weak<dyn super::shared::Dequeue>) {}
-
     /// Identifies the task in the group's queue (0: cannot be taken out).
     fn key(&self) -> usize {
         0

@@ -31,8 +31,6 @@ struct SlotState<T> {
     abort: Option<AbortHandle>,
     /// The handle asked for an abort, possibly before the task was spawned.
     aborted: bool,
-    /// The group whose queue holds the task, while it waits there.
-    queue: Option<Weak<dyn Dequeue>>,
 }
 
 impl<T> ResultSlot<T> {
@@ -44,7 +42,6 @@ impl<T> ResultSlot<T> {
                 waker: None,
                 abort: None,
                 aborted: false,
-                queue: None,
             }),
         })
     }
@@ -53,11 +50,12 @@ impl<T> ResultSlot<T> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn abort(&self) {
-        let (spawned, queue) = {
+    /// Aborts the task; `queue` is the group whose queue may still hold it.
+    fn abort(&self, queue: Option<&Weak<dyn Dequeue>>) {
+        let spawned = {
             let mut state = self.lock();
             state.aborted = true;
-            (state.abort.clone(), state.queue.take())
+            state.abort.clone()
         };
         // Outside the lock: aborting may drop the task's future right here (a runtime shutting
         // down), and its drop delivers to this slot.
@@ -67,7 +65,7 @@ impl<T> ResultSlot<T> {
         }
         // Still queued: take it out and drop it now, unpolled (its drop resolves the handle).
         // If it is being started meanwhile, `Pending::start` sees the flag instead.
-        let group = queue.as_ref().and_then(Weak::upgrade);
+        let group = queue.and_then(Weak::upgrade);
         let removed = group.and_then(|group| group.dequeue(self as *const Self as usize));
         drop(removed);
         self.store(Err(TaskError::cancelled()));
@@ -120,10 +118,6 @@ impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
         slot.lock().aborted
     }
 
-    fn queued(slot: &Arc<ResultSlot<T>>, group: Weak<dyn Dequeue>) {
-        slot.lock().queue = Some(group);
-    }
-
     fn key(&self) -> usize {
         Arc::as_ptr(self) as usize
     }
@@ -170,11 +164,13 @@ impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
 /// [`GroupError`]: crate::GroupError
 pub struct TaskHandle<T> {
     slot: Arc<ResultSlot<T>>,
+    /// The group, when the task was queued there: an abort takes it out of the queue.
+    queue: Option<Weak<dyn Dequeue>>,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(slot: Arc<ResultSlot<T>>) -> Self {
-        TaskHandle { slot }
+    pub(crate) fn new(slot: Arc<ResultSlot<T>>, queue: Option<Weak<dyn Dequeue>>) -> Self {
+        TaskHandle { slot, queue }
     }
 
     /// A handle that is already resolved to "cancelled": the group refused the task.
@@ -185,7 +181,7 @@ impl<T> TaskHandle<T> {
             state.result = Some(Err(TaskError::cancelled()));
             state.delivered = true;
         }
-        TaskHandle { slot }
+        TaskHandle { slot, queue: None }
     }
 
     /// Cancels this one task. This is not a failure of the group: the group goes on, and the
@@ -211,7 +207,7 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        self.slot.abort();
+        self.slot.abort(self.queue.as_ref());
     }
 
     /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
