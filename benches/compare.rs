@@ -9,8 +9,8 @@
 //! the median over rounds of the per-round ratio, so a slow stretch hits both sides of a round
 //! alike. Self-check rows pit a peer against itself to show how much noise is left.
 //!
-//! Adding a row: build a [`Job`] in one of the `*_jobs` functions below (see the placeholders
-//! at the end of the file and `benches/README.md`).
+//! Adding a row: build a [`Job`] in one of the `*_jobs` functions below (see
+//! `benches/README.md`).
 
 // 64 generic layers of scope futures are deeper than rustc lays out by default.
 #![recursion_limit = "512"]
@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Runtime;
 
-use common::{DEPTHS, Flavor};
+use common::{
+    CANCEL_TASKS, Cancel, DEPTHS, FAN_OUT_LIMIT, FAN_OUT_TASKS, FanOut, Flavor, Gather,
+    LimitedGather, SpawnJoin, TASK_COUNTS, count_label,
+};
 
 // --- the harness ---------------------------------------------------------------------------
 
@@ -463,34 +466,156 @@ fn self_checks(rts: &Runtimes) -> Vec<Job> {
     ]
 }
 
-// --- placeholders: rows still to write (issue 9; see the TODO list in benches/README.md) ----
+// --- task groups, gather, fan-out, cancellation and memory (issue 9) ----------------------
 //
-// Each returns its rows as `Job`s like `scope_jobs` does; they appear in the table in the
-// order of `main`. Keep a sample's work at a fixed size (e.g. N tasks per iteration) so the
-// harness can scale the iteration count, and build runtimes once, in `Runtimes`.
+// The timed workloads are in `common/mod.rs` (shared with the criterion benches `task_group`
+// and `gather`): one iteration is one whole job of N tasks, so the 100k-task rows run one
+// iteration per sample.
 
-/// TODO: spawn + join N tasks in a `TaskGroup` vs a raw `JoinSet` spawn + `join_next` loop,
-/// target ≤ 1.10×, on [ct] and [mt].
-fn group_jobs(_rts: &Runtimes) -> Vec<Job> {
-    Vec::new()
+/// How many rounds a job of `tasks` tasks per iteration runs: one iteration of a 100k-task job
+/// takes tens of milliseconds, so those run fewer rounds than the default (their samples are
+/// one iteration each, long enough to be steady).
+fn rounds_for(job: Job, tasks: u64) -> Job {
+    if tasks > 10_000 { job.rounds(21) } else { job }
 }
 
-/// TODO: `gather` of N futures vs `JoinSet` + index bookkeeping (target ≤ 1.10×) and
-/// `futures::future::try_join_all` (informational: add it as a second peer).
-fn gather_jobs(_rts: &Runtimes) -> Vec<Job> {
-    Vec::new()
+/// Spawn + join N trivial tasks in a `TaskGroup` vs a `JoinSet` + `join_next` loop (target
+/// ≤ 1.10×); and, for context at 1k, vs `tokio::spawn` + awaiting the handles in order and a
+/// `TaskTracker`, which keep no join set (the tracker does not even collect results).
+fn group_jobs(rts: &Runtimes) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (flavor, rt) in rts.each() {
+        for n in TASK_COUNTS {
+            let (count, fl) = (count_label(n), flavor.label());
+            let (q, p) = (rt.clone(), rt.clone());
+            let job = Job::timed(
+                format!("group spawn+join {count} [{fl}]"),
+                Target::AtMost(1.10),
+                move |iters| SpawnJoin::TaskGroup.time(&q, n, iters),
+            )
+            .peer(SpawnJoin::JoinSet.label(), move |iters| {
+                SpawnJoin::JoinSet.time(&p, n, iters)
+            });
+            jobs.push(rounds_for(job, n));
+
+            if n > 1_000 {
+                continue;
+            }
+            let q = rt.clone();
+            let mut job = Job::timed(
+                format!("group spawn+join {count} vs no join set [{fl}]"),
+                Target::Info,
+                move |iters| SpawnJoin::TaskGroup.time(&q, n, iters),
+            );
+            for peer in [SpawnJoin::SpawnVec, SpawnJoin::TaskTracker] {
+                let p = rt.clone();
+                job = job.peer(peer.label(), move |iters| peer.time(&p, n, iters));
+            }
+            jobs.push(job);
+        }
+    }
+    let p = rts.mt.clone();
+    jobs.push(Job::self_check(
+        "JoinSet spawn+join 1k [mt]",
+        move |iters| SpawnJoin::JoinSet.time(&p, 1_000, iters),
+    ));
+    jobs
 }
 
-/// TODO: limited fan-out, N = 100k, limit 16: `concurrency_limit(16)` vs `JoinSet` + a
-/// `Semaphore` permit acquired before each spawn, and `buffer_unordered(16)`; target ≤ 1.15×.
-fn fan_out_jobs(_rts: &Runtimes) -> Vec<Job> {
-    Vec::new()
+/// `gather` of N trivial futures vs a `JoinSet` + index bookkeeping (target ≤ 1.10×); and, for
+/// context at 1k, vs `try_join_all` and `Vec::try_join`, which poll every future inside the
+/// caller's task instead of spawning it.
+fn gather_jobs(rts: &Runtimes) -> Vec<Job> {
+    let mut jobs = Vec::new();
+    for (flavor, rt) in rts.each() {
+        for n in TASK_COUNTS {
+            let (count, fl) = (count_label(n), flavor.label());
+            let (q, p) = (rt.clone(), rt.clone());
+            let job = Job::timed(
+                format!("gather {count} [{fl}]"),
+                Target::AtMost(1.10),
+                move |iters| Gather::Quattro.time(&q, n, iters),
+            )
+            .peer(Gather::JoinSetIndex.label(), move |iters| {
+                Gather::JoinSetIndex.time(&p, n, iters)
+            });
+            jobs.push(rounds_for(job, n));
+
+            if n > 1_000 {
+                continue;
+            }
+            let q = rt.clone();
+            let mut job = Job::timed(
+                format!("gather {count} vs in place [{fl}]"),
+                Target::Info,
+                move |iters| Gather::Quattro.time(&q, n, iters),
+            );
+            for peer in [Gather::TryJoinAll, Gather::TryJoinVec] {
+                let p = rt.clone();
+                job = job.peer(peer.label(), move |iters| peer.time(&p, n, iters));
+            }
+            jobs.push(job);
+        }
+    }
+    jobs
 }
 
-/// TODO: cancel a group of 10k sleeping tasks until all are dropped vs
-/// `JoinSet::abort_all` + drain; target ≤ 1.20×.
-fn cancel_jobs(_rts: &Runtimes) -> Vec<Job> {
-    Vec::new()
+/// Limited fan-out, N = 100k, limit 16: `concurrency_limit(16)` vs a `JoinSet` + a `Semaphore`
+/// permit acquired before each spawn, `buffer_unordered(16)`, and spawn-all with the permit
+/// taken inside each task; and a limited `gather` vs the same with index bookkeeping, and
+/// `buffered(16)`. Target ≤ 1.15×.
+fn fan_out_jobs(rts: &Runtimes) -> Vec<Job> {
+    let (n, limit) = (FAN_OUT_TASKS, FAN_OUT_LIMIT);
+    let mut jobs = Vec::new();
+    for (flavor, rt) in rts.each() {
+        let name = |what: &str| {
+            let (count, fl) = (count_label(n), flavor.label());
+            format!("fan-out {what}{count} limit {limit} [{fl}]")
+        };
+
+        let q = rt.clone();
+        let mut job = Job::timed(name(""), Target::AtMost(1.15), move |iters| {
+            FanOut::TaskGroup.time(&q, n, limit, iters)
+        });
+        for peer in FanOut::PEERS {
+            let p = rt.clone();
+            job = job.peer(peer.label(), move |iters| peer.time(&p, n, limit, iters));
+        }
+        jobs.push(rounds_for(job, n));
+
+        let q = rt.clone();
+        let mut job = Job::timed(name("gather "), Target::AtMost(1.15), move |iters| {
+            LimitedGather::Quattro.time(&q, n, limit, iters)
+        });
+        for peer in LimitedGather::ALL.into_iter().skip(1) {
+            let p = rt.clone();
+            job = job.peer(peer.label(), move |iters| peer.time(&p, n, limit, iters));
+        }
+        jobs.push(rounds_for(job, n));
+    }
+    jobs
+}
+
+/// Cancel a group of 10k sleeping tasks until all are dropped vs `JoinSet::abort_all` + drain
+/// and a `CancellationToken` every task selects on; target ≤ 1.20×.
+fn cancel_jobs(rts: &Runtimes) -> Vec<Job> {
+    let n = CANCEL_TASKS;
+    let mut jobs = Vec::new();
+    for (flavor, rt) in rts.each() {
+        let q = rt.clone();
+        let mut job = Job::timed(
+            format!("cancel {} sleeping [{}]", count_label(n), flavor.label()),
+            Target::AtMost(1.20),
+            move |iters| Cancel::TaskGroup.time(&q, n, iters),
+        );
+        for peer in Cancel::ALL.into_iter().skip(1) {
+            let p = rt.clone();
+            job = job.peer(peer.label(), move |iters| peer.time(&p, n, iters));
+        }
+        // One iteration takes 10–20 ms.
+        jobs.push(job.rounds(51));
+    }
+    jobs
 }
 
 /// Peak memory with `Job::bytes` / `peer_bytes`:
