@@ -5,6 +5,7 @@
 
 mod child;
 mod handle;
+mod registry;
 mod scope;
 mod shared;
 mod shutdown;

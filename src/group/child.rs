@@ -1,6 +1,8 @@
 //! The wrapper every child future runs in.
 
+use std::any::Any;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -8,18 +10,10 @@ use std::task::{Context, Poll};
 use pin_project::{pin_project, pinned_drop};
 use tokio::task::AbortHandle;
 
+use super::registry::TaskKey;
+use super::shared::Shared;
 use crate::chain::{Enter, Node};
 use crate::error::{Reported, TaskError};
-
-/// What a child task hands back to the group through its `JoinSet`. The value itself goes to
-/// the task's handle; the group only needs the error.
-pub(crate) type Exit<E> = Result<(), ChildFailure<E>>;
-
-/// A child's `Err`, with the task's name for the group's error.
-pub(crate) struct ChildFailure<E> {
-    pub(crate) name: Option<Arc<str>>,
-    pub(crate) error: E,
-}
 
 /// Where a child's value goes: the task's handle, or a collector such as `gather`'s.
 pub(crate) trait Deliver: Send + 'static {
@@ -50,10 +44,10 @@ pub(crate) trait Deliver: Send + 'static {
 }
 
 /// Runs a child future with the group's node current (so the child sees the deadlines that
-/// enclose the group, also in its destructors) inside the task's span, and delivers its value
-/// to the task's handle.
+/// enclose the group, also in its destructors) inside the task's span, delivers its value to
+/// the task's sink, and reports the task's end, with its error or panic, to the group.
 #[pin_project(PinnedDrop)]
-pub(crate) struct Child<F, S: Deliver> {
+pub(crate) struct Child<F, S: Deliver, E> {
     #[pin]
     fut: Option<F>,
     /// The group's node. `None` only while it is the thread's current node, during a poll.
@@ -61,76 +55,110 @@ pub(crate) struct Child<F, S: Deliver> {
     result: Option<S>,
     name: Option<Arc<str>>,
     span: tracing::Span,
+    /// The group and the task's entry there; taken when the end is reported.
+    group: Option<(Arc<Shared<E>>, TaskKey)>,
 }
 
-impl<F, S: Deliver> Child<F, S> {
+impl<F, S: Deliver, E> Child<F, S, E> {
     #[inline(always)]
     pub(crate) fn new(
         fut: F,
-        node: Arc<Node>,
+        group: (Arc<Shared<E>>, TaskKey),
         result: S,
         name: Option<Arc<str>>,
         span: tracing::Span,
-    ) -> Child<F, S> {
+    ) -> Child<F, S, E> {
         Child {
             fut: Some(fut),
-            node: Some(node),
+            node: Some(group.0.node.clone()),
             result: Some(result),
             name,
             span,
+            group: Some(group),
         }
     }
 }
 
-impl<F, S, T, E> Future for Child<F, S>
+impl<F, S, T, E> Future for Child<F, S, E>
 where
     F: Future<Output = Result<T, E>>,
     S: Deliver<Value = T>,
 {
-    type Output = Exit<E>;
+    type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exit<E>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
         let _span = this.span.enter();
-        let _enter = Enter::new(this.node);
-        let fut = this.fut.as_mut().as_pin_mut();
-        let out = std::task::ready!(fut.expect("child polled after completion").poll(cx));
-        // Drop the finished future while the group's node is still current.
-        this.fut.set(None);
+        let polled = {
+            let _enter = Enter::new(this.node);
+            let fut = this.fut.as_mut().as_pin_mut();
+            let fut = fut.expect("child polled after completion");
+            match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(out)) => Ok(out),
+                Err(payload) => Err(payload),
+            }
+        };
+        // Drop the finished (or unwound) future while the group's node is still current.
+        let dropped = catch_unwind(AssertUnwindSafe(|| {
+            crate::chain::drop_in(this.node, this.fut.as_mut())
+        }));
         let sender = this.result.take().expect("result sent once");
-        Poll::Ready(match out {
-            Ok(value) => {
+        let failure = match polled {
+            Ok(Ok(value)) => {
                 sender.deliver(Ok(value));
-                Ok(())
+                None
             }
-            Err(error) => {
+            Ok(Err(error)) => {
                 sender.deliver(Err(TaskError::failed(Reported::new())));
-                Err(ChildFailure {
-                    name: this.name.take(),
-                    error,
-                })
+                Some(Ended::Error(error))
             }
-        })
+            Err(payload) => {
+                sender.deliver(Err(TaskError::panicked(None)));
+                Some(Ended::Panic(payload))
+            }
+        };
+        let (group, key) = this.group.take().expect("the end is reported once");
+        group.task_ended(key, this.name.take(), failure);
+        if let Err(payload) = dropped {
+            group.record_child_panic(this.name.take(), payload);
+        }
+        Poll::Ready(())
     }
 }
 
+/// How a task failed.
+pub(crate) enum Ended<E> {
+    Error(E),
+    Panic(Box<dyn Any + Send>),
+}
+
 #[pinned_drop]
-impl<F, S: Deliver> PinnedDrop for Child<F, S> {
+impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
     fn drop(self: Pin<&mut Self>) {
         let mut this = self.project();
+        let mut panic = None;
         if this.fut.is_some() {
             let _span = this.span.enter();
-            crate::chain::drop_in(this.node, this.fut.as_mut());
+            let node = &mut *this.node;
+            let fut = this.fut.as_mut();
+            // A destructor that panics is a failure of the task, reported with its end.
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| crate::chain::drop_in(node, fut)))
+            {
+                panic = Some(Ended::Panic(payload));
+            }
         }
         if let Some(sender) = this.result.take() {
-            // Dropped before completing: aborted, never started, or unwinding from a panic in
-            // its poll (tokio drops a panicking task's future during the unwind).
-            let err = if std::thread::panicking() {
+            // Dropped before completing: aborted, or never polled (a runtime shutting down).
+            let err = if panic.is_some() || std::thread::panicking() {
                 TaskError::panicked(None)
             } else {
                 TaskError::cancelled()
             };
             sender.deliver(Err(err));
+        }
+        if let Some((group, key)) = this.group.take() {
+            group.task_ended(key, this.name.take(), panic);
         }
     }
 }

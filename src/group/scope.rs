@@ -106,7 +106,7 @@ pub struct GroupScope<B, Fut, R, E> {
     cancelled: bool,
     /// [`Shared::abandon`] for this `E`, chosen where `E: Send + 'static` is known, so that
     /// `Drop` (which cannot have bounds the struct lacks) can reach it.
-    abandon: fn(&Shared<E>, &mut Option<Arc<Node>>),
+    abandon: fn(&Arc<Shared<E>>, &mut Option<Arc<Node>>),
 }
 
 /// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
@@ -230,6 +230,9 @@ where
                     }
                 }
             }
+            // Outside the lock: spawning a queued task may drop it at once (a runtime shutting
+            // down), and its drop reports to the group.
+            shared.start_queued();
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx).failed;
             // Read before the group cancels its own node below.

@@ -1,19 +1,19 @@
-//! The state a group's handles and its scope future share: the join sets, the queue of tasks
+//! The state a group's handles and its scope future share: the live tasks, the queue of tasks
 //! waiting for a slot, and the failures seen so far.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
-use tokio::task::{Id, JoinError, JoinSet};
 
-use super::child::{Child, Deliver, Exit};
+use super::child::{Child, Deliver, Ended};
 use super::handle::{ResultSlot, TaskHandle};
-use crate::chain::Node;
+use super::registry::{Registry, TaskKey};
+use crate::chain::{Node, Orphan};
 use crate::error::{Failure, TaskLabel};
 
 /// A normal task waiting for a slot under the concurrency limit: the future and where its
@@ -23,7 +23,8 @@ type Queued<E> = Box<dyn Start<E>>;
 
 /// A queued task, type-erased: it turns into a child task when a slot frees.
 trait Start<E>: Send {
-    fn start(self: Box<Self>, shared: &Shared<E>, state: &mut State<E>);
+    /// Spawns the task under `key`, reserved for it; called outside the group's lock.
+    fn start(self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey);
 
     /// Identifies the task for [`Dequeue::dequeue`].
     fn key(&self) -> usize;
@@ -77,22 +78,17 @@ where
     N: QueuedName,
     E: Send + 'static,
 {
-    fn start(mut self: Box<Self>, shared: &Shared<E>, state: &mut State<E>) {
+    fn start(mut self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey) {
         let (fut, sink) = (self.fut.take(), self.sink.take());
         let (fut, sink) = fut.zip(sink).expect("a queued task starts once");
         if S::is_aborted(&sink.control()) {
-            // Aborted by its handle while queued (which already resolved): never polled, and
-            // dropped by the runtime rather than here under the group's lock, where its
-            // destructors could not call into the group.
-            let discard = async move {
-                drop((fut, sink));
-                Ok(())
-            };
-            state.background.spawn_on(discard, &shared.runtime);
+            // Aborted by its handle while queued (which already resolved): never polled.
+            super::scope::drop_queued(&mut Some(shared.node.clone()), (fut, sink));
+            shared.task_ended(key, None, None);
             return;
         }
         let name = self.name.take();
-        shared.spawn_child(state, Role::Normal, fut, sink, name);
+        shared.spawn_reserved(key, Role::Normal, fut, sink, name);
     }
 
     fn key(&self) -> usize {
@@ -140,16 +136,19 @@ pub(crate) struct Shared<E> {
 }
 
 pub(crate) struct State<E> {
-    normal: JoinSet<Exit<E>>,
-    background: JoinSet<Exit<E>>,
+    tasks: Registry,
     queue: VecDeque<Queued<E>>,
     /// No more spawns: the group finished or is cancelling.
     closed: bool,
-    /// Names of named tasks, to label a panic (whose future, and name, are gone).
-    names: HashMap<Id, Arc<str>>,
+    /// Every task was aborted: a task spawned meanwhile is aborted as it is attached.
+    aborted_all: bool,
+    /// Background tasks were aborted (the group finished): the same for them.
+    aborted_background: bool,
     pub(crate) failures: Vec<Failure<E>>,
     /// Whether any failure so far is a panic.
     pub(crate) panicked: bool,
+    /// Whoever waits for the tasks: the group's future, or the scope that adopted them.
+    waiter: Option<Waker>,
 }
 
 /// What reaping found.
@@ -178,6 +177,96 @@ impl<E> Shared<E> {
             self.slot_freed.notify_waiters();
         }
     }
+
+    /// A task ended (its future is dropped): forgets it, records its failure, and wakes whoever
+    /// waits for what changed. Called from the task, without the group's lock held.
+    pub(crate) fn task_ended(
+        &self,
+        key: TaskKey,
+        name: Option<Arc<str>>,
+        failure: Option<Ended<E>>,
+    ) {
+        let mut state = self.lock();
+        let role = state.tasks.release(key);
+        let failed = failure.is_some();
+        if let Some(failure) = failure {
+            let label = TaskLabel::Child {
+                id: tokio::task::try_id(),
+                name,
+            };
+            state.record(label, failure);
+        }
+        let freed = role == Some(Role::Normal);
+        // Wake the waiter only when it has something to do: for a failure, to start a queued
+        // task or let a waiting producer in, or when a count reached zero. A thousand tasks
+        // ending wake it once. Producers are let in by the group, not from here: it must see a
+        // failure, or its own completion, and close first.
+        let producers = self.waiting_producers.load(Ordering::SeqCst) > 0;
+        let wake = failed
+            || (freed && (state.tasks.normal() == 0 || !state.queue.is_empty() || producers))
+            || state.tasks.is_empty();
+        let waiter = if wake { state.waiter.take() } else { None };
+        drop(state);
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+
+    /// A child's finished future panicked while it was dropped.
+    pub(crate) fn record_child_panic(
+        &self,
+        name: Option<Arc<str>>,
+        payload: Box<dyn std::any::Any + Send>,
+    ) {
+        let label = TaskLabel::Child {
+            id: tokio::task::try_id(),
+            name,
+        };
+        let waiter = {
+            let mut state = self.lock();
+            state.record(label, Ended::Panic(payload));
+            state.waiter.take()
+        };
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+}
+
+impl<E> State<E> {
+    fn record(&mut self, label: TaskLabel, failure: Ended<E>) {
+        match failure {
+            Ended::Error(error) => {
+                tracing::error!(task = %label, "task failed");
+                self.failures.push(Failure::from_error(label, error));
+            }
+            Ended::Panic(payload) => {
+                tracing::error!(task = %label, "task panicked");
+                self.failures.push(Failure::from_panic(label, payload));
+                self.panicked = true;
+            }
+        }
+    }
+
+    /// Registers `cx` to be woken when a task ends with something for the waiter to do.
+    fn register_waiter(&mut self, cx: &Context<'_>) {
+        match &mut self.waiter {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waiter => *waiter = Some(cx.waker().clone()),
+        }
+    }
+
+    pub(crate) fn normal_len(&self) -> usize {
+        self.tasks.normal()
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.tasks.normal() == 0 && self.queue.is_empty()
+    }
+
+    pub(crate) fn is_drained(&self) -> bool {
+        self.tasks.is_empty()
+    }
 }
 
 impl<E: Send + 'static> Shared<E> {
@@ -195,13 +284,14 @@ impl<E: Send + 'static> Shared<E> {
             id,
             limit,
             state: Mutex::new(State {
-                normal: JoinSet::new(),
-                background: JoinSet::new(),
+                tasks: Registry::default(),
                 queue: VecDeque::new(),
                 closed: false,
-                names: HashMap::new(),
+                aborted_all: false,
+                aborted_background: false,
                 failures: Vec::new(),
                 panicked: false,
+                waiter: None,
             }),
             slot_freed: Notify::new(),
             waiting_producers: AtomicUsize::new(0),
@@ -209,14 +299,20 @@ impl<E: Send + 'static> Shared<E> {
     }
 
     #[inline(always)]
-    fn child<F, S: Deliver>(&self, fut: F, sink: S, name: Option<Arc<str>>) -> Child<F, S> {
+    fn child<F, S: Deliver>(
+        self: &Arc<Self>,
+        key: TaskKey,
+        fut: F,
+        sink: S,
+        name: Option<Arc<str>>,
+    ) -> Child<F, S, E> {
         let span = tracing::debug_span!(
             parent: &self.span,
             "task",
             group.id = self.id,
             task.name = name.as_deref().unwrap_or(""),
         );
-        Child::new(fut, self.node.clone(), sink, name, span)
+        Child::new(fut, (self.clone(), key), sink, name, span)
     }
 
     /// Spawns a task delivering its value to a handle, or queues it when the limit is
@@ -269,13 +365,15 @@ impl<E: Send + 'static> Shared<E> {
         let full = role == Role::Normal
             && self
                 .limit
-                .is_some_and(|limit| state.normal.len() + state.queue.len() >= limit);
+                .is_some_and(|limit| state.tasks.normal() + state.queue.len() >= limit);
         // After a shutdown request the group no longer queues (see `TaskGroup::shutdown`).
         if full && (!queue_if_full || self.node.own_shutdown_requested()) {
             return Err((fut, sink));
         }
         if !full {
-            self.spawn_child(&mut state, role, fut, sink, name);
+            let key = state.tasks.reserve(role);
+            drop(state);
+            self.spawn_reserved(key, role, fut, sink, name);
             return Ok(Spawned::Now);
         }
         let (fut, sink) = (Some(fut), Some(sink));
@@ -295,11 +393,13 @@ impl<E: Send + 'static> Shared<E> {
         Ok(Spawned::Queued)
     }
 
-    /// Spawns `fut` as a child task into the role's join set, under the group's lock.
+    /// Spawns `fut` as the child task counted under `key`. Called without the group's lock: a
+    /// runtime that is shutting down drops the task inside `spawn`, and the task reports its
+    /// end to the group.
     #[inline(always)]
-    fn spawn_child<F, S>(
-        &self,
-        state: &mut State<E>,
+    fn spawn_reserved<F, S>(
+        self: &Arc<Self>,
+        key: TaskKey,
         role: Role,
         fut: F,
         sink: S,
@@ -308,16 +408,17 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
-        let named = name.clone();
         let control = sink.control();
-        let child = self.child(fut, sink, name);
-        let set = match role {
-            Role::Normal => &mut state.normal,
-            Role::Background => &mut state.background,
-        };
-        let abort = set.spawn_on(child, &self.runtime);
-        if let Some(name) = named {
-            state.names.insert(abort.id(), name);
+        let child = self.child(key, fut, sink, name);
+        let abort = self.runtime.spawn(child).abort_handle();
+        let mut state = self.lock();
+        let attached = state.tasks.attach(key, abort.clone());
+        // Aborted while it was being spawned: `abort` found no handle to abort then.
+        let abort_now = attached
+            && (state.aborted_all || (role == Role::Background && state.aborted_background));
+        drop(state);
+        if abort_now {
+            abort.abort();
         }
         S::spawned(control, abort);
     }
@@ -352,52 +453,38 @@ impl<E: Send + 'static> Shared<E> {
         }
     }
 
-    /// Reaps finished tasks, records failures and starts queued tasks in the freed slots
-    /// (unless something failed). Registers `cx` to be woken by the next completion.
+    /// Registers `cx` to be woken when a task ends with something for the group to do, and
+    /// tells whether any task (or the body) failed so far.
     pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Reaped {
-        let mut reaped = Reaped { failed: false };
-        let mut freed = false;
-        loop {
-            match state.normal.poll_join_next_with_id(cx) {
-                Poll::Ready(Some(res)) => {
-                    freed = true;
-                    reaped.failed |= state.record(res);
-                    if !reaped.failed && !state.closed {
-                        self.start_queued(state);
-                    }
-                }
-                Poll::Ready(None) => {
-                    if reaped.failed || state.closed || !self.start_queued(state) {
-                        break;
-                    }
-                }
-                Poll::Pending => break,
-            }
+        state.register_waiter(cx);
+        // Under the lock the caller decides in: a producer let in now finds the group closed
+        // if this poll closes it.
+        if self.limit.is_some_and(|limit| state.tasks.normal() < limit) {
+            self.wake_producers();
         }
-        while let Poll::Ready(Some(res)) = state.background.poll_join_next_with_id(cx) {
-            reaped.failed |= state.record(res);
+        Reaped {
+            failed: !state.failures.is_empty(),
         }
-        if freed && self.waiting_producers.load(Ordering::SeqCst) > 0 {
-            self.slot_freed.notify_waiters();
-        }
-        reaped
     }
 
-    /// Starts queued tasks while slots are free; returns whether it started any.
-    fn start_queued(&self, state: &mut State<E>) -> bool {
-        let limit = self.limit.unwrap_or(usize::MAX);
-        let mut started = false;
-        while state.normal.len() < limit {
+    /// Starts queued tasks while slots are free, unless something failed or the group closed.
+    /// Called without the lock; the tasks are spawned outside it.
+    pub(crate) fn start_queued(self: &Arc<Self>) {
+        let Some(limit) = self.limit else {
+            return;
+        };
+        loop {
+            let mut state = self.lock();
+            if state.closed || !state.failures.is_empty() || state.tasks.normal() >= limit {
+                return;
+            }
             let Some(queued) = state.queue.pop_front() else {
-                break;
+                return;
             };
-            // A task aborted while queued is still spawned, and aborted at once by
-            // `spawned`: the runtime then drops it unpolled on its own time, not here under
-            // the group's lock, where its destructors could not call into the group.
-            queued.start(self, state);
-            started = true;
+            let key = state.tasks.reserve(Role::Normal);
+            drop(state);
+            queued.start(self, key);
         }
-        started
     }
 
     /// Records a panic caught by the group itself (in a destructor it ran).
@@ -411,8 +498,8 @@ impl<E: Send + 'static> Shared<E> {
     /// dropped by the caller outside the lock (their destructors may call into the group).
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
         state.closed = true;
-        state.normal.abort_all();
-        state.background.abort_all();
+        state.aborted_all = true;
+        state.tasks.abort(None);
         self.wake_producers();
         QueuedTasks(std::mem::take(&mut state.queue))
     }
@@ -428,7 +515,8 @@ impl<E: Send + 'static> Shared<E> {
     /// Closes the group to new tasks after normal completion and aborts background tasks.
     pub(crate) fn close_after_completion(&self, state: &mut State<E>) {
         state.closed = true;
-        state.background.abort_all();
+        state.aborted_background = true;
+        state.tasks.abort(Some(Role::Background));
         self.wake_producers();
     }
 
@@ -436,18 +524,15 @@ impl<E: Send + 'static> Shared<E> {
     /// task, drops the queue, and hands the aborted join sets (and whatever was handed to this
     /// group) to the nearest live enclosing scope or group, which waits for them. With none,
     /// the sets are dropped: aborted, not awaited.
-    pub(crate) fn abandon(&self, node_slot: &mut Option<Arc<Node>>) {
+    pub(crate) fn abandon(self: &Arc<Self>, node_slot: &mut Option<Arc<Node>>) {
         let mut state = self.lock();
         let queued = self.close_and_abort(&mut state);
-        let (normal, background) = state.take_sets();
         drop(state);
         super::scope::drop_queued(node_slot, queued);
         self.node.finish();
         let mut orphans = self.node.take_orphans();
-        for set in [normal, background] {
-            if !set.is_empty() {
-                orphans.push(Box::new(set));
-            }
+        if !self.lock().is_drained() {
+            orphans.push(Box::new(AbortedTasks(self.clone())));
         }
         if let Some(parent) = self.node.parent() {
             for orphan in orphans {
@@ -465,71 +550,17 @@ impl<E: Send + 'static> Shared<E> {
     }
 }
 
-impl<E: Send + 'static> State<E> {
-    /// Records a task's end; returns whether it is a failure.
-    fn record(&mut self, res: Result<(Id, Exit<E>), JoinError>) -> bool {
-        match res {
-            Ok((id, Ok(()))) => {
-                self.forget_name(id);
-                false
-            }
-            Ok((id, Err(failure))) => {
-                self.forget_name(id);
-                let label = TaskLabel::Child {
-                    id: Some(id),
-                    name: failure.name,
-                };
-                tracing::error!(task = %label, "task failed");
-                self.failures
-                    .push(Failure::from_error(label, failure.error));
-                true
-            }
-            Err(err) if err.is_panic() => {
-                let id = err.id();
-                let label = TaskLabel::Child {
-                    id: Some(id),
-                    name: self.forget_name(id),
-                };
-                tracing::error!(task = %label, "task panicked");
-                self.failures
-                    .push(Failure::from_panic(label, err.into_panic()));
-                self.panicked = true;
-                true
-            }
-            // Aborted: not a failure.
-            Err(err) => {
-                self.forget_name(err.id());
-                false
-            }
+/// The aborted tasks of a group dropped from outside, for an enclosing scope to wait on.
+struct AbortedTasks<E>(Arc<Shared<E>>);
+
+impl<E: Send + 'static> Orphan for AbortedTasks<E> {
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.0.lock();
+        if state.is_drained() {
+            return Poll::Ready(());
         }
-    }
-
-    fn forget_name(&mut self, id: Id) -> Option<Arc<str>> {
-        if self.names.is_empty() {
-            None
-        } else {
-            self.names.remove(&id)
-        }
-    }
-
-    pub(crate) fn normal_len(&self) -> usize {
-        self.normal.len()
-    }
-
-    pub(crate) fn is_idle(&self) -> bool {
-        self.normal.is_empty() && self.queue.is_empty()
-    }
-
-    pub(crate) fn is_drained(&self) -> bool {
-        self.normal.is_empty() && self.background.is_empty()
-    }
-
-    /// The join sets, for a group dropped from outside: handed to an enclosing scope to wait.
-    pub(crate) fn take_sets(&mut self) -> (JoinSet<Exit<E>>, JoinSet<Exit<E>>) {
-        (
-            std::mem::take(&mut self.normal),
-            std::mem::take(&mut self.background),
-        )
+        state.register_waiter(cx);
+        Poll::Pending
     }
 }
 
