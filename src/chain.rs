@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::deadline::{self, NO_DEADLINE};
@@ -52,7 +51,7 @@ pub(crate) const FINISHED: u32 = 1 << 3;
 pub(crate) const CAUGHT: u32 = 1 << 4;
 /// `set_deadline` was called; the owner must re-arm its timer.
 pub(crate) const DEADLINE_CHANGED: u32 = 1 << 5;
-/// Aborted join sets wait in `orphans` to be drained.
+/// Aborted tasks of dropped groups wait in `orphans` to be drained.
 pub(crate) const HAS_ORPHANS: u32 = 1 << 6;
 /// A `CancellationToken` was linked; the owner must start watching it.
 pub(crate) const TOKENS_CHANGED: u32 = 1 << 7;
@@ -69,18 +68,11 @@ pub(crate) enum Kind {
     Group,
 }
 
-/// Something aborted that must be awaited until it is empty: in practice a `JoinSet` whose
-/// tasks were aborted when the group that owned it was dropped.
+/// Something aborted that must be awaited until it is empty: in practice the tasks of a group
+/// that was dropped, aborted then.
 pub(crate) trait Orphan: Send {
-    /// Polls until every task in the set has ended (its future dropped).
+    /// Polls until every task has ended (its future dropped).
     fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()>;
-}
-
-impl<T: Send + 'static> Orphan for JoinSet<T> {
-    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        while let Some(_ended) = std::task::ready!(self.poll_join_next(cx)) {}
-        Poll::Ready(())
-    }
 }
 
 /// One running cancel scope or task group.
@@ -373,7 +365,7 @@ impl Node {
         (min, cancelled)
     }
 
-    /// Hands an aborted join set to the nearest live node at or above this one, which waits
+    /// Hands aborted tasks to the nearest live node at or above this one, which waits
     /// for it to drain before it completes. With no live node, the set is dropped: its tasks
     /// are aborted but nobody waits for them.
     pub(crate) fn adopt(self: &Arc<Self>, orphan: Box<dyn Orphan>) {
@@ -409,7 +401,7 @@ impl Node {
         self.set_flags(FINISHED) & HAS_ORPHANS != 0
     }
 
-    /// Takes the adopted join sets, for a node dropped before it drained them.
+    /// Takes the adopted tasks, for a node dropped before it drained them.
     pub(crate) fn take_orphans(&self) -> Vec<Box<dyn Orphan>> {
         if self.state() & HAS_ORPHANS == 0 {
             return Vec::new();
@@ -418,7 +410,7 @@ impl Node {
         std::mem::take(&mut *self.orphans.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Polls every adopted join set until all are empty.
+    /// Polls every adopted set of tasks until all have ended.
     pub(crate) fn poll_orphans(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.state() & HAS_ORPHANS == 0 {
             return Poll::Ready(());

@@ -143,7 +143,8 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             let node = &mut *this.node;
             let fut = this.fut.as_mut();
             // A destructor that panics is a failure of the task, reported with its end.
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| crate::chain::drop_in(node, fut)))
+            if let Err(payload) =
+                catch_unwind(AssertUnwindSafe(|| crate::chain::drop_in(node, fut)))
             {
                 panic = Some(Ended::Panic(payload));
             }

@@ -301,8 +301,8 @@ fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
     Arc::new(Shared::new(node, runtime, span, id, options.limit))
 }
 
-/// Waits until every task and every join set handed to the group is empty, collecting the
-/// failures that arrive meanwhile, then marks the node finished.
+/// Waits until every task, and every task handed to the group by a dropped one, has ended,
+/// collecting the failures that arrive meanwhile, then marks the node finished.
 fn poll_drained<E: Send + 'static>(
     shared: &Shared<E>,
     waker: &mut Option<Waker>,

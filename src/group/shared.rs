@@ -521,7 +521,7 @@ impl<E: Send + 'static> Shared<E> {
     }
 
     /// Tears the group down when its future is dropped from outside: closes it, aborts every
-    /// task, drops the queue, and hands the aborted join sets (and whatever was handed to this
+    /// task, drops the queue, and hands the aborted tasks (and whatever was handed to this
     /// group) to the nearest live enclosing scope or group, which waits for them. With none,
     /// the sets are dropped: aborted, not awaited.
     pub(crate) fn abandon(self: &Arc<Self>, node_slot: &mut Option<Arc<Node>>) {
