@@ -713,3 +713,25 @@ async fn spawn_when_free_no_lost_wakeup_stress() {
     .unwrap();
     assert_eq!(done.get(), 20_000);
 }
+
+/// Queued tasks keep starting when the running ones end while the group is starting others:
+/// with many short tasks, a small limit and two workers, a wake-up lost between starting queued
+/// tasks and registering the group's waker once left the group waiting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_tasks_all_start_when_slots_free_during_a_start() {
+    for round in 0..20 {
+        let group = TaskGroup::builder()
+            .concurrency_limit(2)
+            .scope(|tg| async move {
+                for i in 0..2_000u32 {
+                    tg.spawn(async move { Ok::<_, ()>(i) });
+                }
+                Ok(())
+            });
+        // A guard against a hang, not a speed check: the group needs milliseconds.
+        tokio::time::timeout(Duration::from_secs(120), group)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the group hung"))
+            .unwrap();
+    }
+}

@@ -100,6 +100,7 @@ pub(crate) struct Slot<T> {
 
 impl<T: Send + 'static> Deliver for Slot<T> {
     type Value = T;
+    type Output = ();
 
     fn deliver(self, result: Result<T, TaskError>) {
         let mut state = self.collector.lock();
@@ -119,11 +120,15 @@ impl<T: Send + 'static> Deliver for Slot<T> {
         }
     }
 
+    type Ticket = ();
+
+    fn queue(&mut self) {}
+
     type Control = ();
 
     fn control(&self) {}
 
-    fn spawned((): (), _abort: tokio::task::AbortHandle) {}
+    fn spawned((): (), _join: tokio::task::JoinHandle<()>) {}
 }
 
 /// The gather body: keeps at most `limit` items in flight, pulling the input only when one

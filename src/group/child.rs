@@ -8,29 +8,47 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project::{pin_project, pinned_drop};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 
 use super::registry::TaskKey;
 use super::shared::Shared;
 use crate::chain::{Enter, Node};
 use crate::error::{Reported, TaskError};
 
-/// Where a child's value goes: the task's handle, or a collector such as `gather`'s.
+/// Where a child's value goes: the task's handle (as the task's output), or a collector such
+/// as `gather`'s.
 pub(crate) trait Deliver: Send + 'static {
     /// The task's value.
     type Value;
 
-    /// Hands over the value, or why there is none. Called exactly once.
-    fn deliver(self, result: Result<Self::Value, TaskError>);
+    /// What the task returns, to whoever holds its `JoinHandle`.
+    type Output: Send + 'static;
 
-    /// What the sink keeps to learn the task's abort handle once it is spawned.
+    /// Hands over the value, or why there is none. Called at most once, by the task.
+    fn deliver(self, result: Result<Self::Value, TaskError>) -> Self::Output;
+
+    /// The task was dropped in the group's queue, never spawned.
+    fn never_spawned(self)
+    where
+        Self: Sized,
+    {
+        drop(self.deliver(Err(TaskError::cancelled())));
+    }
+
+    /// What a queued task's spawner gets back, to make a handle from.
+    type Ticket;
+
+    /// The task is about to wait in the group's queue.
+    fn queue(&mut self) -> Self::Ticket;
+
+    /// What the sink keeps to hand over the task's `JoinHandle` once a queued task is spawned.
     type Control;
 
     /// Taken before the sink moves into the task.
     fn control(&self) -> Self::Control;
 
-    /// The task was spawned (possibly after waiting in the queue); `abort` stops it.
-    fn spawned(control: Self::Control, abort: AbortHandle);
+    /// A task that waited in the queue was spawned.
+    fn spawned(control: Self::Control, join: JoinHandle<Self::Output>);
 
     /// Whether the task was aborted while it waited in the queue: it is then never spawned.
     fn is_aborted(_control: &Self::Control) -> bool {
@@ -84,9 +102,9 @@ where
     F: Future<Output = Result<T, E>>,
     S: Deliver<Value = T>,
 {
-    type Output = ();
+    type Output = S::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
         let mut this = self.project();
         let _span = this.span.enter();
         let polled = {
@@ -104,26 +122,23 @@ where
             crate::chain::drop_in(this.node, this.fut.as_mut())
         }));
         let sender = this.result.take().expect("result sent once");
-        let failure = match polled {
-            Ok(Ok(value)) => {
-                sender.deliver(Ok(value));
-                None
-            }
-            Ok(Err(error)) => {
-                sender.deliver(Err(TaskError::failed(Reported::new())));
-                Some(Ended::Error(error))
-            }
-            Err(payload) => {
-                sender.deliver(Err(TaskError::panicked(None)));
-                Some(Ended::Panic(payload))
-            }
+        let (output, failure) = match polled {
+            Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
+            Ok(Err(error)) => (
+                sender.deliver(Err(TaskError::failed(Reported::new()))),
+                Some(Ended::Error(error)),
+            ),
+            Err(payload) => (
+                sender.deliver(Err(TaskError::panicked(None))),
+                Some(Ended::Panic(payload)),
+            ),
         };
         let (group, key) = this.group.take().expect("the end is reported once");
         group.task_ended(key, this.name.take(), failure);
         if let Err(payload) = dropped {
             group.record_child_panic(this.name.take(), payload);
         }
-        Poll::Ready(())
+        Poll::Ready(output)
     }
 }
 
@@ -156,7 +171,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             } else {
                 TaskError::cancelled()
             };
-            sender.deliver(Err(err));
+            drop(sender.deliver(Err(err)));
         }
         if let Some((group, key)) = this.group.take() {
             group.task_ended(key, this.name.take(), panic);

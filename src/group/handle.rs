@@ -1,46 +1,49 @@
-//! Handles to the tasks of a group, and the slot a task delivers its value to.
+//! Handles to the tasks of a group, and the slot through which a queued task's handle learns
+//! that it was spawned.
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 
-use tokio::task::{AbortHandle, Id};
+use tokio::task::{Id, JoinError, JoinHandle};
 
 use super::child::Deliver;
 use super::shared::Dequeue;
 use crate::error::TaskError;
 
-/// Where a task's value waits for its handle, and how the handle aborts the task: one
-/// allocation per task, shared by the task and its handle, also while the task waits in the
-/// group's queue, unspawned.
-///
-/// Everything sits under one uncontended mutex: each field is written about once, and a lock is
-/// cheaper than the `OnceLock`s and atomics it replaced, and rules out their interleavings.
+/// What a task's handle awaits: the task's own output, through tokio's `JoinHandle`.
+type Output<T> = Result<T, TaskError>;
+
+/// Where the handle of a task that waits in the group's queue finds the task's `JoinHandle`
+/// once it is spawned, or its result if it never is. A task spawned at once needs none: its
+/// handle holds the `JoinHandle` from the start, and a task costs no allocation of quattro's.
 pub(crate) struct ResultSlot<T> {
     state: Mutex<SlotState<T>>,
 }
 
 struct SlotState<T> {
-    result: Option<Result<T, TaskError>>,
-    /// The result was delivered (and may have been taken since).
-    delivered: bool,
+    /// Set when the task is dropped unspawned (or refused).
+    result: Option<Output<T>>,
+    /// Set when the task is spawned, until the handle takes it.
+    join: Option<JoinHandle<Output<T>>>,
+    /// A result or a join handle was stored (and may have been taken since).
+    settled: bool,
     waker: Option<Waker>,
-    /// Set when the task is spawned.
-    abort: Option<AbortHandle>,
     /// The handle asked for an abort, possibly before the task was spawned.
     aborted: bool,
 }
 
 impl<T> ResultSlot<T> {
-    pub(crate) fn new() -> Arc<ResultSlot<T>> {
+    fn new() -> Arc<ResultSlot<T>> {
         Arc::new(ResultSlot {
             state: Mutex::new(SlotState {
                 result: None,
-                delivered: false,
+                join: None,
+                settled: false,
                 waker: None,
-                abort: None,
                 aborted: false,
             }),
         })
@@ -55,10 +58,8 @@ impl<T> ResultSlot<T> {
         let spawned = {
             let mut state = self.lock();
             state.aborted = true;
-            state.abort.clone()
+            state.join.as_ref().map(JoinHandle::abort_handle)
         };
-        // Outside the lock: aborting may drop the task's future right here (a runtime shutting
-        // down), and its drop delivers to this slot.
         if let Some(handle) = spawned {
             handle.abort();
             return;
@@ -68,19 +69,19 @@ impl<T> ResultSlot<T> {
         let group = queue.and_then(Weak::upgrade);
         let removed = group.and_then(|group| group.dequeue(self as *const Self as usize));
         drop(removed);
-        self.store(Err(TaskError::cancelled()));
+        self.settle(|state| state.result = Some(Err(TaskError::cancelled())));
     }
 
-    /// Stores the first result; later ones (a task aborted while it was being spawned) are
+    /// Stores the first outcome; a later one (a task aborted while it was being spawned) is
     /// dropped.
-    fn store(&self, result: Result<T, TaskError>) {
+    fn settle(&self, store: impl FnOnce(&mut SlotState<T>)) {
         let waker = {
             let mut state = self.lock();
-            if state.delivered {
+            if state.settled {
                 return;
             }
-            state.result = Some(result);
-            state.delivered = true;
+            store(&mut state);
+            state.settled = true;
             state.waker.take()
         };
         // The handle may be gone: dropping a handle does not cancel the task.
@@ -90,36 +91,77 @@ impl<T> ResultSlot<T> {
     }
 }
 
-impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
+/// The sink of a task spawned for a [`TaskHandle`]: the value is the task's output. Only a
+/// task that has to wait in the queue gets a [`ResultSlot`].
+pub(crate) struct ToHandle<T> {
+    slot: Option<Arc<ResultSlot<T>>>,
+    _value: PhantomData<fn() -> T>,
+}
+
+impl<T> ToHandle<T> {
+    pub(crate) fn new() -> Self {
+        ToHandle {
+            slot: None,
+            _value: PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> Deliver for ToHandle<T> {
     type Value = T;
+    type Output = Output<T>;
 
-    fn deliver(self, result: Result<T, TaskError>) {
-        self.store(result);
+    fn deliver(self, result: Output<T>) -> Output<T> {
+        result
     }
 
-    type Control = Arc<ResultSlot<T>>;
-
-    fn control(&self) -> Arc<ResultSlot<T>> {
-        self.clone()
-    }
-
-    fn spawned(slot: Arc<ResultSlot<T>>, abort: AbortHandle) {
-        let mut state = slot.lock();
-        // Under the slot's lock: either `abort` sees the handle, or this sees its flag.
-        let aborted = state.aborted.then(|| abort.clone());
-        state.abort = Some(abort);
-        drop(state);
-        if let Some(abort) = aborted {
-            abort.abort();
+    fn never_spawned(self) {
+        if let Some(slot) = self.slot {
+            slot.settle(|state| state.result = Some(Err(TaskError::cancelled())));
         }
     }
 
-    fn is_aborted(slot: &Arc<ResultSlot<T>>) -> bool {
-        slot.lock().aborted
+    type Ticket = Arc<ResultSlot<T>>;
+
+    fn queue(&mut self) -> Arc<ResultSlot<T>> {
+        self.slot.get_or_insert_with(ResultSlot::new).clone()
+    }
+
+    type Control = Option<Arc<ResultSlot<T>>>;
+
+    fn control(&self) -> Self::Control {
+        self.slot.clone()
+    }
+
+    fn spawned(slot: Self::Control, join: JoinHandle<Output<T>>) {
+        let Some(slot) = slot else { return };
+        let abort = join.abort_handle();
+        let (aborted, waker) = {
+            let mut state = slot.lock();
+            // Under the slot's lock: either `abort` sees the join handle, or this its flag.
+            // Settled already means aborted too: the handle resolved to cancelled.
+            if !state.settled {
+                state.join = Some(join);
+                state.settled = true;
+            }
+            (state.aborted, state.waker.take())
+        };
+        if aborted {
+            abort.abort();
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn is_aborted(slot: &Self::Control) -> bool {
+        slot.as_ref().is_some_and(|slot| slot.lock().aborted)
     }
 
     fn key(&self) -> usize {
-        Arc::as_ptr(self) as usize
+        self.slot
+            .as_ref()
+            .map_or(0, |slot| Arc::as_ptr(slot) as usize)
     }
 }
 
@@ -163,25 +205,45 @@ impl<T: Send + 'static> Deliver for Arc<ResultSlot<T>> {
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
 pub struct TaskHandle<T> {
-    slot: Arc<ResultSlot<T>>,
-    /// The group, when the task was queued there: an abort takes it out of the queue.
-    queue: Option<Weak<dyn Dequeue>>,
+    state: HandleState<T>,
+}
+
+enum HandleState<T> {
+    /// The task runs (or ran): its output comes through tokio's join handle.
+    Spawned(JoinHandle<Output<T>>),
+    /// The task waits in the group's queue, or was refused.
+    Queued {
+        slot: Arc<ResultSlot<T>>,
+        /// The group, whose queue an abort takes the task out of.
+        queue: Option<Weak<dyn Dequeue>>,
+    },
+    /// The result was taken.
+    Done(Option<Id>),
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(slot: Arc<ResultSlot<T>>, queue: Option<Weak<dyn Dequeue>>) -> Self {
-        TaskHandle { slot, queue }
+    pub(crate) fn spawned(join: JoinHandle<Output<T>>) -> Self {
+        TaskHandle {
+            state: HandleState::Spawned(join),
+        }
+    }
+
+    pub(crate) fn queued(slot: Arc<ResultSlot<T>>, queue: Weak<dyn Dequeue>) -> Self {
+        TaskHandle {
+            state: HandleState::Queued {
+                slot,
+                queue: Some(queue),
+            },
+        }
     }
 
     /// A handle that is already resolved to "cancelled": the group refused the task.
     pub(crate) fn refused() -> Self {
         let slot = ResultSlot::new();
-        {
-            let mut state = slot.lock();
-            state.result = Some(Err(TaskError::cancelled()));
-            state.delivered = true;
+        slot.settle(|state| state.result = Some(Err(TaskError::cancelled())));
+        TaskHandle {
+            state: HandleState::Queued { slot, queue: None },
         }
-        TaskHandle { slot, queue: None }
     }
 
     /// Cancels this one task. This is not a failure of the group: the group goes on, and the
@@ -207,39 +269,80 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     pub fn abort(&self) {
-        self.slot.abort(self.queue.as_ref());
+        match &self.state {
+            HandleState::Spawned(join) => join.abort(),
+            HandleState::Queued { slot, queue } => slot.abort(queue.as_ref()),
+            HandleState::Done(_) => {}
+        }
     }
 
     /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
     /// group refused it.
     pub fn id(&self) -> Option<Id> {
-        self.slot.lock().abort.as_ref().map(AbortHandle::id)
+        match &self.state {
+            HandleState::Spawned(join) => Some(join.id()),
+            HandleState::Queued { slot, .. } => slot.lock().join.as_ref().map(JoinHandle::id),
+            HandleState::Done(id) => *id,
+        }
     }
 
     /// Whether the task has ended (its result, whatever it is, is ready).
     pub fn is_finished(&self) -> bool {
-        self.slot.lock().delivered
+        match &self.state {
+            HandleState::Spawned(join) => join.is_finished(),
+            HandleState::Queued { slot, .. } => {
+                let state = slot.lock();
+                state.result.is_some() || state.join.as_ref().is_some_and(JoinHandle::is_finished)
+            }
+            HandleState::Done(_) => true,
+        }
     }
 }
 
 impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.slot.lock();
-        if let Some(result) = state.result.take() {
-            return Poll::Ready(result);
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        loop {
+            match &mut self.state {
+                HandleState::Spawned(join) => {
+                    let out = std::task::ready!(Pin::new(&mut *join).poll(cx));
+                    let id = join.id();
+                    self.state = HandleState::Done(Some(id));
+                    return Poll::Ready(out.unwrap_or_else(join_error));
+                }
+                HandleState::Queued { slot, .. } => {
+                    let mut state = slot.lock();
+                    if let Some(result) = state.result.take() {
+                        drop(state);
+                        self.state = HandleState::Done(None);
+                        return Poll::Ready(result);
+                    }
+                    if let Some(join) = state.join.take() {
+                        drop(state);
+                        self.state = HandleState::Spawned(join);
+                        continue;
+                    }
+                    match &mut state.waker {
+                        Some(waker) if waker.will_wake(cx.waker()) => {}
+                        slot => *slot = Some(cx.waker().clone()),
+                    }
+                    return Poll::Pending;
+                }
+                HandleState::Done(_) => panic!("a TaskHandle was polled after it completed"),
+            }
         }
-        assert!(
-            !state.delivered,
-            "a TaskHandle was polled after it completed"
-        );
-        match &mut state.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
-        Poll::Pending
     }
+}
+
+/// A task's join error as the handle reports it. The task catches its future's panics, so
+/// this is an abort, or the runtime shutting down.
+fn join_error<T>(err: JoinError) -> Output<T> {
+    Err(if err.is_panic() {
+        TaskError::panicked(None)
+    } else {
+        TaskError::cancelled()
+    })
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {

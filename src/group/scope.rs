@@ -232,7 +232,7 @@ where
             }
             // Outside the lock: spawning a queued task may drop it at once (a runtime shutting
             // down), and its drop reports to the group.
-            shared.start_queued();
+            shared.start_queued(cx);
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx).failed;
             // Read before the group cancels its own node below.

@@ -11,7 +11,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
 use super::child::{Child, Deliver, Ended};
-use super::handle::{ResultSlot, TaskHandle};
+use super::handle::{TaskHandle, ToHandle};
 use super::registry::{Registry, TaskKey};
 use crate::chain::{Node, Orphan};
 use crate::error::{Failure, TaskLabel};
@@ -81,14 +81,17 @@ where
     fn start(mut self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey) {
         let (fut, sink) = (self.fut.take(), self.sink.take());
         let (fut, sink) = fut.zip(sink).expect("a queued task starts once");
-        if S::is_aborted(&sink.control()) {
+        let control = sink.control();
+        if S::is_aborted(&control) {
             // Aborted by its handle while queued (which already resolved): never polled.
-            super::scope::drop_queued(&mut Some(shared.node.clone()), (fut, sink));
+            super::scope::drop_queued(&mut Some(shared.node.clone()), fut);
+            sink.never_spawned();
             shared.task_ended(key, None, None);
             return;
         }
         let name = self.name.take();
-        shared.spawn_reserved(key, Role::Normal, fut, sink, name);
+        let join = shared.spawn_reserved(key, Role::Normal, fut, sink, name);
+        S::spawned(control, join);
     }
 
     fn key(&self) -> usize {
@@ -101,7 +104,7 @@ impl<F, S: Deliver, N> Drop for Pending<F, S, N> {
         if let Some(sink) = self.sink.take() {
             // Never spawned: the group closed (or its handle aborted it) while it waited.
             drop(self.fut.take());
-            sink.deliver(Err(crate::error::TaskError::cancelled()));
+            sink.never_spawned();
         }
     }
 }
@@ -110,10 +113,10 @@ impl<F, S: Deliver, N> Drop for Pending<F, S, N> {
 pub(crate) struct QueuedTasks<E>(#[allow(dead_code)] VecDeque<Queued<E>>);
 
 /// What `spawn_with` did with a task it accepted.
-pub(crate) enum Spawned {
-    Now,
+pub(crate) enum Spawned<S: Deliver> {
+    Now(tokio::task::JoinHandle<S::Output>),
     /// Queued until a slot frees under the limit.
-    Queued,
+    Queued(S::Ticket),
 }
 
 /// Whether a task counts against the limit and keeps the group open.
@@ -330,16 +333,15 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        let slot = ResultSlot::new();
-        match self.spawn_with(fut, slot.clone(), name, role, queue_if_full) {
-            Ok(Spawned::Now) => Ok(TaskHandle::new(slot, None)),
-            Ok(Spawned::Queued) => {
+        match self.spawn_with(fut, ToHandle::new(), name, role, queue_if_full) {
+            Ok(Spawned::Now(join)) => Ok(TaskHandle::spawned(join)),
+            Ok(Spawned::Queued(slot)) => {
                 // The handle, not the queued task, keeps the way back to the queue: the queue
                 // is what a long limited run holds a million of.
                 let queue: Weak<dyn Dequeue> = Arc::downgrade(self) as Weak<Shared<E>>;
-                Ok(TaskHandle::new(slot, Some(queue)))
+                Ok(TaskHandle::queued(slot, queue))
             }
-            Err((fut, _unused_slot)) => Err(fut),
+            Err((fut, _unused_sink)) => Err(fut),
         }
     }
 
@@ -353,7 +355,7 @@ impl<E: Send + 'static> Shared<E> {
         name: Option<Arc<str>>,
         role: Role,
         queue_if_full: bool,
-    ) -> Result<Spawned, (F, S)>
+    ) -> Result<Spawned<S>, (F, S)>
     where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
@@ -373,9 +375,12 @@ impl<E: Send + 'static> Shared<E> {
         if !full {
             let key = state.tasks.reserve(role);
             drop(state);
-            self.spawn_reserved(key, role, fut, sink, name);
-            return Ok(Spawned::Now);
+            return Ok(Spawned::Now(
+                self.spawn_reserved(key, role, fut, sink, name),
+            ));
         }
+        let mut sink = sink;
+        let ticket = sink.queue();
         let (fut, sink) = (Some(fut), Some(sink));
         let queued: Queued<E> = match name {
             None => Box::new(Pending {
@@ -390,7 +395,7 @@ impl<E: Send + 'static> Shared<E> {
             }),
         };
         state.queue.push_back(queued);
-        Ok(Spawned::Queued)
+        Ok(Spawned::Queued(ticket))
     }
 
     /// Spawns `fut` as the child task counted under `key`. Called without the group's lock: a
@@ -404,23 +409,24 @@ impl<E: Send + 'static> Shared<E> {
         fut: F,
         sink: S,
         name: Option<Arc<str>>,
-    ) where
+    ) -> tokio::task::JoinHandle<S::Output>
+    where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
-        let control = sink.control();
         let child = self.child(key, fut, sink, name);
-        let abort = self.runtime.spawn(child).abort_handle();
+        let join = self.runtime.spawn(child);
+        let abort = join.abort_handle();
         let mut state = self.lock();
-        let attached = state.tasks.attach(key, abort.clone());
+        let attached = state.tasks.attach(key, abort);
         // Aborted while it was being spawned: `abort` found no handle to abort then.
         let abort_now = attached
             && (state.aborted_all || (role == Role::Background && state.aborted_background));
         drop(state);
         if abort_now {
-            abort.abort();
+            join.abort();
         }
-        S::spawned(control, abort);
+        join
     }
 
     /// Spawns, waiting first for a free slot under the limit.
@@ -469,12 +475,16 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Starts queued tasks while slots are free, unless something failed or the group closed.
     /// Called without the lock; the tasks are spawned outside it.
-    pub(crate) fn start_queued(self: &Arc<Self>) {
+    ///
+    /// Registers `cx` under the same lock as the check that ends it: a task that ends after
+    /// that check wakes the group, one that ended before it freed a slot the check saw.
+    pub(crate) fn start_queued(self: &Arc<Self>, cx: &mut Context<'_>) {
         let Some(limit) = self.limit else {
             return;
         };
         loop {
             let mut state = self.lock();
+            state.register_waiter(cx);
             if state.closed || !state.failures.is_empty() || state.tasks.normal() >= limit {
                 return;
             }
