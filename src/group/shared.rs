@@ -48,9 +48,9 @@ impl<E: Send + 'static> Dequeue for Shared<E> {
 /// A queued task. `N` is `()` for an unnamed task, so that the queue does not pay for the
 /// name of every task (16 bytes, a few percent of a queued item).
 struct Pending<F, S: Deliver, N> {
-    /// Both `Some` until started; a queued task dropped unstarted tells its sink.
-    fut: Option<F>,
-    sink: Option<S>,
+    /// `Some` until started; a queued task dropped unstarted tells its sink. One `Option` for
+    /// both: a second would cost a word per queued task.
+    task: Option<(F, S)>,
     name: N,
 }
 
@@ -79,8 +79,7 @@ where
     E: Send + 'static,
 {
     fn start(mut self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey) {
-        let (fut, sink) = (self.fut.take(), self.sink.take());
-        let (fut, sink) = fut.zip(sink).expect("a queued task starts once");
+        let (fut, sink) = self.task.take().expect("a queued task starts once");
         let control = sink.control();
         if S::is_aborted(&control) {
             // Aborted by its handle while queued (which already resolved): never polled.
@@ -95,15 +94,15 @@ where
     }
 
     fn key(&self) -> usize {
-        self.sink.as_ref().map_or(0, S::key)
+        self.task.as_ref().map_or(0, |(_, sink)| sink.key())
     }
 }
 
 impl<F, S: Deliver, N> Drop for Pending<F, S, N> {
     fn drop(&mut self) {
-        if let Some(sink) = self.sink.take() {
+        if let Some((fut, sink)) = self.task.take() {
             // Never spawned: the group closed (or its handle aborted it) while it waited.
-            drop(self.fut.take());
+            drop(fut);
             sink.never_spawned();
         }
     }
@@ -381,18 +380,10 @@ impl<E: Send + 'static> Shared<E> {
         }
         let mut sink = sink;
         let ticket = sink.queue();
-        let (fut, sink) = (Some(fut), Some(sink));
+        let task = Some((fut, sink));
         let queued: Queued<E> = match name {
-            None => Box::new(Pending {
-                fut,
-                sink,
-                name: (),
-            }),
-            named => Box::new(Pending {
-                fut,
-                sink,
-                name: named,
-            }),
+            None => Box::new(Pending { task, name: () }),
+            named => Box::new(Pending { task, name: named }),
         };
         state.queue.push_back(queued);
         Ok(Spawned::Queued(ticket))
