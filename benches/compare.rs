@@ -479,23 +479,52 @@ fn rounds_for(job: Job, tasks: u64) -> Job {
     if tasks > 10_000 { job.rounds(21) } else { job }
 }
 
-/// Spawn + join N trivial tasks in a `TaskGroup` vs a `JoinSet` + `join_next` loop (target
-/// ≤ 1.10×); and, for context at 1k, vs `tokio::spawn` + awaiting the handles in order and a
-/// `TaskTracker`, which keep no join set (the tracker does not even collect results).
-fn group_jobs(rts: &Runtimes) -> Vec<Job> {
+/// A workload of N tasks, one side of which is quattro's.
+trait TaskSide: Copy + 'static {
+    fn time(self, rt: &Runtime, n: u64, iters: u64) -> Duration;
+    fn label(self) -> &'static str;
+}
+
+impl TaskSide for SpawnJoin {
+    fn time(self, rt: &Runtime, n: u64, iters: u64) -> Duration {
+        SpawnJoin::time(self, rt, n, iters)
+    }
+
+    fn label(self) -> &'static str {
+        SpawnJoin::label(self)
+    }
+}
+
+impl TaskSide for Gather {
+    fn time(self, rt: &Runtime, n: u64, iters: u64) -> Duration {
+        Gather::time(self, rt, n, iters)
+    }
+
+    fn label(self) -> &'static str {
+        Gather::label(self)
+    }
+}
+
+/// For each runtime and N: `quattro` vs `peer` (target ≤ 1.10×), and at 1k, for context,
+/// `quattro` vs the `context` peers in a row named `{what} {N} {context_name}`.
+fn task_jobs<S: TaskSide>(
+    rts: &Runtimes,
+    what: &str,
+    (quattro, peer): (S, S),
+    context_name: &str,
+    context: [S; 2],
+) -> Vec<Job> {
     let mut jobs = Vec::new();
     for (flavor, rt) in rts.each() {
         for n in TASK_COUNTS {
             let (count, fl) = (count_label(n), flavor.label());
             let (q, p) = (rt.clone(), rt.clone());
             let job = Job::timed(
-                format!("group spawn+join {count} [{fl}]"),
+                format!("{what} {count} [{fl}]"),
                 Target::AtMost(1.10),
-                move |iters| SpawnJoin::TaskGroup.time(&q, n, iters),
+                move |iters| quattro.time(&q, n, iters),
             )
-            .peer(SpawnJoin::JoinSet.label(), move |iters| {
-                SpawnJoin::JoinSet.time(&p, n, iters)
-            });
+            .peer(peer.label(), move |iters| peer.time(&p, n, iters));
             jobs.push(rounds_for(job, n));
 
             if n > 1_000 {
@@ -503,17 +532,31 @@ fn group_jobs(rts: &Runtimes) -> Vec<Job> {
             }
             let q = rt.clone();
             let mut job = Job::timed(
-                format!("group spawn+join {count} vs no join set [{fl}]"),
+                format!("{what} {count} {context_name} [{fl}]"),
                 Target::Info,
-                move |iters| SpawnJoin::TaskGroup.time(&q, n, iters),
+                move |iters| quattro.time(&q, n, iters),
             );
-            for peer in [SpawnJoin::SpawnVec, SpawnJoin::TaskTracker] {
+            for other in context {
                 let p = rt.clone();
-                job = job.peer(peer.label(), move |iters| peer.time(&p, n, iters));
+                job = job.peer(other.label(), move |iters| other.time(&p, n, iters));
             }
             jobs.push(job);
         }
     }
+    jobs
+}
+
+/// Spawn + join N trivial tasks in a `TaskGroup` vs a `JoinSet` + `join_next` loop (target
+/// ≤ 1.10×); and, for context at 1k, vs `tokio::spawn` + awaiting the handles in order and a
+/// `TaskTracker`, which keep no join set (the tracker does not even collect results).
+fn group_jobs(rts: &Runtimes) -> Vec<Job> {
+    let mut jobs = task_jobs(
+        rts,
+        "group spawn+join",
+        (SpawnJoin::TaskGroup, SpawnJoin::JoinSet),
+        "vs no join set",
+        [SpawnJoin::SpawnVec, SpawnJoin::TaskTracker],
+    );
     let p = rts.mt.clone();
     jobs.push(Job::self_check(
         "JoinSet spawn+join 1k [mt]",
@@ -526,38 +569,13 @@ fn group_jobs(rts: &Runtimes) -> Vec<Job> {
 /// context at 1k, vs `try_join_all` and `Vec::try_join`, which poll every future inside the
 /// caller's task instead of spawning it.
 fn gather_jobs(rts: &Runtimes) -> Vec<Job> {
-    let mut jobs = Vec::new();
-    for (flavor, rt) in rts.each() {
-        for n in TASK_COUNTS {
-            let (count, fl) = (count_label(n), flavor.label());
-            let (q, p) = (rt.clone(), rt.clone());
-            let job = Job::timed(
-                format!("gather {count} [{fl}]"),
-                Target::AtMost(1.10),
-                move |iters| Gather::Quattro.time(&q, n, iters),
-            )
-            .peer(Gather::JoinSetIndex.label(), move |iters| {
-                Gather::JoinSetIndex.time(&p, n, iters)
-            });
-            jobs.push(rounds_for(job, n));
-
-            if n > 1_000 {
-                continue;
-            }
-            let q = rt.clone();
-            let mut job = Job::timed(
-                format!("gather {count} vs in place [{fl}]"),
-                Target::Info,
-                move |iters| Gather::Quattro.time(&q, n, iters),
-            );
-            for peer in [Gather::TryJoinAll, Gather::TryJoinVec] {
-                let p = rt.clone();
-                job = job.peer(peer.label(), move |iters| peer.time(&p, n, iters));
-            }
-            jobs.push(job);
-        }
-    }
-    jobs
+    task_jobs(
+        rts,
+        "gather",
+        (Gather::Quattro, Gather::JoinSetIndex),
+        "vs in place",
+        [Gather::TryJoinAll, Gather::TryJoinVec],
+    )
 }
 
 /// Limited fan-out, N = 100k, limit 16: `concurrency_limit(16)` vs a `JoinSet` + a `Semaphore`

@@ -13,32 +13,13 @@
 
 mod common;
 
-use std::time::Duration;
 
-use criterion::{
-    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-    measurement::WallTime,
-};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 use common::{
-    FAN_OUT_LIMIT, FAN_OUT_TASKS, Flavor, Gather, LimitedGather, TASK_COUNTS, count_label,
+    FAN_OUT_LIMIT, FAN_OUT_TASKS, Flavor, Gather, LimitedGather, TASK_COUNTS, configure,
+    count_label,
 };
-
-/// Sized so that the whole bench takes about a minute: a 1k-item gather takes about a
-/// millisecond, a 100k-item one some 100 ms, so the big jobs take the fewest samples criterion
-/// allows, of one iteration each.
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>, items: u64) {
-    group.throughput(Throughput::Elements(items));
-    group.warm_up_time(Duration::from_millis(500));
-    if items > 10_000 {
-        group.sample_size(10);
-        group.sampling_mode(SamplingMode::Flat);
-        group.measurement_time(Duration::from_millis(1500));
-    } else {
-        group.sample_size(20);
-        group.measurement_time(Duration::from_secs(1));
-    }
-}
 
 /// `gather` of N trivial futures vs `JoinSet` + index, `try_join_all` and `Vec::try_join`.
 fn gather(c: &mut Criterion) {

@@ -10,33 +10,12 @@
 
 mod common;
 
-use std::time::Duration;
-
-use criterion::{
-    BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-    measurement::WallTime,
-};
+use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 
 use common::{
     CANCEL_TASKS, Cancel, FAN_OUT_LIMIT, FAN_OUT_TASKS, FanOut, Flavor, SpawnJoin, TASK_COUNTS,
-    count_label,
+    configure, count_label,
 };
-
-/// Sized so that the whole bench takes a minute or two: a 1k-task iteration takes about a
-/// millisecond, a 100k-task one some 100 ms, so the big jobs take the fewest samples criterion
-/// allows, of one iteration each.
-fn configure(group: &mut BenchmarkGroup<'_, WallTime>, tasks: u64) {
-    group.throughput(Throughput::Elements(tasks));
-    group.warm_up_time(Duration::from_millis(500));
-    if tasks > 10_000 {
-        group.sample_size(10);
-        group.sampling_mode(SamplingMode::Flat);
-        group.measurement_time(Duration::from_millis(1500));
-    } else {
-        group.sample_size(20);
-        group.measurement_time(Duration::from_secs(1));
-    }
-}
 
 /// Spawn N trivial tasks and wait for all: `TaskGroup::scope` vs `JoinSet` + `join_next`,
 /// `tokio::spawn` + the handles awaited in order, and `TaskTracker`.

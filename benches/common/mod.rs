@@ -888,3 +888,24 @@ impl Cancel {
         time_tasks(rt, iters, move || self.run(n))
     }
 }
+
+// --- criterion settings --------------------------------------------------------------------
+
+/// Sized so that a criterion bench of task jobs takes a minute or two: a 1k-task iteration
+/// takes about a millisecond, a 100k-task one some 100 ms, so the big jobs take the fewest
+/// samples criterion allows, of one iteration each.
+pub fn configure(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    tasks: u64,
+) {
+    group.throughput(criterion::Throughput::Elements(tasks));
+    group.warm_up_time(Duration::from_millis(500));
+    if tasks > 10_000 {
+        group.sample_size(10);
+        group.sampling_mode(criterion::SamplingMode::Flat);
+        group.measurement_time(Duration::from_millis(1500));
+    } else {
+        group.sample_size(20);
+        group.measurement_time(Duration::from_secs(1));
+    }
+}

@@ -167,33 +167,22 @@ fn empty_runtime(rt: &Runtime) {
 
 /// A group with limit 16 running 16 items: the fixed cost of a group.
 fn empty_group(rt: &Runtime) {
-    rt.block_on(async {
-        quattro::TaskGroup::builder()
-            .concurrency_limit(LIMIT)
-            .scope(|tg| async move {
-                for i in 0..LIMIT as u64 {
-                    let state = state(i);
-                    tg.spawn(async move {
-                        tokio::task::yield_now().await;
-                        black_box(&state);
-                        Ok::<_, ()>(())
-                    });
-                }
-                Ok(())
-            })
-            .await
-            .expect("no item fails");
-    });
+    spawn_into_group(rt, LIMIT as u64);
 }
 
 /// 1M `spawn` calls into a group with limit 16: all but 16 wait in the group's queue as
 /// futures.
 fn group_spawn(rt: &Runtime) {
+    spawn_into_group(rt, ITEMS);
+}
+
+/// `items` `spawn` calls into a group with limit 16.
+fn spawn_into_group(rt: &Runtime, items: u64) {
     rt.block_on(async {
         quattro::TaskGroup::builder()
             .concurrency_limit(LIMIT)
             .scope(|tg| async move {
-                for i in 0..ITEMS {
+                for i in 0..items {
                     let state = state(i);
                     tg.spawn(async move {
                         tokio::task::yield_now().await;
