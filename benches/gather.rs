@@ -13,7 +13,6 @@
 
 mod common;
 
-
 use criterion::{Criterion, criterion_group, criterion_main};
 
 use common::{
