@@ -364,7 +364,8 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.shared.is_closed()
     }
 
-    /// How many normal tasks are running (spawned and not yet reaped by the group).
+    /// How many normal tasks are running: spawned, and not yet ended (a task leaves the count
+    /// as its future is dropped, before its handle resolves). Queued tasks do not count.
     pub fn len(&self) -> usize {
         self.shared.lock().normal_len()
     }

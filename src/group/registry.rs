@@ -71,11 +71,11 @@ impl Registry {
         }
     }
 
-    /// Forgets an ended task; its role, unless it was already released.
-    pub(crate) fn release(&mut self, key: TaskKey) -> Option<Role> {
+    /// Forgets an ended task; its role and abort handle, unless it was already released.
+    pub(crate) fn release(&mut self, key: TaskKey) -> Option<(Role, Option<AbortHandle>)> {
         let entry = self.live(key)?;
         let role = entry.role.take();
-        entry.abort = None;
+        let abort = entry.abort.take();
         entry.generation = entry.generation.wrapping_add(1);
         self.free.push(key.index);
         match role {
@@ -83,7 +83,7 @@ impl Registry {
             Some(Role::Background) => self.background -= 1,
             None => {}
         }
-        role
+        role.map(|role| (role, abort))
     }
 
     /// Aborts every spawned task of `role`, or of both roles. Tasks not yet attached are

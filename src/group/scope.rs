@@ -315,6 +315,7 @@ fn poll_drained<E: Send + 'static>(
         if !state.is_drained() {
             return Poll::Pending;
         }
+        ready!(super::shared::poll_all_finished(&mut state, cx));
         drop(state);
         ready!(shared.node.poll_orphans(cx));
         if !shared.node.finish() {

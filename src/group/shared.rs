@@ -151,6 +151,11 @@ pub(crate) struct State<E> {
     pub(crate) panicked: bool,
     /// Whoever waits for the tasks: the group's future, or the scope that adopted them.
     waiter: Option<Waker>,
+    /// Tasks that reported their end, until tokio marks them finished too: a group returns
+    /// only once its tasks' handles say `is_finished`. Pruned as it grows.
+    ending: Vec<tokio::task::AbortHandle>,
+    /// The length of `ending` after the last pruning.
+    ending_kept: usize,
 }
 
 /// What reaping found.
@@ -189,7 +194,15 @@ impl<E> Shared<E> {
         failure: Option<Ended<E>>,
     ) {
         let mut state = self.lock();
-        let role = state.tasks.release(key);
+        let role = match state.tasks.release(key) {
+            Some((role, abort)) => {
+                if let Some(abort) = abort {
+                    state.still_finishing(abort);
+                }
+                Some(role)
+            }
+            None => None,
+        };
         let failed = failure.is_some();
         if let Some(failure) = failure {
             let label = TaskLabel::Child {
@@ -269,6 +282,25 @@ impl<E> State<E> {
     pub(crate) fn is_drained(&self) -> bool {
         self.tasks.is_empty()
     }
+
+    /// Keeps an ended task's abort handle until tokio marks the task finished (the rest of its
+    /// poll, on another worker, after it reported its end). Each pruning drops the finished
+    /// ones, and runs when the list doubled: amortised O(1) a task, and the list stays about
+    /// the size of the tasks ending at once.
+    fn still_finishing(&mut self, abort: tokio::task::AbortHandle) {
+        self.ending.push(abort);
+        if self.ending.len() >= (2 * self.ending_kept).max(64) {
+            self.ending.retain(|abort| !abort.is_finished());
+            self.ending_kept = self.ending.len();
+        }
+    }
+
+    /// Whether every ended task is also finished for tokio (its handle's `is_finished`).
+    pub(crate) fn all_finished(&mut self) -> bool {
+        self.ending.retain(|abort| !abort.is_finished());
+        self.ending_kept = self.ending.len();
+        self.ending.is_empty()
+    }
 }
 
 impl<E: Send + 'static> Shared<E> {
@@ -294,6 +326,8 @@ impl<E: Send + 'static> Shared<E> {
                 failures: Vec::new(),
                 panicked: false,
                 waiter: None,
+                ending: Vec::new(),
+                ending_kept: 0,
             }),
             slot_freed: Notify::new(),
             waiting_producers: AtomicUsize::new(0),
@@ -558,11 +592,21 @@ impl<E: Send + 'static> Orphan for AbortedTasks<E> {
     fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.0.lock();
         if state.is_drained() {
-            return Poll::Ready(());
+            return poll_all_finished(&mut state, cx);
         }
         state.register_waiter(cx);
         Poll::Pending
     }
+}
+
+/// Ready once every ended task is finished for tokio. That takes at most the rest of a poll on
+/// another worker, so the caller is simply polled again.
+pub(crate) fn poll_all_finished<E>(state: &mut State<E>, cx: &mut Context<'_>) -> Poll<()> {
+    if state.all_finished() {
+        return Poll::Ready(());
+    }
+    cx.waker().wake_by_ref();
+    Poll::Pending
 }
 
 /// Counts a producer waiting for a slot, also when its future is dropped.
