@@ -237,13 +237,8 @@ where
     }
 }
 
-impl<I, T, E> fmt::Debug for Gather<I, T, E>
-where
-    I: Iterator,
-    I::Item: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-{
+// Printing needs none of the bounds that running does.
+impl<I: Iterator, T, E> fmt::Debug for Gather<I, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Gather")
             .field("started", &self.start.is_none())
@@ -317,13 +312,8 @@ where
     }
 }
 
-impl<I, T, E> fmt::Debug for GatherSettled<I, T, E>
-where
-    I: Iterator,
-    I::Item: Future<Output = Result<T, E>> + Send + 'static,
-    T: Send + 'static,
-    E: Send + 'static,
-{
+// Printing needs none of the bounds that running does.
+impl<I: Iterator, T, E> fmt::Debug for GatherSettled<I, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GatherSettled")
             .field("inner", &self.inner)

@@ -886,10 +886,10 @@ impl Drop for PanicOnDrop {
 }
 
 both_runtimes! {
-    /// What happens when a child's destructor panics while the group aborts it: tokio
-    /// catches the panic (the task ends as a panicked `JoinError`), the group records it as a
-    /// panic of that task after the error that caused the cancellation, and other siblings
-    /// are still dropped. Without `capture_panics` that panic is resumed (the error is logged).
+    /// What happens when a child's destructor panics while the group aborts it: the child's
+    /// wrapper catches the panic, the group records it as a panic of that task after the error
+    /// that caused the cancellation, and other siblings are still dropped. Without
+    /// `capture_panics` that panic is resumed (the error is logged).
     async fn child_panicking_in_drop_during_abort() {
         let drops = Counter::new();
         let d = drops.clone();
@@ -939,6 +939,27 @@ both_runtimes! {
         .catch_unwind()
         .await;
         assert_eq!(panic_text(&*res.unwrap_err()), "drop bug");
+    }
+}
+
+both_runtimes! {
+    /// A task that succeeded but whose future panics as it is dropped fails the group with a
+    /// panic labelled with the task's name.
+    async fn finished_child_panicking_in_drop_is_a_named_failure() {
+        let err = TaskGroup::builder()
+            .capture_panics()
+            .scope(|tg| async move {
+                tg.task("finish-drop").spawn(async {
+                    let _p = PanicOnDrop;
+                    Ok::<_, ()>(())
+                });
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.failures().len(), 1, "{err:?}");
+        assert!(err.failures()[0].is_panic());
+        assert_eq!(err.failures()[0].task_name(), Some("finish-drop"));
     }
 }
 

@@ -134,10 +134,7 @@ where
             ),
         };
         let (group, key) = this.group.take().expect("the end is reported once");
-        group.task_ended(key, this.name.take(), failure);
-        if let Err(payload) = dropped {
-            group.record_child_panic(this.name.take(), payload);
-        }
+        group.task_ended(key, this.name.take(), failure, dropped.err());
         Poll::Ready(output)
     }
 }
@@ -174,7 +171,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             drop(sender.deliver(Err(err)));
         }
         if let Some((group, key)) = this.group.take() {
-            group.task_ended(key, this.name.take(), panic);
+            group.task_ended(key, this.name.take(), panic, None);
         }
     }
 }

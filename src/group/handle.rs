@@ -3,7 +3,6 @@
 
 use std::fmt;
 use std::future::Future;
-use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
@@ -95,15 +94,11 @@ impl<T> ResultSlot<T> {
 /// task that has to wait in the queue gets a [`ResultSlot`].
 pub(crate) struct ToHandle<T> {
     slot: Option<Arc<ResultSlot<T>>>,
-    _value: PhantomData<fn() -> T>,
 }
 
 impl<T> ToHandle<T> {
     pub(crate) fn new() -> Self {
-        ToHandle {
-            slot: None,
-            _value: PhantomData,
-        }
+        ToHandle { slot: None }
     }
 }
 

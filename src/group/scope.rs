@@ -234,7 +234,7 @@ where
             // down), and its drop reports to the group.
             shared.start_queued(cx);
             let mut state = shared.lock();
-            failed |= shared.reap(&mut state, cx).failed;
+            failed |= shared.reap(&mut state, cx);
             // Read before the group cancels its own node below.
             let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
             *this.cancelled = cancelled;

@@ -85,7 +85,7 @@ where
             // Aborted by its handle while queued (which already resolved): never polled.
             super::scope::drop_queued(&mut Some(shared.node.clone()), fut);
             sink.never_spawned();
-            shared.task_ended(key, None, None);
+            shared.task_ended(key, None, None, None);
             return;
         }
         let name = self.name.take();
@@ -158,11 +158,6 @@ pub(crate) struct State<E> {
     ending_kept: usize,
 }
 
-/// What reaping found.
-pub(crate) struct Reaped {
-    pub(crate) failed: bool,
-}
-
 // What needs no `E: 'static`: the group future's `Drop` calls these.
 impl<E> Shared<E> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
@@ -185,13 +180,15 @@ impl<E> Shared<E> {
         }
     }
 
-    /// A task ended (its future is dropped): forgets it, records its failure, and wakes whoever
-    /// waits for what changed. Called from the task, without the group's lock held.
+    /// A task ended (its future is dropped): forgets it, records its failure (and the panic of
+    /// its finished future's destructor, if any), and wakes whoever waits for what changed.
+    /// Called from the task, without the group's lock held.
     pub(crate) fn task_ended(
         &self,
         key: TaskKey,
         name: Option<Arc<str>>,
         failure: Option<Ended<E>>,
+        drop_panic: Option<Box<dyn std::any::Any + Send>>,
     ) {
         let mut state = self.lock();
         let role = match state.tasks.release(key) {
@@ -203,13 +200,15 @@ impl<E> Shared<E> {
             }
             None => None,
         };
-        let failed = failure.is_some();
-        if let Some(failure) = failure {
+        let failures = failure.into_iter().chain(drop_panic.map(Ended::Panic));
+        let mut failed = false;
+        for failure in failures {
             let label = TaskLabel::Child {
                 id: tokio::task::try_id(),
-                name,
+                name: name.clone(),
             };
             state.record(label, failure);
+            failed = true;
         }
         let freed = role == Some(Role::Normal);
         // Wake the waiter only when it has something to do: for a failure, to start a queued
@@ -222,26 +221,6 @@ impl<E> Shared<E> {
             || state.tasks.is_empty();
         let waiter = if wake { state.waiter.take() } else { None };
         drop(state);
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
-    }
-
-    /// A child's finished future panicked while it was dropped.
-    pub(crate) fn record_child_panic(
-        &self,
-        name: Option<Arc<str>>,
-        payload: Box<dyn std::any::Any + Send>,
-    ) {
-        let label = TaskLabel::Child {
-            id: tokio::task::try_id(),
-            name,
-        };
-        let waiter = {
-            let mut state = self.lock();
-            state.record(label, Ended::Panic(payload));
-            state.waiter.take()
-        };
         if let Some(waiter) = waiter {
             waiter.wake();
         }
@@ -384,7 +363,7 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn spawn_with<F, S>(
         self: &Arc<Self>,
         fut: F,
-        sink: S,
+        mut sink: S,
         name: Option<Arc<str>>,
         role: Role,
         queue_if_full: bool,
@@ -412,7 +391,6 @@ impl<E: Send + 'static> Shared<E> {
                 self.spawn_reserved(key, role, fut, sink, name),
             ));
         }
-        let mut sink = sink;
         let ticket = sink.queue();
         let task = Some((fut, sink));
         let queued: Queued<E> = match name {
@@ -486,16 +464,14 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Registers `cx` to be woken when a task ends with something for the group to do, and
     /// tells whether any task (or the body) failed so far.
-    pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Reaped {
+    pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> bool {
         state.register_waiter(cx);
         // Under the lock the caller decides in: a producer let in now finds the group closed
         // if this poll closes it.
         if self.limit.is_some_and(|limit| state.tasks.normal() < limit) {
             self.wake_producers();
         }
-        Reaped {
-            failed: !state.failures.is_empty(),
-        }
+        !state.failures.is_empty()
     }
 
     /// Starts queued tasks while slots are free, unless something failed or the group closed.
@@ -524,9 +500,7 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Records a panic caught by the group itself (in a destructor it ran).
     pub(crate) fn record_panic(&self, label: TaskLabel, payload: Box<dyn std::any::Any + Send>) {
-        let mut state = self.lock();
-        state.failures.push(Failure::from_panic(label, payload));
-        state.panicked = true;
+        self.lock().record(label, Ended::Panic(payload));
     }
 
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
