@@ -76,6 +76,7 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{Ordering, fence};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -89,19 +90,27 @@ use crate::deadline;
 use crate::scope::{Fail, MoveOn};
 
 impl Node {
-    /// Records a shutdown request for this node and fires its tokens; returns whether it is
-    /// the first request.
-    pub(crate) fn request_shutdown(&self) -> bool {
-        let prev = self.set_flags(SHUTDOWN);
-        // Pairs with the fence in the token constructors: either they see the bit, or this
-        // sees their token.
+    /// Records a shutdown request for this node and fires its tokens.
+    pub(crate) fn request_shutdown(&self) {
+        self.set_flags(SHUTDOWN);
+        // Pairs with the fence in `armed_token`: either it sees the bit, or this sees its
+        // token.
         fence(Ordering::SeqCst);
         for token in [&self.shutdown.0, &self.shutdown.1] {
             if let Some(token) = token.get() {
                 token.cancel();
             }
         }
-        prev & SHUTDOWN == 0
+    }
+
+    /// Moves the deadline to `at` if that is earlier (a grace can shorten the time left,
+    /// never extend it); returns whether it moved.
+    pub(crate) fn shorten_deadline(&self, at: Instant) -> bool {
+        let earlier = deadline::encode(at) < self.deadline_raw();
+        if earlier {
+            self.set_deadline(Some(at));
+        }
+        earlier
     }
 
     /// Whether a shutdown was requested for this node itself.
@@ -121,9 +130,15 @@ impl Node {
         false
     }
 
-    /// The token that fires on this node's own request.
-    pub(crate) fn own_shutdown_token(&self) -> &CancellationToken {
-        let token = self.shutdown.0.get_or_init(CancellationToken::new);
+    /// The token in `cell` (one of this node's), created with `init` if missing, and
+    /// cancelled if this node's request came first.
+    fn armed_token<'a>(
+        &self,
+        cell: &'a OnceLock<CancellationToken>,
+        init: impl FnOnce() -> CancellationToken,
+    ) -> &'a CancellationToken {
+        let token = cell.get_or_init(init);
+        // Pairs with the fence in `request_shutdown`.
         fence(Ordering::SeqCst);
         if self.own_shutdown_requested() {
             token.cancel();
@@ -131,36 +146,33 @@ impl Node {
         token
     }
 
+    /// The token that fires on this node's own request.
+    pub(crate) fn own_shutdown_token(&self) -> &CancellationToken {
+        self.armed_token(&self.shutdown.0, CancellationToken::new)
+    }
+
     /// The token that fires on a request for this node or any enclosing one: a child of the
     /// parent's. Created on demand, for the missing ancestors too (iteratively: chains can be
     /// thousands of nodes deep). Only for entered nodes, whose parent is known.
     pub(crate) fn chain_shutdown_token(&self) -> &CancellationToken {
-        if let Some(token) = self.shutdown.1.get() {
-            return token;
-        }
-        let mut missing = vec![self];
-        let mut base = None;
-        let mut next = self.parent();
+        // The nearest node (this one included) that has its token, and those below it.
+        let mut missing = Vec::new();
+        let mut token = None;
+        let mut next = Some(self);
         while let Some(node) = next {
-            if let Some(token) = node.shutdown.1.get() {
-                base = Some(token.clone());
+            token = node.shutdown.1.get();
+            if token.is_some() {
                 break;
             }
             missing.push(node);
-            next = node.parent();
+            next = node.parent().map(|p| &**p);
         }
         for node in missing.into_iter().rev() {
-            let token = node.shutdown.1.get_or_init(|| {
-                base.as_ref()
-                    .map_or_else(CancellationToken::new, CancellationToken::child_token)
-            });
-            fence(Ordering::SeqCst);
-            if node.own_shutdown_requested() {
-                token.cancel();
-            }
-            base = Some(token.clone());
+            token = Some(node.armed_token(&node.shutdown.1, || {
+                token.map_or_else(CancellationToken::new, CancellationToken::child_token)
+            }));
         }
-        self.shutdown.1.get().expect("created above")
+        token.expect("found or created for this node")
     }
 }
 
@@ -342,8 +354,13 @@ pub struct SoftDeadline {
 }
 
 impl SoftDeadline {
-    fn new(at: Instant) -> SoftDeadline {
+    pub(crate) fn at(at: Instant) -> SoftDeadline {
         SoftDeadline { at, sleep: None }
+    }
+
+    /// A soft deadline `timeout` from now (computed at the call).
+    pub(crate) fn after(timeout: Duration) -> SoftDeadline {
+        SoftDeadline::at(deadline::deadline_after(timeout))
     }
 
     /// When the shutdown is requested.
@@ -481,25 +498,6 @@ impl<F: fmt::Debug, T> fmt::Debug for ShutdownOn<F, T> {
     }
 }
 
-/// The trigger for a soft deadline `timeout` from now (computed at the call).
-pub(crate) fn soft_deadline_after(timeout: Duration) -> SoftDeadline {
-    SoftDeadline::new(deadline::deadline_after(timeout))
-}
-
-pub(crate) fn soft_deadline_at(at: Instant) -> SoftDeadline {
-    SoftDeadline::new(at)
-}
-
-fn request_move_on<F: Future>(fut: &MoveOn<F>, grace: Duration) -> bool {
-    fut.cancel_scope().shutdown(grace);
-    true
-}
-
-fn request_fail<F: Future>(fut: &Fail<F>, grace: Duration) -> bool {
-    fut.cancel_scope().shutdown(grace);
-    true
-}
-
 impl<F: Future> MoveOn<F> {
     /// Runs this scope until `trigger` completes, then requests its graceful shutdown with
     /// `grace` (see [`CancelScope::shutdown`](crate::CancelScope::shutdown)).
@@ -515,7 +513,10 @@ impl<F: Future> MoveOn<F> {
     ///
     /// See [`ShutdownOn`].
     pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
-        ShutdownOn::new(self, trigger, grace, request_move_on::<F>)
+        ShutdownOn::new(self, trigger, grace, |scope, grace| {
+            scope.cancel_scope().shutdown(grace);
+            true
+        })
     }
 
     /// A soft deadline: requests the scope's graceful shutdown at `deadline`, with `grace`;
@@ -548,7 +549,7 @@ impl<F: Future> MoveOn<F> {
     ///
     /// See [`ShutdownOn`].
     pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_at(deadline), grace)
+        self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
     /// A soft timeout: requests the scope's graceful shutdown `timeout` from now (computed at
@@ -580,7 +581,7 @@ impl<F: Future> MoveOn<F> {
         timeout: Duration,
         grace: Duration,
     ) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_after(timeout), grace)
+        self.shutdown_on(SoftDeadline::after(timeout), grace)
     }
 }
 
@@ -610,7 +611,10 @@ impl<F: Future> Fail<F> {
     ///
     /// See [`ShutdownOn`].
     pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
-        ShutdownOn::new(self, trigger, grace, request_fail::<F>)
+        ShutdownOn::new(self, trigger, grace, |scope, grace| {
+            scope.cancel_scope().shutdown(grace);
+            true
+        })
     }
 
     /// [`MoveOn::shutdown_at`] for a `fail` scope.
@@ -619,7 +623,7 @@ impl<F: Future> Fail<F> {
     ///
     /// See [`ShutdownOn`].
     pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_at(deadline), grace)
+        self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
     /// [`MoveOn::shutdown_after`] for a `fail` scope.
@@ -632,6 +636,6 @@ impl<F: Future> Fail<F> {
         timeout: Duration,
         grace: Duration,
     ) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_after(timeout), grace)
+        self.shutdown_on(SoftDeadline::after(timeout), grace)
     }
 }

@@ -10,7 +10,7 @@ use super::TaskGroup;
 use super::scope::{GroupScope, drop_queued};
 use super::shared::Role;
 use crate::deadline;
-use crate::shutdown::{ShutdownOn, SoftDeadline, soft_deadline_after, soft_deadline_at};
+use crate::shutdown::{ShutdownOn, SoftDeadline};
 
 impl<E: Send + 'static> TaskGroup<E> {
     /// Requests a graceful shutdown of the group: the body, every task (background tasks
@@ -85,13 +85,13 @@ impl<E: Send + 'static> TaskGroup<E> {
             return;
         }
         let at = deadline::deadline_after(grace);
-        if deadline::encode(at) >= node.deadline_raw() {
+        // Moving the cut wakes the group and shows it to the tasks'
+        // `current_effective_deadline()`.
+        if !node.shorten_deadline(at) {
             // An earlier cut is already set; wake the group: it may be idle now.
             node.wake();
             return;
         }
-        // Wakes the group and shows the cut to the tasks' `current_effective_deadline()`.
-        node.set_deadline(Some(at));
         // The hard cut: a background task (it does not keep the group open, and is aborted
         // with the others when the group is done).
         let group = self.clone();
@@ -157,19 +157,6 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 }
 
-fn request_group<B, Fut, R, E: Send + 'static>(
-    fut: &GroupScope<B, Fut, R, E>,
-    grace: Duration,
-) -> bool {
-    match fut.group() {
-        Some(group) => {
-            group.shutdown(grace);
-            true
-        }
-        None => false,
-    }
-}
-
 impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// Runs the group until `trigger` completes, then requests its graceful shutdown with
     /// `grace` (see [`TaskGroup::shutdown`]): "serve until ctrl-c, give the connections 5
@@ -208,7 +195,10 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
         trigger: T,
         grace: Duration,
     ) -> ShutdownOn<Self, T> {
-        ShutdownOn::new(self, trigger, grace, request_group::<B, Fut, R, E>)
+        // `false` until the group has started: `ShutdownOn` then retries.
+        ShutdownOn::new(self, trigger, grace, |scope, grace| {
+            scope.group().map(|group| group.shutdown(grace)).is_some()
+        })
     }
 
     /// A soft deadline: requests the group's graceful shutdown at `deadline`, with `grace`.
@@ -218,7 +208,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     ///
     /// See [`ShutdownOn`].
     pub fn shutdown_at(self, deadline: Instant, grace: Duration) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_at(deadline), grace)
+        self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
     /// A soft timeout: requests the group's graceful shutdown `timeout` from now (computed at
@@ -259,6 +249,6 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
         timeout: Duration,
         grace: Duration,
     ) -> ShutdownOn<Self, SoftDeadline> {
-        self.shutdown_on(soft_deadline_after(timeout), grace)
+        self.shutdown_on(SoftDeadline::after(timeout), grace)
     }
 }

@@ -54,10 +54,7 @@ impl CancelScope {
     /// [`current_effective_deadline`]: crate::current_effective_deadline
     pub fn shutdown(&self, grace: Duration) {
         self.node.request_shutdown();
-        let at = deadline::deadline_after(grace);
-        if deadline::encode(at) < self.node.deadline_raw() {
-            self.node.set_deadline(Some(at));
-        }
+        self.node.shorten_deadline(deadline::deadline_after(grace));
     }
 
     /// Whether a graceful shutdown was requested for this scope (with
