@@ -46,12 +46,42 @@ impl Elapsed {
     }
 
     /// The scope's deadline was reached.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let err = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>())
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_deadline_reached());
+    /// assert!(!err.is_cancelled());
+    /// # }
+    /// ```
     pub fn is_deadline_reached(&self) -> bool {
         self.0 == Cause::Deadline
     }
 
     /// The scope was cancelled by [`CancelScope::cancel`] (or by a linked
     /// `CancellationToken`) before its deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let scope = CancelScope::new();
+    /// scope.cancel();
+    /// let err = scope.fail(std::future::pending::<()>()).await.unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// assert!(!err.is_deadline_reached());
+    /// # }
+    /// ```
     ///
     /// [`CancelScope::cancel`]: crate::CancelScope::cancel
     pub fn is_cancelled(&self) -> bool {
@@ -125,16 +155,74 @@ impl<E> GroupError<E> {
     }
 
     /// Every failure, in order of occurrence.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.task("a").spawn(async { Err::<(), _>("boom") });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.failures().len(), 1);
+    /// assert_eq!(err.failures()[0].to_string(), "task `a`: boom");
+    /// # }
+    /// ```
     pub fn failures(&self) -> &[Failure<E>] {
         &self.failures
     }
 
     /// Every failure, in order of occurrence, by value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>(String::from("boom")) });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// let owned: Vec<String> = err
+    ///     .into_failures()
+    ///     .into_iter()
+    ///     .filter_map(|f| f.into_error())
+    ///     .collect();
+    /// assert_eq!(owned, ["boom"]);
+    /// # }
+    /// ```
     pub fn into_failures(self) -> Vec<Failure<E>> {
         self.failures
     }
 
     /// The errors returned by the body and the children, in order, leaving out panics.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>(std::io::Error::other("disk full")) });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// let messages: Vec<String> = err.errors().map(|e| e.to_string()).collect();
+    /// assert_eq!(messages, ["disk full"]);
+    /// # }
+    /// ```
     pub fn errors(&self) -> impl Iterator<Item = &E> {
         self.failures.iter().filter_map(Failure::error)
     }
@@ -142,16 +230,76 @@ impl<E> GroupError<E> {
     /// Whether the group was cancelled with [`TaskGroup::cancel`](crate::TaskGroup::cancel).
     /// A cancelled group may still report failures that happened before or during the
     /// cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.cancel();
+    ///     std::future::pending::<()>().await;
+    ///     Ok::<_, String>(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// assert_eq!(err.to_string(), "task group was cancelled");
+    /// # }
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.cancelled
     }
 
     /// Whether one of the failures is a captured panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.has_panic());
+    /// assert_eq!(err.errors().count(), 0);
+    /// # }
+    /// ```
     pub fn has_panic(&self) -> bool {
         self.failures.iter().any(Failure::is_panic)
     }
 
     /// Resumes the first captured panic, if there is one; otherwise gives the error back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::panic::{AssertUnwindSafe, catch_unwind};
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// let payload = catch_unwind(AssertUnwindSafe(|| err.resume_panic())).unwrap_err();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
+    /// # }
+    /// ```
     ///
     /// # Panics
     ///
@@ -205,6 +353,25 @@ impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
 }
 
 /// One failure in a [`GroupError`]: which task failed, and its error or panic.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = TaskGroup::scope(|tg| async move {
+///     tg.task("fetch").spawn(async { Err::<(), _>("timeout") });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// let failure = &err.failures()[0];
+/// assert!(!failure.is_body() && !failure.is_panic());
+/// assert_eq!(failure.to_string(), "task `fetch`: timeout");
+/// # }
+/// ```
 pub struct Failure<E> {
     task: TaskLabel,
     kind: FailureKind<E>,
@@ -248,11 +415,43 @@ impl<E> Failure<E> {
     }
 
     /// Whether the group's body (not a child task) failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|_tg| async { Err::<(), _>("bad input") })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.failures()[0].is_body());
+    /// assert_eq!(err.failures()[0].to_string(), "body: bad input");
+    /// # }
+    /// ```
     pub fn is_body(&self) -> bool {
         matches!(self.task, TaskLabel::Body)
     }
 
     /// The name given to the failed task with [`TaskGroup::task`](crate::TaskGroup::task).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.task("fetch").spawn(async { Err::<(), _>("timeout") });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.failures()[0].task_name(), Some("fetch"));
+    /// # }
+    /// ```
     pub fn task_name(&self) -> Option<&str> {
         match &self.task {
             TaskLabel::Child { name, .. } => name.as_deref(),
@@ -261,6 +460,26 @@ impl<E> Failure<E> {
     }
 
     /// The tokio id of the failed task; `None` for the body.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut id = None;
+    /// let spawned = &mut id;
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     *spawned = tg.spawn(async { Err::<(), _>("boom") }).id();
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert!(id.is_some());
+    /// assert_eq!(err.failures()[0].task_id(), id);
+    /// # }
+    /// ```
     pub fn task_id(&self) -> Option<tokio::task::Id> {
         match &self.task {
             TaskLabel::Child { id, .. } => *id,
@@ -269,6 +488,23 @@ impl<E> Failure<E> {
     }
 
     /// The error, unless this failure is a panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>("boom") });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.failures()[0].error(), Some(&"boom"));
+    /// # }
+    /// ```
     pub fn error(&self) -> Option<&E> {
         match &self.kind {
             FailureKind::Error(e) => Some(e),
@@ -277,6 +513,24 @@ impl<E> Failure<E> {
     }
 
     /// The error by value, unless this failure is a panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>(String::from("boom")) });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// let failure = err.into_failures().pop().unwrap();
+    /// assert_eq!(failure.into_error(), Some(String::from("boom")));
+    /// # }
+    /// ```
     pub fn into_error(self) -> Option<E> {
         match self.kind {
             FailureKind::Error(e) => Some(e),
@@ -286,6 +540,26 @@ impl<E> Failure<E> {
 
     /// Whether the task panicked (only seen with [`Builder::capture_panics`]).
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .scope(|tg| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.failures()[0].is_panic());
+    /// assert_eq!(err.failures()[0].error(), None);
+    /// # }
+    /// ```
+    ///
     /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, FailureKind::Panic(_))
@@ -293,6 +567,26 @@ impl<E> Failure<E> {
 
     /// The panic payload, if the task panicked; pass it to `std::panic::resume_unwind` to
     /// re-raise it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .scope(|tg| async move {
+    ///         tg.task("worker").spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// let payload = err.into_failures().pop().unwrap().into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
+    /// # }
+    /// ```
     pub fn into_panic(self) -> Option<Box<dyn std::any::Any + Send + 'static>> {
         match self.kind {
             FailureKind::Panic(p) => Some(p),
@@ -377,6 +671,27 @@ pub struct TaskError<E = Reported> {
 
 /// Stands in a [`TaskError`] for an error that was reported to the task group (in its
 /// [`GroupError`]) rather than kept for the task's handle.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::{Reported, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut handle = None;
+/// let slot = &mut handle;
+/// let err = TaskGroup::scope(|tg| async move {
+///     *slot = Some(tg.spawn(async { Err::<(), _>("boom") }));
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(err.errors().collect::<Vec<_>>(), [&"boom"]); // the error went here
+/// let reported: Reported = handle.unwrap().await.unwrap_err().into_error().unwrap();
+/// assert_eq!(reported.to_string(), "the error was reported to the task group");
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Reported(());
 
@@ -418,21 +733,82 @@ impl<E> TaskError<E> {
     }
 
     /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(std::future::pending::<Result<(), ()>>());
+    ///     handle.abort();
+    ///     let err = handle.await.unwrap_err();
+    ///     Ok((err.is_cancelled(), err.is_failed()))
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), (true, false));
+    /// # }
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         matches!(self.repr, TaskErrorRepr::Cancelled)
     }
 
     /// The task returned an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = gather_settled((1..=2).map(|i| async move {
+    ///     if i == 1 { Ok(i) } else { Err("too big") }
+    /// }))
+    /// .await;
+    /// assert!(slots[0].is_ok());
+    /// assert!(slots[1].as_ref().unwrap_err().is_failed());
+    /// # }
+    /// ```
     pub fn is_failed(&self) -> bool {
         matches!(self.repr, TaskErrorRepr::Failed(_))
     }
 
     /// The task panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }]).await;
+    /// let err = slots[0].as_ref().unwrap_err();
+    /// assert!(err.is_panic());
+    /// assert!(!err.is_failed());
+    /// # }
+    /// ```
     pub fn is_panic(&self) -> bool {
         matches!(self.repr, TaskErrorRepr::Panicked(_))
     }
 
     /// The task's error, if it failed and the error is held here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut slots = gather_settled([async { Err::<(), _>(String::from("bad")) }]).await;
+    /// let err = slots.pop().unwrap().unwrap_err();
+    /// assert_eq!(err.into_error(), Some(String::from("bad")));
+    /// # }
+    /// ```
     pub fn into_error(self) -> Option<E> {
         match self.repr {
             TaskErrorRepr::Failed(e) => Some(e),
@@ -442,6 +818,20 @@ impl<E> TaskError<E> {
 
     /// The panic payload, if the task panicked and the payload is held here (for a
     /// [`TaskHandle`](crate::TaskHandle) it went to the group instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }])
+    ///     .await;
+    /// let payload = slots.pop().unwrap().unwrap_err().into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
+    /// # }
+    /// ```
     pub fn into_panic(self) -> Option<Box<dyn std::any::Any + Send + 'static>> {
         match self.repr {
             TaskErrorRepr::Panicked(p) => p,
