@@ -78,12 +78,8 @@ pub(crate) trait Orphan: Send {
 /// One running cancel scope or task group.
 pub(crate) struct Node {
     kind: Kind,
-    /// The node that encloses this one; set once, when the scope is entered.
-    parent: OnceLock<Option<Arc<Node>>>,
-    /// The task that runs the node (`None` inside: outside any task; unset: not entered). A scope relies on
-    /// an ancestor's timer only when that ancestor runs in the same task: a `LocalSet` task,
-    /// for one, is polled inside the poll of whatever drives the set.
-    task: OnceLock<Option<tokio::task::Id>>,
+    /// Where the node runs; set once, when the scope is entered (unset: not entered).
+    entered: OnceLock<Entered>,
     /// Deadline as encoded by [`deadline::encode`]; `NO_DEADLINE` when there is none.
     deadline: AtomicU64,
     /// Cache of the effective deadline along the chain from this node (encoded), valid while
@@ -109,12 +105,31 @@ pub(crate) struct Node {
     ),
 }
 
+/// Where a node runs, fixed when it is entered. One once-cell for both: each `set` costs a
+/// synchronised initialisation (even through `OnceLock::from`).
+struct Entered {
+    /// The node that encloses this one.
+    parent: Option<Arc<Node>>,
+    /// The task that runs the node (`None`: outside any task). A scope relies on an ancestor's
+    /// timer only when that ancestor runs in the same task: a `LocalSet` task, for one, is
+    /// polled inside the poll of whatever drives the set.
+    task: Option<tokio::task::Id>,
+}
+
+impl Entered {
+    fn here(parent: Option<Arc<Node>>) -> Entered {
+        Entered {
+            parent,
+            task: tokio::task::try_id(),
+        }
+    }
+}
+
 impl Node {
     pub(crate) fn new(kind: Kind, deadline: u64) -> Node {
         Node {
             kind,
-            parent: OnceLock::new(),
-            task: OnceLock::new(),
+            entered: OnceLock::new(),
             deadline: AtomicU64::new(deadline),
             effective: AtomicU64::new(NO_DEADLINE),
             effective_stamp: AtomicU64::new(0),
@@ -131,13 +146,12 @@ impl Node {
     pub(crate) fn new_group(parent: Option<Arc<Node>>) -> Arc<Node> {
         let node = Node::new(Kind::Group, NO_DEADLINE);
         node.state.store(ENTERED, Ordering::Relaxed);
-        let _ = node.task.set(tokio::task::try_id());
-        let _ = node.parent.set(parent);
+        let _ = node.entered.set(Entered::here(parent));
         Arc::new(node)
     }
 
     pub(crate) fn parent(&self) -> Option<&Arc<Node>> {
-        self.parent.get().and_then(Option::as_ref)
+        self.entered.get().and_then(|e| e.parent.as_ref())
     }
 
     /// Marks the node as entered below `parent`.
@@ -153,24 +167,7 @@ impl Node {
             "CancelScope entered twice: a cancel scope can only be run once; \
              create a new CancelScope for every run"
         );
-        let _ = self.parent.set(parent);
-        let _ = self.task.set(tokio::task::try_id());
-    }
-
-    /// [`enter`](Self::enter), with plain writes when no handle shares the node yet (the
-    /// common `move_on_after(..)` case), which is cheaper than the once-cells' synchronisation.
-    #[track_caller]
-    pub(crate) fn enter_arc(node: &mut Arc<Node>, parent: Option<Arc<Node>>) {
-        match Arc::get_mut(node) {
-            Some(unique) => {
-                let state = unique.state.get_mut();
-                assert!(*state & ENTERED == 0, "CancelScope entered twice");
-                *state |= ENTERED;
-                unique.parent = OnceLock::from(parent);
-                unique.task = OnceLock::from(tokio::task::try_id());
-            }
-            None => node.enter(parent),
-        }
+        let _ = self.entered.set(Entered::here(parent));
     }
 
     pub(crate) fn state(&self) -> u32 {
@@ -307,13 +304,18 @@ impl Node {
         false
     }
 
+    /// The task the node was entered in (`None`: not entered).
+    fn task(&self) -> Option<Option<tokio::task::Id>> {
+        self.entered.get().map(|e| e.task)
+    }
+
     /// The nearest enclosing scope polled by the same task whose deadline is no later than
     /// `raw`: its timer fires first (and wins a tie), so this node needs no timer of its own.
     pub(crate) fn covering_ancestor_in_task(&self, raw: u64) -> Option<Arc<Node>> {
-        let task = self.task.get();
+        let task = self.task();
         let mut next = self.parent();
         while let Some(node) = next {
-            if node.kind == Kind::Group || node.task.get() != task {
+            if node.kind == Kind::Group || node.task() != task {
                 return None;
             }
             if node.deadline_raw() <= raw && node.state() & FINISHED == 0 {

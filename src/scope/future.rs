@@ -100,8 +100,8 @@ impl<F: Future> Future for Scoped<F> {
         let mut this = self.project();
         match *this.phase {
             Phase::Idle => {
-                let node = this.node.as_mut().expect("node present outside a poll");
-                Node::enter_arc(node, chain::current());
+                let node = this.node.as_ref().expect("node present outside a poll");
+                node.enter(chain::current());
                 *this.phase = Phase::Running;
             }
             Phase::Running => {}
