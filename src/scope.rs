@@ -398,7 +398,8 @@ impl fmt::Debug for CancelScope {
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::IntoFuture> {
-    CancelScope::with_timeout(timeout).move_on(fut)
+    // The new scope has no other handle: its node moves in, with no reference-count traffic.
+    MoveOn::new(CancelScope::with_timeout(timeout).node, fut.into_future())
 }
 
 /// Runs `fut` with the given deadline; yields `None` if the deadline passes first.
@@ -423,7 +424,8 @@ pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::Into
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFuture> {
-    CancelScope::with_deadline(deadline).move_on(fut)
+    // The new scope has no other handle: its node moves in, with no reference-count traffic.
+    MoveOn::new(CancelScope::with_deadline(deadline).node, fut.into_future())
 }
 
 /// Runs `fut` with a deadline `timeout` from now; yields `Err(Elapsed)` if the deadline passes
@@ -453,7 +455,8 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFuture> {
-    CancelScope::with_timeout(timeout).fail(fut)
+    // The new scope has no other handle: its node moves in, with no reference-count traffic.
+    Fail::new(CancelScope::with_timeout(timeout).node, fut.into_future())
 }
 
 /// Runs `fut` with the given deadline; yields `Err(Elapsed)` if the deadline passes first.
@@ -483,5 +486,6 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn fail_at<F: IntoFuture>(deadline: Instant, fut: F) -> Fail<F::IntoFuture> {
-    CancelScope::with_deadline(deadline).fail(fut)
+    // The new scope has no other handle: its node moves in, with no reference-count traffic.
+    Fail::new(CancelScope::with_deadline(deadline).node, fut.into_future())
 }
