@@ -115,10 +115,14 @@ impl<F: Future> Future for Scoped<F> {
         let polled = {
             let _enter = Enter::new(this.node);
             let inner = this.inner.as_mut().as_pin_mut();
-            inner.expect("inner future present while running").poll(cx)
+            let polled = inner.expect("inner future present while running").poll(cx);
+            if polled.is_ready() {
+                // Dropped while the node is still current, as `chain::drop_in` would.
+                this.inner.set(None);
+            }
+            polled
         };
         if let Poll::Ready(value) = polled {
-            chain::drop_in(this.node, this.inner.as_mut());
             *this.output = Some(Ok(value));
             *this.phase = Phase::Draining;
             return poll_drain(this, cx);
@@ -175,28 +179,24 @@ fn poll_drain<F: Future>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, Elapsed>> {
     let node = this.node.as_ref().expect("node present outside a poll");
-    if node.state() & FINISHED == 0 {
-        ready!(node.poll_orphans(cx));
-        if node.finish() {
-            // Orphans arrived between the drain and `finish`; later ones go further up.
-            ready!(node.poll_orphans(cx));
-        }
-    } else {
+    ready!(node.poll_orphans(cx));
+    if node.state() & FINISHED == 0 && node.finish() {
+        // Orphans arrived between the drain and `finish`; later ones go further up.
         ready!(node.poll_orphans(cx));
     }
     *this.phase = Phase::Done;
     this.sleep.set(None);
-    if this.waker.take().is_some() {
-        forget_waker(node);
-    }
+    forget_waker(node, this.waker);
     Poll::Ready(this.output.take().expect("output stored before draining"))
 }
 
-/// Replaces the task's waker in a node that is done with it, so that a later `cancel()` (or
-/// anything else that wakes the node) does not wake a task that has moved on, and the node no
-/// longer keeps that task alive.
-fn forget_waker(node: &Node) {
-    node.register_waker(Waker::noop());
+/// Replaces the task's waker in a node that is done with it (if one was handed over), so that
+/// a later `cancel()` (or anything else that wakes the node) does not wake a task that has
+/// moved on, and the node no longer keeps that task alive.
+fn forget_waker(node: &Node, last: &mut Option<Waker>) {
+    if last.take().is_some() {
+        node.register_waker(Waker::noop());
+    }
 }
 
 fn watch_tokens(node: &Node, tokens: &mut Vec<Pin<Box<WaitForCancellationFutureOwned>>>) {
@@ -267,18 +267,16 @@ impl<F: Future> PinnedDrop for Scoped<F> {
             // handed out by `cancellation_token()` must fire, as `is_cancelled()` says.
             node.mark_deadline_reached();
         }
-        if this.waker.take().is_some() {
-            forget_waker(node);
-        }
+        forget_waker(node, this.waker);
         // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
-        // handed to this scope and not yet drained goes to the nearest live ancestor.
+        // handed to this scope and not yet drained goes to the nearest live ancestor (with
+        // none, it is dropped here: its tasks are aborted but nobody waits for them).
         node.finish();
+        let orphans = node.take_orphans();
         if let Some(parent) = node.parent() {
-            for orphan in node.take_orphans() {
+            for orphan in orphans {
                 parent.adopt(orphan);
             }
-        } else {
-            drop(node.take_orphans());
         }
     }
 }
