@@ -138,6 +138,21 @@ type GatherGroup<I, T, E> =
 
 /// Future returned by [`gather`]; see there.
 ///
+/// # Examples
+///
+/// ```
+/// use quattro::gather::Gather;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let fetch = |i: u32| async move { if i == 2 { Err("down") } else { Ok(i * 10) } };
+/// let all: Gather<_, u32, &str> = quattro::gather([0, 1].map(fetch));
+/// assert_eq!(all.await.unwrap(), [0, 10]);
+/// let err = quattro::gather([1, 2, 3].map(fetch)).await.unwrap_err();
+/// assert_eq!(err.errors().collect::<Vec<_>>(), [&"down"]); // a failure cancels the rest
+/// # }
+/// ```
+///
 /// # Cancel safety
 ///
 /// Dropping the future aborts every item and drops the ones not yet started.
@@ -250,6 +265,20 @@ impl<I: Iterator, T, E> fmt::Debug for Gather<I, T, E> {
 type SettledIter<I> = Map<I, fn(<I as Iterator>::Item) -> Settled<<I as Iterator>::Item>>;
 
 /// Future returned by [`gather_settled`]; see there.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::gather::GatherSettled;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let fetch = |i: u32| async move { if i == 2 { Err("down") } else { Ok(i * 10) } };
+/// let all: GatherSettled<_, u32, &str> = quattro::gather_settled([1, 2, 3].map(fetch));
+/// let slots: Vec<_> = all.await.into_iter().map(|s| s.map_err(|e| e.into_error())).collect();
+/// assert_eq!(slots, [Ok(10), Err(Some("down")), Ok(30)]); // no item cancelled another
+/// # }
+/// ```
 ///
 /// # Cancel safety
 ///

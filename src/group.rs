@@ -360,17 +360,77 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 
     /// Whether the group accepts no more tasks: it finished, or it is cancelling.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let tg = TaskGroup::scope(|tg: TaskGroup<()>| async move {
+    ///     assert!(!tg.is_closed()); // running: accepts tasks
+    ///     Ok(tg.clone())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// assert!(tg.is_closed()); // finished: a spawn is refused
+    /// assert!(tg.spawn(async { Ok(()) }).await.unwrap_err().is_cancelled());
+    /// # }
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
 
     /// How many normal tasks are running: spawned, and not yet ended (a task leaves the count
     /// as its future is dropped, before its handle resolves). Queued tasks do not count.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::builder()
+    ///     .concurrency_limit(1)
+    ///     .scope(|tg| async move {
+    ///         let a = tg.spawn(async { Ok::<_, ()>(1) });
+    ///         let b = tg.spawn(async { Ok(2) }); // waits in the queue
+    ///         assert_eq!(tg.len(), 1); // queued tasks do not count
+    ///         let sum = a.await.unwrap() + b.await.unwrap();
+    ///         assert_eq!(tg.len(), 0); // both ended
+    ///         Ok(sum)
+    ///     })
+    ///     .await;
+    /// assert_eq!(out.unwrap(), 3);
+    /// # }
+    /// ```
     pub fn len(&self) -> usize {
         self.shared.lock().normal_len()
     }
 
     /// Whether no normal task is running.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     assert!(tg.is_empty());
+    ///     let task = tg.spawn(async { Ok::<_, ()>("done") });
+    ///     assert!(!tg.is_empty());
+    ///     let value = task.await.unwrap();
+    ///     assert!(tg.is_empty()); // the task ended before its handle resolved
+    ///     Ok(value)
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), "done");
+    /// # }
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -378,6 +438,26 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// A `CancellationToken` that is cancelled when the group is cancelling (a failure,
     /// [`cancel`](Self::cancel), or the group's future dropped from outside), for code that
     /// takes a token.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     let token = tg.cancellation_token(); // e.g. for a library that takes one
+    ///     assert!(!token.is_cancelled());
+    ///     tg.cancel();
+    ///     assert!(token.is_cancelled());
+    ///     Ok::<_, ()>(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert!(err.is_cancelled());
+    /// # }
+    /// ```
     pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
         self.shared.node.token()
     }
@@ -423,6 +503,29 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 }
 
 /// Options for a new [`TaskGroup`], from [`TaskGroup::builder`].
+///
+/// # Examples
+///
+/// A builder is `Clone`: one set of options for several groups.
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let options = TaskGroup::builder().concurrency_limit(8).capture_panics();
+/// let calm = options.clone().scope(|tg| async move {
+///     tg.spawn(async { Ok::<_, ()>(()) });
+///     Ok("calm")
+/// });
+/// let buggy = options.scope(|tg: TaskGroup<()>| async move {
+///     tg.spawn(async { if true { panic!("a bug") } Ok(()) });
+///     Ok("buggy")
+/// });
+/// assert_eq!(calm.await.unwrap(), "calm");
+/// assert!(buggy.await.unwrap_err().has_panic()); // captured, not resumed
+/// # }
+/// ```
 #[derive(Debug, Default, Clone)]
 #[must_use = "a builder does nothing until `.scope(..)` is called and awaited"]
 pub struct Builder {
@@ -527,6 +630,24 @@ impl Builder {
 }
 
 /// Options for one task, from [`TaskGroup::task`].
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = TaskGroup::scope(|tg| async move {
+///     let builder = tg.task("fetch-users");
+///     builder.spawn(async { Err::<(), _>("timeout") });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(err.failures()[0].task_name(), Some("fetch-users"));
+/// # }
+/// ```
 #[must_use = "a task builder does nothing until one of its spawn methods is called"]
 pub struct TaskBuilder<'a, E> {
     group: &'a TaskGroup<E>,

@@ -305,6 +305,24 @@ pub fn shutdown_token() -> CancellationToken {
 
 /// Future returned by [`shutdown_requested`].
 ///
+/// # Examples
+///
+/// Created outside any scope, it looks for one where it is first polled:
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::{CancelScope, ShutdownRequested};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let requested: ShutdownRequested = quattro::shutdown_requested();
+/// let scope = CancelScope::new();
+/// scope.shutdown(Duration::from_secs(1)); // before it runs: allowed
+/// let out = scope.move_on(async { requested.await; "asked to stop" }).await;
+/// assert_eq!(out, Some("asked to stop"));
+/// # }
+/// ```
+///
 /// # Cancel safety
 ///
 /// Cancel safe; see [`shutdown_requested`].
@@ -344,6 +362,24 @@ impl fmt::Debug for ShutdownRequested {
 /// A trigger that fires at a deadline: the soft deadline of [`MoveOn::shutdown_at`] and the
 /// like. Its timer is armed on the first poll, so the future it triggers can be built outside
 /// a runtime.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::{CancelScope, MoveOn, ShutdownOn, shutdown::SoftDeadline};
+///
+/// // Built before any runtime exists: the timer waits for the first poll.
+/// let run: ShutdownOn<MoveOn<_>, SoftDeadline> = CancelScope::new()
+///     .move_on(async { quattro::shutdown_requested().await; "stopped" })
+///     .shutdown_after(Duration::from_secs(1), Duration::from_secs(1));
+/// let rt = tokio::runtime::Builder::new_current_thread()
+///     .enable_time()
+///     .start_paused(true)
+///     .build()
+///     .unwrap();
+/// assert_eq!(rt.block_on(run), Some("stopped"));
+/// ```
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 #[derive(Debug)]
@@ -364,6 +400,21 @@ impl SoftDeadline {
     }
 
     /// When the shutdown is requested.
+    ///
+    /// # Examples
+    ///
+    /// A `SoftDeadline` is only made by the crate, as the trigger of a [`ShutdownOn`]; code
+    /// that is handed one can ask it when it fires:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::shutdown::SoftDeadline;
+    /// use tokio::time::Instant;
+    ///
+    /// fn time_left(trigger: &SoftDeadline) -> Duration {
+    ///     trigger.deadline().saturating_duration_since(Instant::now())
+    /// }
+    /// ```
     pub fn deadline(&self) -> Instant {
         self.at
     }
@@ -451,11 +502,51 @@ impl<F, T> ShutdownOn<F, T> {
     }
 
     /// The future the shutdown is for.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let run = CancelScope::new()
+    ///     .move_on(std::future::pending::<()>())
+    ///     .shutdown_after(Duration::from_secs(60), Duration::from_secs(5));
+    /// let scope = run.get_ref().cancel_scope(); // of the `MoveOn` inside
+    /// scope.cancel(); // a hard stop, without waiting for the soft deadline
+    /// assert_eq!(run.await, None);
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> &F {
         &self.inner
     }
 
     /// Whether the trigger has fired.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    /// use tokio::time::{sleep, timeout};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut run = std::pin::pin!(CancelScope::new()
+    ///     .move_on(async {
+    ///         quattro::shutdown_requested().await;
+    ///         sleep(Duration::from_secs(1)).await; // wrap up
+    ///     })
+    ///     .shutdown_after(Duration::from_secs(1), Duration::from_secs(5)));
+    /// assert!(!run.is_triggered());
+    /// assert!(timeout(Duration::from_millis(1500), &mut run).await.is_err()); // wrapping up
+    /// assert!(run.is_triggered());
+    /// assert_eq!(run.await, Some(()));
+    /// # }
+    /// ```
     pub fn is_triggered(&self) -> bool {
         self.trigger.is_none()
     }
@@ -507,7 +598,21 @@ impl<F: Future> MoveOn<F> {
     ///
     /// # Examples
     ///
-    /// See [`ShutdownOn`].
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// drop(stop); // the trigger completes, here with an error: that counts too
+    /// let out = CancelScope::new()
+    ///     .move_on(async { quattro::shutdown_requested().await; "drained" })
+    ///     .shutdown_on(stopped, Duration::from_secs(5))
+    ///     .await;
+    /// assert_eq!(out, Some("drained"));
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     ///
@@ -619,6 +724,26 @@ impl<F: Future> Fail<F> {
 
     /// [`MoveOn::shutdown_at`] for a `fail` scope.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    /// use tokio::time::Instant;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let err = CancelScope::new()
+    ///     .fail(std::future::pending::<()>()) // ignores the request
+    ///     .shutdown_at(start + Duration::from_secs(1), Duration::from_secs(2))
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(err.is_deadline_reached());
+    /// assert_eq!(start.elapsed(), Duration::from_secs(3)); // cut at deadline + grace
+    /// # }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// See [`ShutdownOn`].
@@ -627,6 +752,25 @@ impl<F: Future> Fail<F> {
     }
 
     /// [`MoveOn::shutdown_after`] for a `fail` scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::CancelScope;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let out = CancelScope::new()
+    ///     .fail(async {
+    ///         quattro::shutdown_requested().await;
+    ///         "flushed" // within the grace: a normal completion
+    ///     })
+    ///     .shutdown_after(Duration::from_secs(1), Duration::from_secs(5))
+    ///     .await;
+    /// assert_eq!(out.unwrap(), "flushed");
+    /// # }
+    /// ```
     ///
     /// # Cancel safety
     ///

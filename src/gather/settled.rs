@@ -38,6 +38,26 @@ pub struct Settled<F> {
 
 impl<F> Settled<F> {
     /// Wraps `inner`.
+    ///
+    /// # Examples
+    ///
+    /// Spawned into a group, a settled future cannot fail it: the group's error type is
+    /// [`Infallible`].
+    ///
+    /// ```
+    /// use quattro::{TaskGroup, gather::Settled};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slot = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(Settled::new(async { Err::<u8, _>("bad") }));
+    ///     Ok(handle.await.unwrap())
+    /// })
+    /// .await
+    /// .unwrap();
+    /// assert_eq!(slot.unwrap_err().into_error(), Some("bad"));
+    /// # }
+    /// ```
     pub fn new(inner: F) -> Settled<F> {
         Settled { inner: Some(inner) }
     }

@@ -273,6 +273,28 @@ impl<T> TaskHandle<T> {
 
     /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
     /// group refused it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::builder()
+    ///     .concurrency_limit(1)
+    ///     .scope(|tg| async move {
+    ///         let first = tg.spawn(async { Ok::<_, ()>(tokio::task::id()) });
+    ///         let second = tg.spawn(async { Ok(tokio::task::id()) });
+    ///         assert!(second.id().is_none()); // queued: not a tokio task yet
+    ///         let id = first.id().unwrap();
+    ///         assert_eq!(first.await.unwrap(), id); // the id tokio gives it
+    ///         Ok(second.await.unwrap())
+    ///     })
+    ///     .await;
+    /// assert!(out.is_ok());
+    /// # }
+    /// ```
     pub fn id(&self) -> Option<Id> {
         match &self.state {
             HandleState::Spawned(join) => Some(join.id()),
@@ -282,6 +304,25 @@ impl<T> TaskHandle<T> {
     }
 
     /// Whether the task has ended (its result, whatever it is, is ready).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     let task = tg.spawn(async { Ok::<_, ()>(1) });
+    ///     assert!(!task.is_finished()); // spawned, not run yet
+    ///     tokio::task::yield_now().await; // lets it run
+    ///     assert!(task.is_finished());
+    ///     Ok(task.await.unwrap())
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), 1);
+    /// # }
+    /// ```
     pub fn is_finished(&self) -> bool {
         match &self.state {
             HandleState::Spawned(join) => join.is_finished(),

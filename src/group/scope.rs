@@ -114,6 +114,27 @@ pub struct GroupScope<B, Fut, R, E> {
 /// Implemented for every `FnOnce(TaskGroup<E>) -> impl Future<Output = Result<R, E>>`; it is
 /// sealed, and only exists so that the crate's own bodies (such as `gather`'s) can be named
 /// types.
+///
+/// # Examples
+///
+/// An `async fn` that takes the group's handle is a body, like a closure:
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// async fn body(tg: TaskGroup<std::io::Error>) -> Result<u32, std::io::Error> {
+///     let a = tg.spawn(async { Ok(20) });
+///     let b = tg.spawn(async { Ok(22) });
+///     Ok(a.await.unwrap_or(0) + b.await.unwrap_or(0))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(TaskGroup::scope(body).await.unwrap(), 42);
+/// let doubled = TaskGroup::scope(|tg| async move { Ok(body(tg).await? * 2) });
+/// assert_eq!(doubled.await.unwrap(), 84);
+/// # }
+/// ```
 pub trait GroupBody<E>: sealed::Sealed<E> {
     /// The body's value when it succeeds.
     type Output;

@@ -204,6 +204,28 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// A soft deadline: requests the group's graceful shutdown at `deadline`, with `grace`.
     /// The timer is armed on the first poll, so the future can still be built anywhere.
     ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use quattro::TaskGroup;
+    /// use tokio::time::{Instant, sleep};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let start = Instant::now();
+    /// let out = TaskGroup::scope(|_tg: TaskGroup<()>| async move {
+    ///     quattro::shutdown_requested().await; // the body sees it, like the tasks
+    ///     sleep(Duration::from_millis(100)).await; // finish the job in hand
+    ///     Ok("finished")
+    /// })
+    /// .shutdown_at(start + Duration::from_secs(1), Duration::from_secs(5))
+    /// .await;
+    /// assert_eq!(out.unwrap(), "finished");
+    /// assert_eq!(start.elapsed(), Duration::from_millis(1100));
+    /// # }
+    /// ```
+    ///
     /// # Cancel safety
     ///
     /// See [`ShutdownOn`].
