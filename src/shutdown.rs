@@ -398,26 +398,6 @@ impl SoftDeadline {
     pub(crate) fn after(timeout: Duration) -> SoftDeadline {
         SoftDeadline::at(deadline::deadline_after(timeout))
     }
-
-    /// When the shutdown is requested.
-    ///
-    /// # Examples
-    ///
-    /// A `SoftDeadline` is only made by the crate, as the trigger of a [`ShutdownOn`]; code
-    /// that is handed one can ask it when it fires:
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use quattro::shutdown::SoftDeadline;
-    /// use tokio::time::Instant;
-    ///
-    /// fn time_left(trigger: &SoftDeadline) -> Duration {
-    ///     trigger.deadline().saturating_duration_since(Instant::now())
-    /// }
-    /// ```
-    pub fn deadline(&self) -> Instant {
-        self.at
-    }
 }
 
 impl Future for SoftDeadline {
