@@ -403,6 +403,20 @@ impl Node {
         self.set_flags(FINISHED) & HAS_ORPHANS != 0
     }
 
+    /// Marks a node dropped from outside finished, and hands what was handed to it and not yet
+    /// drained, plus `own` (its own aborted tasks), to the nearest live ancestor. With none, it
+    /// is dropped here: the tasks are aborted, and nobody waits for them.
+    pub(crate) fn abandon(&self, own: Option<Box<dyn Orphan>>) {
+        self.finish();
+        let mut orphans = self.take_orphans();
+        orphans.extend(own);
+        if let Some(parent) = self.parent() {
+            for orphan in orphans {
+                parent.adopt(orphan);
+            }
+        }
+    }
+
     /// Takes the adopted tasks, for a node dropped before it drained them.
     pub(crate) fn take_orphans(&self) -> Vec<Box<dyn Orphan>> {
         if self.state() & HAS_ORPHANS == 0 {

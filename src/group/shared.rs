@@ -538,16 +538,9 @@ impl<E: Send + 'static> Shared<E> {
         let queued = self.close_and_abort(&mut state);
         drop(state);
         super::scope::drop_queued(node_slot, queued);
-        self.node.finish();
-        let mut orphans = self.node.take_orphans();
-        if !self.lock().is_drained() {
-            orphans.push(Box::new(AbortedTasks(self.clone())));
-        }
-        if let Some(parent) = self.node.parent() {
-            for orphan in orphans {
-                parent.adopt(orphan);
-            }
-        }
+        let live = !self.lock().is_drained();
+        let own = live.then(|| Box::new(AbortedTasks(self.clone())) as Box<dyn Orphan>);
+        self.node.abandon(own);
     }
 
     pub(crate) fn is_closed(&self) -> bool {

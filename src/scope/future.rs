@@ -271,13 +271,7 @@ impl<F: Future> PinnedDrop for Scoped<F> {
         // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
         // handed to this scope and not yet drained goes to the nearest live ancestor (with
         // none, it is dropped here: its tasks are aborted but nobody waits for them).
-        node.finish();
-        let orphans = node.take_orphans();
-        if let Some(parent) = node.parent() {
-            for orphan in orphans {
-                parent.adopt(orphan);
-            }
-        }
+        node.abandon(None);
     }
 }
 
