@@ -340,16 +340,57 @@ impl<F: Future> MoveOn<F> {
 
     /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
     /// completed, ask whether it was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::pending::<()>());
+    /// let scope = fut.cancel_scope();
+    /// scope.cancel();
+    /// assert_eq!(fut.await, None);
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
     pub fn cancel_scope(&self) -> CancelScope {
         CancelScope::from_node(self.scoped.node().clone())
     }
 
     /// The inner future, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
+    /// assert!(fut.get_ref().is_some()); // not polled yet
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> Option<&F> {
         self.scoped.get_ref()
     }
 
     /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut fut = std::pin::pin!(quattro::move_on_after(Duration::from_secs(1), async { 7 }));
+    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_some());
+    /// fut.as_mut().await;
+    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_none()); // completed
+    /// # }
+    /// ```
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
     }
@@ -425,16 +466,57 @@ impl<F: Future> Fail<F> {
 
     /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
     /// completed, ask whether it was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>());
+    /// let scope = fut.cancel_scope();
+    /// scope.cancel();
+    /// assert!(fut.await.unwrap_err().is_cancelled());
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
     pub fn cancel_scope(&self) -> CancelScope {
         CancelScope::from_node(self.scoped.node().clone())
     }
 
     /// The inner future, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
+    /// assert!(fut.get_ref().is_some()); // not polled yet
+    /// # }
+    /// ```
     pub fn get_ref(&self) -> Option<&F> {
         self.scoped.get_ref()
     }
 
     /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut fut = std::pin::pin!(quattro::fail_after(Duration::from_secs(1), async { 7 }));
+    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_some());
+    /// fut.as_mut().await.unwrap();
+    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_none()); // completed
+    /// # }
+    /// ```
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
     }
