@@ -92,19 +92,19 @@
     attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
 ))]
 
-mod chain;
-mod deadline;
 pub mod defer;
 mod error;
+mod frame;
 pub mod gather;
 pub mod group;
+mod node;
 pub mod propagate;
 mod scope;
 pub mod shutdown;
 
-pub use deadline::current_effective_deadline;
 pub use defer::{AsyncExit, Deferrer};
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
+pub use frame::current_effective_deadline;
 #[doc(hidden)]
 pub use gather::__private;
 pub use gather::{gather, gather_settled};

@@ -92,7 +92,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::current_effective_deadline;
-use crate::deadline::deadline_after;
+use crate::frame::deadline_after;
 
 /// The name of the header that carries the timeout: `grpc-timeout`.
 ///

@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::{CAUGHT, Kind, Node};
-use crate::deadline::{self, NO_DEADLINE};
+use crate::frame::{self as deadline, NO_DEADLINE};
+use crate::node::{CAUGHT, Node};
 
+use future::Scoped;
 pub use future::{Fail, MoveOn};
 
 /// A region of async code that can be cancelled, by a call to [`cancel`](Self::cancel) or
@@ -147,7 +148,7 @@ impl CancelScope {
 
     fn from_raw(raw: u64) -> CancelScope {
         CancelScope {
-            node: Arc::new(Node::new(Kind::Scope, raw)),
+            node: Arc::new(Node::new(raw)),
         }
     }
 
@@ -280,7 +281,7 @@ impl CancelScope {
     /// The returned future panics when it is polled and this scope has already run (a scope
     /// runs once; create a new one for each run).
     pub fn move_on<F: IntoFuture>(&self, fut: F) -> MoveOn<F::IntoFuture> {
-        MoveOn::new(self.node.clone(), fut.into_future())
+        MoveOn::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
     /// Runs `fut` in this scope; yields `Ok(output)`, or `Err(Elapsed)` if the scope was
@@ -308,7 +309,7 @@ impl CancelScope {
     /// The future yields [`Elapsed`](crate::Elapsed) when this scope is cancelled before `fut`
     /// completes; the error says whether the deadline or `cancel()` did it.
     pub fn fail<F: IntoFuture>(&self, fut: F) -> Fail<F::IntoFuture> {
-        Fail::new(self.node.clone(), fut.into_future())
+        Fail::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
     /// Cancels this scope when `token` is cancelled (at once if it already is).
@@ -398,8 +399,8 @@ impl fmt::Debug for CancelScope {
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::IntoFuture> {
-    // The new scope has no other handle: its node moves in, with no reference-count traffic.
-    MoveOn::new(CancelScope::with_timeout(timeout).node, fut.into_future())
+    let deadline = deadline::deadline_after(timeout);
+    MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
 /// Runs `fut` with the given deadline; yields `None` if the deadline passes first.
@@ -424,8 +425,7 @@ pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::Into
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFuture> {
-    // The new scope has no other handle: its node moves in, with no reference-count traffic.
-    MoveOn::new(CancelScope::with_deadline(deadline).node, fut.into_future())
+    MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
 /// Runs `fut` with a deadline `timeout` from now; yields `Err(Elapsed)` if the deadline passes
@@ -455,8 +455,8 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFuture> {
-    // The new scope has no other handle: its node moves in, with no reference-count traffic.
-    Fail::new(CancelScope::with_timeout(timeout).node, fut.into_future())
+    let deadline = deadline::deadline_after(timeout);
+    Fail::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
 /// Runs `fut` with the given deadline; yields `Err(Elapsed)` if the deadline passes first.
@@ -486,6 +486,5 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
 ///
 /// Dropping the returned future drops `fut` at once.
 pub fn fail_at<F: IntoFuture>(deadline: Instant, fut: F) -> Fail<F::IntoFuture> {
-    // The new scope has no other handle: its node moves in, with no reference-count traffic.
-    Fail::new(CancelScope::with_deadline(deadline).node, fut.into_future())
+    Fail::new(Scoped::new(Some(deadline), fut.into_future()))
 }

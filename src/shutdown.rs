@@ -85,8 +85,8 @@ use pin_project::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::chain::{self, Node, SHUTDOWN};
-use crate::deadline;
+use crate::frame::{self, SHUTDOWN as FRAME_SHUTDOWN};
+use crate::node::{Node, SHUTDOWN};
 use crate::scope::{Fail, MoveOn};
 
 impl Node {
@@ -101,16 +101,6 @@ impl Node {
                 token.cancel();
             }
         }
-    }
-
-    /// Moves the deadline to `at` if that is earlier (a grace can shorten the time left,
-    /// never extend it); returns whether it moved.
-    pub(crate) fn shorten_deadline(&self, at: Instant) -> bool {
-        let earlier = deadline::encode(at) < self.deadline_raw();
-        if earlier {
-            self.set_deadline(Some(at));
-        }
-        earlier
     }
 
     /// Whether a shutdown was requested for this node itself.
@@ -208,7 +198,8 @@ impl Node {
 /// # }
 /// ```
 pub fn is_shutdown_requested() -> bool {
-    chain::with_current(|node| node.is_some_and(|node| node.shutdown_requested_in_chain()))
+    frame::current().flags & FRAME_SHUTDOWN != 0
+        || frame::with_link(|node| node.is_some_and(|node| node.shutdown_requested_in_chain()))
 }
 
 /// A future that completes when a graceful shutdown is requested for the code that created it
@@ -263,9 +254,7 @@ pub fn shutdown_requested() -> ShutdownRequested {
 }
 
 fn current_wait() -> Option<WaitForCancellationFutureOwned> {
-    chain::with_current(|node| {
-        node.map(|node| node.chain_shutdown_token().clone().cancelled_owned())
-    })
+    frame::with_link(|node| node.map(|node| node.chain_shutdown_token().clone().cancelled_owned()))
 }
 
 /// A `CancellationToken` that is cancelled when a graceful shutdown is requested for the code
@@ -296,7 +285,7 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
 /// # }
 /// ```
 pub fn shutdown_token() -> CancellationToken {
-    chain::with_current(|node| {
+    frame::with_link(|node| {
         node.map_or_else(CancellationToken::new, |node| {
             node.chain_shutdown_token().child_token()
         })
@@ -396,7 +385,7 @@ impl SoftDeadline {
 
     /// A soft deadline `timeout` from now (computed at the call).
     pub(crate) fn after(timeout: Duration) -> SoftDeadline {
-        SoftDeadline::at(deadline::deadline_after(timeout))
+        SoftDeadline::at(frame::deadline_after(timeout))
     }
 }
 

@@ -12,8 +12,9 @@ use tokio::task::JoinHandle;
 
 use super::registry::TaskKey;
 use super::shared::Shared;
-use crate::chain::{Enter, Node};
 use crate::error::{Reported, TaskError};
+use crate::frame::{Drains, Enter};
+use crate::node::Node;
 
 /// Where a child's value goes: the task's handle (as the task's output), or a collector such
 /// as `gather`'s.
@@ -75,6 +76,8 @@ pub(crate) struct Child<F, S: Deliver, E> {
     span: tracing::Span,
     /// The group and the task's entry there; taken when the end is reported.
     group: Option<(Arc<Shared<E>>, TaskKey)>,
+    /// Aborted tasks of groups dropped inside this task; handed to the group when it ends.
+    drains: Drains,
 }
 
 impl<F, S: Deliver, E> Child<F, S, E> {
@@ -93,6 +96,7 @@ impl<F, S: Deliver, E> Child<F, S, E> {
             name,
             span,
             group: Some(group),
+            drains: Drains::default(),
         }
     }
 }
@@ -107,19 +111,29 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
         let mut this = self.project();
         let _span = this.span.enter();
+        let (group, _) = this.group.as_ref().expect("the end is reported once");
+        let data = group.child_frame();
         let polled = {
-            let _enter = Enter::new(this.node);
+            let _enter = Enter::with_link(data, this.node, Some(this.drains));
             let fut = this.fut.as_mut().as_pin_mut();
             let fut = fut.expect("child polled after completion");
             match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-                Ok(Poll::Pending) => return Poll::Pending,
-                Ok(Poll::Ready(out)) => Ok(out),
-                Err(payload) => Err(payload),
+                Ok(Poll::Pending) => None,
+                Ok(Poll::Ready(out)) => Some(Ok(out)),
+                Err(payload) => Some(Err(payload)),
             }
         };
-        // Drop the finished (or unwound) future while the group's node is still current.
+        let Some(polled) = polled else {
+            if !this.drains.is_empty() {
+                // Release the drains that emptied; the rest wake this task when they do.
+                let _ = this.drains.poll(cx);
+            }
+            return Poll::Pending;
+        };
+        // Drop the finished (or unwound) future while the group's frame is still in force.
         let dropped = catch_unwind(AssertUnwindSafe(|| {
-            crate::chain::drop_in(this.node, this.fut.as_mut())
+            let _enter = Enter::with_link(data, this.node, Some(this.drains));
+            this.fut.set(None);
         }));
         let sender = this.result.take().expect("result sent once");
         let (output, failure) = match polled {
@@ -134,7 +148,8 @@ where
             ),
         };
         let (group, key) = this.group.take().expect("the end is reported once");
-        group.task_ended(key, this.name.take(), failure, dropped.err());
+        let drains = std::mem::take(this.drains);
+        group.task_ended(key, this.name.take(), failure, dropped.err(), drains);
         Poll::Ready(output)
     }
 }
@@ -152,13 +167,18 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
         let mut panic = None;
         if this.fut.is_some() {
             let _span = this.span.enter();
-            let node = &mut *this.node;
-            let fut = this.fut.as_mut();
-            // A destructor that panics is a failure of the task, reported with its end.
-            if let Err(payload) =
-                catch_unwind(AssertUnwindSafe(|| crate::chain::drop_in(node, fut)))
-            {
-                panic = Some(Ended::Panic(payload));
+            if let Some((group, _)) = this.group.as_ref() {
+                let data = group.child_frame();
+                let node = &mut *this.node;
+                let drains = &mut *this.drains;
+                let mut fut = this.fut.as_mut();
+                // A destructor that panics is a failure of the task, reported with its end.
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+                    let _enter = Enter::with_link(data, node, Some(drains));
+                    fut.set(None);
+                })) {
+                    panic = Some(Ended::Panic(payload));
+                }
             }
         }
         if let Some(sender) = this.result.take() {
@@ -171,7 +191,9 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             drop(sender.deliver(Err(err)));
         }
         if let Some((group, key)) = this.group.take() {
-            group.task_ended(key, this.name.take(), panic, None);
+            // The drains go with the end: the group waits for them before it completes.
+            let drains = std::mem::take(this.drains);
+            group.task_ended(key, this.name.take(), panic, None, drains);
         }
     }
 }

@@ -12,9 +12,10 @@ use pin_project::{pin_project, pinned_drop};
 use tokio::runtime::Handle;
 
 use super::TaskGroup;
-use super::shared::Shared;
-use crate::chain::{self, CANCEL_REQUESTED, Enter, Node};
+use super::shared::{Abandoned, Shared};
 use crate::error::{Failure, GroupError, TaskLabel};
+use crate::frame::{self, Data, Drains, Enter};
+use crate::node::{self, CANCEL_REQUESTED, Node};
 
 /// Where the group is in its life.
 enum Phase<B> {
@@ -104,9 +105,11 @@ pub struct GroupScope<B, Fut, R, E> {
     options: Options,
     /// Whether `TaskGroup::cancel` (not a failure) started the cancellation.
     cancelled: bool,
+    /// Aborted tasks of groups dropped inside the body, awaited before the group completes.
+    drains: Drains,
     /// [`Shared::abandon`] for this `E`, chosen where `E: Send + 'static` is known, so that
     /// `Drop` (which cannot have bounds the struct lacks) can reach it.
-    abandon: fn(&Arc<Shared<E>>, &mut Option<Arc<Node>>),
+    abandon: fn(&Arc<Shared<E>>) -> Abandoned,
 }
 
 /// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
@@ -179,6 +182,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
             waker: None,
             options,
             cancelled: false,
+            drains: Drains::default(),
             abandon: Shared::<E>::abandon,
         }
     }
@@ -204,33 +208,39 @@ where
             panic!("a task group future was polled after it completed");
         }
         if let Phase::Idle(_) = this.phase {
+            let shared = start(*this.options);
+            *this.node = Some(shared.node.clone());
+            *this.shared = Some(shared);
+        }
+        let shared = this.shared.clone().expect("set on the first poll");
+        // The group's context is read afresh on every poll, and passed on to its children.
+        let outer = frame::current();
+        shared.publish(&outer);
+        let data = shared.body_frame(&outer);
+        if let Phase::Idle(_) = this.phase {
             let Phase::Idle(body) = std::mem::replace(this.phase, Phase::Running) else {
                 unreachable!()
             };
-            let shared = start(*this.options);
-            *this.node = Some(shared.node.clone());
             let tg = TaskGroup::from_shared(shared.clone());
-            *this.shared = Some(shared);
-            let _enter = Enter::new(this.node);
+            let _enter = Enter::with_link(data, this.node, Some(this.drains));
             this.body.set(Some(body.start(tg)));
         }
-        let shared = this.shared.clone().expect("set on the first poll");
 
         if let Phase::Running = this.phase {
             let mut failed = false;
             if let Some(body) = this.body.as_mut().as_pin_mut() {
                 let polled = {
-                    let _enter = Enter::new(this.node);
+                    let _enter = Enter::with_link(data, this.node, Some(this.drains));
                     catch_unwind(AssertUnwindSafe(|| body.poll(cx)))
                 };
                 match polled {
                     Ok(Poll::Pending) => {}
                     Ok(Poll::Ready(Ok(value))) => {
-                        chain::drop_in(this.node, this.body.as_mut());
+                        drop_body(data, this.node, this.drains, this.body.as_mut());
                         *this.value = Some(value);
                     }
                     Ok(Poll::Ready(Err(error))) => {
-                        chain::drop_in(this.node, this.body.as_mut());
+                        drop_body(data, this.node, this.drains, this.body.as_mut());
                         tracing::error!(parent: &shared.span, "task group body failed");
                         shared
                             .lock()
@@ -241,7 +251,7 @@ where
                     Err(payload) => {
                         // The body is unwinding: drop what is left of it, then cancel and drain
                         // the children before the panic is resumed.
-                        chain::drop_in(this.node, this.body.as_mut());
+                        drop_body(data, this.node, this.drains, this.body.as_mut());
                         let mut state = shared.lock();
                         state
                             .failures
@@ -256,6 +266,11 @@ where
             shared.start_queued(cx);
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx);
+            // Release the drains that emptied, in a group that may live as long as a server.
+            let _ = state.poll_drains(cx);
+            if !this.drains.is_empty() {
+                let _ = this.drains.poll(cx);
+            }
             // Read before the group cancels its own node below.
             let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
             *this.cancelled = cancelled;
@@ -268,13 +283,17 @@ where
                 // A destructor that panics here must not unwind out of the group: the tasks
                 // still need draining, and the panic is a failure like any other.
                 let body = this.body.as_mut();
-                let node = &mut *this.node;
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| chain::drop_in(node, body)))
-                {
+                let (node, drains) = (&mut *this.node, &mut *this.drains);
+                let mut cancelled_frame = data;
+                cancelled_frame.flags |= frame::CANCELLED;
+                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+                    drop_body(cancelled_frame, node, drains, body)
+                })) {
                     shared.record_panic(TaskLabel::Body, payload);
                 }
-                let node = &mut *this.node;
-                if let Err(payload) = catch_unwind(AssertUnwindSafe(|| drop_queued(node, queued))) {
+                if let Err(payload) =
+                    catch_unwind(AssertUnwindSafe(|| shared.drop_unstarted(queued)))
+                {
                     let label = TaskLabel::Child {
                         id: None,
                         name: None,
@@ -288,12 +307,12 @@ where
                 *this.phase = Phase::Finishing;
             } else {
                 drop(state);
-                chain::register_waker_once(&shared.node, this.waker, cx.waker());
+                node::register_waker_once(&shared.node, this.waker, cx.waker());
                 return Poll::Pending;
             }
         }
 
-        ready!(poll_drained(&shared, this.waker, cx));
+        ready!(poll_drained(&shared, this.drains, this.waker, cx));
         *this.phase = Phase::Done;
         let cancelled = *this.cancelled;
         let mut state = shared.lock();
@@ -316,7 +335,7 @@ fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
     let runtime = Handle::try_current().unwrap_or_else(|_| {
         panic!("TaskGroup::scope must be polled inside a tokio runtime: it spawns tasks")
     });
-    let node = Node::new_group(chain::current());
+    let node = Node::new_group();
     let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::debug_span!("task_group", group.id = id, limit = options.limit);
     Arc::new(Shared::new(node, runtime, span, id, options.limit))
@@ -326,24 +345,22 @@ fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
 /// collecting the failures that arrive meanwhile, then marks the node finished.
 fn poll_drained<E: Send + 'static>(
     shared: &Shared<E>,
+    body_drains: &mut Drains,
     waker: &mut Option<Waker>,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
-    chain::register_waker_once(&shared.node, waker, cx.waker());
-    loop {
-        let mut state = shared.lock();
-        shared.reap(&mut state, cx);
-        if !state.is_drained() {
-            return Poll::Pending;
-        }
-        ready!(super::shared::poll_all_finished(&mut state, cx));
-        drop(state);
-        ready!(shared.node.poll_orphans(cx));
-        if !shared.node.finish() {
-            return Poll::Ready(());
-        }
-        // Orphans arrived while finishing; drain them too (later ones go further up).
+    node::register_waker_once(&shared.node, waker, cx.waker());
+    ready!(body_drains.poll(cx));
+    let mut state = shared.lock();
+    shared.reap(&mut state, cx);
+    if !state.is_drained() {
+        return Poll::Pending;
     }
+    ready!(super::shared::poll_all_finished(&mut state, cx));
+    ready!(state.poll_drains(cx));
+    drop(state);
+    shared.node.finish();
+    Poll::Ready(())
 }
 
 fn finish<R, E>(
@@ -375,9 +392,18 @@ fn finish<R, E>(
     }
 }
 
-pub(crate) fn drop_queued<Q>(node: &mut Option<Arc<Node>>, queued: Q) {
-    let _enter = Enter::new(node);
-    drop(queued);
+/// Drops the body inside the group's frame, so that its destructors still see the group's
+/// context and hand the tasks of groups they drop to the group.
+fn drop_body<Fut>(
+    data: Data,
+    node: &mut Option<Arc<Node>>,
+    drains: &mut Drains,
+    mut body: Pin<&mut Option<Fut>>,
+) {
+    if body.is_some() {
+        let _enter = Enter::with_link(data, node, Some(drains));
+        body.set(None);
+    }
 }
 
 #[pinned_drop]
@@ -390,12 +416,21 @@ impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
         if let Phase::Done = this.phase {
             return;
         }
-        // Dropped from outside: cancel everything at once, closed first so that the body's
-        // destructors cannot spawn.
+        // Dropped from outside. Abort first, before any user destructor runs: no task outlives
+        // the group, whatever a destructor below does (a panic included). Closed first, so that
+        // the body's destructors cannot spawn.
         shared.close();
         shared.node.cancel();
-        chain::drop_in(this.node, this.body.as_mut());
-        (this.abandon)(&shared, this.node);
+        shared.node.finish();
+        let Abandoned { queued, drain } = (this.abandon)(&shared);
+        // Handed to the enclosing owner last, also on unwind: the group's aborted tasks, then
+        // what the body handed up.
+        let _group = drain.map(HandUpOne);
+        let mut body_drains = HandUp(std::mem::take(this.drains));
+        let mut data = shared.body_frame(&frame::current());
+        data.flags |= frame::CANCELLED;
+        drop_body(data, this.node, &mut body_drains.0, this.body.as_mut());
+        shared.drop_unstarted(queued);
     }
 }
 
@@ -413,5 +448,23 @@ impl<B, Fut, R, E> fmt::Debug for GroupScope<B, Fut, R, E> {
             .field("body_running", &self.body.is_some())
             .field("concurrency_limit", &self.options.limit)
             .finish()
+    }
+}
+
+/// Hands the drains it holds to the enclosing owner when dropped (also on unwind).
+struct HandUp(Drains);
+
+impl Drop for HandUp {
+    fn drop(&mut self) {
+        self.0.hand_up();
+    }
+}
+
+/// Hands one drain to the enclosing owner when dropped (also on unwind).
+struct HandUpOne(frame::Drain);
+
+impl Drop for HandUpOne {
+    fn drop(&mut self) {
+        frame::hand_up(self.0.clone());
     }
 }

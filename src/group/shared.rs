@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -13,8 +13,9 @@ use tokio::sync::Notify;
 use super::child::{Child, Deliver, Ended};
 use super::handle::{TaskHandle, ToHandle};
 use super::registry::{Registry, TaskKey};
-use crate::chain::{Node, Orphan};
 use crate::error::{Failure, TaskLabel};
+use crate::frame::{self, Data, Drain, Drainable, Drains, Enter};
+use crate::node::{Node, SHUTDOWN};
 
 /// A normal task waiting for a slot under the concurrency limit: the future and where its
 /// value goes, boxed, and nothing else (no task, no span, no join entry), so that a long queue
@@ -83,9 +84,9 @@ where
         let control = sink.control();
         if S::is_aborted(&control) {
             // Aborted by its handle while queued (which already resolved): never polled.
-            super::scope::drop_queued(&mut Some(shared.node.clone()), fut);
+            shared.drop_unstarted(fut);
             sink.never_spawned();
-            shared.task_ended(key, None, None, None);
+            shared.task_ended(key, None, None, None, Drains::default());
             return;
         }
         let name = self.name.take();
@@ -127,6 +128,11 @@ pub(crate) enum Role {
 
 pub(crate) struct Shared<E> {
     pub(crate) node: Arc<Node>,
+    /// The effective deadline (encoded) the group saw where it runs, at its latest poll: what
+    /// its children inherit.
+    outer_deadline: AtomicU64,
+    /// The frame flags (`CANCELLED`, `SHUTDOWN`) the group saw at its latest poll.
+    outer_flags: AtomicU8,
     pub(crate) runtime: Handle,
     pub(crate) span: tracing::Span,
     pub(crate) id: u64,
@@ -147,6 +153,8 @@ pub(crate) struct State<E> {
     /// Background tasks were aborted (the group finished): the same for them.
     aborted_background: bool,
     pub(crate) failures: Vec<Failure<E>>,
+    /// Aborted tasks of groups dropped inside the children, handed up as the children ended.
+    drains: Drains,
     /// Whether any failure so far is a panic.
     pub(crate) panicked: bool,
     /// Whoever waits for the tasks: the group's future, or the scope that adopted them.
@@ -174,6 +182,64 @@ impl<E> Shared<E> {
         was_open
     }
 
+    /// Records the context the group runs in (read where it is polled), for its children;
+    /// writes only what changed.
+    pub(crate) fn publish(&self, outer: &Data) {
+        let (deadline, cancelled) = frame::lookup();
+        let raw = frame::encode_opt(deadline);
+        if self.outer_deadline.load(Ordering::Relaxed) != raw {
+            self.outer_deadline.store(raw, Ordering::Release);
+        }
+        let mut flags = outer.flags & frame::SHUTDOWN;
+        if cancelled {
+            flags |= frame::CANCELLED;
+        }
+        if self.outer_flags.load(Ordering::Relaxed) != flags {
+            self.outer_flags.store(flags, Ordering::Release);
+        }
+    }
+
+    /// The flags of a frame inside the group. The group's own deadline (a shutdown's cut) and
+    /// cancellation are read live, from its node pushed as the frame's link.
+    fn inner_flags(&self, flags: u8) -> u8 {
+        let mut flags = flags | frame::OWNER;
+        if self.node.state() & SHUTDOWN != 0 {
+            flags |= frame::SHUTDOWN;
+        }
+        flags
+    }
+
+    /// The frame the group's body runs in: the one the group is polled in. The body runs in
+    /// the group's task, so the outer timers still count.
+    pub(crate) fn body_frame(&self, outer: &Data) -> Data {
+        Data {
+            flags: self.inner_flags(outer.flags),
+            ..*outer
+        }
+    }
+
+    /// The frame a child task runs in: what the group published. No timer of the group's task
+    /// can be leaned on from here.
+    pub(crate) fn child_frame(&self) -> Data {
+        let published = frame::decode(self.outer_deadline.load(Ordering::Acquire));
+        let flags = self.outer_flags.load(Ordering::Acquire);
+        Data {
+            fixed: published,
+            local: None,
+            task: 0,
+            flags: self.inner_flags(flags),
+        }
+    }
+
+    /// Drops a future that never started, in the frame its task would have had.
+    pub(crate) fn drop_unstarted<T>(&self, unstarted: T) {
+        let mut data = self.child_frame();
+        data.flags &= !frame::OWNER;
+        let mut link = Some(self.node.clone());
+        let _enter = Enter::with_link(data, &mut link, None);
+        drop(unstarted);
+    }
+
     fn wake_producers(&self) {
         if self.waiting_producers.load(Ordering::SeqCst) > 0 {
             self.slot_freed.notify_waiters();
@@ -189,8 +255,11 @@ impl<E> Shared<E> {
         name: Option<Arc<str>>,
         failure: Option<Ended<E>>,
         drop_panic: Option<Box<dyn std::any::Any + Send>>,
+        mut drains: Drains,
     ) {
         let mut state = self.lock();
+        let handed_drains = !drains.is_empty();
+        state.drains.append(&mut drains);
         let role = match state.tasks.release(key) {
             Some((role, abort)) => {
                 if let Some(abort) = abort {
@@ -217,6 +286,7 @@ impl<E> Shared<E> {
         // failure, or its own completion, and close first.
         let producers = self.waiting_producers.load(Ordering::SeqCst) > 0;
         let wake = failed
+            || handed_drains
             || (freed && (state.tasks.normal() == 0 || !state.queue.is_empty() || producers))
             || state.tasks.is_empty();
         let waiter = if wake { state.waiter.take() } else { None };
@@ -262,6 +332,11 @@ impl<E> State<E> {
         self.tasks.is_empty()
     }
 
+    /// Releases the handed-up drains that emptied; ready when none is left.
+    pub(crate) fn poll_drains(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.drains.poll(cx)
+    }
+
     /// Keeps an ended task's abort handle until tokio marks the task finished (the rest of its
     /// poll, on another worker, after it reported its end). Each pruning drops the finished
     /// ones, and runs when the list doubled: amortised O(1) a task, and the list stays about
@@ -292,6 +367,8 @@ impl<E: Send + 'static> Shared<E> {
     ) -> Shared<E> {
         Shared {
             node,
+            outer_deadline: AtomicU64::new(frame::NO_DEADLINE),
+            outer_flags: AtomicU8::new(0),
             runtime,
             span,
             id,
@@ -303,6 +380,7 @@ impl<E: Send + 'static> Shared<E> {
                 aborted_all: false,
                 aborted_background: false,
                 failures: Vec::new(),
+                drains: Drains::default(),
                 panicked: false,
                 waiter: None,
                 ending: Vec::new(),
@@ -529,18 +607,18 @@ impl<E: Send + 'static> Shared<E> {
         self.wake_producers();
     }
 
-    /// Tears the group down when its future is dropped from outside: closes it, aborts every
-    /// task, drops the queue, and hands the aborted tasks (and whatever was handed to this
-    /// group) to the nearest live enclosing scope or group, which waits for them. With none,
-    /// the sets are dropped: aborted, not awaited.
-    pub(crate) fn abandon(self: &Arc<Self>, node_slot: &mut Option<Arc<Node>>) {
+    /// Tears the group down when its future is dropped from outside: closes it and aborts
+    /// every task, before any user destructor runs. Returns the queued futures (dropped by the
+    /// caller after the body) and the group as a drain, for the enclosing owner to await.
+    pub(crate) fn abandon(self: &Arc<Self>) -> Abandoned {
         let mut state = self.lock();
         let queued = self.close_and_abort(&mut state);
+        let live = !(state.is_drained() && state.drains.is_empty());
         drop(state);
-        super::scope::drop_queued(node_slot, queued);
-        let live = !self.lock().is_drained();
-        let own = live.then(|| Box::new(AbortedTasks(self.clone())) as Box<dyn Orphan>);
-        self.node.abandon(own);
+        Abandoned {
+            queued: Box::new(queued),
+            drain: live.then(|| self.clone() as Drain),
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -552,17 +630,23 @@ impl<E: Send + 'static> Shared<E> {
     }
 }
 
-/// The aborted tasks of a group dropped from outside, for an enclosing scope to wait on.
-struct AbortedTasks<E>(Arc<Shared<E>>);
+/// What is left of a group dropped from outside once its tasks were aborted.
+pub(crate) struct Abandoned {
+    /// The queued futures, never started.
+    pub(crate) queued: Box<dyn Send>,
+    /// The group's aborted tasks, for the enclosing owner (`None`: nothing left to await).
+    pub(crate) drain: Option<Drain>,
+}
 
-impl<E: Send + 'static> Orphan for AbortedTasks<E> {
-    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.0.lock();
-        if state.is_drained() {
-            return poll_all_finished(&mut state, cx);
-        }
+impl<E: Send + 'static> Drainable for Shared<E> {
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
         state.register_waiter(cx);
-        Poll::Pending
+        if !state.is_drained() {
+            return Poll::Pending;
+        }
+        std::task::ready!(poll_all_finished(&mut state, cx));
+        state.poll_drains(cx)
     }
 }
 

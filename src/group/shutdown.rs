@@ -7,9 +7,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::TaskGroup;
-use super::scope::{GroupScope, drop_queued};
+use super::scope::GroupScope;
 use super::shared::Role;
-use crate::deadline;
+use crate::frame as deadline;
 use crate::shutdown::{ShutdownOn, SoftDeadline};
 
 impl<E: Send + 'static> TaskGroup<E> {
@@ -78,31 +78,33 @@ impl<E: Send + 'static> TaskGroup<E> {
         }
         let node = &shared.node;
         node.request_shutdown();
-        // Dropped with the group's node current, outside the lock (destructors may spawn).
-        drop_queued(&mut Some(node.clone()), shared.take_queue());
+        // Queued tasks never start now. They are dropped last, outside the lock: a destructor
+        // that panics must not stop the request from taking effect.
+        let queued = shared.take_queue();
         if grace.is_zero() {
             self.cancel();
-            return;
+        } else {
+            let at = deadline::deadline_after(grace);
+            // Moving the cut wakes the group and shows it to the tasks'
+            // `current_effective_deadline()`. Concurrent requests keep the earliest cut.
+            if node.shorten_deadline(at) {
+                // The hard cut: a background task (it does not keep the group open, and is
+                // aborted with the others when the group is done).
+                let group = self.clone();
+                let timer = async move {
+                    tokio::time::sleep_until(at).await;
+                    group.cancel();
+                    Ok(())
+                };
+                let name: Arc<str> = Arc::from("shutdown-grace");
+                // Refused only when the group closed meanwhile: then there is nothing to cut.
+                let _ = shared.try_spawn::<_, ()>(timer, Some(name), Role::Background, true);
+            } else {
+                // An earlier cut is already set; wake the group: it may be idle now.
+                node.wake();
+            }
         }
-        let at = deadline::deadline_after(grace);
-        // Moving the cut wakes the group and shows it to the tasks'
-        // `current_effective_deadline()`.
-        if !node.shorten_deadline(at) {
-            // An earlier cut is already set; wake the group: it may be idle now.
-            node.wake();
-            return;
-        }
-        // The hard cut: a background task (it does not keep the group open, and is aborted
-        // with the others when the group is done).
-        let group = self.clone();
-        let timer = async move {
-            tokio::time::sleep_until(at).await;
-            group.cancel();
-            Ok(())
-        };
-        let name: Arc<str> = Arc::from("shutdown-grace");
-        // Refused only when the group closed meanwhile: then there is nothing to cut.
-        let _ = shared.try_spawn::<_, ()>(timer, Some(name), Role::Background, true);
+        shared.drop_unstarted(queued);
     }
 
     /// Whether a graceful shutdown was requested for this group (with

@@ -1,27 +1,32 @@
 //! The futures that run a cancel scope: [`MoveOn`] and [`Fail`], both thin layers over
 //! [`Scoped`], which does the work.
+//!
+//! A scope keeps its deadline in the future itself and allocates nothing unless a
+//! [`CancelScope`] handle is asked for. On every poll it reads the frame in force
+//! ([`crate::frame`]), installs its own (the earlier deadline of the two) around the inner
+//! future, and decides afresh whether it needs a timer of its own: none when an enclosing scope
+//! polled by the same task has an earlier or equal deadline, since that one fires first and
+//! wins the tie.
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker, ready};
 
 use pin_project::{pin_project, pinned_drop};
-use tokio::time::{Sleep, sleep_until};
+use tokio::task::coop;
+use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::chain::{
-    self, CANCEL_REQUESTED, CANCELLED, CAUGHT, DEADLINE_CHANGED, Enter, FINISHED, Node,
-    TOKENS_CHANGED,
-};
-use crate::deadline::{self, NO_DEADLINE};
+use crate::frame::{self, Data, Drains, Enter, earliest};
+use crate::node::{self, CANCELLED, CAUGHT, ENTERED, FINISHED, Node, SHUTDOWN, TOKENS_CHANGED};
 use crate::{CancelScope, Elapsed};
 
 /// Where a [`Scoped`] future is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
-    /// Built, not yet polled: the scope is entered on the first poll.
+    /// Built, not yet polled.
     Idle,
     /// The inner future runs.
     Running,
@@ -31,52 +36,73 @@ enum Phase {
     Done,
 }
 
-/// How the scope learns that its deadline passed.
-enum Timer {
-    /// No timer needed: no deadline, or not decided yet.
-    None,
-    /// An enclosing scope polled by the same task has an earlier or equal deadline; its timer
-    /// fires first and wins the tie. Kept until the deadlines change or that scope finishes.
-    Ancestor { covering: Arc<Node>, epoch: u64 },
-    /// The scope's own timer (in `Scoped::sleep`) is armed.
-    Own,
-}
-
 /// Runs a future inside a cancel scope; yields its output or why the scope cancelled it.
 #[pin_project(PinnedDrop, project = ScopedProj)]
 pub(crate) struct Scoped<F: Future> {
     #[pin]
     inner: Option<F>,
-    /// The scope's node. `None` only while it is the thread's current node, during a poll.
-    node: Option<Arc<Node>>,
+    /// The deadline while there is no handle; with one, the node's deadline is used instead.
+    deadline: Option<Instant>,
+    /// The shared state, made when a handle is asked for.
+    node: OnceLock<Arc<Node>>,
+    /// A clone of `node` that the poll lends to the frame as its link.
+    link: Option<Arc<Node>>,
     #[pin]
     sleep: Option<Sleep>,
-    timer: Timer,
+    /// Where `sleep` is armed (`None`: disarmed).
+    armed: Option<Instant>,
     /// The waker last handed to the node, so that it is replaced only when it changes.
     waker: Option<Waker>,
     tokens: Vec<Pin<Box<WaitForCancellationFutureOwned>>>,
+    /// Aborted tasks of groups dropped inside the scope, awaited before it completes.
+    drains: Drains,
     output: Option<Result<F::Output, Elapsed>>,
     phase: Phase,
+    /// The scope ended by its own cancellation.
+    caught: bool,
 }
 
 impl<F: Future> Scoped<F> {
-    pub(crate) fn new(node: Arc<Node>, inner: F) -> Scoped<F> {
+    pub(crate) fn new(deadline: Option<Instant>, inner: F) -> Scoped<F> {
         Scoped {
             inner: Some(inner),
-            node: Some(node),
+            deadline,
+            node: OnceLock::new(),
+            link: None,
             sleep: None,
-            timer: Timer::None,
+            armed: None,
             waker: None,
             tokens: Vec::new(),
+            drains: Drains::default(),
             output: None,
             phase: Phase::Idle,
+            caught: false,
         }
     }
 
+    pub(crate) fn with_node(node: Arc<Node>, inner: F) -> Scoped<F> {
+        let scoped = Scoped::new(None, inner);
+        let _ = scoped.node.set(node);
+        scoped
+    }
+
+    /// The scope's shared state, made now if no handle was asked for before.
     fn node(&self) -> &Arc<Node> {
-        self.node
-            .as_ref()
-            .expect("node is only lent out during a poll")
+        self.node.get_or_init(|| {
+            let node = Node::new(frame::encode_opt(self.deadline));
+            let mut flags = 0;
+            if self.phase != Phase::Idle {
+                flags |= ENTERED;
+            }
+            if self.caught {
+                flags |= CAUGHT;
+            }
+            if self.phase == Phase::Done {
+                flags |= FINISHED;
+            }
+            node.set_flags(flags);
+            Arc::new(node)
+        })
     }
 
     fn get_ref(&self) -> Option<&F> {
@@ -87,8 +113,32 @@ impl<F: Future> Scoped<F> {
         self.project().inner.as_pin_mut()
     }
 
-    fn phase(&self) -> Phase {
-        self.phase
+    fn into_inner(mut self) -> Option<F> {
+        // `Scoped` has a destructor, so the field is taken rather than moved out.
+        self.inner.take()
+    }
+}
+
+/// The frame the inner future runs in: the outer one narrowed by this scope. `fixed` is the
+/// scope's deadline when it has no handle; a handle's node is pushed as a link instead, read
+/// live.
+#[inline]
+fn inner_frame(
+    outer: &Data,
+    fixed: Option<Instant>,
+    own: Option<Instant>,
+    node_state: u32,
+    task: usize,
+) -> Data {
+    let mut flags = outer.flags | frame::OWNER;
+    if node_state & SHUTDOWN != 0 {
+        flags |= frame::SHUTDOWN;
+    }
+    Data {
+        fixed: earliest(outer.fixed, fixed),
+        local: earliest(outer.local_for(task), own),
+        task,
+        flags,
     }
 }
 
@@ -100,144 +150,198 @@ impl<F: Future> Future for Scoped<F> {
         let mut this = self.project();
         match *this.phase {
             Phase::Idle => {
-                let node = this.node.as_ref().expect("node present outside a poll");
-                node.enter(chain::current());
+                if let Some(node) = this.node.get() {
+                    node.enter();
+                }
                 *this.phase = Phase::Running;
             }
             Phase::Running => {}
             Phase::Draining => return poll_drain(this, cx),
             Phase::Done => panic!("a cancel scope future was polled after it completed"),
         }
-
+        let entry = Entry::read(this.node.get(), this.link, *this.deadline, cx);
         // The inner future is polled first: a future that completes without suspending returns
         // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
         // suspension point, as in Trio and `tokio::time::timeout`).
-        let polled = {
-            let _enter = Enter::new(this.node);
-            let inner = this.inner.as_mut().as_pin_mut();
-            let polled = inner.expect("inner future present while running").poll(cx);
-            if polled.is_ready() {
-                // Dropped while the node is still current, as `chain::drop_in` would.
-                this.inner.set(None);
+        match poll_inner(this.inner.as_mut(), this.link, this.drains, entry.data, cx) {
+            Poll::Ready(value) => {
+                *this.output = Some(Ok(value));
+                *this.phase = Phase::Draining;
+                poll_drain(this, cx)
             }
-            polled
-        };
-        if let Poll::Ready(value) = polled {
-            *this.output = Some(Ok(value));
-            *this.phase = Phase::Draining;
-            return poll_drain(this, cx);
+            Poll::Pending => poll_cancel(this, &entry, cx),
         }
-
-        let node = this.node.as_ref().expect("node returned after the poll");
-        chain::register_waker_once(node, this.waker, cx.waker());
-        let mut flags = node.state() & (DEADLINE_CHANGED | TOKENS_CHANGED);
-        if flags != 0 {
-            flags = node.take_flags(DEADLINE_CHANGED | TOKENS_CHANGED);
-        }
-        if flags & TOKENS_CHANGED != 0 {
-            watch_tokens(node, this.tokens);
-        }
-        if flags & DEADLINE_CHANGED != 0 || timer_stale(this.timer) {
-            arm_timer(node, this.timer, this.sleep.as_mut());
-        }
-        if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-            if sleep.poll(cx).is_ready() {
-                node.mark_deadline_reached();
-            }
-        }
-        if this
-            .tokens
-            .iter_mut()
-            .any(|t| t.as_mut().poll(cx).is_ready())
-        {
-            node.cancel();
-        }
-
-        let state = node.state();
-        if state & CANCELLED == 0 || node.ancestor_cancelled() {
-            // An enclosing scope that is cancelled too claims the cancellation: it will drop
-            // this future, and its timer or `cancel()` has woken (or will wake) this task.
-            return Poll::Pending;
-        }
-        node.set_flags(CAUGHT);
-        tracing::debug!(deadline = ?node.deadline(), "cancel scope cancelled");
-        chain::drop_in(this.node, this.inner.as_mut());
-        let err = if state & CANCEL_REQUESTED != 0 {
-            Elapsed::cancelled()
-        } else {
-            Elapsed::deadline()
-        };
-        *this.output = Some(Err(err));
-        *this.phase = Phase::Draining;
-        poll_drain(this, cx)
     }
 }
 
-/// Waits for the tasks handed to this scope, then marks it finished and yields the output.
-fn poll_drain<F: Future>(
+/// What a poll of the scope read before polling the inner future.
+struct Entry {
+    /// The frame in force around the scope.
+    outer: Data,
+    /// The frame the inner future runs in.
+    data: Data,
+    /// The scope's deadline.
+    own: Option<Instant>,
+    /// Identifies the task polling the scope (its waker's data pointer).
+    task: usize,
+    /// Whether tokio's coop budget was left before the inner future ran.
+    had_budget: bool,
+}
+
+impl Entry {
+    fn read(
+        node: Option<&Arc<Node>>,
+        link: &mut Option<Arc<Node>>,
+        deadline: Option<Instant>,
+        cx: &Context<'_>,
+    ) -> Entry {
+        let (fixed, own, node_state) = match node {
+            Some(node) => {
+                if link.is_none() {
+                    *link = Some(node.clone());
+                }
+                (None, node.deadline(), node.state())
+            }
+            None => (deadline, deadline, 0),
+        };
+        let outer = frame::current();
+        let task = cx.waker().data() as usize;
+        Entry {
+            outer,
+            data: inner_frame(&outer, fixed, own, node_state, task),
+            own,
+            task,
+            had_budget: coop::has_budget_remaining(),
+        }
+    }
+}
+
+/// Polls the inner future in the scope's frame; a finished one is dropped there too, so that
+/// its destructors still see the scope.
+fn poll_inner<F: Future>(
+    mut inner: Pin<&mut Option<F>>,
+    link: &mut Option<Arc<Node>>,
+    drains: &mut Drains,
+    data: Data,
+    cx: &mut Context<'_>,
+) -> Poll<F::Output> {
+    let _enter = enter(data, link, drains);
+    let fut = inner.as_mut().as_pin_mut();
+    let polled = fut.expect("inner future present while running").poll(cx);
+    if polled.is_ready() {
+        inner.set(None);
+    }
+    polled
+}
+
+/// Installs the scope's frame, with its node as a link when it has a handle.
+fn enter<'a>(data: Data, link: &'a mut Option<Arc<Node>>, drains: &'a mut Drains) -> Enter<'a> {
+    if link.is_some() {
+        Enter::with_link(data, link, Some(drains))
+    } else {
+        Enter::new(data, Some(drains))
+    }
+}
+
+/// After the inner future returned `Pending`: arms the timer, and decides whether the scope is
+/// cancelled (by its deadline or its handle) and the cancellation is its own to claim.
+fn poll_cancel<F: Future>(
     mut this: ScopedProj<'_, F>,
+    entry: &Entry,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, Elapsed>> {
-    let node = this.node.as_ref().expect("node present outside a poll");
-    ready!(node.poll_orphans(cx));
-    if node.state() & FINISHED == 0 && node.finish() {
-        // Orphans arrived between the drain and `finish`; later ones go further up.
-        ready!(node.poll_orphans(cx));
+    if !this.drains.is_empty() {
+        // Release the drains that emptied; the rest wake this task when they do.
+        let _ = this.drains.poll(cx);
     }
-    *this.phase = Phase::Done;
-    this.sleep.set(None);
-    forget_waker(node, this.waker);
-    Poll::Ready(this.output.take().expect("output stored before draining"))
-}
-
-/// Replaces the task's waker in a node that is done with it (if one was handed over), so that
-/// a later `cancel()` (or anything else that wakes the node) does not wake a task that has
-/// moved on, and the node no longer keeps that task alive.
-fn forget_waker(node: &Node, last: &mut Option<Waker>) {
-    if last.take().is_some() {
-        node.register_waker(Waker::noop());
-    }
-}
-
-fn watch_tokens(node: &Node, tokens: &mut Vec<Pin<Box<WaitForCancellationFutureOwned>>>) {
-    tokens.extend(
-        node.take_linked_tokens()
-            .into_iter()
-            .map(|token| Box::pin(token.cancelled_owned())),
-    );
-}
-
-/// Whether the timer decision must be made (again): never made, or made on the strength of
-/// an ancestor whose deadline may have moved or which has finished.
-fn timer_stale(timer: &Timer) -> bool {
-    match timer {
-        Timer::None => true,
-        Timer::Own => false,
-        Timer::Ancestor { covering, epoch } => {
-            *epoch != chain::deadline_epoch() || covering.state() & FINISHED != 0
+    let node = this.node.get();
+    // A handle may have moved the deadline or cancelled the scope during the poll.
+    let (own, mut cancel) = match node {
+        Some(node) => {
+            let moved = node.deadline();
+            if moved != entry.own {
+                // Scopes inside leaned on the old deadline: poll again so that they decide
+                // their timers afresh.
+                cx.waker().wake_by_ref();
+            }
+            (moved, node.is_cancel_requested())
+        }
+        None => (entry.own, false),
+    };
+    if let Some(node) = node {
+        node::register_waker_once(node, this.waker, cx.waker());
+        if node.state() & TOKENS_CHANGED != 0 && node.take_flags(TOKENS_CHANGED) != 0 {
+            this.tokens.extend(
+                node.take_linked_tokens()
+                    .into_iter()
+                    .map(|token| Box::pin(token.cancelled_owned())),
+            );
+        }
+        if this.tokens.iter_mut().any(|t| t.as_mut().poll(cx).is_ready()) {
+            node.cancel();
+            cancel = true;
         }
     }
+
+    // One timer: none when a scope polled by this task has an earlier or equal deadline.
+    let covered = entry.outer.local_for(entry.task);
+    let fired = match own {
+        Some(at) if covered.is_none_or(|covered| at < covered) => {
+            if *this.armed != Some(at) {
+                arm(this.sleep.as_mut(), at);
+                *this.armed = Some(at);
+            }
+            let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
+            poll_timer(sleep, entry.had_budget, cx).is_ready()
+        }
+        _ => {
+            if this.armed.take().is_some() {
+                this.sleep.set(None);
+            }
+            false
+        }
+    };
+    if !fired && !cancel {
+        return Poll::Pending;
+    }
+    // An enclosing scope that is cancelled too claims the cancellation: it drops this future,
+    // and its timer or `cancel()` has woken (or will wake) this task.
+    let outer_expired = entry.outer.flags & frame::CANCELLED != 0
+        || covered.is_some_and(|covered| covered <= Instant::now())
+        || frame::links_expired();
+    if outer_expired {
+        return Poll::Pending;
+    }
+
+    *this.caught = true;
+    let err = if cancel {
+        Elapsed::cancelled()
+    } else {
+        Elapsed::deadline()
+    };
+    if let Some(node) = node {
+        if fired {
+            node.mark_deadline_reached();
+        }
+        node.set_flags(CAUGHT);
+    }
+    tracing::debug!(deadline = ?own, "cancel scope cancelled");
+    {
+        // The inner future's destructors run in the scope's frame, now cancelled.
+        let mut data = entry.data;
+        data.flags |= frame::CANCELLED;
+        let _enter = enter(data, this.link, this.drains);
+        this.inner.set(None);
+    }
+    *this.output = Some(Err(err));
+    *this.phase = Phase::Draining;
+    poll_drain(this, cx)
 }
 
-/// Arms, moves or disarms the scope's single timer for its current deadline.
-fn arm_timer(node: &Node, timer: &mut Timer, mut sleep: Pin<&mut Option<Sleep>>) {
-    let epoch = chain::deadline_epoch();
-    let raw = node.deadline_raw();
-    if raw == NO_DEADLINE {
-        // Not `Timer::None`, which means "undecided": an `Own` timer that is disarmed.
-        *timer = Timer::Own;
-        sleep.set(None);
-        return;
-    }
-    if let Some(covering) = node.covering_ancestor_in_task(raw) {
-        *timer = Timer::Ancestor { covering, epoch };
-        sleep.set(None);
-        return;
-    }
-    *timer = Timer::Own;
-    let at = deadline::decode(raw).expect("checked above");
+/// Arms (or moves) the scope's one timer entry.
+#[track_caller]
+fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
     match sleep.as_mut().as_pin_mut() {
-        // One timer entry for the scope's whole life: moving the deadline resets it.
         Some(armed) => armed.reset(at),
         None => {
             if tokio::runtime::Handle::try_current().is_err() {
@@ -251,6 +355,37 @@ fn arm_timer(node: &Node, timer: &mut Timer, mut sleep: Pin<&mut Option<Sleep>>)
     }
 }
 
+/// Polls the timer, unconstrained by tokio's coop budget when the inner future used it up (as
+/// `tokio::time::timeout` does): a busy inner future must not starve its deadline.
+fn poll_timer(sleep: Pin<&mut Sleep>, had_budget: bool, cx: &mut Context<'_>) -> Poll<()> {
+    if had_budget && !coop::has_budget_remaining() {
+        let mut unconstrained = coop::unconstrained(sleep);
+        Pin::new(&mut unconstrained).poll(cx)
+    } else {
+        sleep.poll(cx)
+    }
+}
+
+/// Waits for the tasks handed to this scope, then finishes and yields the output.
+fn poll_drain<F: Future>(
+    this: ScopedProj<'_, F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Elapsed>> {
+    ready!(this.drains.poll(cx));
+    *this.phase = Phase::Done;
+    if this.armed.take().is_some() {
+        let mut sleep = this.sleep;
+        sleep.set(None);
+    }
+    if let Some(node) = this.node.get() {
+        node.finish();
+        if this.waker.take().is_some() {
+            node.forget_waker();
+        }
+    }
+    Poll::Ready(this.output.take().expect("output stored before draining"))
+}
+
 #[pinned_drop]
 impl<F: Future> PinnedDrop for Scoped<F> {
     fn drop(self: Pin<&mut Self>) {
@@ -259,19 +394,38 @@ impl<F: Future> PinnedDrop for Scoped<F> {
             // Never entered, or finished and drained: nothing left to hand over.
             return;
         }
-        chain::drop_in(this.node, this.inner.as_mut());
-        let node = this.node.as_ref().expect("node present outside a poll");
-        if *this.phase == Phase::Running && node.state() & CANCELLED == 0 && node.is_cancelled() {
-            // Dropped by an enclosing scope whose deadline tied with ours (the outer one claims
-            // the tie, and ours had no timer of its own): our deadline passed too, so the token
-            // handed out by `cancellation_token()` must fire, as `is_cancelled()` says.
-            node.mark_deadline_reached();
+        // Dropped from outside (an enclosing scope, a select, a failing group). Whatever was
+        // handed to this scope goes to the enclosing owner, also if a destructor below panics.
+        let mut hand_up = HandUp(std::mem::take(this.drains));
+        if this.inner.is_some() {
+            let node = this.node.get();
+            let (fixed, state) = node.map_or((*this.deadline, 0), |n| (None, n.state()));
+            let data = inner_frame(&frame::current(), fixed, None, state, 0);
+            let _enter = enter(data, this.link, &mut hand_up.0);
+            this.inner.set(None);
         }
-        forget_waker(node, this.waker);
-        // Dropped from outside (an enclosing scope, a select, a failing group): whatever was
-        // handed to this scope and not yet drained goes to the nearest live ancestor (with
-        // none, it is dropped here: its tasks are aborted but nobody waits for them).
-        node.abandon(None);
+        if let Some(node) = this.node.get() {
+            if *this.phase == Phase::Running
+                && node.state() & CANCELLED == 0
+                && node.deadline_passed()
+            {
+                // Dropped by an enclosing scope whose deadline tied with ours (the outer one
+                // claims the tie): our deadline passed too, so the token handed out by
+                // `cancellation_token()` must fire, as `is_cancelled()` says.
+                node.mark_deadline_reached();
+            }
+            node.finish();
+            node.forget_waker();
+        }
+    }
+}
+
+/// Hands the drains it holds to the enclosing owner when dropped (also on unwind).
+struct HandUp(Drains);
+
+impl Drop for HandUp {
+    fn drop(&mut self) {
+        self.0.hand_up();
     }
 }
 
@@ -281,12 +435,18 @@ fn debug_scoped<F: Future>(
     name: &str,
     f: &mut fmt::Formatter<'_>,
 ) -> fmt::Result {
-    let scope = CancelScope::from_node(scoped.node().clone());
+    let (deadline, cancelled) = match scoped.node.get() {
+        Some(node) => (node.deadline(), node.is_cancelled()),
+        None => (
+            scoped.deadline,
+            scoped.deadline.is_some_and(|at| at <= Instant::now()),
+        ),
+    };
     f.debug_struct(name)
-        .field("phase", &scoped.phase())
-        .field("deadline", &scope.deadline())
-        .field("is_cancelled", &scope.is_cancelled())
-        .field("cancelled_caught", &scope.cancelled_caught())
+        .field("phase", &scoped.phase)
+        .field("deadline", &deadline)
+        .field("is_cancelled", &cancelled)
+        .field("cancelled_caught", &scoped.caught)
         .finish()
 }
 
@@ -332,10 +492,8 @@ pub struct MoveOn<F: Future> {
 }
 
 impl<F: Future> MoveOn<F> {
-    pub(crate) fn new(node: Arc<Node>, inner: F) -> MoveOn<F> {
-        MoveOn {
-            scoped: Scoped::new(node, inner),
-        }
+    pub(crate) fn new(scoped: Scoped<F>) -> MoveOn<F> {
+        MoveOn { scoped }
     }
 
     /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
@@ -393,6 +551,22 @@ impl<F: Future> MoveOn<F> {
     /// ```
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
+    }
+
+    /// Consumes the scope future, returning the inner future (`None` once it completed or was
+    /// dropped by a cancellation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
+    /// let inner = fut.into_inner().expect("not polled yet");
+    /// # drop(inner);
+    /// ```
+    pub fn into_inner(self) -> Option<F> {
+        self.scoped.into_inner()
     }
 }
 
@@ -458,10 +632,8 @@ pub struct Fail<F: Future> {
 }
 
 impl<F: Future> Fail<F> {
-    pub(crate) fn new(node: Arc<Node>, inner: F) -> Fail<F> {
-        Fail {
-            scoped: Scoped::new(node, inner),
-        }
+    pub(crate) fn new(scoped: Scoped<F>) -> Fail<F> {
+        Fail { scoped }
     }
 
     /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
@@ -519,6 +691,22 @@ impl<F: Future> Fail<F> {
     /// ```
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
+    }
+
+    /// Consumes the scope future, returning the inner future (`None` once it completed or was
+    /// dropped by a cancellation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
+    /// let inner = fut.into_inner().expect("not polled yet");
+    /// # drop(inner);
+    /// ```
+    pub fn into_inner(self) -> Option<F> {
+        self.scoped.into_inner()
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::CancelScope;
-use crate::deadline;
+use crate::frame as deadline;
 
 impl CancelScope {
     /// Requests a graceful shutdown of the scope: the code running inside — its future, and

@@ -1,0 +1,446 @@
+//! The deadline context: what a future needs from the scopes and groups that enclose it, kept in
+//! a thread-local *frame* that each scope, group body and group child installs for the duration
+//! of one poll (and of the drop of its inner future), and restores afterwards, also on unwind.
+//!
+//! Nothing here is fixed when a future is first polled: every poll reads the frame in force at
+//! that moment. A scope moved to another task, or awaited again after an enclosing scope ended,
+//! sees the context it is polled in now, never a stale one.
+//!
+//! ```text
+//!   task A                                      task B (a group child)
+//!   fail_after(5s)   frame: eff 5s, local 5s    base frame from the group's publication:
+//!    └ move_on(1s)   frame: eff 1s, local 1s      eff 1s, local none (no timer of task A
+//!       └ group      publishes eff 1s ───────────▶ can be leaned on here)
+//! ```
+//!
+//! A frame holds:
+//! - `fixed`: the earliest deadline of the enclosing scopes whose deadline cannot move (those
+//!   made by `move_on_after` and friends, and what a group child inherits);
+//! - `local` and `task`: the earliest deadline whose timer is armed by a scope polled in the
+//!   same task (identified by its waker), which an inner scope with a later or equal deadline can
+//!   lean on instead of arming a timer of its own (the outer one fires first and wins the tie);
+//! - flags: an enclosing scope is cancelled (counts as a deadline of "now"), a shutdown was
+//!   requested, and whether some owner collects *drains* (below);
+//! - `links`: the shared state of the enclosing scopes that have a handle, and of the
+//!   enclosing groups, innermost last. Their deadlines can move and they can be cancelled from
+//!   anywhere, so they are read live: [`current_effective_deadline`] is the minimum of `fixed`
+//!   and their deadlines, and a `cancel()` or `set_deadline()` shows at once, before any
+//!   suspension.
+//!
+//! **Drains.** A group dropped inside a poll aborts its tasks and hands a [`Drain`] to the
+//! innermost owner (a scope, a group body or a group child), which awaits it before it
+//! completes and releases it as soon as it is empty. Handing goes through a thread-local list:
+//! an owner notes its length when it installs its frame and takes what was added when it
+//! restores the outer one.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::node::Node;
+
+/// An enclosing scope is cancelled: the effective deadline is "now or earlier".
+pub(crate) const CANCELLED: u8 = 1 << 0;
+/// A graceful shutdown was requested by an enclosing scope or group.
+pub(crate) const SHUTDOWN: u8 = 1 << 1;
+/// Some owner collects drains handed up during this poll.
+pub(crate) const OWNER: u8 = 1 << 2;
+
+/// The plain-data part of a frame, saved and restored whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Data {
+    /// The earliest fixed deadline in force (see the module docs).
+    pub(crate) fixed: Option<Instant>,
+    /// The earliest deadline whose timer runs in the task that `task` identifies.
+    pub(crate) local: Option<Instant>,
+    /// The waker data pointer of the poll that set `local` (0: none).
+    pub(crate) task: usize,
+    pub(crate) flags: u8,
+}
+
+impl Data {
+    const EMPTY: Data = Data {
+        fixed: None,
+        local: None,
+        task: 0,
+        flags: 0,
+    };
+
+    /// The deadline an inner scope polled by `task` can rely on a timer for.
+    pub(crate) fn local_for(&self, task: usize) -> Option<Instant> {
+        if self.task == task { self.local } else { None }
+    }
+}
+
+struct Frame {
+    data: Cell<Data>,
+    links: RefCell<Vec<Arc<Node>>>,
+    /// `links.len()`, readable without a borrow.
+    link_count: Cell<usize>,
+    drains: RefCell<Vec<Drain>>,
+    /// `drains.len()`, readable without a borrow.
+    drain_count: Cell<usize>,
+}
+
+thread_local! {
+    static FRAME: Frame = const {
+        Frame {
+            data: Cell::new(Data::EMPTY),
+            links: RefCell::new(Vec::new()),
+            link_count: Cell::new(0),
+            drains: RefCell::new(Vec::new()),
+            drain_count: Cell::new(0),
+        }
+    };
+}
+
+/// The frame in force on this thread (empty outside any scope, or while thread-locals are torn
+/// down).
+#[inline]
+pub(crate) fn current() -> Data {
+    FRAME.try_with(|f| f.data.get()).unwrap_or(Data::EMPTY)
+}
+
+/// Runs `f` with the innermost link (shared state of a scope handle or group), borrowed.
+pub(crate) fn with_link<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
+    let mut f = Some(f);
+    FRAME
+        .try_with(|frame| {
+            let links = frame.links.borrow();
+            f.take().map(|f| f(links.last()))
+        })
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| f.take().expect("not called yet")(None))
+}
+
+/// A clone of the innermost link.
+pub(crate) fn current_link() -> Option<Arc<Node>> {
+    with_link(|link| link.cloned())
+}
+
+/// The effective deadline in force, and whether an enclosing scope is cancelled: the frame's
+/// fixed deadline, narrowed by the live state of the enclosing handles and groups.
+pub(crate) fn lookup() -> (Option<Instant>, bool) {
+    FRAME
+        .try_with(|f| {
+            let data = f.data.get();
+            let mut deadline = data.fixed;
+            let mut cancelled = data.flags & CANCELLED != 0;
+            if f.link_count.get() > 0 {
+                let links = f.links.borrow();
+                for node in links.iter().chain(outside(&links)) {
+                    deadline = earliest(deadline, node.deadline());
+                    cancelled |= node.is_cancel_requested();
+                }
+            }
+            (deadline, cancelled)
+        })
+        .unwrap_or((None, false))
+}
+
+/// The live nodes that enclosed the outermost link where it was first entered, and still run:
+/// for a group child, the handles and groups around its group, in the group's task. (Fixed
+/// deadlines from there come with the group's publication; these can still move.)
+fn outside(links: &[Arc<Node>]) -> impl Iterator<Item = &Arc<Node>> {
+    let mut next = links.first().and_then(|node| node.parent());
+    std::iter::from_fn(move || {
+        while let Some(node) = next {
+            next = node.parent();
+            if !node.is_finished() {
+                return Some(node);
+            }
+        }
+        None
+    })
+}
+
+/// Whether an enclosing handle or group was cancelled or saw its deadline pass.
+pub(crate) fn links_expired() -> bool {
+    FRAME
+        .try_with(|f| {
+            if f.link_count.get() == 0 {
+                return false;
+            }
+            let links = f.links.borrow();
+            links
+                .iter()
+                .any(|node| node.is_cancel_requested() || node.deadline_passed())
+                // Across a task edge a deadline is never leaned on: only a cancellation counts.
+                || outside(&links).any(|node| node.is_cancel_requested())
+        })
+        .unwrap_or(false)
+}
+
+/// Installs a frame until dropped; then restores the previous one (also on unwind) and moves the
+/// drains handed up meanwhile into `collect`.
+pub(crate) struct Enter<'a> {
+    prev: Data,
+    /// Where to put the link back, when this frame pushed one.
+    link: Option<&'a mut Option<Arc<Node>>>,
+    mark: usize,
+    collect: Option<&'a mut Drains>,
+}
+
+impl<'a> Enter<'a> {
+    /// Installs `data`; drains handed up during the frame go to `collect` (which must be given
+    /// when `data` has the [`OWNER`] flag).
+    #[inline]
+    pub(crate) fn new(data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
+        let (prev, mark) = FRAME
+            .try_with(|f| (f.data.replace(data), f.drain_count.get()))
+            .unwrap_or((Data::EMPTY, 0));
+        Enter {
+            prev,
+            link: None,
+            mark,
+            collect,
+        }
+    }
+
+    /// Like [`new`](Self::new), and pushes the node in `link` as the innermost link (moved in
+    /// and back out of the thread-local, with no reference-count traffic).
+    pub(crate) fn with_link(
+        data: Data,
+        link: &'a mut Option<Arc<Node>>,
+        collect: Option<&'a mut Drains>,
+    ) -> Enter<'a> {
+        let mut enter = Enter::new(data, collect);
+        let Some(node) = link.take() else {
+            return enter;
+        };
+        let mut node = Some(node);
+        let pushed = FRAME.try_with(|f| {
+            let mut links = f.links.borrow_mut();
+            links.push(node.take().expect("taken once"));
+            f.link_count.set(links.len());
+        });
+        match pushed {
+            Ok(()) => enter.link = Some(link),
+            Err(_) => *link = node,
+        }
+        enter
+    }
+}
+
+impl Drop for Enter<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        let prev = self.prev;
+        let link = self.link.take();
+        let mark = self.mark;
+        let collect = self.collect.as_deref_mut();
+        let _ = FRAME.try_with(|f| {
+            f.data.set(prev);
+            if let Some(slot) = link {
+                let mut links = f.links.borrow_mut();
+                *slot = links.pop();
+                f.link_count.set(links.len());
+            }
+            if f.drain_count.get() > mark {
+                let mut drains = f.drains.borrow_mut();
+                match collect {
+                    Some(collect) => collect.0.extend(drains.drain(mark..)),
+                    // Nobody below owns them: released, not awaited.
+                    None if prev.flags & OWNER == 0 => drains.truncate(mark),
+                    // Left for the enclosing owner, which takes everything past its own mark.
+                    None => {}
+                }
+                f.drain_count.set(drains.len());
+            }
+        });
+    }
+}
+
+/// Something aborted that must be awaited until it is empty: the tasks of a group that was
+/// dropped.
+pub(crate) trait Drainable: Send + Sync {
+    /// Polls until every task has ended (its future dropped), registering `cx` otherwise.
+    fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()>;
+}
+
+/// A handle on a dropped group's aborted tasks, awaited by whoever it was handed to.
+pub(crate) type Drain = Arc<dyn Drainable>;
+
+/// Drains an owner waits for; each is released as soon as it is empty.
+#[derive(Default)]
+pub(crate) struct Drains(Vec<Drain>);
+
+impl Drains {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Polls every drain, releasing the empty ones; ready when none is left.
+    pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.is_empty() {
+            return Poll::Ready(());
+        }
+        self.0.retain(|drain| drain.poll_drained(cx).is_pending());
+        if self.0.is_empty() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    pub(crate) fn append(&mut self, other: &mut Drains) {
+        self.0.append(&mut other.0);
+    }
+
+    /// Hands every drain to the owner of the frame in force (see [`hand_up`]).
+    pub(crate) fn hand_up(&mut self) {
+        for drain in self.0.drain(..) {
+            hand_up(drain);
+        }
+    }
+}
+
+impl std::fmt::Debug for Drains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drains")
+            .field("len", &self.0.len())
+            .finish()
+    }
+}
+
+/// Hands `drain` to the innermost owner, which waits for it. With no owner (dropped outside any
+/// quattro future) it is released here: its tasks are aborted, and nobody waits for them.
+pub(crate) fn hand_up(drain: Drain) {
+    let _ = FRAME.try_with(|f| {
+        if f.data.get().flags & OWNER != 0 {
+            let mut drains = f.drains.borrow_mut();
+            drains.push(drain);
+            f.drain_count.set(drains.len());
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deadlines: encoding for atomics, and the lookup.
+
+/// The encoded value of "no deadline".
+pub(crate) const NO_DEADLINE: u64 = u64::MAX;
+
+/// How far in the past the encoding's origin lies: deadlines are stored as nanoseconds since
+/// the origin, so the origin must precede any deadline a program can build.
+const ORIGIN_LOOKBACK: [Duration; 4] = [
+    Duration::from_secs(100 * 365 * 24 * 3600),
+    Duration::from_secs(365 * 24 * 3600),
+    Duration::from_secs(24 * 3600),
+    Duration::ZERO,
+];
+
+/// About thirty years: what a timeout too large to add to `now` turns into, as in
+/// `tokio::time::timeout`.
+const FAR_FUTURE: Duration = Duration::from_secs(86400 * 365 * 30);
+
+fn origin() -> std::time::Instant {
+    static ORIGIN: OnceLock<std::time::Instant> = OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let now = std::time::Instant::now();
+        ORIGIN_LOOKBACK
+            .iter()
+            .find_map(|back| now.checked_sub(*back))
+            .unwrap_or(now)
+    })
+}
+
+/// Encodes an instant as nanoseconds since the origin, so that it fits an atomic. Instants
+/// before the origin become the origin (they are long past either way); instants too far
+/// ahead saturate just below [`NO_DEADLINE`].
+pub(crate) fn encode(instant: Instant) -> u64 {
+    let nanos = instant
+        .into_std()
+        .checked_duration_since(origin())
+        .map_or(0, |d| d.as_nanos());
+    u64::try_from(nanos)
+        .unwrap_or(NO_DEADLINE - 1)
+        .min(NO_DEADLINE - 1)
+}
+
+pub(crate) fn encode_opt(deadline: Option<Instant>) -> u64 {
+    deadline.map_or(NO_DEADLINE, encode)
+}
+
+pub(crate) fn decode(raw: u64) -> Option<Instant> {
+    (raw != NO_DEADLINE).then(|| Instant::from_std(origin() + Duration::from_nanos(raw)))
+}
+
+/// `now + timeout`, or about thirty years from now when that overflows, so that
+/// `Duration::MAX` means "never" and never panics.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
+/// The earlier of two optional deadlines (`None` is "never").
+#[inline]
+pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Returns the deadline in force for the code that calls it: the earliest deadline among the
+/// cancel scopes that enclose it, or `None` when none has a deadline.
+///
+/// Deadlines continue into tasks spawned by a [`TaskGroup`]: a child sees the deadlines of the
+/// scopes that enclose the *group* (Trio's rule), so a deadline set where a request enters a
+/// service reaches every task that works for it. A scope that has been cancelled counts as a
+/// deadline of "now", so code that hands the deadline on to another service tells it not to
+/// start.
+///
+/// This is the value to propagate on outgoing calls (see [`propagate`](crate::propagate)).
+/// It is one thread-local read, set while the enclosing scopes poll; it also works while a
+/// future inside a scope is being dropped by that scope's cancellation (in a `Drop` impl).
+///
+/// A task started with plain `tokio::spawn` sees nothing of the scopes around the spawn:
+/// the context follows the futures that scopes and groups poll, not the thread.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::{current_effective_deadline, move_on_after};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert_eq!(current_effective_deadline(), None);
+///
+/// move_on_after(Duration::from_secs(10), async {
+///     let outer = current_effective_deadline().expect("inside a scope");
+///     move_on_after(Duration::from_secs(1), async move {
+///         // The inner deadline is earlier, so it is the one in force.
+///         assert!(current_effective_deadline().unwrap() < outer);
+///     })
+///     .await;
+///     move_on_after(Duration::from_secs(60), async move {
+///         // A later inner deadline changes nothing.
+///         assert_eq!(current_effective_deadline(), Some(outer));
+///     })
+///     .await;
+/// })
+/// .await;
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Never. Outside any runtime or any scope it returns `None`.
+///
+/// [`TaskGroup`]: crate::TaskGroup
+#[inline]
+pub fn current_effective_deadline() -> Option<Instant> {
+    let (deadline, cancelled) = lookup();
+    if cancelled {
+        return earliest(deadline, Some(Instant::now()));
+    }
+    deadline
+}

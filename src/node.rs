@@ -1,0 +1,255 @@
+//! The shared state behind a [`CancelScope`] handle and a task group: a deadline that can move,
+//! a cancellation request, the waker of the task running it, and the tokens handed out for it.
+//!
+//! A scope made by `move_on_after` and friends has no node until a handle is asked for; the
+//! deadline context that flows to the code inside lives in the per-poll frame
+//! ([`crate::frame`]), not here. The one link kept between nodes is `parent`, the node in force
+//! when this one was first entered, for shutdown tokens (see [`crate::shutdown`]).
+//!
+//! [`CancelScope`]: crate::CancelScope
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::frame::{self, NO_DEADLINE};
+
+// State bits of a node.
+/// `cancel()` was called.
+pub(crate) const CANCEL_REQUESTED: u32 = 1 << 0;
+/// The node's own deadline was observed to pass.
+pub(crate) const DEADLINE_REACHED: u32 = 1 << 1;
+/// The scope was entered (first poll). A second entry is a programming error.
+pub(crate) const ENTERED: u32 = 1 << 2;
+/// The scope or group finished.
+pub(crate) const FINISHED: u32 = 1 << 3;
+/// The scope ended because of its own cancellation.
+pub(crate) const CAUGHT: u32 = 1 << 4;
+/// A `CancellationToken` was linked; the running future must start watching it.
+pub(crate) const TOKENS_CHANGED: u32 = 1 << 5;
+/// A graceful shutdown was requested for this node (see `crate::shutdown`).
+pub(crate) const SHUTDOWN: u32 = 1 << 6;
+
+/// Either kind of cancellation.
+pub(crate) const CANCELLED: u32 = CANCEL_REQUESTED | DEADLINE_REACHED;
+
+pub(crate) struct Node {
+    /// Encoded with [`frame::encode`]; `NO_DEADLINE` when there is none.
+    deadline: AtomicU64,
+    state: AtomicU32,
+    /// The waker of the task that runs the node, for `cancel()` and `set_deadline()` from
+    /// elsewhere.
+    waker: Mutex<Option<Waker>>,
+    /// Tokens whose cancellation cancels this node, waiting to be picked up by its future.
+    linked_tokens: Mutex<Vec<CancellationToken>>,
+    /// A token that fires when this node is cancelled, created on demand.
+    token: OnceLock<CancellationToken>,
+    /// Shutdown tokens, created on demand (see `crate::shutdown`): `.0` fires on this node's
+    /// own request, `.1` (a child of the parent's) on this node's or any enclosing request.
+    pub(crate) shutdown: (OnceLock<CancellationToken>, OnceLock<CancellationToken>),
+    /// The node in force where this one was first entered (`None` inside: at top level).
+    parent: OnceLock<Option<Arc<Node>>>,
+}
+
+impl Node {
+    pub(crate) fn new(deadline: u64) -> Node {
+        Node {
+            deadline: AtomicU64::new(deadline),
+            state: AtomicU32::new(0),
+            waker: Mutex::new(None),
+            linked_tokens: Mutex::new(Vec::new()),
+            token: OnceLock::new(),
+            shutdown: (OnceLock::new(), OnceLock::new()),
+            parent: OnceLock::new(),
+        }
+    }
+
+    /// A group's node, entered where the group first runs.
+    pub(crate) fn new_group() -> Arc<Node> {
+        let node = Node::new(NO_DEADLINE);
+        node.state.store(ENTERED, Ordering::Relaxed);
+        let _ = node.parent.set(frame::current_link());
+        Arc::new(node)
+    }
+
+    pub(crate) fn parent(&self) -> Option<&Arc<Node>> {
+        self.parent.get().and_then(Option::as_ref)
+    }
+
+    /// Marks the node as entered where it runs now.
+    ///
+    /// # Panics
+    ///
+    /// Panics if the node was entered before: a scope runs at most once.
+    #[track_caller]
+    pub(crate) fn enter(&self) {
+        let prev = self.state.fetch_or(ENTERED, Ordering::AcqRel);
+        assert!(
+            prev & ENTERED == 0,
+            "CancelScope entered twice: a cancel scope can only be run once; \
+             create a new CancelScope for every run"
+        );
+        let _ = self.parent.set(frame::current_link());
+    }
+
+    pub(crate) fn state(&self) -> u32 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_flags(&self, flags: u32) -> u32 {
+        self.state.fetch_or(flags, Ordering::AcqRel)
+    }
+
+    pub(crate) fn take_flags(&self, flags: u32) -> u32 {
+        self.state.fetch_and(!flags, Ordering::AcqRel) & flags
+    }
+
+    pub(crate) fn deadline_raw(&self) -> u64 {
+        self.deadline.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        frame::decode(self.deadline_raw())
+    }
+
+    /// Stores a new deadline and wakes the running future, which re-arms its timer.
+    pub(crate) fn set_deadline(&self, deadline: Option<Instant>) {
+        self.deadline
+            .store(frame::encode_opt(deadline), Ordering::Release);
+        self.wake_if_running();
+    }
+
+    /// Moves the deadline to `at` if that is earlier (never later, whoever calls at once);
+    /// returns whether it moved.
+    pub(crate) fn shorten_deadline(&self, at: Instant) -> bool {
+        let raw = frame::encode(at);
+        let earlier = self.deadline.fetch_min(raw, Ordering::AcqRel) > raw;
+        if earlier {
+            self.wake_if_running();
+        }
+        earlier
+    }
+
+    /// Requests cancellation; idempotent.
+    pub(crate) fn cancel(&self) {
+        let prev = self.set_flags(CANCEL_REQUESTED);
+        if prev & CANCEL_REQUESTED == 0 {
+            self.fire_token();
+            if prev & FINISHED == 0 {
+                self.wake();
+            }
+        }
+    }
+
+    /// Records that the node's own deadline passed.
+    pub(crate) fn mark_deadline_reached(&self) {
+        let prev = self.set_flags(DEADLINE_REACHED);
+        if prev & CANCELLED == 0 {
+            self.fire_token();
+        }
+    }
+
+    fn fire_token(&self) {
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
+    }
+
+    /// A token that is cancelled when this node is.
+    pub(crate) fn token(&self) -> CancellationToken {
+        let token = self.token.get_or_init(Default::default).clone();
+        // Cancellation may have happened before the token existed.
+        if self.state() & CANCELLED != 0 || self.deadline_passed() {
+            token.cancel();
+        }
+        token
+    }
+
+    pub(crate) fn link_token(&self, token: CancellationToken) {
+        self.linked_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(token);
+        self.set_flags(TOKENS_CHANGED);
+        self.wake_if_running();
+    }
+
+    pub(crate) fn take_linked_tokens(&self) -> Vec<CancellationToken> {
+        std::mem::take(&mut *self.linked_tokens.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn deadline_passed(&self) -> bool {
+        let raw = self.deadline_raw();
+        raw != NO_DEADLINE && raw <= frame::encode(Instant::now())
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.state() & FINISHED != 0
+    }
+
+    /// `cancel()` was called.
+    pub(crate) fn is_cancel_requested(&self) -> bool {
+        self.state() & CANCEL_REQUESTED != 0
+    }
+
+    /// `cancel()` was called or the deadline has passed.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.state() & CANCELLED != 0 || self.deadline_passed()
+    }
+
+    /// Stores the waker that `cancel()` and `set_deadline()` wake.
+    pub(crate) fn register_waker(&self, waker: &Waker) {
+        let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *slot {
+            Some(old) if old.will_wake(waker) => {}
+            slot => *slot = Some(waker.clone()),
+        }
+    }
+
+    /// Drops the stored waker, so that a node kept by a handle does not keep a finished task
+    /// alive.
+    pub(crate) fn forget_waker(&self) {
+        self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+
+    pub(crate) fn wake(&self) {
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    fn wake_if_running(&self) {
+        let state = self.state();
+        if state & ENTERED != 0 && state & FINISHED == 0 {
+            self.wake();
+        }
+    }
+
+    /// Marks the node finished.
+    pub(crate) fn finish(&self) {
+        self.set_flags(FINISHED);
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("deadline", &self.deadline())
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hands `waker` to `node` unless it is the one handed over last (kept in `last`), so that a
+/// running scope or group takes the node's lock only when its task's waker changes.
+pub(crate) fn register_waker_once(node: &Node, last: &mut Option<Waker>, waker: &Waker) {
+    if !last.as_ref().is_some_and(|w| w.will_wake(waker)) {
+        node.register_waker(waker);
+        *last = Some(waker.clone());
+    }
+}
