@@ -258,9 +258,10 @@ impl<T: Send + 'static> DerefMut for Entered<T> {
 impl<T: Send + 'static + fmt::Debug> fmt::Debug for Entered<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let closes_on_drop = matches!(self.slot.lock().phase, Phase::Detached(_));
-        f.debug_struct("Entered")
-            .field("value", &self.value)
-            .field("closes_on_drop", &closes_on_drop)
-            .finish()
+        let mut out = f.debug_struct("Entered");
+        if let Some(value) = &self.value {
+            out.field("value", value);
+        }
+        out.field("closes_on_drop", &closes_on_drop).finish()
     }
 }
