@@ -699,6 +699,8 @@ async fn guard_sent_to_a_task_multi_thread() {
 /// The guard is dropped in another task at about the time the stack reaches it: whoever
 /// comes second closes the value, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The body hands its task out on purpose, to await it after the body's cleanups ran.
+#[allow(clippy::async_yields_async)]
 async fn guard_dropped_while_the_stack_reaches_it_closes_once() {
     init_tracing();
     let (closed, mut closes) = mpsc::unbounded_channel::<usize>();

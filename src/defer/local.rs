@@ -94,11 +94,11 @@ pub fn enable<F: IntoFuture>(fut: F) -> Enabled<F::IntoFuture> {
 /// ```
 /// use quattro::defer;
 ///
-/// async fn save(fail: bool) -> Result<(), &'static str> {
+/// async fn save(fail: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 ///     defer::current()?.callback_exit(|outcome| {
 ///         println!("{}", if outcome.is_ok() { "commit" } else { "rollback" });
 ///     });
-///     if fail { Err("disk full") } else { Ok(()) }
+///     if fail { Err("disk full".into()) } else { Ok(()) }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
