@@ -537,7 +537,9 @@ impl Deferrer {
     /// use quattro::defer::Deferrer;
     ///
     /// /// Opens both connections or none.
-    /// async fn open_pair(log: Arc<Mutex<Vec<&'static str>>>, fail: bool) -> Result<Deferrer, &'static str> {
+    /// type Log = Arc<Mutex<Vec<&'static str>>>;
+    ///
+    /// async fn open_pair(log: Log, fail: bool) -> Result<Deferrer, &'static str> {
     ///     Deferrer::enable(|defer| async move {
     ///         let l = log.clone();
     ///         defer.callback(move || l.lock().unwrap().push("close a"));
