@@ -1,13 +1,12 @@
-//! Go-style `defer` with quattro: a fake connection is opened, its closing deferred, and every
-//! step printed in the order it happens.
+//! Go-style `defer` with quattro: fake connections are opened, used and closed, a transaction
+//! commits or rolls back depending on how the body ended, and every step is printed in the
+//! order it happens.
 //!
 //! Run with `cargo run --example defer`.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
-use quattro::defer::{self, AsyncExit, Deferrer};
+use quattro::defer::{self, AsyncExit, Deferrer, Outcome};
 
 /// A pretend database connection: opening and closing take a little while.
 struct Connection {
@@ -21,25 +20,47 @@ impl Connection {
         Connection { name }
     }
 
-    async fn query(&self, sql: &str) -> usize {
+    async fn query(&mut self, sql: &str) -> usize {
         println!("  {}: {sql}", self.name);
         sql.len()
     }
+
+    async fn close(self) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        println!("  close {}", self.name);
+    }
 }
 
-/// Entering yields a handle the body can share; the exit closes the connection.
-impl AsyncExit for Connection {
-    type Entered = std::sync::Arc<Connection>;
-    type Exit = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// A pretend transaction: its exit commits if the body returned `Ok`, and rolls back if it
+/// returned `Err`, panicked or was cancelled.
+struct Transaction {
+    rows: Vec<&'static str>,
+}
 
-    fn enter(self) -> (Self::Entered, Self::Exit) {
-        let conn = std::sync::Arc::new(self);
-        let closing = conn.clone();
-        let exit = Box::pin(async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            println!("  close {}", closing.name);
-        });
-        (conn, exit)
+impl Transaction {
+    async fn begin() -> Transaction {
+        println!("  begin");
+        Transaction { rows: Vec::new() }
+    }
+
+    fn insert(&mut self, row: &'static str) -> Result<(), String> {
+        if row.is_empty() {
+            return Err("empty row".into());
+        }
+        println!("  insert {row}");
+        self.rows.push(row);
+        Ok(())
+    }
+}
+
+impl AsyncExit for Transaction {
+    async fn exit(self, outcome: Outcome) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if outcome.is_ok() {
+            println!("  commit {:?}", self.rows);
+        } else {
+            println!("  rollback {:?}: the body {outcome}", self.rows);
+        }
     }
 }
 
@@ -48,13 +69,12 @@ struct Report {
 }
 
 impl Report {
-    /// A method: the body borrows `self`.
+    /// A method: the body borrows `self`. The connections are used through their guards and
+    /// closed at the end, last opened first; no `Arc` needed.
     async fn build(&self) -> Result<usize, String> {
         Deferrer::enable(|defer| async move {
-            let (users, orders) = defer.enter((
-                Connection::open("users").await,
-                Connection::open("orders").await,
-            ));
+            let mut users = defer.enter_with(Connection::open("users").await, |c, _| c.close());
+            let mut orders = defer.enter_with(Connection::open("orders").await, |c, _| c.close());
             defer.callback(|| println!("  metrics: report done"));
             defer.push(async { println!("  flush cache") });
 
@@ -67,10 +87,42 @@ impl Report {
     }
 }
 
+/// `try_enable`: the transaction's exit sees whether the body returned `Ok` or `Err`.
+async fn save(rows: &[&'static str]) -> Result<usize, String> {
+    Deferrer::try_enable(|defer| async move {
+        let mut tx = defer.enter(Transaction::begin().await);
+        for row in rows {
+            tx.insert(row)?;
+        }
+        Ok(rows.len())
+    })
+    .await
+}
+
+/// Opens a connection whose closing is handed to the caller once the setup succeeded.
+async fn connect_checked() -> Result<(quattro::defer::Entered<Connection>, Deferrer), String> {
+    Deferrer::enable(|defer| async move {
+        let mut conn = defer.enter_with(Connection::open("checked").await, |c, _| c.close());
+        conn.query("select 1").await; // if this failed with `?`, the connection would close here
+        Ok((conn, defer.pop_all()))
+    })
+    .await
+}
+
 /// The task-local form keeps the signature clean.
 async fn audit() -> usize {
-    let conn = defer::enter(Connection::open("audit").await).expect("inside defer::enable");
-    conn.query("select count(*) from log").await
+    let mut conn =
+        defer::enter(AuditLog(Connection::open("audit").await)).expect("inside defer::enable");
+    conn.0.query("select count(*) from log").await
+}
+
+/// A connection whose exit is its close.
+struct AuditLog(Connection);
+
+impl AsyncExit for AuditLog {
+    async fn exit(self, _: Outcome) {
+        self.0.close().await;
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -81,6 +133,16 @@ async fn main() {
     };
     let n = report.build().await.unwrap();
     println!("returned {n}");
+
+    println!("commit or rollback:");
+    println!("returned {:?}", save(&["a", "b"]).await);
+    println!("returned {:?}", save(&["a", ""]).await);
+
+    println!("pop_all and aclose:");
+    let (mut conn, closing) = connect_checked().await.unwrap();
+    conn.query("select 2").await;
+    drop(conn);
+    closing.aclose().await;
 
     println!("task-local form:");
     let n = defer::enable(audit()).await;

@@ -4,14 +4,13 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::task::Context;
 use std::time::Duration;
 
 use futures::FutureExt;
-use quattro::defer::{self, AsyncExit, Deferrer, NotEnabled};
+use quattro::defer::{self, AsyncExit, Deferrer, NotEnabled, Outcome};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready, task};
@@ -49,8 +48,9 @@ impl Log {
     }
 }
 
-/// The analog of an `@asynccontextmanager` yielding `value`: entering records "enter name",
-/// the exit yields to the runtime, then records "exit name".
+/// The analog of an `@asynccontextmanager` yielding `value`: making it records "enter name"
+/// (acquiring happens in the constructor), the exit yields to the runtime, then records
+/// "exit name".
 struct Cm {
     name: &'static str,
     value: u32,
@@ -59,6 +59,7 @@ struct Cm {
 
 impl Cm {
     fn new(name: &'static str, value: u32, log: &Log) -> Cm {
+        log.push(format!("enter {name}"));
         Cm {
             name,
             value,
@@ -68,17 +69,9 @@ impl Cm {
 }
 
 impl AsyncExit for Cm {
-    type Entered = u32;
-    type Exit = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-    fn enter(self) -> (u32, Self::Exit) {
-        self.log.push(format!("enter {}", self.name));
-        let (log, name) = (self.log, self.name);
-        let exit = Box::pin(async move {
-            tokio::task::yield_now().await;
-            log.push(format!("exit {name}"));
-        });
-        (self.value, exit)
+    async fn exit(self, _outcome: Outcome) {
+        tokio::task::yield_now().await;
+        self.log.push(format!("exit {}", self.name));
     }
 }
 
@@ -149,7 +142,7 @@ async fn defer_async() {
     let l = log.clone();
     let out = Deferrer::enable(|defer| async move {
         assert!(!l.contains("enter a"));
-        assert_eq!(defer.enter(Cm::new("a", 1, &l)), 1);
+        assert_eq!(defer.enter(Cm::new("a", 1, &l)).value, 1);
         assert!(l.contains("enter a"));
         assert!(!l.contains("exit a"));
         5
@@ -164,8 +157,8 @@ async fn defer_async_several() {
     let log = Log::default();
     let l = log.clone();
     Deferrer::enable(|defer| async move {
-        let pair = defer.enter((Cm::new("a", 1, &l), Cm::new("b", 2, &l)));
-        assert_eq!(pair, (1, 2));
+        let (a, b) = defer.enter((Cm::new("a", 1, &l), Cm::new("b", 2, &l)));
+        assert_eq!((a.value, b.value), (1, 2));
         assert_eq!(l.get(), ["enter a", "enter b"]);
     })
     .await;
@@ -190,7 +183,7 @@ async fn defer_sync_in_async() {
 async fn defer_task_local() {
     async fn coro(a: u32, log: Log) -> u32 {
         assert!(!log.contains("enter a"));
-        assert_eq!(defer::enter(Cm::new("a", 1, &log)).unwrap(), 1);
+        assert_eq!(defer::enter(Cm::new("a", 1, &log)).unwrap().value, 1);
         assert!(log.contains("enter a"));
         a
     }
@@ -216,12 +209,12 @@ async fn defer_task_local_sync() {
 #[tokio::test]
 async fn defer_nested() {
     async fn inner(a: u32, log: Log) -> u32 {
-        assert_eq!(defer::enter(Cm::new("inner", 1, &log)).unwrap(), 1);
+        assert_eq!(defer::enter(Cm::new("inner", 1, &log)).unwrap().value, 1);
         a
     }
 
     async fn outer(b: u32, log: Log) -> u32 {
-        assert_eq!(defer::enter(Cm::new("outer", 2, &log)).unwrap(), 2);
+        assert_eq!(defer::enter(Cm::new("outer", 2, &log)).unwrap().value, 2);
         assert_eq!(log.get(), ["enter outer"]);
         defer::enable(inner(b, log.clone())).await;
         // The inner function ran its own cleanups at its own end, not the outer ones.
@@ -249,10 +242,16 @@ async fn defer_nested() {
 async fn defer_not_enabled() {
     let log = Log::default();
 
-    let err: NotEnabled = defer::enter(Cm::new("a", 1, &log)).unwrap_err();
+    // `Cm::new` acquires (logs "enter a"); entering without a deferrer drops the value
+    // without ever running its exit.
+    let cm_log = Log::default();
+    let Err(err): Result<_, NotEnabled> = defer::enter(Cm::new("a", 1, &cm_log)) else {
+        panic!("entered without a deferrer");
+    };
     assert!(err.to_string().contains("defer not enabled"), "{err}");
     assert!(err.to_string().contains("defer::enable"), "{err}");
-    assert!(log.get().is_empty(), "the value must not be entered");
+    assert_eq!(cm_log.get(), ["enter a"], "the value must not be exited");
+    assert!(defer::current().is_err());
 
     assert_eq!(defer::callback(log.callback("x")), Err(err));
     assert_eq!(defer::push(log.cleanup("y")), Err(err));
@@ -271,6 +270,7 @@ async fn defer_not_enabled() {
 
     tokio::task::yield_now().await;
     assert!(log.get().is_empty());
+    assert_eq!(cm_log.get(), ["enter a"], "the value must not be exited");
 }
 
 struct Greeter {
@@ -318,7 +318,7 @@ async fn lifo_across_mixed_sync_and_async_cleanups() {
     Deferrer::enable(|defer| async move {
         defer.push(l.cleanup("async 1"));
         defer.callback(l.callback("sync 1"));
-        defer.enter(Cm::new("cm", 0, &l));
+        let _cm = defer.enter(Cm::new("cm", 0, &l));
         defer.push_fn({
             let l = l.clone();
             move || l.cleanup("async 2")

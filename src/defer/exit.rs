@@ -2,71 +2,72 @@
 
 use std::future::Future;
 
-use super::Deferrer;
-use super::stack::Cleanup;
+use super::{Deferrer, Entered, Outcome};
 
-/// A value with an async exit: entering it yields something to use, and an exit future to run
-/// when done with it — the Rust analog of an async context manager (`__aenter__` and
-/// `__aexit__`).
+/// A value with an async exit that sees how the body ended — the Rust analog of an async
+/// context manager's `__aexit__`.
 ///
-/// Entering is synchronous; do the async part of acquiring (connecting, say) before, in the
-/// constructor, and put in `enter` only what must pair with the exit. The exit is a `Send +
-/// 'static` future so that it can be handed to the runtime when the [`Enabled`] future running
-/// it is dropped (see its `# Cancel safety`); it cannot report an error by its type, so it
-/// must handle or log one, or panic (see [`Deferrer`] for how panics in cleanups travel).
+/// [`Deferrer::enter`] (or [`defer::enter`]) takes the value, lends it to the body through an
+/// [`Entered`] guard, and once the guard is back calls `exit` with the body's [`Outcome`] —
+/// commit on `is_ok()`, roll back otherwise. Entering is synchronous: do the async part of
+/// acquiring (connecting, beginning a transaction) before, in the constructor.
 ///
-/// [`Deferrer::enter`] and [`defer::enter`] register the exit and return what entering yields.
-/// A type that guards a region of work — a task group closing and awaiting its children at
-/// the end of the function — implements it by handing out its handle as `Entered` and its
-/// closing as `Exit`.
+/// `exit` takes the value by value and returns a `Send + 'static` future, so that it can be
+/// handed to the runtime when the [`Enabled`] future running it is dropped (see its `# Cancel
+/// safety`); it can be written as an `async fn`. It cannot report an error by its type, so it
+/// handles or logs one, or panics (see [`Deferrer`] for how panics in cleanups travel).
+///
+/// A value with no exit of its own is entered with [`Deferrer::enter_with`] (an async closure)
+/// or [`Deferrer::enter_context`] (a sync one) instead.
 ///
 /// # Examples
 ///
 /// ```
-/// use std::future::Future;
-/// use std::pin::Pin;
-/// use quattro::defer::{AsyncExit, Deferrer};
+/// use std::sync::{Arc, Mutex};
+/// use quattro::defer::{AsyncExit, Deferrer, Outcome};
 ///
-/// struct Conn(u32);
+/// struct Transaction {
+///     log: Arc<Mutex<Vec<&'static str>>>,
+/// }
 ///
-/// impl Conn {
-///     async fn connect(id: u32) -> Conn {
-///         Conn(id)
+/// impl Transaction {
+///     async fn begin(log: Arc<Mutex<Vec<&'static str>>>) -> Transaction {
+///         Transaction { log }
+///     }
+///
+///     fn insert(&mut self) {
+///         self.log.lock().unwrap().push("insert");
 ///     }
 /// }
 ///
-/// impl AsyncExit for Conn {
-///     type Entered = u32;
-///     type Exit = Pin<Box<dyn Future<Output = ()> + Send>>;
-///
-///     fn enter(self) -> (u32, Self::Exit) {
-///         let id = self.0;
-///         (id, Box::pin(async move { println!("closing {id}") }))
+/// impl AsyncExit for Transaction {
+///     async fn exit(self, outcome: Outcome) {
+///         let verb = if outcome.is_ok() { "commit" } else { "rollback" };
+///         self.log.lock().unwrap().push(verb);
 ///     }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let id = Deferrer::enable(|defer| async move {
-///     let id = defer.enter(Conn::connect(3).await);
-///     println!("using {id}");
-///     id
-/// })
-/// .await; // prints "using 3", then "closing 3"
-/// assert_eq!(id, 3);
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// for fail in [false, true] {
+///     let l = log.clone();
+///     let _: Result<(), &str> = Deferrer::try_enable(|defer| async move {
+///         let mut tx = defer.enter(Transaction::begin(l).await);
+///         tx.insert();
+///         if fail { Err("constraint violated") } else { Ok(()) }
+///     })
+///     .await;
+/// }
+/// assert_eq!(*log.lock().unwrap(), ["insert", "commit", "insert", "rollback"]);
 /// # }
 /// ```
 ///
 /// [`Enabled`]: super::Enabled
 /// [`defer::enter`]: super::enter
-pub trait AsyncExit {
-    /// What entering yields to the code that uses the value.
-    type Entered;
-    /// The exit, run as a deferred cleanup.
-    type Exit: Future<Output = ()> + Send + 'static;
-
-    /// Splits the value into what the user gets and the exit to run later.
-    fn enter(self) -> (Self::Entered, Self::Exit);
+pub trait AsyncExit: Send + Sized + 'static {
+    /// Closes the value, knowing how the body ended.
+    fn exit(self, outcome: Outcome) -> impl Future<Output = ()> + Send + 'static;
 }
 
 mod sealed {
@@ -77,50 +78,46 @@ mod sealed {
 ///
 /// A tuple is entered left to right and its exits are registered one by one, so they run
 /// right to left, each as a cleanup of its own (a panic in one does not skip the others) —
-/// like Python's `await defer(cm1, cm2)`.
+/// like Python's `await defer(cm1, cm2)`. It yields a tuple of [`Entered`] guards.
 ///
 /// This trait is sealed: implement [`AsyncExit`] instead.
 ///
 /// # Examples
 ///
 /// ```
-/// use std::future::{Ready, ready};
-/// use quattro::defer::{AsyncExit, Deferrer};
+/// use quattro::defer::{AsyncExit, Deferrer, Outcome};
 ///
 /// struct Lease(u32);
 ///
 /// impl AsyncExit for Lease {
-///     type Entered = u32;
-///     type Exit = Ready<()>;
-///
-///     fn enter(self) -> (u32, Ready<()>) {
-///         (self.0, ready(()))
-///     }
+///     async fn exit(self, _: Outcome) {}
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let pair = Deferrer::enable(|defer| async move { defer.enter((Lease(1), Lease(2))) }).await;
-/// assert_eq!(pair, (1, 2));
+/// let sum = Deferrer::enable(|defer| async move {
+///     let (a, b) = defer.enter((Lease(1), Lease(2)));
+///     a.0 + b.0
+/// })
+/// .await;
+/// assert_eq!(sum, 3);
 /// # }
 /// ```
 pub trait Enter: sealed::Sealed {
-    /// What entering yields: `T::Entered`, or a tuple of them.
-    type Entered;
+    /// What entering yields: an [`Entered`] guard, or a tuple of them.
+    type Output;
 
     #[doc(hidden)]
-    fn enter_into(self, deferrer: &Deferrer) -> Self::Entered;
+    fn enter_into(self, deferrer: &Deferrer) -> Self::Output;
 }
 
 impl<T: AsyncExit> sealed::Sealed for T {}
 
 impl<T: AsyncExit> Enter for T {
-    type Entered = T::Entered;
+    type Output = Entered<T>;
 
-    fn enter_into(self, deferrer: &Deferrer) -> T::Entered {
-        let (entered, exit) = self.enter();
-        deferrer.shared.push(Cleanup::Async(Box::pin(exit)));
-        entered
+    fn enter_into(self, deferrer: &Deferrer) -> Entered<T> {
+        deferrer.enter_with(self, T::exit)
     }
 }
 
@@ -129,10 +126,10 @@ macro_rules! enter_tuple {
         impl<$($name: AsyncExit),+> sealed::Sealed for ($($name,)+) {}
 
         impl<$($name: AsyncExit),+> Enter for ($($name,)+) {
-            type Entered = ($($name::Entered,)+);
+            type Output = ($(Entered<$name>,)+);
 
             #[allow(non_snake_case)]
-            fn enter_into(self, deferrer: &Deferrer) -> Self::Entered {
+            fn enter_into(self, deferrer: &Deferrer) -> Self::Output {
                 let ($($name,)+) = self;
                 ($(Enter::enter_into($name, deferrer),)+)
             }

@@ -9,13 +9,16 @@ use std::task::{Context, Poll};
 
 use pin_project::{pin_project, pinned_drop};
 
+use super::Outcome;
 use super::local::Current;
-use super::stack::{self, AsyncCleanup, Cleanup, Payload, Shared};
+use super::stack::{self, AsyncCleanup, Run, Shared};
 
 /// A future that runs a body, then the cleanups deferred while it ran, last registered first;
 /// it yields the body's output.
 ///
-/// Returned by [`Deferrer::enable`] (closure form) and [`defer::enable`] (task-local form).
+/// Returned by [`Deferrer::enable`] and [`Deferrer::try_enable`] (closure form), and
+/// [`defer::enable`] and [`defer::try_enable`] (task-local form). Exit callbacks see the
+/// body's [`Outcome`]; the `try_` forms tell an `Err` from an `Ok`.
 ///
 /// # Examples
 ///
@@ -38,7 +41,8 @@ use super::stack::{self, AsyncCleanup, Cleanup, Payload, Shared};
 /// If the body panics, every cleanup still runs, then the body's panic is resumed. If a
 /// cleanup panics, the cleanups after it still run, then the first such panic is resumed
 /// (panics of later cleanups, or all of them if the body panicked, are logged with
-/// `tracing::error!`). Polling after completion panics.
+/// `tracing::error!`); the exits that run after a panicking cleanup see
+/// [`Outcome::is_panic`]. Polling after completion panics.
 ///
 /// # Cancel safety
 ///
@@ -50,6 +54,11 @@ use super::stack::{self, AsyncCleanup, Cleanup, Payload, Shared};
 ///   them in that order. Nobody awaits that task; a panic in one of them does not stop the
 ///   others, and the first is resumed at the end of the task (the runtime reports it).
 ///
+/// Every exit that runs on this path sees [`Outcome::is_cancelled`], also when the body had
+/// already ended: the caller never gets its output. A value still lent through an
+/// [`Entered`](super::Entered) guard when the body is dropped is given back first (the body's
+/// locals are dropped before the cleanups run).
+///
 /// So on this path a sync callback may run before an async cleanup registered after it. If no
 /// tokio runtime is current when the future is dropped (dropped after its runtime shut down,
 /// or from a plain thread), the async cleanups cannot run: they are dropped without running —
@@ -59,7 +68,9 @@ use super::stack::{self, AsyncCleanup, Cleanup, Payload, Shared};
 /// first panic is then resumed from `drop`, or logged if the thread is already unwinding.
 ///
 /// [`Deferrer::enable`]: super::Deferrer::enable
+/// [`Deferrer::try_enable`]: super::Deferrer::try_enable
 /// [`defer::enable`]: super::enable
+/// [`defer::try_enable`]: super::try_enable
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Enabled<F: Future> {
@@ -69,24 +80,47 @@ pub struct Enabled<F: Future> {
     shared: Arc<Shared>,
     /// Task-local form: the deferrer is made current for each poll.
     local: bool,
+    /// Tells how a returned value counts: always `Ok` (`enable`), or `Err` for an `Err`
+    /// (`try_enable`).
+    classify: fn(&F::Output) -> Outcome,
     /// The async cleanup being awaited.
     current: Option<AsyncCleanup>,
     /// What the body ended with, kept while the cleanups run.
     output: Option<std::thread::Result<F::Output>>,
-    /// Panics of cleanups, in order.
-    panics: Vec<Payload>,
+    /// The outcome the exits see, and the panics of cleanups, in order.
+    run: Run,
 }
 
 impl<F: Future> Enabled<F> {
-    pub(crate) fn new(body: F, shared: Arc<Shared>, local: bool) -> Enabled<F> {
+    pub(crate) fn new(
+        body: F,
+        shared: Arc<Shared>,
+        local: bool,
+        classify: fn(&F::Output) -> Outcome,
+    ) -> Enabled<F> {
         Enabled {
             body: Some(body),
             shared,
             local,
+            classify,
             current: None,
             output: None,
-            panics: Vec::new(),
+            // Replaced when the body ends; until then only the drop path reads it.
+            run: Run::new(Outcome::cancelled()),
         }
+    }
+}
+
+/// The classification of [`Deferrer::enable`](super::Deferrer::enable): any value is `Ok`.
+pub(crate) fn any_value_is_ok<T>(_: &T) -> Outcome {
+    Outcome::ok()
+}
+
+/// The classification of [`Deferrer::try_enable`](super::Deferrer::try_enable).
+pub(crate) fn ok_or_err<T, E>(result: &Result<T, E>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::ok(),
+        Err(_) => Outcome::err(),
     }
 }
 
@@ -103,37 +137,25 @@ impl<F: Future> Future for Enabled<F> {
                 Ok(Poll::Ready(value)) => Ok(value),
                 Err(payload) => Err(payload),
             };
+            this.run.outcome = match &ended {
+                Ok(value) => (this.classify)(value),
+                Err(_) => Outcome::panicked(),
+            };
             *this.output = Some(ended);
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| this.body.set(None))) {
-                this.panics.push(payload);
+                this.run.record(payload);
             }
         } else if this.output.is_none() {
             panic!("`Enabled` polled after completion");
         }
 
-        loop {
-            if let Some(cleanup) = this.current {
-                if let Err(payload) = std::task::ready!(stack::poll_caught(cleanup, cx)) {
-                    this.panics.push(payload);
-                }
-                *this.current = None;
-            }
-            match this.shared.pop() {
-                Some(Cleanup::Sync(f)) => {
-                    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
-                        this.panics.push(payload);
-                    }
-                }
-                Some(Cleanup::Async(fut)) => *this.current = Some(fut),
-                None => break,
-            }
-        }
+        std::task::ready!(this.run.poll_drain(this.shared, this.current, true, cx));
 
         let output = this
             .output
             .take()
             .expect("the body's output is kept until here");
-        let mut panics = std::mem::take(this.panics).into_iter();
+        let mut panics = std::mem::take(&mut this.run.panics).into_iter();
         match output {
             Err(body_panic) => {
                 panics.for_each(|p| stack::log_panic(&*p));
@@ -157,12 +179,14 @@ impl<F: Future> PinnedDrop for Enabled<F> {
         if this.body.is_none() && this.output.is_none() {
             return; // completed: every cleanup ran
         }
-        let mut panics = std::mem::take(this.panics);
+        // The caller never gets the output: every exit from here on sees a cancellation.
+        let mut run = std::mem::replace(this.run, Run::new(Outcome::cancelled()));
+        run.outcome = Outcome::cancelled();
         if this.body.is_some() {
             // Drop the body while its deferrer is current: its destructors belong to it.
             let _current = this.local.then(|| Current::set(this.shared.clone()));
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| this.body.set(None))) {
-                panics.push(payload);
+                run.record(payload);
             }
         }
         if let Some(Err(body_panic)) = this.output.take() {
@@ -171,8 +195,8 @@ impl<F: Future> PinnedDrop for Enabled<F> {
                 "body of a deferring future panicked, then the future was dropped during cleanup",
             );
         }
-        let cleanups = this.shared.close();
-        stack::run_detached(this.current.take(), cleanups, panics);
+        let cleanups = this.shared.close(Outcome::cancelled());
+        stack::run_detached(this.current.take(), cleanups, run);
     }
 }
 

@@ -6,6 +6,7 @@ use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 
+use super::future::{any_value_is_ok, ok_or_err};
 use super::stack::{Cleanup, Shared};
 use super::{Deferrer, Enabled, Enter};
 
@@ -34,7 +35,7 @@ impl Drop for Current {
     }
 }
 
-fn current() -> Result<Arc<Shared>, NotEnabled> {
+fn current_shared() -> Result<Arc<Shared>, NotEnabled> {
     CURRENT.with(|cell| {
         let shared = cell.take();
         let found = shared.clone();
@@ -80,7 +81,73 @@ fn current() -> Result<Arc<Shared>, NotEnabled> {
 ///
 /// See [`Enabled`].
 pub fn enable<F: IntoFuture>(fut: F) -> Enabled<F::IntoFuture> {
-    Enabled::new(fut.into_future(), Arc::default(), true)
+    Enabled::new(fut.into_future(), Arc::default(), true, any_value_is_ok)
+}
+
+/// Like [`enable`], for a future that returns a `Result`: its exit callbacks see an `Err` as
+/// [`Outcome::is_err`](super::Outcome::is_err).
+///
+/// See [`Deferrer::try_enable`].
+///
+/// # Examples
+///
+/// ```
+/// use quattro::defer;
+///
+/// async fn save(fail: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+///     defer::current()?.callback_exit(|outcome| {
+///         println!("{}", if outcome.is_ok() { "commit" } else { "rollback" });
+///     });
+///     if fail { Err("disk full".into()) } else { Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// assert!(defer::try_enable(save(false)).await.is_ok()); // prints "commit"
+/// assert!(defer::try_enable(save(true)).await.is_err()); // prints "rollback"
+/// # }
+/// ```
+///
+/// # Cancel safety
+///
+/// See [`Enabled`].
+pub fn try_enable<F, T, E>(fut: F) -> Enabled<F::IntoFuture>
+where
+    F: IntoFuture<Output = Result<T, E>>,
+{
+    Enabled::new(fut.into_future(), Arc::default(), true, ok_or_err::<T, E>)
+}
+
+/// The deferrer of the current [`enable`]d future, for the methods the free functions do not
+/// cover ([`Deferrer::push_exit`], [`Deferrer::enter_with`], [`Deferrer::aclose`], …).
+///
+/// The handle stays tied to that future's stack wherever it goes; see [`Deferrer`].
+///
+/// # Examples
+///
+/// ```
+/// use quattro::defer;
+///
+/// async fn work() -> Result<(), defer::NotEnabled> {
+///     let defer = defer::current()?;
+///     defer.push_exit(|outcome| async move { println!("body {outcome}") });
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// defer::enable(work()).await.unwrap(); // prints "body returned"
+/// assert!(work().await.is_err());
+/// # }
+/// ```
+///
+/// # Errors
+///
+/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread.
+pub fn current() -> Result<Deferrer, NotEnabled> {
+    Ok(Deferrer {
+        shared: current_shared()?,
+    })
 }
 
 /// Defers an async cleanup to the end of the current [`enable`]d future.
@@ -113,7 +180,7 @@ pub fn push<F>(cleanup: F) -> Result<(), NotEnabled>
 where
     F: Future<Output = ()> + Send + 'static,
 {
-    current()?.push(Cleanup::Async(Box::pin(cleanup)));
+    current_shared()?.push(Cleanup::Async(Box::pin(cleanup)));
     Ok(())
 }
 
@@ -143,35 +210,32 @@ pub fn callback<F>(f: F) -> Result<(), NotEnabled>
 where
     F: FnOnce() + Send + 'static,
 {
-    current()?.push(Cleanup::Sync(Box::new(f)));
+    current_shared()?.push(Cleanup::Sync(Box::new(move |_| f())));
     Ok(())
 }
 
 /// Enters a value with an async exit (or a tuple of them), deferring the exit to the end of the
-/// current [`enable`]d future; returns what entering yields.
+/// current [`enable`]d future; returns an [`Entered`](super::Entered) guard (or a tuple of them)
+/// that derefs to the value.
 ///
 /// See [`Deferrer::enter`].
 ///
 /// # Examples
 ///
 /// ```
-/// use std::future::{Ready, ready};
-/// use quattro::defer::{self, AsyncExit};
+/// use quattro::defer::{self, AsyncExit, Outcome};
 ///
 /// struct Lease(u32);
 ///
 /// impl AsyncExit for Lease {
-///     type Entered = u32;
-///     type Exit = Ready<()>;
-///
-///     fn enter(self) -> (u32, Ready<()>) {
-///         (self.0, ready(()))
+///     async fn exit(self, outcome: Outcome) {
+///         println!("lease {} released, body {outcome}", self.0);
 ///     }
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let n = defer::enable(async { defer::enter(Lease(7)).unwrap() }).await;
+/// let n = defer::enable(async { defer::enter(Lease(7)).unwrap().0 }).await;
 /// assert_eq!(n, 7);
 /// # }
 /// ```
@@ -180,12 +244,12 @@ where
 ///
 /// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the value is then
 /// dropped without being entered.
-pub fn enter<T: Enter>(value: T) -> Result<T::Entered, NotEnabled> {
-    let deferrer = Deferrer { shared: current()? };
+pub fn enter<T: Enter>(value: T) -> Result<T::Output, NotEnabled> {
+    let deferrer = current()?;
     Ok(deferrer.enter(value))
 }
 
-/// The error of the task-local functions ([`push`], [`callback`], [`enter`]) when no
+/// The error of the task-local functions ([`push`], [`callback`], [`enter`], [`current`]) when no
 /// [`enable`]d future is being polled on this thread.
 ///
 /// # Examples

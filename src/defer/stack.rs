@@ -8,8 +8,10 @@ use std::fmt;
 use std::future::Future;
 use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+
+use super::Outcome;
 
 /// A boxed async cleanup. `Send + 'static` so that it can be handed to the runtime.
 pub(crate) type AsyncCleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -19,11 +21,26 @@ pub(crate) type Payload = Box<dyn Any + Send>;
 
 /// One deferred action.
 pub(crate) enum Cleanup {
-    Sync(Box<dyn FnOnce() + Send>),
+    /// A sync callback; `callback` ignores the outcome, `callback_exit` reads it.
+    Sync(Box<dyn FnOnce(Outcome) + Send>),
+    /// An async cleanup built when it was registered (`push`).
     Async(AsyncCleanup),
+    /// An async exit, built from the outcome when its turn comes (`push_exit`).
+    Exit(Box<dyn FnOnce(Outcome) -> AsyncCleanup + Send>),
+    /// A value lent out through an [`Entered`](super::Entered) guard.
+    Slot(Arc<dyn Reach>),
 }
 
-/// The state one enabled future shares with its [`Deferrer`] handles.
+/// The stack's side of a value lent out through an [`Entered`](super::Entered) guard.
+pub(crate) trait Reach: Send + Sync {
+    /// The value's turn has come: the exit to run now if the guard gave the value back, or
+    /// `None` if the guard still holds it (it then closes the value itself when dropped) or
+    /// took it for good.
+    fn reach(&self, outcome: Outcome) -> Option<Cleanup>;
+}
+
+/// The state one enabled future (or one standalone stack) shares with its [`Deferrer`]
+/// handles.
 ///
 /// [`Deferrer`]: super::Deferrer
 #[derive(Default)]
@@ -35,8 +52,9 @@ pub(crate) struct Shared {
 struct State {
     /// In order of registration; run from the back.
     cleanups: Vec<Cleanup>,
-    /// The enabled future has run (or given away) every cleanup; nothing is collected any more.
-    closed: bool,
+    /// Set once the enabled future has run (or given away) every cleanup: nothing is collected
+    /// any more, and a late cleanup runs at once and sees this outcome.
+    closed: Option<Outcome>,
 }
 
 impl Shared {
@@ -49,37 +67,71 @@ impl Shared {
     /// Registers a cleanup, or runs it detached if the owner already finished.
     pub(crate) fn push(&self, cleanup: Cleanup) {
         let mut state = self.lock();
-        if state.closed {
+        if let Some(outcome) = state.closed {
             drop(state);
             tracing::debug!("cleanup deferred after its function ended: running it now");
-            run_detached(None, vec![cleanup], Vec::new());
+            run_detached(None, vec![cleanup], Run::new(outcome));
         } else {
             state.cleanups.push(cleanup);
         }
     }
 
-    /// The most recently registered cleanup; closes the stack once it is empty, in the same
-    /// critical section, so that a concurrent registration is either popped or run detached.
-    pub(crate) fn pop(&self) -> Option<Cleanup> {
+    /// The most recently registered cleanup. With `close_with`, closes the stack once it is
+    /// empty, in the same critical section, so that a concurrent registration is either
+    /// popped or run detached.
+    pub(crate) fn pop(&self, close_with: Option<Outcome>) -> Option<Cleanup> {
         let mut state = self.lock();
         let cleanup = state.cleanups.pop();
-        if cleanup.is_none() {
-            state.closed = true;
+        if cleanup.is_none() && state.closed.is_none() {
+            state.closed = close_with;
         }
         cleanup
     }
 
     /// Closes the stack and takes what is left, in the order to run it (last registered first).
-    pub(crate) fn close(&self) -> Vec<Cleanup> {
+    pub(crate) fn close(&self, outcome: Outcome) -> Vec<Cleanup> {
         let mut state = self.lock();
-        state.closed = true;
+        state.closed.get_or_insert(outcome);
         let mut cleanups = std::mem::take(&mut state.cleanups);
         cleanups.reverse();
         cleanups
     }
 
+    /// A new open stack holding `cleanups` (in order of registration).
+    pub(crate) fn with_cleanups(cleanups: Vec<Cleanup>) -> Shared {
+        Shared {
+            state: Mutex::new(State {
+                cleanups,
+                closed: None,
+            }),
+        }
+    }
+
+    /// Takes every cleanup, in order of registration, leaving the stack empty and open.
+    pub(crate) fn take_all(&self) -> Vec<Cleanup> {
+        std::mem::take(&mut self.lock().cleanups)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.lock().cleanups.len()
+    }
+}
+
+/// A stack that nobody closed (one made by `Deferrer::new` or `pop_all`, whose last handle
+/// is gone): its cleanups run as on cancellation rather than being lost.
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if state.closed.is_some() || state.cleanups.is_empty() {
+            return;
+        }
+        let mut cleanups = std::mem::take(&mut state.cleanups);
+        cleanups.reverse();
+        tracing::debug!(
+            count = cleanups.len(),
+            "deferrer dropped without being closed: running its cleanups now"
+        );
+        run_detached(None, cleanups, Run::new(Outcome::cancelled()));
     }
 }
 
@@ -88,31 +140,95 @@ impl fmt::Debug for Shared {
         let state = self.lock();
         f.debug_struct("Shared")
             .field("pending", &state.cleanups.len())
-            .field("closed", &state.closed)
+            .field("closed", &state.closed.is_some())
             .finish()
+    }
+}
+
+/// The state of a run of cleanups: the outcome the next exit sees, and the panics so far.
+pub(crate) struct Run {
+    pub(crate) outcome: Outcome,
+    pub(crate) panics: Vec<Payload>,
+}
+
+impl Run {
+    pub(crate) fn new(outcome: Outcome) -> Run {
+        Run {
+            outcome,
+            panics: Vec::new(),
+        }
+    }
+
+    /// Keeps a panic; the exits after it see a panic too (it will be resumed), unless the
+    /// future was cancelled, which stays what they see.
+    pub(crate) fn record(&mut self, payload: Payload) {
+        self.panics.push(payload);
+        if !self.outcome.is_cancelled() {
+            self.outcome = Outcome::panicked();
+        }
+    }
+
+    /// Starts a cleanup: runs it if it is sync, returns the future to await if it is async.
+    pub(crate) fn start(&mut self, cleanup: Cleanup) -> Option<AsyncCleanup> {
+        let outcome = self.outcome;
+        match cleanup {
+            Cleanup::Sync(f) => {
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(outcome))) {
+                    self.record(payload);
+                }
+                None
+            }
+            Cleanup::Async(fut) => Some(fut),
+            Cleanup::Exit(f) => match panic::catch_unwind(AssertUnwindSafe(|| f(outcome))) {
+                Ok(fut) => Some(fut),
+                Err(payload) => {
+                    self.record(payload);
+                    None
+                }
+            },
+            Cleanup::Slot(slot) => slot.reach(outcome).and_then(|c| self.start(c)),
+        }
+    }
+
+    /// Runs the cleanups of `shared` to the end, last registered first, from `current` (the
+    /// one being awaited). With `close`, closes the stack once it is empty (see
+    /// [`Shared::pop`]).
+    pub(crate) fn poll_drain(
+        &mut self,
+        shared: &Shared,
+        current: &mut Option<AsyncCleanup>,
+        close: bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        loop {
+            if let Some(fut) = current {
+                if let Err(payload) = std::task::ready!(poll_caught(fut, cx)) {
+                    self.record(payload);
+                }
+                *current = None;
+            }
+            match shared.pop(close.then_some(self.outcome)) {
+                Some(cleanup) => *current = self.start(cleanup),
+                None => return Poll::Ready(()),
+            }
+        }
     }
 }
 
 /// Runs cleanups that nobody will await: the sync ones here and now, the async ones (after
 /// `current`, the one that was already running) in order in one task on the current runtime.
+/// Every exit sees `run.outcome`; an async exit is built in that task, when its turn comes.
 ///
-/// `panics` holds panics caught before; the first of all of them is resumed at the end, unless
-/// the thread is already unwinding, in which case they are logged.
-pub(crate) fn run_detached(
-    current: Option<AsyncCleanup>,
-    cleanups: Vec<Cleanup>,
-    mut panics: Vec<Payload>,
-) {
+/// `run.panics` holds panics caught before; the first of all of them is resumed at the end,
+/// unless the thread is already unwinding, in which case they are logged.
+pub(crate) fn run_detached(current: Option<AsyncCleanup>, cleanups: Vec<Cleanup>, run: Run) {
+    let Run {
+        outcome,
+        mut panics,
+    } = run;
     let mut later: Vec<AsyncCleanup> = current.into_iter().collect();
     for cleanup in cleanups {
-        match cleanup {
-            Cleanup::Sync(f) => {
-                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(f)) {
-                    panics.push(payload);
-                }
-            }
-            Cleanup::Async(fut) => later.push(fut),
-        }
+        detach(cleanup, outcome, &mut later, &mut panics);
     }
     if !later.is_empty() {
         match tokio::runtime::Handle::try_current() {
@@ -144,6 +260,29 @@ pub(crate) fn run_detached(
     }
 }
 
+/// One cleanup of [`run_detached`]: a sync one runs now, an async one joins `later`.
+fn detach(
+    cleanup: Cleanup,
+    outcome: Outcome,
+    later: &mut Vec<AsyncCleanup>,
+    panics: &mut Vec<Payload>,
+) {
+    match cleanup {
+        Cleanup::Sync(f) => {
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| f(outcome))) {
+                panics.push(payload);
+            }
+        }
+        Cleanup::Async(fut) => later.push(fut),
+        Cleanup::Exit(f) => later.push(Box::pin(async move { f(outcome).await })),
+        Cleanup::Slot(slot) => {
+            if let Some(cleanup) = slot.reach(outcome) {
+                detach(cleanup, outcome, later, panics);
+            }
+        }
+    }
+}
+
 /// Awaits each cleanup in turn; a panic does not stop the ones after it, and the first is
 /// resumed at the end.
 async fn run_in_order(cleanups: Vec<AsyncCleanup>) {
@@ -162,10 +301,7 @@ async fn run_in_order(cleanups: Vec<AsyncCleanup>) {
 }
 
 /// Polls an async cleanup, turning a panic into a value.
-pub(crate) fn poll_caught(
-    fut: &mut AsyncCleanup,
-    cx: &mut Context<'_>,
-) -> Poll<Result<(), Payload>> {
+fn poll_caught(fut: &mut AsyncCleanup, cx: &mut Context<'_>) -> Poll<Result<(), Payload>> {
     match panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
         Ok(Poll::Pending) => Poll::Pending,
         Ok(Poll::Ready(())) => Poll::Ready(Ok(())),
