@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use super::registry::TaskKey;
 use super::shared::Shared;
 use crate::chain::{Enter, Node};
-use crate::error::{Reported, TaskError};
+use crate::error::TaskError;
 
 /// Where a child's value goes: the task's handle (as the task's output), or a collector such
 /// as `gather`'s.
@@ -101,6 +101,7 @@ impl<F, S, T, E> Future for Child<F, S, E>
 where
     F: Future<Output = Result<T, E>>,
     S: Deliver<Value = T>,
+    E: 'static,
 {
     type Output = S::Output;
 
@@ -125,7 +126,7 @@ where
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
             Ok(Err(error)) => (
-                sender.deliver(Err(TaskError::failed(Reported::new()))),
+                sender.deliver(Err(TaskError::reported(this.name.as_ref(), &error))),
                 Some(Ended::Error(error)),
             ),
             Err(payload) => (
