@@ -369,7 +369,7 @@ impl<E: fmt::Debug> fmt::Debug for TaskError<E> {
             (TaskErrorRepr::Cancelled, _) => f.write_str("TaskError::Cancelled"),
             (TaskErrorRepr::Failed(e), Some(task)) => f
                 .debug_struct("TaskError::Failed")
-                .field("task", &format_args!("{task}"))
+                .field("task", &task.to_string())
                 .field("error", e)
                 .finish(),
             (TaskErrorRepr::Failed(e), None) => {
