@@ -82,8 +82,9 @@ pub struct TaskError<E = Reported> {
 /// `std::fmt::Error`, `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`,
 /// `Arc<dyn Error + Send + Sync>`, quattro's [`Elapsed`], [`TaskError`] and [`Reported`], and
 /// `anyhow::Error` with the `anyhow` cargo feature. For any other type, [`message`] is `None`
-/// and `Display` says where the error went; convert it into one of those types inside the task
-/// (e.g. with `map_err(anyhow::Error::from)`) to carry its text to the handle.
+/// and `Display` says where the error went (the [`GroupError`] still holds the error itself);
+/// to get the text at the handle too, give the group one of those error types (a
+/// `Box<dyn Error + Send + Sync>` holds any error).
 ///
 /// # Examples
 ///
