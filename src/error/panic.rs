@@ -11,17 +11,20 @@ use std::sync::{Mutex, PoisonError};
 /// forbids `unsafe`, so the payload sits in a [`Mutex`] instead (`Sync` for any `Send` value).
 /// The lock is taken only to read the panic message for `Display` and `Debug`, so it is never
 /// contended in practice; a lock poisoned by a panicking formatter is recovered (reading the
-/// message cannot leave the payload half-changed).
-pub(crate) struct Payload(Mutex<Box<dyn Any + Send + 'static>>);
+/// message cannot leave the payload half-changed). The mutex is boxed: panics are rare, and a
+/// pointer keeps `TaskError`, which every task's handle yields, as small as before.
+pub(crate) struct Payload(Box<Mutex<Box<dyn Any + Send + 'static>>>);
 
 impl Payload {
     pub(crate) fn new(payload: Box<dyn Any + Send + 'static>) -> Payload {
-        Payload(Mutex::new(payload))
+        Payload(Box::new(Mutex::new(payload)))
     }
 
     /// The payload, to resume the panic with or to downcast.
     pub(crate) fn into_inner(self) -> Box<dyn Any + Send + 'static> {
-        self.0.into_inner().unwrap_or_else(PoisonError::into_inner)
+        (*self.0)
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Calls `f` with the panic's message: the payload when it is a `&str` or a `String` (what

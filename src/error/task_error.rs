@@ -64,8 +64,9 @@ use super::panic::Payload;
 /// [`GroupError`]: crate::GroupError
 /// [`gather_settled`]: crate::gather_settled()
 pub struct TaskError<E = Reported> {
-    /// Who failed, when the task's handle knows it; `None` in a `gather_settled` slot.
-    task: Option<TaskLabel>,
+    /// Who failed, when the task's handle knows it; `None` in a `gather_settled` slot. Boxed:
+    /// only a failure sets it, and a handle's output stays small.
+    task: Option<Box<TaskLabel>>,
     repr: TaskErrorRepr<E>,
 }
 
@@ -228,7 +229,7 @@ impl TaskError {
     /// error's text (the error itself goes to the group).
     pub(crate) fn reported<E: 'static>(name: Option<&Arc<str>>, error: &E) -> TaskError {
         TaskError {
-            task: Some(TaskLabel::current_child(name)),
+            task: Some(Box::new(TaskLabel::current_child(name))),
             repr: TaskErrorRepr::Failed(Reported::describe(error)),
         }
     }
