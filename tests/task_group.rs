@@ -1048,10 +1048,9 @@ fn scope_future_is_send() {
         Ok(())
     });
     assert_send_static(&plain);
-    // NOTE: `GroupError` and `TaskError` are `Send` but not `Sync` (they hold a
-    // `Box<dyn Any + Send>` panic payload), so they do not convert into
-    // `Box<dyn Error + Send + Sync>` / `anyhow::Error`; only the `Send` form is checked here.
-    fn error_types<T: Send + std::error::Error + 'static>() {}
+    // `GroupError` and `TaskError` are `Send + Sync` (issue 14), so they convert into
+    // `Box<dyn Error + Send + Sync>` and `anyhow::Error`; more in tests/errors.rs.
+    fn error_types<T: Send + Sync + std::error::Error + 'static>() {}
     error_types::<GroupError<std::io::Error>>();
     error_types::<quattro::TaskError>();
     fn send_sync<T: Send + Sync>() {}

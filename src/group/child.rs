@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use super::registry::TaskKey;
 use super::shared::Shared;
-use crate::error::{Reported, TaskError};
+use crate::error::TaskError;
 use crate::frame::{Drains, Enter};
 use crate::node::Node;
 
@@ -105,6 +105,7 @@ impl<F, S, T, E> Future for Child<F, S, E>
 where
     F: Future<Output = Result<T, E>>,
     S: Deliver<Value = T>,
+    E: 'static,
 {
     type Output = S::Output;
 
@@ -139,7 +140,7 @@ where
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
             Ok(Err(error)) => (
-                sender.deliver(Err(TaskError::failed(Reported::new()))),
+                sender.deliver(Err(TaskError::reported(this.name.as_ref(), &error))),
                 Some(Ended::Error(error)),
             ),
             Err(payload) => (

@@ -166,6 +166,40 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// cancelled (aborted, refused by a finished group, or cancelled with its group), failed (its
 /// error went to the group's [`GroupError`]) or panicked.
 ///
+/// # When the task failed
+///
+/// The task's error value belongs to the group: it goes to the [`GroupError`] (and cancels the
+/// group), once. The handle yields a [`TaskError`] that says which task failed and carries the
+/// error's *text* ([`Reported`]), so `let v = handle.await?;` in a body whose error type is
+/// `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` compiles and keeps the
+/// message: ``task `fetch` failed: connection refused``. The text is written when the task
+/// fails, for the error types listed under [`Reported`]; for others the message says that the
+/// error went to the group. Whatever the body returns with that `?` is recorded after the
+/// task's own failure, so the group's error reads, in order, the task's error and then the
+/// body's.
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = TaskGroup::scope(|tg| async move {
+///     let fetch = tg
+///         .task("fetch")
+///         .spawn(async { Err::<u32, _>(std::io::Error::other("connection refused")) });
+///     let n = fetch.await?;
+///     Ok(n)
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "task group failed with 2 errors: task `fetch`: connection refused; \
+///      body: task `fetch` failed: connection refused"
+/// );
+/// # }
+/// ```
+///
 /// Dropping the handle does **not** cancel the task (use [`abort`](Self::abort)): the group
 /// owns its tasks.
 ///
@@ -199,6 +233,7 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
+/// [`Reported`]: crate::Reported
 pub struct TaskHandle<T> {
     state: HandleState<T>,
 }

@@ -1,116 +1,10 @@
-//! Error types.
+//! [`GroupError`] and [`Failure`]: what a task group returns when it failed.
 
+use std::any::Any;
 use std::fmt;
 
-/// The error of a [`Fail`] future whose cancel scope was cancelled: its deadline was reached,
-/// or [`CancelScope::cancel`] was called.
-///
-/// Unlike Python's `TimeoutError`, which quattro raises for both, the error keeps which of the
-/// two happened: see [`is_deadline_reached`](Elapsed::is_deadline_reached) and
-/// [`is_cancelled`](Elapsed::is_cancelled).
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use quattro::fail_after;
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let err = fail_after(Duration::from_millis(10), std::future::pending::<()>())
-///     .await
-///     .unwrap_err();
-/// assert!(err.is_deadline_reached());
-/// assert_eq!(err.to_string(), "deadline has elapsed");
-/// # }
-/// ```
-///
-/// [`Fail`]: crate::Fail
-/// [`CancelScope::cancel`]: crate::CancelScope::cancel
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Elapsed(Cause);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Cause {
-    Deadline,
-    Cancelled,
-}
-
-impl Elapsed {
-    pub(crate) fn deadline() -> Elapsed {
-        Elapsed(Cause::Deadline)
-    }
-
-    pub(crate) fn cancelled() -> Elapsed {
-        Elapsed(Cause::Cancelled)
-    }
-
-    /// The scope's deadline was reached.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let err = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>())
-    ///     .await
-    ///     .unwrap_err();
-    /// assert!(err.is_deadline_reached());
-    /// assert!(!err.is_cancelled());
-    /// # }
-    /// ```
-    pub fn is_deadline_reached(&self) -> bool {
-        self.0 == Cause::Deadline
-    }
-
-    /// The scope was cancelled by [`CancelScope::cancel`] (or by a linked
-    /// `CancellationToken`) before its deadline.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::CancelScope;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let scope = CancelScope::new();
-    /// scope.cancel();
-    /// let err = scope.fail(std::future::pending::<()>()).await.unwrap_err();
-    /// assert!(err.is_cancelled());
-    /// assert!(!err.is_deadline_reached());
-    /// # }
-    /// ```
-    ///
-    /// [`CancelScope::cancel`]: crate::CancelScope::cancel
-    pub fn is_cancelled(&self) -> bool {
-        self.0 == Cause::Cancelled
-    }
-}
-
-impl fmt::Debug for Elapsed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Elapsed").field(&self.0).finish()
-    }
-}
-
-impl fmt::Display for Elapsed {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Cause::Deadline => "deadline has elapsed".fmt(f),
-            Cause::Cancelled => "cancel scope was cancelled".fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for Elapsed {}
-
-impl From<Elapsed> for std::io::Error {
-    fn from(err: Elapsed) -> std::io::Error {
-        std::io::Error::new(std::io::ErrorKind::TimedOut, err)
-    }
-}
+use super::label::TaskLabel;
+use super::panic::Payload;
 
 /// What a task group returns when it did not complete normally: every failure of its body and
 /// children, in order of occurrence, and whether it was cancelled.
@@ -118,6 +12,45 @@ impl From<Elapsed> for std::io::Error {
 /// The type is the same whether one task or many failed (Trio's "strict" groups), so callers
 /// handle one shape. Children that were aborted because of a failure or a cancellation add
 /// nothing: only real errors (and, with [`Builder::capture_panics`], panics) are listed.
+///
+/// `Display` lists every failure with who failed (`body`, the task's name, or a `gather`
+/// item's position) and its error's text, so the message alone tells what went wrong.
+///
+/// # With `?`
+///
+/// `GroupError<E>` is `Send + Sync` when `E` is (a captured panic's payload is kept in a
+/// form that is `Sync`), and implements [`std::error::Error`] for every `E: Debug + Display`:
+/// `io::Error`, `String`, `&str`, `anyhow::Error` and `Box<dyn Error + Send + Sync>` alike. So
+/// `?` carries it into `anyhow::Error`, into `Box<dyn Error + Send + Sync>`, and (through
+/// `From`) into `io::Error`.
+///
+/// [`source`](std::error::Error::source) is `None`, for every `E`: a group may hold many
+/// failures, some of them panics, and an impl for every `Debug + Display` type cannot hand
+/// one out as a `dyn Error`. Nothing is lost by it: `Display` already holds every failure's
+/// text (an error-chain printer such as anyhow's `{:#}` would otherwise repeat the first
+/// one), and [`errors`](Self::errors) and [`failures`](Self::failures) give the values.
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// async fn run() -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+///     let n = TaskGroup::scope(|tg| async move {
+///         tg.task("parse").spawn(async { "x".parse::<u32>().map_err(|e| e.to_string()) });
+///         Ok(1)
+///     })
+///     .await?; // GroupError<String> into Box<dyn Error + Send + Sync>
+///     Ok(n)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = run().await.unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "task group failed: task `parse`: invalid digit found in string"
+/// );
+/// # }
+/// ```
 ///
 /// # Examples
 ///
@@ -346,13 +279,49 @@ impl<E: fmt::Display> fmt::Display for GroupError<E> {
     }
 }
 
-impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.errors().next().map(|e| e as _)
+/// `source()` is `None`: `Display` holds every failure's text; see the type's docs.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for GroupError<E> {}
+
+/// A group's error as an `io::Error` of kind [`Other`](std::io::ErrorKind::Other), with the
+/// group's `Display` as its message, for `?` in functions that return `io::Result`.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// async fn copy_all() -> std::io::Result<()> {
+///     TaskGroup::scope(|tg| async move {
+///         tg.task("copy").spawn(async { Err::<(), _>(std::io::Error::other("disk full")) });
+///         Ok(())
+///     })
+///     .await?;
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = copy_all().await.unwrap_err();
+/// assert_eq!(err.kind(), std::io::ErrorKind::Other);
+/// assert_eq!(err.to_string(), "task group failed: task `copy`: disk full");
+/// # }
+/// ```
+impl<E> From<GroupError<E>> for std::io::Error
+where
+    E: fmt::Debug + fmt::Display + Send + Sync + 'static,
+{
+    fn from(err: GroupError<E>) -> std::io::Error {
+        std::io::Error::other(err)
     }
 }
 
 /// One failure in a [`GroupError`]: which task failed, and its error or panic.
+///
+/// `Display` reads `<who>: <error>` or `<who> panicked: <message>`, where `<who>` is `body`,
+/// ``task `name` `` for a task named with [`TaskGroup::task`], `item 7` for the eighth item of
+/// a `gather`, or `task <id>` for an unnamed task. `Failure<E>` is `Send + Sync` when `E` is,
+/// and implements [`std::error::Error`] for every `E: Debug + Display`, with no
+/// [`source`](std::error::Error::source) (as [`GroupError`]).
 ///
 /// # Examples
 ///
@@ -372,24 +341,16 @@ impl<E: std::error::Error + 'static> std::error::Error for GroupError<E> {
 /// assert_eq!(failure.to_string(), "task `fetch`: timeout");
 /// # }
 /// ```
+///
+/// [`TaskGroup::task`]: crate::TaskGroup::task
 pub struct Failure<E> {
     task: TaskLabel,
     kind: FailureKind<E>,
 }
 
-/// Who failed: the body of the group, or a child task.
-#[derive(Clone, Debug)]
-pub(crate) enum TaskLabel {
-    Body,
-    Child {
-        id: Option<tokio::task::Id>,
-        name: Option<std::sync::Arc<str>>,
-    },
-}
-
 enum FailureKind<E> {
     Error(E),
-    Panic(Box<dyn std::any::Any + Send + 'static>),
+    Panic(Payload),
 }
 
 impl<E> Failure<E> {
@@ -400,13 +361,10 @@ impl<E> Failure<E> {
         }
     }
 
-    pub(crate) fn from_panic(
-        task: TaskLabel,
-        payload: Box<dyn std::any::Any + Send>,
-    ) -> Failure<E> {
+    pub(crate) fn from_panic(task: TaskLabel, payload: Box<dyn Any + Send>) -> Failure<E> {
         Failure {
             task,
-            kind: FailureKind::Panic(payload),
+            kind: FailureKind::Panic(Payload::new(payload)),
         }
     }
 
@@ -453,10 +411,7 @@ impl<E> Failure<E> {
     /// # }
     /// ```
     pub fn task_name(&self) -> Option<&str> {
-        match &self.task {
-            TaskLabel::Child { name, .. } => name.as_deref(),
-            TaskLabel::Body => None,
-        }
+        self.task.name()
     }
 
     /// The tokio id of the failed task; `None` for the body.
@@ -481,10 +436,30 @@ impl<E> Failure<E> {
     /// # }
     /// ```
     pub fn task_id(&self) -> Option<tokio::task::Id> {
-        match &self.task {
-            TaskLabel::Child { id, .. } => *id,
-            TaskLabel::Body => None,
-        }
+        self.task.id()
+    }
+
+    /// The position in the input (from 0) of the failed item, when the failure comes from a
+    /// [`gather`](crate::gather()); `None` for a group's body and tasks.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     tg.spawn(async { Err::<(), _>("boom") });
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.failures()[0].item_index(), None); // a task, not a gather item
+    /// # }
+    /// ```
+    pub fn item_index(&self) -> Option<usize> {
+        self.task.item()
     }
 
     /// The error, unless this failure is a panic.
@@ -587,31 +562,10 @@ impl<E> Failure<E> {
     /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
     /// # }
     /// ```
-    pub fn into_panic(self) -> Option<Box<dyn std::any::Any + Send + 'static>> {
+    pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
         match self.kind {
-            FailureKind::Panic(p) => Some(p),
+            FailureKind::Panic(p) => Some(p.into_inner()),
             FailureKind::Error(_) => None,
-        }
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic payload>")
-}
-
-impl fmt::Display for TaskLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TaskLabel::Body => "body".fmt(f),
-            TaskLabel::Child {
-                name: Some(name), ..
-            } => write!(f, "task `{name}`"),
-            TaskLabel::Child { id: Some(id), .. } => write!(f, "task {id}"),
-            TaskLabel::Child { .. } => "task".fmt(f),
         }
     }
 }
@@ -622,7 +576,7 @@ impl<E: fmt::Debug> fmt::Debug for Failure<E> {
         s.field("task", &self.task.to_string());
         match &self.kind {
             FailureKind::Error(e) => s.field("error", e),
-            FailureKind::Panic(p) => s.field("panic", &panic_message(&**p)),
+            FailureKind::Panic(p) => s.field("panic", p),
         };
         s.finish()
     }
@@ -632,236 +586,10 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             FailureKind::Error(e) => write!(f, "{}: {e}", self.task),
-            FailureKind::Panic(p) => write!(f, "{} panicked: {}", self.task, panic_message(&**p)),
+            FailureKind::Panic(p) => write!(f, "{} panicked: {p}", self.task),
         }
     }
 }
 
-/// Why a task's result is not available: it was cancelled, it failed (its error went to the
-/// group), or it panicked.
-///
-/// A [`TaskHandle`] yields `TaskError` (with `E = Reported`: the error itself went to the
-/// group's [`GroupError`]); [`gather_settled`] yields `TaskError<E>` holding each item's own
-/// error or panic.
-///
-/// # Examples
-///
-/// ```
-/// use quattro::TaskGroup;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let _ = TaskGroup::scope(|tg| async move {
-///     let handle = tg.spawn(std::future::pending::<Result<(), ()>>());
-///     handle.abort();
-///     let err = handle.await.unwrap_err();
-///     assert!(err.is_cancelled());
-///     assert_eq!(err.to_string(), "task was cancelled");
-///     Ok::<_, ()>(())
-/// })
-/// .await;
-/// # }
-/// ```
-///
-/// [`TaskHandle`]: crate::TaskHandle
-/// [`gather_settled`]: crate::gather_settled()
-pub struct TaskError<E = Reported> {
-    repr: TaskErrorRepr<E>,
-}
-
-/// Stands in a [`TaskError`] for an error that was reported to the task group (in its
-/// [`GroupError`]) rather than kept for the task's handle.
-///
-/// # Examples
-///
-/// ```
-/// use quattro::{Reported, TaskGroup};
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let mut handle = None;
-/// let slot = &mut handle;
-/// let err = TaskGroup::scope(|tg| async move {
-///     *slot = Some(tg.spawn(async { Err::<(), _>("boom") }));
-///     Ok(())
-/// })
-/// .await
-/// .unwrap_err();
-/// assert_eq!(err.errors().collect::<Vec<_>>(), [&"boom"]); // the error went here
-/// let reported: Reported = handle.unwrap().await.unwrap_err().into_error().unwrap();
-/// assert_eq!(reported.to_string(), "the error was reported to the task group");
-/// # }
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Reported(());
-
-impl Reported {
-    pub(crate) fn new() -> Reported {
-        Reported(())
-    }
-}
-
-impl fmt::Display for Reported {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        "the error was reported to the task group".fmt(f)
-    }
-}
-
-enum TaskErrorRepr<E> {
-    Cancelled,
-    Failed(E),
-    Panicked(Option<Box<dyn std::any::Any + Send + 'static>>),
-}
-
-impl<E> TaskError<E> {
-    pub(crate) fn cancelled() -> TaskError<E> {
-        TaskError {
-            repr: TaskErrorRepr::Cancelled,
-        }
-    }
-
-    pub(crate) fn failed(error: E) -> TaskError<E> {
-        TaskError {
-            repr: TaskErrorRepr::Failed(error),
-        }
-    }
-
-    pub(crate) fn panicked(payload: Option<Box<dyn std::any::Any + Send>>) -> TaskError<E> {
-        TaskError {
-            repr: TaskErrorRepr::Panicked(payload),
-        }
-    }
-
-    /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::TaskGroup;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let handle = tg.spawn(std::future::pending::<Result<(), ()>>());
-    ///     handle.abort();
-    ///     let err = handle.await.unwrap_err();
-    ///     Ok((err.is_cancelled(), err.is_failed()))
-    /// })
-    /// .await;
-    /// assert_eq!(out.unwrap(), (true, false));
-    /// # }
-    /// ```
-    pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, TaskErrorRepr::Cancelled)
-    }
-
-    /// The task returned an error.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::gather_settled;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let slots = gather_settled((1..=2).map(|i| async move {
-    ///     if i == 1 { Ok(i) } else { Err("too big") }
-    /// }))
-    /// .await;
-    /// assert!(slots[0].is_ok());
-    /// assert!(slots[1].as_ref().unwrap_err().is_failed());
-    /// # }
-    /// ```
-    pub fn is_failed(&self) -> bool {
-        matches!(self.repr, TaskErrorRepr::Failed(_))
-    }
-
-    /// The task panicked.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::gather_settled;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }]).await;
-    /// let err = slots[0].as_ref().unwrap_err();
-    /// assert!(err.is_panic());
-    /// assert!(!err.is_failed());
-    /// # }
-    /// ```
-    pub fn is_panic(&self) -> bool {
-        matches!(self.repr, TaskErrorRepr::Panicked(_))
-    }
-
-    /// The task's error, if it failed and the error is held here.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::gather_settled;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut slots = gather_settled([async { Err::<(), _>(String::from("bad")) }]).await;
-    /// let err = slots.pop().unwrap().unwrap_err();
-    /// assert_eq!(err.into_error(), Some(String::from("bad")));
-    /// # }
-    /// ```
-    pub fn into_error(self) -> Option<E> {
-        match self.repr {
-            TaskErrorRepr::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The panic payload, if the task panicked and the payload is held here (for a
-    /// [`TaskHandle`](crate::TaskHandle) it went to the group instead).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use quattro::gather_settled;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }])
-    ///     .await;
-    /// let payload = slots.pop().unwrap().unwrap_err().into_panic().unwrap();
-    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
-    /// # }
-    /// ```
-    pub fn into_panic(self) -> Option<Box<dyn std::any::Any + Send + 'static>> {
-        match self.repr {
-            TaskErrorRepr::Panicked(p) => p,
-            _ => None,
-        }
-    }
-}
-
-impl<E: fmt::Debug> fmt::Debug for TaskError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            TaskErrorRepr::Cancelled => f.write_str("TaskError::Cancelled"),
-            TaskErrorRepr::Failed(e) => f.debug_tuple("TaskError::Failed").field(e).finish(),
-            TaskErrorRepr::Panicked(p) => f
-                .debug_tuple("TaskError::Panicked")
-                .field(&p.as_deref().map(panic_message))
-                .finish(),
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for TaskError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.repr {
-            TaskErrorRepr::Cancelled => "task was cancelled".fmt(f),
-            TaskErrorRepr::Failed(e) => write!(f, "task failed: {e}"),
-            TaskErrorRepr::Panicked(Some(p)) => write!(f, "task panicked: {}", panic_message(&**p)),
-            TaskErrorRepr::Panicked(None) => "task panicked".fmt(f),
-        }
-    }
-}
-
-impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
+/// No `source()`, as for [`GroupError`].
+impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}

@@ -1,0 +1,71 @@
+//! [`TaskLabel`]: who failed, as a reader of the error sees it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use tokio::task::Id;
+
+/// Who failed: the body of the group, a child task, or an item of a `gather`.
+///
+/// `Display` names what a person can find in their code: the body, the name given with
+/// `TaskGroup::task`, or the gather item's position in the input. A tokio task id is shown only
+/// for an unnamed task that is not a gather item.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum TaskLabel {
+    /// The group's body.
+    Body,
+    /// A task spawned into the group, named or not.
+    Child {
+        id: Option<Id>,
+        name: Option<Arc<str>>,
+    },
+    /// An item of a `gather`, by its position in the input (from 0).
+    // Built once gather labels its items (the group's core passes the position on).
+    #[allow(dead_code)]
+    Item { index: usize, id: Option<Id> },
+}
+
+impl TaskLabel {
+    /// The label of a child task that is running now: its name, and the current task's id.
+    pub(crate) fn current_child(name: Option<&Arc<str>>) -> TaskLabel {
+        TaskLabel::Child {
+            id: tokio::task::try_id(),
+            name: name.cloned(),
+        }
+    }
+
+    pub(crate) fn name(&self) -> Option<&str> {
+        match self {
+            TaskLabel::Child { name, .. } => name.as_deref(),
+            TaskLabel::Body | TaskLabel::Item { .. } => None,
+        }
+    }
+
+    pub(crate) fn id(&self) -> Option<Id> {
+        match self {
+            TaskLabel::Child { id, .. } | TaskLabel::Item { id, .. } => *id,
+            TaskLabel::Body => None,
+        }
+    }
+
+    pub(crate) fn item(&self) -> Option<usize> {
+        match self {
+            TaskLabel::Item { index, .. } => Some(*index),
+            TaskLabel::Body | TaskLabel::Child { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for TaskLabel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskLabel::Body => "body".fmt(f),
+            TaskLabel::Child {
+                name: Some(name), ..
+            } => write!(f, "task `{name}`"),
+            TaskLabel::Child { id: Some(id), .. } => write!(f, "task {id}"),
+            TaskLabel::Child { .. } => "task".fmt(f),
+            TaskLabel::Item { index, .. } => write!(f, "item {index}"),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Error types.
+//!
+//! Every error of this crate is `Send + Sync` when its error parameter is, and implements
+//! [`std::error::Error`] when that parameter is `Debug + Display`, so `?` carries a
+//! [`GroupError`] or a [`TaskError`] into `anyhow::Error` or `Box<dyn Error + Send + Sync>`.
+
+mod elapsed;
+mod group_error;
+mod label;
+mod panic;
+mod task_error;
+
+pub use elapsed::Elapsed;
+pub use group_error::{Failure, GroupError};
+pub(crate) use label::TaskLabel;
+pub use task_error::{Reported, TaskError};

@@ -1,0 +1,438 @@
+//! [`TaskError`] and [`Reported`]: why a task's value is not available.
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+
+use super::label::TaskLabel;
+use super::panic::Payload;
+
+/// Why a task's result is not available: it was cancelled, it failed, or it panicked.
+///
+/// A [`TaskHandle`] yields `TaskError` (with `E = Reported`: the error itself went to the
+/// group's [`GroupError`], and the handle gets its text); [`gather_settled`] yields
+/// `TaskError<E>` holding each item's own error or panic.
+///
+/// `Display` reads ``task `fetch` failed: <the error's text>`` for a named task's handle
+/// (`task <id> failed: ..` for an unnamed one, `task failed: ..` for a `gather_settled` slot),
+/// `task was cancelled`, or `task panicked: <message>`.
+///
+/// # With `?`
+///
+/// `TaskError<E>` is `Send + Sync` when `E` is, and implements [`std::error::Error`] for every
+/// `E: Debug + Display`, with no [`source`](std::error::Error::source) (`Display` already holds
+/// the error's text). So in a group's body, `let v = handle.await?;` compiles when the body's
+/// error type is `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` (through the
+/// `From` impl below).
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let out = TaskGroup::scope(|tg| async move {
+///     let handle = tg.spawn(async { Ok::<_, std::io::Error>(20) });
+///     let v = handle.await?; // TaskError into io::Error
+///     Ok(v + 1)
+/// })
+/// .await;
+/// assert_eq!(out.unwrap(), 21);
+/// # }
+/// ```
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let _ = TaskGroup::scope(|tg| async move {
+///     let handle = tg.spawn(std::future::pending::<Result<(), ()>>());
+///     handle.abort();
+///     let err = handle.await.unwrap_err();
+///     assert!(err.is_cancelled());
+///     assert_eq!(err.to_string(), "task was cancelled");
+///     Ok::<_, ()>(())
+/// })
+/// .await;
+/// # }
+/// ```
+///
+/// [`TaskHandle`]: crate::TaskHandle
+/// [`GroupError`]: crate::GroupError
+/// [`gather_settled`]: crate::gather_settled()
+pub struct TaskError<E = Reported> {
+    /// Who failed, when the task's handle knows it; `None` in a `gather_settled` slot. Boxed:
+    /// only a failure sets it, and a handle's output stays small.
+    task: Option<Box<TaskLabel>>,
+    repr: TaskErrorRepr<E>,
+}
+
+/// Stands in a [`TaskError`] for an error that was reported to the task group (in its
+/// [`GroupError`]) rather than kept for the task's handle; carries the error's text when
+/// quattro could write it.
+///
+/// A group owns its tasks' errors: the error value goes to the [`GroupError`], once, in order
+/// of occurrence with the others. The handle gets the error's text, written once when the task
+/// fails, so that `handle.await?` or `handle.await.unwrap()` in the body still says what went
+/// wrong. A group's error type is not required to implement `Display` (`TaskGroup<()>` is
+/// fine), so the text is known for the error types quattro recognises at run time: `String`,
+/// `&'static str`, `Box<str>`, `Arc<str>`, `Cow<'static, str>`, `std::io::Error`,
+/// `std::fmt::Error`, `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`,
+/// `Arc<dyn Error + Send + Sync>`, quattro's [`Elapsed`], [`TaskError`] and [`Reported`], and
+/// `anyhow::Error` with the `anyhow` cargo feature. For any other type, [`message`] is `None`
+/// and `Display` says where the error went (the [`GroupError`] still holds the error itself);
+/// to get the text at the handle too, give the group one of those error types (a
+/// `Box<dyn Error + Send + Sync>` holds any error).
+///
+/// # Examples
+///
+/// ```
+/// use quattro::{Reported, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let mut handle = None;
+/// let slot = &mut handle;
+/// let err = TaskGroup::scope(|tg| async move {
+///     *slot = Some(tg.task("load").spawn(async { Err::<(), _>("boom") }));
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(err.errors().collect::<Vec<_>>(), [&"boom"]); // the error went here
+/// let task_err = handle.unwrap().await.unwrap_err();
+/// assert_eq!(task_err.to_string(), "task `load` failed: boom"); // its text came here
+/// let reported: Reported = task_err.into_error().unwrap();
+/// assert_eq!(reported.message(), Some("boom"));
+/// # }
+/// ```
+///
+/// [`GroupError`]: crate::GroupError
+/// [`Elapsed`]: crate::Elapsed
+/// [`message`]: Reported::message
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Reported {
+    message: Option<Box<str>>,
+}
+
+impl Reported {
+    /// A stand-in for `error`, with its text when its type is one quattro can write.
+    pub(crate) fn describe<E: 'static>(error: &E) -> Reported {
+        Reported {
+            message: describe(error),
+        }
+    }
+
+    /// The text of the task's error, when quattro could write it (see the type's docs for the
+    /// error types it knows).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let _ = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(async { Err::<(), _>(String::from("boom")) });
+    ///     let reported = handle.await.unwrap_err().into_error().unwrap();
+    ///     assert_eq!(reported.message(), Some("boom"));
+    ///     Ok(())
+    /// })
+    /// .await;
+    ///
+    /// struct Opaque; // no `Display`: its text cannot be known
+    /// let _ = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(async { Err::<(), _>(Opaque) });
+    ///     let reported = handle.await.unwrap_err().into_error().unwrap();
+    ///     assert_eq!(reported.message(), None);
+    ///     assert_eq!(reported.to_string(), "the error was reported to the task group");
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// # }
+    /// ```
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Debug for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => f.debug_tuple("Reported").field(message).finish(),
+            None => f.write_str("Reported"),
+        }
+    }
+}
+
+impl fmt::Display for Reported {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => message.fmt(f),
+            None => "the error was reported to the task group".fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// The text of `error`, when its type is one of the `Display` types this crate recognises.
+///
+/// A group's error type needs no `Display`, so the type is found at run time. A `Display`
+/// that panics gives no text (the panic is not the task's failure).
+fn describe<E: 'static>(error: &E) -> Option<Box<str>> {
+    use std::borrow::Cow;
+    use std::error::Error;
+
+    let error: &dyn Any = error;
+    macro_rules! known {
+        ($($ty:ty),+ $(,)?) => {
+            $(
+                if let Some(error) = error.downcast_ref::<$ty>() {
+                    return catch_unwind(AssertUnwindSafe(|| error.to_string().into())).ok();
+                }
+            )+
+        };
+    }
+    known!(
+        String,
+        &'static str,
+        Box<str>,
+        Arc<str>,
+        Cow<'static, str>,
+        std::io::Error,
+        fmt::Error,
+        Box<dyn Error + Send + Sync>,
+        Box<dyn Error + Send>,
+        Arc<dyn Error + Send + Sync>,
+        super::Elapsed,
+        TaskError,
+        Reported,
+    );
+    #[cfg(feature = "anyhow")]
+    known!(anyhow::Error);
+    None
+}
+
+enum TaskErrorRepr<E> {
+    Cancelled,
+    Failed(E),
+    Panicked(Option<Payload>),
+}
+
+impl TaskError {
+    /// What the handle of a task that returned `error` yields: the task's label and the
+    /// error's text (the error itself goes to the group).
+    pub(crate) fn reported<E: 'static>(name: Option<&Arc<str>>, error: &E) -> TaskError {
+        TaskError {
+            task: Some(Box::new(TaskLabel::current_child(name))),
+            repr: TaskErrorRepr::Failed(Reported::describe(error)),
+        }
+    }
+}
+
+impl<E> TaskError<E> {
+    pub(crate) fn cancelled() -> TaskError<E> {
+        TaskError {
+            task: None,
+            repr: TaskErrorRepr::Cancelled,
+        }
+    }
+
+    pub(crate) fn failed(error: E) -> TaskError<E> {
+        TaskError {
+            task: None,
+            repr: TaskErrorRepr::Failed(error),
+        }
+    }
+
+    pub(crate) fn panicked(payload: Option<Box<dyn Any + Send>>) -> TaskError<E> {
+        TaskError {
+            task: None,
+            repr: TaskErrorRepr::Panicked(payload.map(Payload::new)),
+        }
+    }
+
+    /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let out = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.spawn(std::future::pending::<Result<(), ()>>());
+    ///     handle.abort();
+    ///     let err = handle.await.unwrap_err();
+    ///     Ok((err.is_cancelled(), err.is_failed()))
+    /// })
+    /// .await;
+    /// assert_eq!(out.unwrap(), (true, false));
+    /// # }
+    /// ```
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.repr, TaskErrorRepr::Cancelled)
+    }
+
+    /// The task returned an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = gather_settled((1..=2).map(|i| async move {
+    ///     if i == 1 { Ok(i) } else { Err("too big") }
+    /// }))
+    /// .await;
+    /// assert!(slots[0].is_ok());
+    /// assert!(slots[1].as_ref().unwrap_err().is_failed());
+    /// # }
+    /// ```
+    pub fn is_failed(&self) -> bool {
+        matches!(self.repr, TaskErrorRepr::Failed(_))
+    }
+
+    /// The task panicked.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }]).await;
+    /// let err = slots[0].as_ref().unwrap_err();
+    /// assert!(err.is_panic());
+    /// assert!(!err.is_failed());
+    /// # }
+    /// ```
+    pub fn is_panic(&self) -> bool {
+        matches!(self.repr, TaskErrorRepr::Panicked(_))
+    }
+
+    /// The task's error, if it failed and the error is held here.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut slots = gather_settled([async { Err::<(), _>(String::from("bad")) }]).await;
+    /// let err = slots.pop().unwrap().unwrap_err();
+    /// assert_eq!(err.into_error(), Some(String::from("bad")));
+    /// # }
+    /// ```
+    pub fn into_error(self) -> Option<E> {
+        match self.repr {
+            TaskErrorRepr::Failed(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The panic payload, if the task panicked and the payload is held here (for a
+    /// [`TaskHandle`](crate::TaskHandle) it went to the group instead).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::gather_settled;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut slots = gather_settled([async { if true { panic!("bug") } Ok::<(), ()>(()) }])
+    ///     .await;
+    /// let payload = slots.pop().unwrap().unwrap_err().into_panic().unwrap();
+    /// assert_eq!(payload.downcast_ref::<&str>(), Some(&"bug"));
+    /// # }
+    /// ```
+    pub fn into_panic(self) -> Option<Box<dyn Any + Send + 'static>> {
+        match self.repr {
+            TaskErrorRepr::Panicked(p) => p.map(Payload::into_inner),
+            _ => None,
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Debug for TaskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.repr, &self.task) {
+            (TaskErrorRepr::Cancelled, _) => f.write_str("TaskError::Cancelled"),
+            (TaskErrorRepr::Failed(e), Some(task)) => f
+                .debug_struct("TaskError::Failed")
+                .field("task", &task.to_string())
+                .field("error", e)
+                .finish(),
+            (TaskErrorRepr::Failed(e), None) => {
+                f.debug_tuple("TaskError::Failed").field(e).finish()
+            }
+            (TaskErrorRepr::Panicked(p), _) => {
+                f.debug_tuple("TaskError::Panicked").field(p).finish()
+            }
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for TaskError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.task {
+            Some(task) => write!(f, "{task} ")?,
+            None => "task ".fmt(f)?,
+        }
+        match &self.repr {
+            TaskErrorRepr::Cancelled => "was cancelled".fmt(f),
+            TaskErrorRepr::Failed(e) => write!(f, "failed: {e}"),
+            TaskErrorRepr::Panicked(Some(p)) => write!(f, "panicked: {p}"),
+            TaskErrorRepr::Panicked(None) => "panicked".fmt(f),
+        }
+    }
+}
+
+/// No `source()`: `Display` holds the error's text; see the type's docs.
+impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
+
+/// A task's error as an `io::Error` of kind [`Other`](std::io::ErrorKind::Other), with the
+/// `TaskError`'s `Display` as its message: `handle.await?` in a body that returns `io::Result`.
+///
+/// Use [`TaskError::into_error`] first to get a `gather_settled` slot's own `io::Error` back
+/// with its kind.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = TaskGroup::scope(|tg| async move {
+///     let handle = tg.task("read").spawn(async {
+///         Err::<u8, _>(std::io::Error::other("disk full"))
+///     });
+///     let byte = handle.await?;
+///     Ok(byte)
+/// })
+/// .await
+/// .unwrap_err();
+/// // The task's own error, then what the body returned with `?`.
+/// assert_eq!(err.failures()[0].to_string(), "task `read`: disk full");
+/// # }
+/// ```
+impl<E> From<TaskError<E>> for std::io::Error
+where
+    E: fmt::Debug + fmt::Display + Send + Sync + 'static,
+{
+    fn from(err: TaskError<E>) -> std::io::Error {
+        std::io::Error::other(err)
+    }
+}
