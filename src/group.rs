@@ -5,6 +5,7 @@
 
 mod child;
 mod handle;
+mod queue;
 mod registry;
 mod scope;
 mod shared;
@@ -470,9 +471,7 @@ impl<E: Send + 'static> TaskGroup<E> {
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
-        self.shared
-            .spawn_with(fut, sink, None, Role::Normal, true)
-            .is_ok()
+        self.shared.spawn_with(fut, sink).is_ok()
     }
 
     #[track_caller]

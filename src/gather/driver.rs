@@ -119,16 +119,6 @@ impl<T: Send + 'static> Deliver for Slot<T> {
             driver.wake();
         }
     }
-
-    type Ticket = ();
-
-    fn queue(&mut self) {}
-
-    type Control = ();
-
-    fn control(&self) {}
-
-    fn spawned((): (), _join: tokio::task::JoinHandle<()>) {}
 }
 
 /// The gather body: keeps at most `limit` items in flight, pulling the input only when one

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project::{pin_project, pinned_drop};
-use tokio::task::JoinHandle;
 
 use super::registry::TaskKey;
 use super::shared::Shared;
@@ -27,49 +26,16 @@ pub(crate) trait Deliver: Send + 'static {
 
     /// Hands over the value, or why there is none. Called at most once, by the task.
     fn deliver(self, result: Result<Self::Value, TaskError>) -> Self::Output;
-
-    /// The task was dropped in the group's queue, never spawned.
-    fn never_spawned(self)
-    where
-        Self: Sized,
-    {
-        drop(self.deliver(Err(TaskError::cancelled())));
-    }
-
-    /// What a queued task's spawner gets back, to make a handle from.
-    type Ticket;
-
-    /// The task is about to wait in the group's queue.
-    fn queue(&mut self) -> Self::Ticket;
-
-    /// What the sink keeps to hand over the task's `JoinHandle` once a queued task is spawned.
-    type Control;
-
-    /// Taken before the sink moves into the task.
-    fn control(&self) -> Self::Control;
-
-    /// A task that waited in the queue was spawned.
-    fn spawned(control: Self::Control, join: JoinHandle<Self::Output>);
-
-    /// Whether the task was aborted while it waited in the queue: it is then never spawned.
-    fn is_aborted(_control: &Self::Control) -> bool {
-        false
-    }
-
-    /// Identifies the task in the group's queue (0: cannot be taken out).
-    fn key(&self) -> usize {
-        0
-    }
 }
 
-/// Runs a child future with the group's node current (so the child sees the deadlines that
-/// enclose the group, also in its destructors) inside the task's span, delivers its value to
+/// Runs a child future in the group's frame (so the child sees the deadlines that enclose the
+/// group, also in its destructors) inside the task's span, delivers its value to
 /// the task's sink, and reports the task's end, with its error or panic, to the group.
 #[pin_project(PinnedDrop)]
 pub(crate) struct Child<F, S: Deliver, E> {
     #[pin]
     fut: Option<F>,
-    /// The group's node. `None` only while it is the thread's current node, during a poll.
+    /// The group's node. `None` only while it is lent to the frame, during a poll.
     node: Option<Arc<Node>>,
     result: Option<S>,
     name: Option<Arc<str>>,

@@ -1,104 +1,28 @@
-//! Handles to the tasks of a group, and the slot through which a queued task's handle learns
-//! that it was spawned.
+//! Handles to the tasks of a group, and the sink that hands a task's value to its handle.
 
 use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 
 use tokio::task::{Id, JoinError, JoinHandle};
 
 use super::child::Deliver;
-use super::shared::Dequeue;
+use super::queue::{QueuedHandle, Unqueue};
 use crate::error::TaskError;
 
 /// What a task's handle awaits: the task's own output, through tokio's `JoinHandle`.
-type Output<T> = Result<T, TaskError>;
+pub(crate) type Output<T> = Result<T, TaskError>;
 
-/// Where the handle of a task that waits in the group's queue finds the task's `JoinHandle`
-/// once it is spawned, or its result if it never is. A task spawned at once needs none: its
-/// handle holds the `JoinHandle` from the start, and a task costs no allocation of quattro's.
-pub(crate) struct ResultSlot<T> {
-    state: Mutex<SlotState<T>>,
-}
-
-struct SlotState<T> {
-    /// Set when the task is dropped unspawned (or refused).
-    result: Option<Output<T>>,
-    /// Set when the task is spawned, until the handle takes it.
-    join: Option<JoinHandle<Output<T>>>,
-    /// A result or a join handle was stored (and may have been taken since).
-    settled: bool,
-    waker: Option<Waker>,
-    /// The handle asked for an abort, possibly before the task was spawned.
-    aborted: bool,
-}
-
-impl<T> ResultSlot<T> {
-    fn new() -> Arc<ResultSlot<T>> {
-        Arc::new(ResultSlot {
-            state: Mutex::new(SlotState {
-                result: None,
-                join: None,
-                settled: false,
-                waker: None,
-                aborted: false,
-            }),
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, SlotState<T>> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Aborts the task; `queue` is the group whose queue may still hold it.
-    fn abort(&self, queue: Option<&Weak<dyn Dequeue>>) {
-        let spawned = {
-            let mut state = self.lock();
-            state.aborted = true;
-            state.join.as_ref().map(JoinHandle::abort_handle)
-        };
-        if let Some(handle) = spawned {
-            handle.abort();
-            return;
-        }
-        // Still queued: take it out and drop it now, unpolled (its drop resolves the handle).
-        // If it is being started meanwhile, `Pending::start` sees the flag instead.
-        let group = queue.and_then(Weak::upgrade);
-        let removed = group.and_then(|group| group.dequeue(self as *const Self as usize));
-        drop(removed);
-        self.settle(|state| state.result = Some(Err(TaskError::cancelled())));
-    }
-
-    /// Stores the first outcome; a later one (a task aborted while it was being spawned) is
-    /// dropped.
-    fn settle(&self, store: impl FnOnce(&mut SlotState<T>)) {
-        let waker = {
-            let mut state = self.lock();
-            if state.settled {
-                return;
-            }
-            store(&mut state);
-            state.settled = true;
-            state.waker.take()
-        };
-        // The handle may be gone: dropping a handle does not cancel the task.
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-}
-
-/// The sink of a task spawned for a [`TaskHandle`]: the value is the task's output. Only a
-/// task that has to wait in the queue gets a [`ResultSlot`].
-pub(crate) struct ToHandle<T> {
-    slot: Option<Arc<ResultSlot<T>>>,
-}
+/// The sink of a task with a handle: the value is the task's output, which the handle awaits
+/// through the task's `JoinHandle`.
+pub(crate) struct ToHandle<T>(PhantomData<fn() -> T>);
 
 impl<T> ToHandle<T> {
     pub(crate) fn new() -> Self {
-        ToHandle { slot: None }
+        ToHandle(PhantomData)
     }
 }
 
@@ -108,55 +32,6 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 
     fn deliver(self, result: Output<T>) -> Output<T> {
         result
-    }
-
-    fn never_spawned(self) {
-        if let Some(slot) = self.slot {
-            slot.settle(|state| state.result = Some(Err(TaskError::cancelled())));
-        }
-    }
-
-    type Ticket = Arc<ResultSlot<T>>;
-
-    fn queue(&mut self) -> Arc<ResultSlot<T>> {
-        self.slot.get_or_insert_with(ResultSlot::new).clone()
-    }
-
-    type Control = Option<Arc<ResultSlot<T>>>;
-
-    fn control(&self) -> Self::Control {
-        self.slot.clone()
-    }
-
-    fn spawned(slot: Self::Control, join: JoinHandle<Output<T>>) {
-        let Some(slot) = slot else { return };
-        let abort = join.abort_handle();
-        let (aborted, waker) = {
-            let mut state = slot.lock();
-            // Under the slot's lock: either `abort` sees the join handle, or this its flag.
-            // Settled already means aborted too: the handle resolved to cancelled.
-            if !state.settled {
-                state.join = Some(join);
-                state.settled = true;
-            }
-            (state.aborted, state.waker.take())
-        };
-        if aborted {
-            abort.abort();
-        }
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    fn is_aborted(slot: &Self::Control) -> bool {
-        slot.as_ref().is_some_and(|slot| slot.lock().aborted)
-    }
-
-    fn key(&self) -> usize {
-        self.slot
-            .as_ref()
-            .map_or(0, |slot| Arc::as_ptr(slot) as usize)
     }
 }
 
@@ -241,12 +116,14 @@ pub struct TaskHandle<T> {
 enum HandleState<T> {
     /// The task runs (or ran): its output comes through tokio's join handle.
     Spawned(JoinHandle<Output<T>>),
-    /// The task waits in the group's queue, or was refused.
+    /// The task waits in the group's queue: the queue entry tells when it starts.
     Queued {
-        slot: Arc<ResultSlot<T>>,
-        /// The group, whose queue an abort takes the task out of.
-        queue: Option<Weak<dyn Dequeue>>,
+        task: Arc<dyn QueuedHandle<T>>,
+        /// The group, told when an abort takes the task out of its queue.
+        group: Weak<dyn Unqueue>,
     },
+    /// The group refused the task: it resolves as cancelled.
+    Refused,
     /// The result was taken.
     Done(Option<Id>),
 }
@@ -258,21 +135,16 @@ impl<T> TaskHandle<T> {
         }
     }
 
-    pub(crate) fn queued(slot: Arc<ResultSlot<T>>, queue: Weak<dyn Dequeue>) -> Self {
+    pub(crate) fn queued(task: Arc<dyn QueuedHandle<T>>, group: Weak<dyn Unqueue>) -> Self {
         TaskHandle {
-            state: HandleState::Queued {
-                slot,
-                queue: Some(queue),
-            },
+            state: HandleState::Queued { task, group },
         }
     }
 
     /// A handle that is already resolved to "cancelled": the group refused the task.
     pub(crate) fn refused() -> Self {
-        let slot = ResultSlot::new();
-        slot.settle(|state| state.result = Some(Err(TaskError::cancelled())));
         TaskHandle {
-            state: HandleState::Queued { slot, queue: None },
+            state: HandleState::Refused,
         }
     }
 
@@ -301,8 +173,8 @@ impl<T> TaskHandle<T> {
     pub fn abort(&self) {
         match &self.state {
             HandleState::Spawned(join) => join.abort(),
-            HandleState::Queued { slot, queue } => slot.abort(queue.as_ref()),
-            HandleState::Done(_) => {}
+            HandleState::Queued { task, group } => task.abort(group),
+            HandleState::Refused | HandleState::Done(_) => {}
         }
     }
 
@@ -333,7 +205,8 @@ impl<T> TaskHandle<T> {
     pub fn id(&self) -> Option<Id> {
         match &self.state {
             HandleState::Spawned(join) => Some(join.id()),
-            HandleState::Queued { slot, .. } => slot.lock().join.as_ref().map(JoinHandle::id),
+            HandleState::Queued { task, .. } => task.id(),
+            HandleState::Refused => None,
             HandleState::Done(id) => *id,
         }
     }
@@ -361,11 +234,8 @@ impl<T> TaskHandle<T> {
     pub fn is_finished(&self) -> bool {
         match &self.state {
             HandleState::Spawned(join) => join.is_finished(),
-            HandleState::Queued { slot, .. } => {
-                let state = slot.lock();
-                state.result.is_some() || state.join.as_ref().is_some_and(JoinHandle::is_finished)
-            }
-            HandleState::Done(_) => true,
+            HandleState::Queued { task, .. } => task.is_finished(),
+            HandleState::Refused | HandleState::Done(_) => true,
         }
     }
 }
@@ -382,23 +252,18 @@ impl<T> Future for TaskHandle<T> {
                     self.state = HandleState::Done(Some(id));
                     return Poll::Ready(out.unwrap_or_else(join_error));
                 }
-                HandleState::Queued { slot, .. } => {
-                    let mut state = slot.lock();
-                    if let Some(result) = state.result.take() {
-                        drop(state);
-                        self.state = HandleState::Done(None);
-                        return Poll::Ready(result);
+                HandleState::Queued { task, .. } => {
+                    match std::task::ready!(task.poll_started(cx)) {
+                        Ok(join) => self.state = HandleState::Spawned(join),
+                        Err(err) => {
+                            self.state = HandleState::Done(None);
+                            return Poll::Ready(Err(err));
+                        }
                     }
-                    if let Some(join) = state.join.take() {
-                        drop(state);
-                        self.state = HandleState::Spawned(join);
-                        continue;
-                    }
-                    match &mut state.waker {
-                        Some(waker) if waker.will_wake(cx.waker()) => {}
-                        slot => *slot = Some(cx.waker().clone()),
-                    }
-                    return Poll::Pending;
+                }
+                HandleState::Refused => {
+                    self.state = HandleState::Done(None);
+                    return Poll::Ready(Err(TaskError::cancelled()));
                 }
                 HandleState::Done(_) => panic!("a TaskHandle was polled after it completed"),
             }

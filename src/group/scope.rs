@@ -238,6 +238,7 @@ where
                     Ok(Poll::Ready(Ok(value))) => {
                         drop_body(data, this.node, this.drains, this.body.as_mut());
                         *this.value = Some(value);
+                        shared.lock().body_done = true;
                     }
                     Ok(Poll::Ready(Err(error))) => {
                         drop_body(data, this.node, this.drains, this.body.as_mut());
@@ -261,9 +262,6 @@ where
                     }
                 }
             }
-            // Outside the lock: spawning a queued task may drop it at once (a runtime shutting
-            // down), and its drop reports to the group.
-            shared.start_queued(cx);
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx);
             // Release the drains that emptied, in a group that may live as long as a server.

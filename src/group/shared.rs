@@ -1,123 +1,21 @@
 //! The state a group's handles and its scope future share: the live tasks, the queue of tasks
 //! waiting for a slot, and the failures seen so far.
 
-use std::collections::VecDeque;
+use std::cell::Cell;
 use std::future::Future;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 
 use super::child::{Child, Deliver, Ended};
 use super::handle::{TaskHandle, ToHandle};
+use super::queue::{Grant, Granted, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
 use super::registry::{Registry, TaskKey};
 use crate::error::{Failure, TaskLabel};
 use crate::frame::{self, Data, Drain, Drainable, Drains, Enter};
 use crate::node::{Node, SHUTDOWN};
-
-/// A normal task waiting for a slot under the concurrency limit: the future and where its
-/// value goes, boxed, and nothing else (no task, no span, no join entry), so that a long queue
-/// costs little more than its futures.
-type Queued<E> = Box<dyn Start<E>>;
-
-/// A queued task, type-erased: it turns into a child task when a slot frees.
-trait Start<E>: Send {
-    /// Spawns the task under `key`, reserved for it; called outside the group's lock.
-    fn start(self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey);
-
-    /// Identifies the task for [`Dequeue::dequeue`].
-    fn key(&self) -> usize;
-}
-
-/// Lets a handle take its task out of the queue when it is aborted there.
-pub(crate) trait Dequeue: Send + Sync {
-    /// Removes the queued task with this key, to be dropped by the caller (outside the lock).
-    fn dequeue(&self, key: usize) -> Option<Box<dyn Send>>;
-}
-
-impl<E: Send + 'static> Dequeue for Shared<E> {
-    fn dequeue(&self, key: usize) -> Option<Box<dyn Send>> {
-        let mut state = self.lock();
-        let at = state.queue.iter().position(|queued| queued.key() == key)?;
-        let queued = state.queue.remove(at)?;
-        Some(Box::new(QueuedTasks(VecDeque::from([queued]))))
-    }
-}
-
-/// A queued task. `N` is `()` for an unnamed task, so that the queue does not pay for the
-/// name of every task (16 bytes, a few percent of a queued item).
-struct Pending<F, S: Deliver, N> {
-    /// `Some` until started; a queued task dropped unstarted tells its sink. One `Option` for
-    /// both: a second would cost a word per queued task.
-    task: Option<(F, S)>,
-    name: N,
-}
-
-/// The name of a queued task, if it has one.
-trait QueuedName: Send + 'static {
-    fn take(&mut self) -> Option<Arc<str>>;
-}
-
-impl QueuedName for () {
-    fn take(&mut self) -> Option<Arc<str>> {
-        None
-    }
-}
-
-impl QueuedName for Option<Arc<str>> {
-    fn take(&mut self) -> Option<Arc<str>> {
-        Option::take(self)
-    }
-}
-
-impl<F, S, N, E> Start<E> for Pending<F, S, N>
-where
-    F: Future<Output = Result<S::Value, E>> + Send + 'static,
-    S: Deliver,
-    N: QueuedName,
-    E: Send + 'static,
-{
-    fn start(mut self: Box<Self>, shared: &Arc<Shared<E>>, key: TaskKey) {
-        let (fut, sink) = self.task.take().expect("a queued task starts once");
-        let control = sink.control();
-        if S::is_aborted(&control) {
-            // Aborted by its handle while queued (which already resolved): never polled.
-            shared.drop_unstarted(fut);
-            sink.never_spawned();
-            shared.task_ended(key, None, None, None, Drains::default());
-            return;
-        }
-        let name = self.name.take();
-        let join = shared.spawn_reserved(key, Role::Normal, fut, sink, name);
-        S::spawned(control, join);
-    }
-
-    fn key(&self) -> usize {
-        self.task.as_ref().map_or(0, |(_, sink)| sink.key())
-    }
-}
-
-impl<F, S: Deliver, N> Drop for Pending<F, S, N> {
-    fn drop(&mut self) {
-        if let Some((fut, sink)) = self.task.take() {
-            // Never spawned: the group closed (or its handle aborted it) while it waited.
-            drop(fut);
-            sink.never_spawned();
-        }
-    }
-}
-
-/// Queued tasks taken out of a closing group, to be dropped outside its lock.
-pub(crate) struct QueuedTasks<E>(#[allow(dead_code)] VecDeque<Queued<E>>);
-
-/// What `spawn_with` did with a task it accepted.
-pub(crate) enum Spawned<S: Deliver> {
-    Now(tokio::task::JoinHandle<S::Output>),
-    /// Queued until a slot frees under the limit.
-    Queued(S::Ticket),
-}
 
 /// Whether a task counts against the limit and keeps the group open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +26,8 @@ pub(crate) enum Role {
 
 pub(crate) struct Shared<E> {
     pub(crate) node: Arc<Node>,
-    /// The effective deadline (encoded) the group saw where it runs, at its latest poll: what
-    /// its children inherit.
+    /// The fixed deadline (encoded) of the frame the group runs in, at its latest poll: what its
+    /// children inherit.
     outer_deadline: AtomicU64,
     /// The frame flags (`CANCELLED`, `SHUTDOWN`) the group saw at its latest poll.
     outer_flags: AtomicU8,
@@ -138,16 +36,18 @@ pub(crate) struct Shared<E> {
     pub(crate) id: u64,
     limit: Option<usize>,
     state: Mutex<State<E>>,
-    /// Wakes producers waiting in `spawn_when_free`.
-    slot_freed: Notify,
-    waiting_producers: AtomicUsize,
 }
 
 pub(crate) struct State<E> {
     tasks: Registry,
-    queue: VecDeque<Queued<E>>,
+    /// Normal tasks waiting for a slot under the limit.
+    queue: Queue<E>,
+    /// Producers waiting in `spawn_when_free` for a slot.
+    producers: Producers,
     /// No more spawns: the group finished or is cancelling.
     closed: bool,
+    /// The body returned.
+    pub(crate) body_done: bool,
     /// Every task was aborted: a task spawned meanwhile is aborted as it is attached.
     aborted_all: bool,
     /// Background tasks were aborted (the group finished): the same for them.
@@ -177,23 +77,21 @@ impl<E> Shared<E> {
     /// Closes the group to new tasks (the group itself then cancels on its next poll);
     /// returns whether it was open.
     pub(crate) fn close(&self) -> bool {
-        let was_open = !std::mem::replace(&mut self.lock().closed, true);
-        self.wake_producers();
+        let mut state = self.lock();
+        let was_open = !std::mem::replace(&mut state.closed, true);
+        state.producers.refuse_all();
         was_open
     }
 
-    /// Records the context the group runs in (read where it is polled), for its children;
-    /// writes only what changed.
+    /// Records the fixed part of the context the group runs in (read where it is polled), for
+    /// its children; writes only what changed. The enclosing handles and groups, whose
+    /// deadlines can move, are read live from the children through the group node's parents.
     pub(crate) fn publish(&self, outer: &Data) {
-        let (deadline, cancelled) = frame::lookup();
-        let raw = frame::encode_opt(deadline);
+        let raw = frame::encode_opt(outer.fixed);
         if self.outer_deadline.load(Ordering::Relaxed) != raw {
             self.outer_deadline.store(raw, Ordering::Release);
         }
-        let mut flags = outer.flags & frame::SHUTDOWN;
-        if cancelled {
-            flags |= frame::CANCELLED;
-        }
+        let flags = outer.flags & (frame::CANCELLED | frame::SHUTDOWN);
         if self.outer_flags.load(Ordering::Relaxed) != flags {
             self.outer_flags.store(flags, Ordering::Release);
         }
@@ -240,17 +138,12 @@ impl<E> Shared<E> {
         drop(unstarted);
     }
 
-    fn wake_producers(&self) {
-        if self.waiting_producers.load(Ordering::SeqCst) > 0 {
-            self.slot_freed.notify_waiters();
-        }
-    }
-
     /// A task ended (its future is dropped): forgets it, records its failure (and the panic of
-    /// its finished future's destructor, if any), and wakes whoever waits for what changed.
-    /// Called from the task, without the group's lock held.
+    /// its finished future's destructor, if any), hands its slot to the next queued task or
+    /// waiting producer, and wakes whoever waits for what changed. Called from the task,
+    /// without the group's lock held.
     pub(crate) fn task_ended(
-        &self,
+        self: &Arc<Self>,
         key: TaskKey,
         name: Option<Arc<str>>,
         failure: Option<Ended<E>>,
@@ -279,21 +172,105 @@ impl<E> Shared<E> {
             state.record(label, failure);
             failed = true;
         }
-        let freed = role == Some(Role::Normal);
-        // Wake the waiter only when it has something to do: for a failure, to start a queued
-        // task or let a waiting producer in, or when a count reached zero. A thousand tasks
-        // ending wake it once. Producers are let in by the group, not from here: it must see a
-        // failure, or its own completion, and close first.
-        let producers = self.waiting_producers.load(Ordering::SeqCst) > 0;
+        // The freed slot goes on from here, under the lock that saw any failure: no round trip
+        // through the group's own task. Not while this thread is starting queued tasks (a
+        // runtime shutting down drops a task inside `spawn`): that loop takes the slot.
+        let next = if role == Some(Role::Normal) && !STARTING.get() {
+            self.hand_on_slot(&mut state)
+        } else {
+            None
+        };
+        // Wake the waiter only when it has something to do: for a failure or new drains, or
+        // when a count reached zero. A thousand tasks ending wake it once.
         let wake = failed
             || handed_drains
-            || (freed && (state.tasks.normal() == 0 || !state.queue.is_empty() || producers))
+            || (role == Some(Role::Normal) && state.is_idle())
             || state.tasks.is_empty();
         let waiter = if wake { state.waiter.take() } else { None };
         drop(state);
         if let Some(waiter) = waiter {
             waiter.wake();
         }
+        if let Some(next) = next {
+            self.start_queued(next);
+        }
+    }
+
+    /// Takes a free slot for the next queued task (returned, to be started by the caller
+    /// outside the lock) or grants it to the first waiting producer. Nothing starts once the
+    /// group closed or something failed.
+    fn hand_on_slot(&self, state: &mut State<E>) -> Option<(Arc<dyn Start<E>>, TaskKey)> {
+        let limit = self.limit?;
+        if state.closed || !state.failures.is_empty() || state.tasks.normal() >= limit {
+            return None;
+        }
+        if let Some(task) = state.queue.pop() {
+            return Some((task, state.tasks.reserve(Role::Normal)));
+        }
+        // Once the body is done, the last task ending completes the group: a producer still
+        // waiting is refused when it closes, not let in to keep it open.
+        let completing = state.body_done && state.tasks.normal() == 0;
+        if !completing && !state.producers.is_empty() {
+            let key = state.tasks.reserve(Role::Normal);
+            if let Err(key) = state.producers.grant(key) {
+                state.tasks.release(key);
+            }
+        }
+        None
+    }
+
+    /// Starts `next` and, while slots are free, the queued tasks after it.
+    fn start_queued(self: &Arc<Self>, next: (Arc<dyn Start<E>>, TaskKey)) {
+        let _starting = Starting::enter();
+        let mut next = Some(next);
+        while let Some((task, key)) = next.take() {
+            let started = task.start(self, key);
+            let mut state = self.lock();
+            if !started {
+                // Aborted while it was being taken out: its slot is free again.
+                state.tasks.release(key);
+            }
+            next = self.hand_on_slot(&mut state);
+        }
+    }
+
+    /// Gives back a slot reserved for a producer that stopped waiting.
+    pub(crate) fn release_unused(self: &Arc<Self>, key: TaskKey) {
+        let mut state = self.lock();
+        state.tasks.release(key);
+        let next = self.hand_on_slot(&mut state);
+        let waiter = if state.is_idle() {
+            state.waiter.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+        if let Some(next) = next {
+            self.start_queued(next);
+        }
+    }
+}
+
+thread_local! {
+    /// Set while this thread starts queued tasks (see [`Shared::start_queued`]).
+    static STARTING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks this thread as starting queued tasks until dropped.
+struct Starting(bool);
+
+impl Starting {
+    fn enter() -> Starting {
+        Starting(STARTING.replace(true))
+    }
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        STARTING.set(self.0);
     }
 }
 
@@ -326,6 +303,11 @@ impl<E> State<E> {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.tasks.normal() == 0 && self.queue.is_empty()
+    }
+
+    /// Whether a new normal task must wait: every slot taken, or tasks queued before it.
+    fn is_full(&self, limit: Option<usize>) -> bool {
+        limit.is_some_and(|limit| self.tasks.normal() + self.queue.len() >= limit)
     }
 
     pub(crate) fn is_drained(&self) -> bool {
@@ -375,8 +357,10 @@ impl<E: Send + 'static> Shared<E> {
             limit,
             state: Mutex::new(State {
                 tasks: Registry::default(),
-                queue: VecDeque::new(),
+                queue: Queue::default(),
+                producers: Producers::default(),
                 closed: false,
+                body_done: false,
                 aborted_all: false,
                 aborted_background: false,
                 failures: Vec::new(),
@@ -386,8 +370,6 @@ impl<E: Send + 'static> Shared<E> {
                 ending: Vec::new(),
                 ending_kept: 0,
             }),
-            slot_freed: Notify::new(),
-            waiting_producers: AtomicUsize::new(0),
         }
     }
 
@@ -423,67 +405,61 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        match self.spawn_with(fut, ToHandle::new(), name, role, queue_if_full) {
-            Ok(Spawned::Now(join)) => Ok(TaskHandle::spawned(join)),
-            Ok(Spawned::Queued(slot)) => {
-                // The handle, not the queued task, keeps the way back to the queue: the queue
-                // is what a long limited run holds a million of.
-                let queue: Weak<dyn Dequeue> = Arc::downgrade(self) as Weak<Shared<E>>;
-                Ok(TaskHandle::queued(slot, queue))
-            }
-            Err((fut, _unused_sink)) => Err(fut),
+        let mut state = self.lock();
+        if state.closed {
+            return Err(fut);
         }
+        if role == Role::Normal && state.is_full(self.limit) {
+            // After a shutdown request the group no longer queues (see `TaskGroup::shutdown`).
+            if !queue_if_full || self.node.own_shutdown_requested() {
+                return Err(fut);
+            }
+            // One allocation, shared by the queue and the handle.
+            let (queued, handle) = match name {
+                None => {
+                    let task = QueuedTask::new(fut, ());
+                    (task.clone() as Arc<dyn Start<E>>, task as _)
+                }
+                named => {
+                    let task = QueuedTask::new(fut, named);
+                    (task.clone() as Arc<dyn Start<E>>, task as _)
+                }
+            };
+            state.queue.push(queued);
+            drop(state);
+            let group: Weak<dyn Unqueue> = Arc::downgrade(self) as Weak<Shared<E>>;
+            return Ok(TaskHandle::queued(handle, group));
+        }
+        let key = state.tasks.reserve(role);
+        drop(state);
+        let join = self.spawn_reserved(key, role, fut, ToHandle::new(), name);
+        Ok(TaskHandle::spawned(join))
     }
 
-    /// Spawns a task delivering its value to `sink`, or queues it when the limit is reached.
-    /// Gives both back when the group is closed or (unless `queue_if_full`) no slot is free.
+    /// Spawns a task delivering its value to `sink` at once. Gives both back when the group is
+    /// closed or no slot is free (it never queues: `gather` pulls its input only as slots
+    /// free).
     #[inline(always)]
-    pub(crate) fn spawn_with<F, S>(
-        self: &Arc<Self>,
-        fut: F,
-        mut sink: S,
-        name: Option<Arc<str>>,
-        role: Role,
-        queue_if_full: bool,
-    ) -> Result<Spawned<S>, (F, S)>
+    pub(crate) fn spawn_with<F, S>(self: &Arc<Self>, fut: F, sink: S) -> Result<(), (F, S)>
     where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
         let mut state = self.lock();
-        if state.closed {
+        if state.closed || state.is_full(self.limit) {
             return Err((fut, sink));
         }
-        let full = role == Role::Normal
-            && self
-                .limit
-                .is_some_and(|limit| state.tasks.normal() + state.queue.len() >= limit);
-        // After a shutdown request the group no longer queues (see `TaskGroup::shutdown`).
-        if full && (!queue_if_full || self.node.own_shutdown_requested()) {
-            return Err((fut, sink));
-        }
-        if !full {
-            let key = state.tasks.reserve(role);
-            drop(state);
-            return Ok(Spawned::Now(
-                self.spawn_reserved(key, role, fut, sink, name),
-            ));
-        }
-        let ticket = sink.queue();
-        let task = Some((fut, sink));
-        let queued: Queued<E> = match name {
-            None => Box::new(Pending { task, name: () }),
-            named => Box::new(Pending { task, name: named }),
-        };
-        state.queue.push_back(queued);
-        Ok(Spawned::Queued(ticket))
+        let key = state.tasks.reserve(Role::Normal);
+        drop(state);
+        self.spawn_reserved(key, Role::Normal, fut, sink, None);
+        Ok(())
     }
 
     /// Spawns `fut` as the child task counted under `key`. Called without the group's lock: a
     /// runtime that is shutting down drops the task inside `spawn`, and the task reports its
     /// end to the group.
     #[inline(always)]
-    fn spawn_reserved<F, S>(
+    pub(crate) fn spawn_reserved<F, S>(
         self: &Arc<Self>,
         key: TaskKey,
         role: Role,
@@ -510,7 +486,8 @@ impl<E: Send + 'static> Shared<E> {
         join
     }
 
-    /// Spawns, waiting first for a free slot under the limit.
+    /// Spawns, waiting first for a free slot under the limit. Producers wait in arrival order;
+    /// `None` when the group closes or is asked to shut down first.
     pub(crate) async fn spawn_when_free<F, T>(
         self: &Arc<Self>,
         fut: F,
@@ -520,23 +497,34 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        let mut fut = fut;
-        loop {
-            let notified = self.slot_freed.notified();
-            tokio::pin!(notified);
-            // Registered, and counted as waiting, before the check: a slot freed in between
-            // then notifies this producer instead of finding nobody waiting.
-            notified.as_mut().enable();
-            self.waiting_producers.fetch_add(1, Ordering::SeqCst);
-            let _waiting = WaitingProducer(&self.waiting_producers);
-            match self.try_spawn(fut, name.clone(), Role::Normal, false) {
-                Ok(handle) => return Some(handle),
-                Err(back) => fut = back,
-            }
-            if self.lock().closed || self.node.own_shutdown_requested() {
+        let grant = {
+            let mut state = self.lock();
+            if state.closed || self.node.own_shutdown_requested() {
                 return None;
             }
-            notified.await;
+            // Behind the producers already waiting, even if a slot is free this instant.
+            if !state.is_full(self.limit) && state.producers.is_empty() {
+                let key = state.tasks.reserve(Role::Normal);
+                drop(state);
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name);
+                return Some(TaskHandle::spawned(join));
+            }
+            let grant = Grant::new();
+            state.producers.push(grant.clone());
+            grant
+        };
+        let mut waiting = Waiting {
+            grant: &grant,
+            group: self,
+        };
+        let granted = std::future::poll_fn(|cx| waiting.grant.poll(cx)).await;
+        let key = waiting.take();
+        match (granted, key) {
+            (Granted::Slot(_), Some(key)) => {
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name);
+                Some(TaskHandle::spawned(join))
+            }
+            _ => None,
         }
     }
 
@@ -544,36 +532,7 @@ impl<E: Send + 'static> Shared<E> {
     /// tells whether any task (or the body) failed so far.
     pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> bool {
         state.register_waiter(cx);
-        // Under the lock the caller decides in: a producer let in now finds the group closed
-        // if this poll closes it.
-        if self.limit.is_some_and(|limit| state.tasks.normal() < limit) {
-            self.wake_producers();
-        }
         !state.failures.is_empty()
-    }
-
-    /// Starts queued tasks while slots are free, unless something failed or the group closed.
-    /// Called without the lock; the tasks are spawned outside it.
-    ///
-    /// Registers `cx` under the same lock as the check that ends it: a task that ends after
-    /// that check wakes the group, one that ended before it freed a slot the check saw.
-    pub(crate) fn start_queued(self: &Arc<Self>, cx: &mut Context<'_>) {
-        let Some(limit) = self.limit else {
-            return;
-        };
-        loop {
-            let mut state = self.lock();
-            state.register_waiter(cx);
-            if state.closed || !state.failures.is_empty() || state.tasks.normal() >= limit {
-                return;
-            }
-            let Some(queued) = state.queue.pop_front() else {
-                return;
-            };
-            let key = state.tasks.reserve(Role::Normal);
-            drop(state);
-            queued.start(self, key);
-        }
     }
 
     /// Records a panic caught by the group itself (in a destructor it ran).
@@ -587,16 +546,26 @@ impl<E: Send + 'static> Shared<E> {
         state.closed = true;
         state.aborted_all = true;
         state.tasks.abort(None);
-        self.wake_producers();
-        QueuedTasks(std::mem::take(&mut state.queue))
+        state.producers.refuse_all();
+        state.queue.take()
     }
 
     /// Takes the queued tasks out for a shutdown request (they never started), to be dropped
     /// by the caller outside the lock, and wakes waiting producers (they are refused now).
     pub(crate) fn take_queue(&self) -> QueuedTasks<E> {
-        let queued = std::mem::take(&mut self.lock().queue);
-        self.wake_producers();
-        QueuedTasks(queued)
+        let mut state = self.lock();
+        state.producers.refuse_all();
+        let queued = state.queue.take();
+        let waiter = if state.is_idle() {
+            state.waiter.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+        queued
     }
 
     /// Closes the group to new tasks after normal completion and aborts background tasks.
@@ -604,7 +573,7 @@ impl<E: Send + 'static> Shared<E> {
         state.closed = true;
         state.aborted_background = true;
         state.tasks.abort(Some(Role::Background));
-        self.wake_producers();
+        state.producers.refuse_all();
     }
 
     /// Tears the group down when its future is dropped from outside: closes it and aborts
@@ -660,11 +629,44 @@ pub(crate) fn poll_all_finished<E>(state: &mut State<E>, cx: &mut Context<'_>) -
     Poll::Pending
 }
 
-/// Counts a producer waiting for a slot, also when its future is dropped.
-struct WaitingProducer<'a>(&'a AtomicUsize);
+/// A producer waiting for a slot. If its future is dropped after a slot was granted, the slot
+/// goes back to the group.
+struct Waiting<'a, E: Send + 'static> {
+    grant: &'a Arc<Grant>,
+    group: &'a Arc<Shared<E>>,
+}
 
-impl Drop for WaitingProducer<'_> {
+impl<E: Send + 'static> Waiting<'_, E> {
+    /// Stops waiting; returns the slot granted, if any.
+    fn take(&mut self) -> Option<TaskKey> {
+        self.grant.leave()
+    }
+}
+
+impl<E: Send + 'static> Drop for Waiting<'_, E> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        if let Some(key) = self.take() {
+            self.group.release_unused(key);
+        }
+    }
+}
+
+impl<E: Send + 'static> Unqueue for Shared<E> {
+    fn unqueued(&self) {
+        let mut state = self.lock();
+        state.queue.unqueued();
+        let waiter = if state.is_idle() {
+            state.waiter.take()
+        } else {
+            None
+        };
+        drop(state);
+        if let Some(waiter) = waiter {
+            waiter.wake();
+        }
+    }
+
+    fn drop_unqueued(&self, unstarted: Box<dyn Send>) {
+        self.drop_unstarted(unstarted);
     }
 }

@@ -277,7 +277,11 @@ fn poll_cancel<F: Future>(
                     .map(|token| Box::pin(token.cancelled_owned())),
             );
         }
-        if this.tokens.iter_mut().any(|t| t.as_mut().poll(cx).is_ready()) {
+        if this
+            .tokens
+            .iter_mut()
+            .any(|t| t.as_mut().poll(cx).is_ready())
+        {
             node.cancel();
             cancel = true;
         }

@@ -1,0 +1,441 @@
+//! The waiting side of a limited group: tasks queued for a slot, and producers waiting to spawn.
+//!
+//! A queued task is one allocation, shared by the group's queue and the task's handle. The
+//! future waits in it until a slot frees; the same allocation then hands the handle the task's
+//! `JoinHandle`. Aborting a queued task takes its future out at once (O(1)); the queue skips the
+//! empty entry when it comes up.
+//!
+//! Producers waiting in `spawn_when_free` queue in arrival order, and a freed slot is *granted*
+//! to exactly one of them: reserved under the group's lock, so that nobody else can take it
+//! before that producer runs.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
+
+use tokio::task::{Id, JoinHandle};
+
+use super::handle::{Output, ToHandle};
+use super::registry::TaskKey;
+use super::shared::{Role, Shared};
+use crate::error::TaskError;
+
+/// A queued task, as the group's queue sees it.
+pub(crate) trait Start<E>: Send + Sync {
+    /// Whether the task still waits (not aborted).
+    fn is_waiting(&self) -> bool;
+
+    /// Spawns the task under `key`, reserved for it. Returns `false`, leaving `key` unused, if
+    /// the task was aborted meanwhile.
+    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool;
+
+    /// Resolves the handle as cancelled and drops the future (the group closed). The caller
+    /// runs this in the frame the task would have had.
+    fn cancel(&self);
+}
+
+/// A queued task, as its handle sees it.
+pub(crate) trait QueuedHandle<T>: Send + Sync {
+    /// Ready with the task's `JoinHandle` once it started, or with an error if it never will.
+    fn poll_started(&self, cx: &mut Context<'_>) -> Poll<Result<JoinHandle<Output<T>>, TaskError>>;
+
+    /// Aborts the task, queued or started.
+    fn abort(&self, group: &Weak<dyn Unqueue>);
+
+    fn id(&self) -> Option<Id>;
+
+    fn is_finished(&self) -> bool;
+}
+
+/// What a handle needs from its group to abort a queued task.
+pub(crate) trait Unqueue: Send + Sync {
+    /// A queued task was aborted: it no longer counts as waiting.
+    fn unqueued(&self);
+
+    /// Drops an aborted task's future in the frame its task would have had.
+    fn drop_unqueued(&self, unstarted: Box<dyn Send>);
+}
+
+/// The name of a queued task. `()` for an unnamed one, so that a long queue does not pay for
+/// the name of every task.
+pub(crate) trait QueuedName: Send + 'static {
+    fn take(&mut self) -> Option<Arc<str>>;
+}
+
+impl QueuedName for () {
+    fn take(&mut self) -> Option<Arc<str>> {
+        None
+    }
+}
+
+impl QueuedName for Option<Arc<str>> {
+    fn take(&mut self) -> Option<Arc<str>> {
+        Option::take(self)
+    }
+}
+
+/// A task waiting for a slot, and then the way its handle reaches the started task.
+pub(crate) struct QueuedTask<F, T, N> {
+    state: Mutex<Stage<F, T, N>>,
+}
+
+enum Stage<F, T, N> {
+    /// In the queue.
+    Waiting {
+        fut: F,
+        name: N,
+        waker: Option<Waker>,
+    },
+    /// Taken out of the queue, being spawned.
+    Starting { waker: Option<Waker>, aborted: bool },
+    /// Spawned; `None` once the handle took the `JoinHandle`.
+    Started(Option<JoinHandle<Output<T>>>),
+    /// Aborted, or dropped with the queue, before it started.
+    Cancelled,
+}
+
+impl<F, T, N> QueuedTask<F, T, N> {
+    pub(crate) fn new(fut: F, name: N) -> Arc<Self> {
+        Arc::new(QueuedTask {
+            state: Mutex::new(Stage::Waiting {
+                fut,
+                name,
+                waker: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Stage<F, T, N>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the future out of a waiting task, leaving it cancelled, and wakes its handle.
+    fn take_cancelled(&self) -> Option<F> {
+        let mut state = self.lock();
+        if !matches!(*state, Stage::Waiting { .. }) {
+            return None;
+        }
+        let Stage::Waiting { fut, waker, .. } = std::mem::replace(&mut *state, Stage::Cancelled)
+        else {
+            unreachable!("checked above")
+        };
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Some(fut)
+    }
+}
+
+impl<F, T, N, E> Start<E> for QueuedTask<F, T, N>
+where
+    F: Future<Output = Result<T, E>> + Send + 'static,
+    T: Send + 'static,
+    N: QueuedName,
+    E: Send + 'static,
+{
+    fn is_waiting(&self) -> bool {
+        matches!(*self.lock(), Stage::Waiting { .. })
+    }
+
+    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool {
+        let (fut, mut name) = {
+            let mut state = self.lock();
+            let starting = Stage::Starting {
+                waker: None,
+                aborted: false,
+            };
+            match std::mem::replace(&mut *state, starting) {
+                Stage::Waiting { fut, name, waker } => {
+                    *state = Stage::Starting {
+                        waker,
+                        aborted: false,
+                    };
+                    (fut, name)
+                }
+                other => {
+                    *state = other;
+                    return false;
+                }
+            }
+        };
+        let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name.take());
+        let abort = join.abort_handle();
+        let (aborted, waker) = {
+            let mut state = self.lock();
+            let out = match &mut *state {
+                Stage::Starting { waker, aborted } => (*aborted, waker.take()),
+                _ => (false, None),
+            };
+            *state = Stage::Started(Some(join));
+            out
+        };
+        if aborted {
+            abort.abort();
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    fn cancel(&self) {
+        drop(self.take_cancelled());
+    }
+}
+
+impl<F, T, N> QueuedHandle<T> for QueuedTask<F, T, N>
+where
+    F: Send + 'static,
+    T: Send,
+    N: Send,
+{
+    fn poll_started(&self, cx: &mut Context<'_>) -> Poll<Result<JoinHandle<Output<T>>, TaskError>> {
+        let mut state = self.lock();
+        match &mut *state {
+            Stage::Waiting { waker, .. } | Stage::Starting { waker, .. } => {
+                match waker {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Stage::Started(join) => Poll::Ready(Ok(join.take().expect("taken once"))),
+            Stage::Cancelled => Poll::Ready(Err(TaskError::cancelled())),
+        }
+    }
+
+    fn abort(&self, group: &Weak<dyn Unqueue>) {
+        {
+            let mut state = self.lock();
+            match &mut *state {
+                Stage::Waiting { .. } => {}
+                Stage::Starting { aborted, .. } => {
+                    *aborted = true;
+                    return;
+                }
+                Stage::Started(join) => {
+                    if let Some(join) = join {
+                        join.abort();
+                    }
+                    return;
+                }
+                Stage::Cancelled => return,
+            }
+        }
+        let Some(fut) = self.take_cancelled() else {
+            // Started meanwhile: abort the task instead.
+            return self.abort(group);
+        };
+        match group.upgrade() {
+            Some(group) => {
+                group.unqueued();
+                group.drop_unqueued(Box::new(fut));
+            }
+            None => drop(fut),
+        }
+    }
+
+    fn id(&self) -> Option<Id> {
+        match &*self.lock() {
+            Stage::Started(Some(join)) => Some(join.id()),
+            _ => None,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        match &*self.lock() {
+            Stage::Started(Some(join)) => join.is_finished(),
+            Stage::Cancelled => true,
+            _ => false,
+        }
+    }
+}
+
+/// The queue of a limited group.
+pub(crate) struct Queue<E> {
+    tasks: VecDeque<Arc<dyn Start<E>>>,
+    /// Tasks in `tasks` that still wait (not aborted).
+    waiting: usize,
+}
+
+impl<E> Default for Queue<E> {
+    fn default() -> Self {
+        Queue {
+            tasks: VecDeque::new(),
+            waiting: 0,
+        }
+    }
+}
+
+impl<E> Queue<E> {
+    pub(crate) fn push(&mut self, task: Arc<dyn Start<E>>) {
+        self.tasks.push_back(task);
+        self.waiting += 1;
+    }
+
+    /// The next task that still waits; aborted ones are skipped (and released).
+    pub(crate) fn pop(&mut self) -> Option<Arc<dyn Start<E>>> {
+        while let Some(task) = self.tasks.pop_front() {
+            if task.is_waiting() {
+                self.waiting -= 1;
+                return Some(task);
+            }
+        }
+        None
+    }
+
+    /// How many tasks wait.
+    pub(crate) fn len(&self) -> usize {
+        self.waiting
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.waiting == 0
+    }
+
+    /// A queued task was aborted through its handle.
+    pub(crate) fn unqueued(&mut self) {
+        self.waiting = self.waiting.saturating_sub(1);
+        if self.waiting == 0 {
+            // Only aborted entries are left: release them now.
+            self.tasks.clear();
+        }
+    }
+
+    /// Takes every queued task out, to be cancelled by the caller outside the group's lock.
+    pub(crate) fn take(&mut self) -> QueuedTasks<E> {
+        self.waiting = 0;
+        QueuedTasks(std::mem::take(&mut self.tasks))
+    }
+}
+
+/// Queued tasks taken out of a closing group. Dropping them resolves each handle as cancelled
+/// and drops each future; every one is dropped even if a destructor panics (the first panic is
+/// resumed after).
+pub(crate) struct QueuedTasks<E>(VecDeque<Arc<dyn Start<E>>>);
+
+impl<E> Drop for QueuedTasks<E> {
+    fn drop(&mut self) {
+        let mut panic = None;
+        while let Some(task) = self.0.pop_front() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task.cancel())) {
+                panic.get_or_insert(payload);
+            }
+        }
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+    }
+}
+
+/// Producers waiting for a free slot, in arrival order.
+#[derive(Default)]
+pub(crate) struct Producers(VecDeque<Arc<Grant>>);
+
+impl Producers {
+    pub(crate) fn push(&mut self, grant: Arc<Grant>) {
+        self.0.push_back(grant);
+    }
+
+    /// Whether any producer still waits.
+    pub(crate) fn is_empty(&mut self) -> bool {
+        while self.0.front().is_some_and(|grant| !grant.is_waiting()) {
+            self.0.pop_front();
+        }
+        self.0.is_empty()
+    }
+
+    /// Grants `key` to the first producer that still waits; gives it back if there is none.
+    pub(crate) fn grant(&mut self, key: TaskKey) -> Result<(), TaskKey> {
+        while let Some(grant) = self.0.pop_front() {
+            if grant.settle(Granted::Slot(key)) {
+                return Ok(());
+            }
+        }
+        Err(key)
+    }
+
+    /// Refuses every waiting producer (the group closed or is shutting down).
+    pub(crate) fn refuse_all(&mut self) {
+        for grant in self.0.drain(..) {
+            grant.settle(Granted::Refused);
+        }
+    }
+}
+
+/// What a waiting producer is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Granted {
+    /// Still waiting.
+    Nothing,
+    /// A slot, reserved under this key.
+    Slot(TaskKey),
+    /// No slot will come: the group closed or is shutting down.
+    Refused,
+    /// The producer stopped waiting (its future was dropped).
+    Gone,
+}
+
+/// The place where one waiting producer receives its slot.
+pub(crate) struct Grant {
+    state: Mutex<(Granted, Option<Waker>)>,
+}
+
+impl Grant {
+    pub(crate) fn new() -> Arc<Grant> {
+        Arc::new(Grant {
+            state: Mutex::new((Granted::Nothing, None)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Granted, Option<Waker>)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_waiting(&self) -> bool {
+        self.lock().0 == Granted::Nothing
+    }
+
+    /// Hands `granted` over if the producer still waits, and wakes it.
+    fn settle(&self, granted: Granted) -> bool {
+        let mut state = self.lock();
+        if state.0 != Granted::Nothing {
+            return false;
+        }
+        state.0 = granted;
+        let waker = state.1.take();
+        drop(state);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// What was granted, registering `cx` while nothing was.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Granted> {
+        let mut state = self.lock();
+        match state.0 {
+            Granted::Nothing => {
+                match &mut state.1 {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    waker => *waker = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            granted => Poll::Ready(granted),
+        }
+    }
+
+    /// The producer stops waiting; returns a slot granted meanwhile, for the caller to give
+    /// back.
+    pub(crate) fn leave(&self) -> Option<TaskKey> {
+        let mut state = self.lock();
+        match std::mem::replace(&mut state.0, Granted::Gone) {
+            Granted::Slot(key) => Some(key),
+            _ => None,
+        }
+    }
+}
