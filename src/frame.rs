@@ -76,41 +76,53 @@ impl Data {
     }
 }
 
+/// The hot part of the frame: plain data, no destructor, so that reading it is a bare
+/// thread-local access.
 struct Frame {
     data: Cell<Data>,
-    links: RefCell<Vec<Arc<Node>>>,
-    /// `links.len()`, readable without a borrow.
+    /// `Stacks::links.len()`, readable without touching the stacks.
     link_count: Cell<usize>,
-    drains: RefCell<Vec<Drain>>,
-    /// `drains.len()`, readable without a borrow.
+    /// `Stacks::drains.len()`, likewise.
     drain_count: Cell<usize>,
+}
+
+/// The cold part: touched only by scopes with a handle, groups, and dropped groups.
+struct Stacks {
+    links: RefCell<Vec<Arc<Node>>>,
+    drains: RefCell<Vec<Drain>>,
 }
 
 thread_local! {
     static FRAME: Frame = const {
         Frame {
             data: Cell::new(Data::EMPTY),
-            links: RefCell::new(Vec::new()),
             link_count: Cell::new(0),
-            drains: RefCell::new(Vec::new()),
             drain_count: Cell::new(0),
+        }
+    };
+    static STACKS: Stacks = const {
+        Stacks {
+            links: RefCell::new(Vec::new()),
+            drains: RefCell::new(Vec::new()),
         }
     };
 }
 
-/// The frame in force on this thread (empty outside any scope, or while thread-locals are torn
-/// down).
+/// The frame in force on this thread (empty outside any scope).
 #[inline]
 pub(crate) fn current() -> Data {
-    FRAME.try_with(|f| f.data.get()).unwrap_or(Data::EMPTY)
+    FRAME.with(|f| f.data.get())
 }
 
 /// Runs `f` with the innermost link (shared state of a scope handle or group), borrowed.
 pub(crate) fn with_link<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
+    if FRAME.with(|frame| frame.link_count.get()) == 0 {
+        return f(None);
+    }
     let mut f = Some(f);
-    FRAME
-        .try_with(|frame| {
-            let links = frame.links.borrow();
+    STACKS
+        .try_with(|stacks| {
+            let links = stacks.links.borrow();
             f.take().map(|f| f(links.last()))
         })
         .ok()
@@ -125,22 +137,26 @@ pub(crate) fn current_link() -> Option<Arc<Node>> {
 
 /// The effective deadline in force, and whether an enclosing scope is cancelled: the frame's
 /// fixed deadline, narrowed by the live state of the enclosing handles and groups.
+#[inline]
 pub(crate) fn lookup() -> (Option<Instant>, bool) {
-    FRAME
-        .try_with(|f| {
-            let data = f.data.get();
-            let mut deadline = data.fixed;
-            let mut cancelled = data.flags & CANCELLED != 0;
-            if f.link_count.get() > 0 {
-                let links = f.links.borrow();
-                for node in links.iter().chain(outside(&links)) {
-                    deadline = earliest(deadline, node.deadline());
-                    cancelled |= node.is_cancel_requested();
-                }
-            }
-            (deadline, cancelled)
-        })
-        .unwrap_or((None, false))
+    let (data, links) = FRAME.with(|f| (f.data.get(), f.link_count.get()));
+    let cancelled = data.flags & CANCELLED != 0;
+    if links == 0 {
+        return (data.fixed, cancelled);
+    }
+    lookup_links(data.fixed, cancelled)
+}
+
+#[cold]
+fn lookup_links(mut deadline: Option<Instant>, mut cancelled: bool) -> (Option<Instant>, bool) {
+    let _ = STACKS.try_with(|stacks| {
+        let links = stacks.links.borrow();
+        for node in links.iter().chain(outside(&links)) {
+            deadline = earliest(deadline, node.deadline());
+            cancelled |= node.is_cancel_requested();
+        }
+    });
+    (deadline, cancelled)
 }
 
 /// The live nodes that enclosed the outermost link where it was first entered, and still run:
@@ -161,12 +177,12 @@ fn outside(links: &[Arc<Node>]) -> impl Iterator<Item = &Arc<Node>> {
 
 /// Whether an enclosing handle or group was cancelled or saw its deadline pass.
 pub(crate) fn links_expired() -> bool {
-    FRAME
-        .try_with(|f| {
-            if f.link_count.get() == 0 {
-                return false;
-            }
-            let links = f.links.borrow();
+    if FRAME.with(|f| f.link_count.get()) == 0 {
+        return false;
+    }
+    STACKS
+        .try_with(|stacks| {
+            let links = stacks.links.borrow();
             links
                 .iter()
                 .any(|node| node.is_cancel_requested() || node.deadline_passed())
@@ -191,9 +207,20 @@ impl<'a> Enter<'a> {
     /// when `data` has the [`OWNER`] flag).
     #[inline]
     pub(crate) fn new(data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
-        let (prev, mark) = FRAME
-            .try_with(|f| (f.data.replace(data), f.drain_count.get()))
-            .unwrap_or((Data::EMPTY, 0));
+        Enter::narrow(|_| data, collect)
+    }
+
+    /// Installs the frame `narrow` makes of the one in force, in one thread-local access.
+    #[inline]
+    pub(crate) fn narrow(
+        narrow: impl FnOnce(&Data) -> Data,
+        collect: Option<&'a mut Drains>,
+    ) -> Enter<'a> {
+        let (prev, mark) = FRAME.with(|f| {
+            let prev = f.data.get();
+            f.data.set(narrow(&prev));
+            (prev, f.drain_count.get())
+        });
         Enter {
             prev,
             link: None,
@@ -202,27 +229,41 @@ impl<'a> Enter<'a> {
         }
     }
 
-    /// Like [`new`](Self::new), and pushes the node in `link` as the innermost link (moved in
-    /// and back out of the thread-local, with no reference-count traffic).
+    /// The frame that was in force before this one.
+    #[inline]
+    pub(crate) fn outer(&self) -> &Data {
+        &self.prev
+    }
+
+    /// Pushes the node in `link` as the innermost link, until dropped (moved in and back out
+    /// of the thread-local, with no reference-count traffic).
+    pub(crate) fn push_link(&mut self, link: &'a mut Option<Arc<Node>>) {
+        let Some(node) = link.take() else {
+            return;
+        };
+        let mut node = Some(node);
+        let pushed = STACKS.try_with(|stacks| {
+            let mut links = stacks.links.borrow_mut();
+            links.push(node.take().expect("taken once"));
+            links.len()
+        });
+        match pushed {
+            Ok(len) => {
+                FRAME.with(|f| f.link_count.set(len));
+                self.link = Some(link);
+            }
+            Err(_) => *link = node,
+        }
+    }
+
+    /// Like [`new`](Self::new), and pushes the node in `link` (see [`push_link`](Self::push_link)).
     pub(crate) fn with_link(
         data: Data,
         link: &'a mut Option<Arc<Node>>,
         collect: Option<&'a mut Drains>,
     ) -> Enter<'a> {
         let mut enter = Enter::new(data, collect);
-        let Some(node) = link.take() else {
-            return enter;
-        };
-        let mut node = Some(node);
-        let pushed = FRAME.try_with(|f| {
-            let mut links = f.links.borrow_mut();
-            links.push(node.take().expect("taken once"));
-            f.link_count.set(links.len());
-        });
-        match pushed {
-            Ok(()) => enter.link = Some(link),
-            Err(_) => *link = node,
-        }
+        enter.push_link(link);
         enter
     }
 }
@@ -231,18 +272,30 @@ impl Drop for Enter<'_> {
     #[inline]
     fn drop(&mut self) {
         let prev = self.prev;
+        let handed_up = FRAME.with(|f| {
+            f.data.set(prev);
+            f.drain_count.get() > self.mark
+        });
+        if self.link.is_some() || handed_up {
+            self.restore_stacks(prev, handed_up);
+        }
+    }
+}
+
+impl Enter<'_> {
+    #[cold]
+    fn restore_stacks(&mut self, prev: Data, handed_up: bool) {
         let link = self.link.take();
         let mark = self.mark;
         let collect = self.collect.as_deref_mut();
-        let _ = FRAME.try_with(|f| {
-            f.data.set(prev);
+        let _ = STACKS.try_with(|stacks| {
             if let Some(slot) = link {
-                let mut links = f.links.borrow_mut();
+                let mut links = stacks.links.borrow_mut();
                 *slot = links.pop();
-                f.link_count.set(links.len());
+                FRAME.with(|f| f.link_count.set(links.len()));
             }
-            if f.drain_count.get() > mark {
-                let mut drains = f.drains.borrow_mut();
+            if handed_up {
+                let mut drains = stacks.drains.borrow_mut();
                 match collect {
                     Some(collect) => collect.0.extend(drains.drain(mark..)),
                     // Nobody below owns them: released, not awaited.
@@ -250,7 +303,7 @@ impl Drop for Enter<'_> {
                     // Left for the enclosing owner, which takes everything past its own mark.
                     None => {}
                 }
-                f.drain_count.set(drains.len());
+                FRAME.with(|f| f.drain_count.set(drains.len()));
             }
         });
     }
@@ -311,12 +364,13 @@ impl std::fmt::Debug for Drains {
 /// Hands `drain` to the innermost owner, which waits for it. With no owner (dropped outside any
 /// quattro future) it is released here: its tasks are aborted, and nobody waits for them.
 pub(crate) fn hand_up(drain: Drain) {
-    let _ = FRAME.try_with(|f| {
-        if f.data.get().flags & OWNER != 0 {
-            let mut drains = f.drains.borrow_mut();
-            drains.push(drain);
-            f.drain_count.set(drains.len());
-        }
+    if current().flags & OWNER == 0 {
+        return;
+    }
+    let _ = STACKS.try_with(|stacks| {
+        let mut drains = stacks.drains.borrow_mut();
+        drains.push(drain);
+        FRAME.with(|f| f.drain_count.set(drains.len()));
     });
 }
 

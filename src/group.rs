@@ -586,8 +586,8 @@ impl Builder {
     /// Runs `body` with a handle to a new group and returns, once the body and every normal
     /// task are done, the body's value, or a [`GroupError`].
     ///
-    /// Building the future touches nothing: the group captures the runtime and the enclosing
-    /// deadline chain when it is first polled, so the future can be built outside a runtime, or
+    /// Building the future touches nothing: the group captures the runtime when it is first
+    /// polled, and reads the enclosing deadlines on every poll, so the future can be built outside a runtime, or
     /// built first and wrapped in a cancel scope afterwards.
     ///
     /// See [`GroupScope`] for panics, errors and cancel safety.

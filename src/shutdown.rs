@@ -1,4 +1,4 @@
-//! Graceful shutdown: a soft request that travels down the deadline chain, then a hard cut
+//! Graceful shutdown: a soft request that travels down to everything inside, then a hard cut
 //! when the grace period runs out.
 //!
 //! Deadlines and `cancel()` are *hard*: the future is dropped where it stands. A server also
@@ -170,8 +170,9 @@ impl Node {
 /// scope or task group that encloses it, across task boundaries (a task of a group sees the
 /// requests for the group and for every scope and group around the group).
 ///
-/// A cheap check (a walk up the chain of enclosing scopes; no lock, no allocation) for loops
-/// that look between two units of work. `false` outside any scope or group.
+/// A cheap check (the current frame, then the enclosing handles and groups; no lock, no
+/// allocation) for loops that look between two units of work. `false` outside any scope or
+/// group.
 ///
 /// # Examples
 ///

@@ -12,7 +12,7 @@ use super::{Deferrer, Enabled, Enter};
 
 thread_local! {
     /// The deferrer of the innermost [`Enabled`] future (task-local form) being polled on this
-    /// thread. Swapped in for the duration of one poll, like the deadline chain.
+    /// thread. Swapped in for the duration of one poll, like the deadline frame.
     static CURRENT: Cell<Option<Arc<Shared>>> = const { Cell::new(None) };
 }
 

@@ -20,7 +20,7 @@ use crate::node::{self, CANCEL_REQUESTED, Node};
 /// Where the group is in its life.
 enum Phase<B> {
     /// Built, not polled: holds the body closure. The group captures the runtime and the
-    /// enclosing deadline chain on the first poll, so the future can be built anywhere.
+    /// context it runs in on every poll, so the future can be built anywhere.
     Idle(B),
     /// The body and the tasks run.
     Running,
@@ -327,7 +327,7 @@ where
     }
 }
 
-/// Builds the shared state on the first poll: the node below the current chain, the runtime.
+/// Builds the shared state on the first poll: the group's node, the runtime.
 #[track_caller]
 fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
     let runtime = Handle::try_current().unwrap_or_else(|_| {

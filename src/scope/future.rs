@@ -163,32 +163,32 @@ impl<F: Future> Future for Scoped<F> {
         // The inner future is polled first: a future that completes without suspending returns
         // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
         // suspension point, as in Trio and `tokio::time::timeout`).
-        match poll_inner(this.inner.as_mut(), this.link, this.drains, entry.data, cx) {
+        let (polled, outer) = poll_inner(this.inner.as_mut(), this.link, this.drains, &entry, cx);
+        match polled {
             Poll::Ready(value) => {
                 *this.output = Some(Ok(value));
                 *this.phase = Phase::Draining;
                 poll_drain(this, cx)
             }
-            Poll::Pending => poll_cancel(this, &entry, cx),
+            Poll::Pending => poll_cancel(this, &entry, &outer, cx),
         }
     }
 }
 
-/// What a poll of the scope read before polling the inner future.
+/// What a poll of the scope reads before polling the inner future.
 struct Entry {
-    /// The frame in force around the scope.
-    outer: Data,
-    /// The frame the inner future runs in.
-    data: Data,
+    /// The scope's deadline when it has no handle (a handle's is read live, as a link).
+    fixed: Option<Instant>,
     /// The scope's deadline.
     own: Option<Instant>,
+    /// The state of the scope's node, if it has one.
+    node_state: u32,
     /// Identifies the task polling the scope (its waker's data pointer).
     task: usize,
-    /// Whether tokio's coop budget was left before the inner future ran.
-    had_budget: bool,
 }
 
 impl Entry {
+    #[inline]
     fn read(
         node: Option<&Arc<Node>>,
         link: &mut Option<Arc<Node>>,
@@ -204,34 +204,41 @@ impl Entry {
             }
             None => (deadline, deadline, 0),
         };
-        let outer = frame::current();
-        let task = cx.waker().data() as usize;
         Entry {
-            outer,
-            data: inner_frame(&outer, fixed, own, node_state, task),
+            fixed,
             own,
-            task,
-            had_budget: coop::has_budget_remaining(),
+            node_state,
+            task: cx.waker().data() as usize,
         }
+    }
+
+    /// The frame the inner future runs in, made of the one around the scope.
+    #[inline]
+    fn frame(&self, outer: &Data) -> Data {
+        inner_frame(outer, self.fixed, self.own, self.node_state, self.task)
     }
 }
 
 /// Polls the inner future in the scope's frame; a finished one is dropped there too, so that
-/// its destructors still see the scope.
+/// its destructors still see the scope. Returns the frame around the scope too.
+#[inline]
 fn poll_inner<F: Future>(
     mut inner: Pin<&mut Option<F>>,
     link: &mut Option<Arc<Node>>,
     drains: &mut Drains,
-    data: Data,
+    entry: &Entry,
     cx: &mut Context<'_>,
-) -> Poll<F::Output> {
-    let _enter = enter(data, link, drains);
+) -> (Poll<F::Output>, Data) {
+    let mut enter = Enter::narrow(|outer| entry.frame(outer), Some(drains));
+    if link.is_some() {
+        enter.push_link(link);
+    }
     let fut = inner.as_mut().as_pin_mut();
     let polled = fut.expect("inner future present while running").poll(cx);
     if polled.is_ready() {
         inner.set(None);
     }
-    polled
+    (polled, *enter.outer())
 }
 
 /// Installs the scope's frame, with its node as a link when it has a handle.
@@ -248,6 +255,7 @@ fn enter<'a>(data: Data, link: &'a mut Option<Arc<Node>>, drains: &'a mut Drains
 fn poll_cancel<F: Future>(
     mut this: ScopedProj<'_, F>,
     entry: &Entry,
+    outer: &Data,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, Elapsed>> {
     if !this.drains.is_empty() {
@@ -288,7 +296,7 @@ fn poll_cancel<F: Future>(
     }
 
     // One timer: none when a scope polled by this task has an earlier or equal deadline.
-    let covered = entry.outer.local_for(entry.task);
+    let covered = outer.local_for(entry.task);
     let fired = match own {
         Some(at) if covered.is_none_or(|covered| at < covered) => {
             if *this.armed != Some(at) {
@@ -296,7 +304,7 @@ fn poll_cancel<F: Future>(
                 *this.armed = Some(at);
             }
             let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
-            poll_timer(sleep, entry.had_budget, cx).is_ready()
+            poll_timer(sleep, cx).is_ready()
         }
         _ => {
             if this.armed.take().is_some() {
@@ -310,7 +318,7 @@ fn poll_cancel<F: Future>(
     }
     // An enclosing scope that is cancelled too claims the cancellation: it drops this future,
     // and its timer or `cancel()` has woken (or will wake) this task.
-    let outer_expired = entry.outer.flags & frame::CANCELLED != 0
+    let outer_expired = outer.flags & frame::CANCELLED != 0
         || covered.is_some_and(|covered| covered <= Instant::now())
         || frame::links_expired();
     if outer_expired {
@@ -332,7 +340,7 @@ fn poll_cancel<F: Future>(
     tracing::debug!(deadline = ?own, "cancel scope cancelled");
     {
         // The inner future's destructors run in the scope's frame, now cancelled.
-        let mut data = entry.data;
+        let mut data = entry.frame(outer);
         data.flags |= frame::CANCELLED;
         let _enter = enter(data, this.link, this.drains);
         this.inner.set(None);
@@ -348,21 +356,25 @@ fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
     match sleep.as_mut().as_pin_mut() {
         Some(armed) => armed.reset(at),
         None => {
-            if tokio::runtime::Handle::try_current().is_err() {
+            // Outside a runtime with the time driver tokio panics; say which future needed
+            // one. (Checking up front would cost a clone of the runtime handle every time.)
+            let armed = std::panic::catch_unwind(|| sleep_until(at)).unwrap_or_else(|_| {
                 panic!(
                     "a CancelScope with a deadline (move_on/fail, move_on_after, fail_at, ...) \
                      must be polled inside a tokio runtime with the time driver enabled"
-                );
-            }
-            sleep.set(Some(sleep_until(at)));
+                )
+            });
+            sleep.set(Some(armed));
         }
     }
 }
 
-/// Polls the timer, unconstrained by tokio's coop budget when the inner future used it up (as
-/// `tokio::time::timeout` does): a busy inner future must not starve its deadline.
-fn poll_timer(sleep: Pin<&mut Sleep>, had_budget: bool, cx: &mut Context<'_>) -> Poll<()> {
-    if had_budget && !coop::has_budget_remaining() {
+/// Polls the timer, unconstrained by tokio's coop budget when it is used up (as
+/// `tokio::time::timeout` does when the inner future used it): a busy inner future must not
+/// starve its deadline. A timer check costs next to nothing, so it is not worth reading the
+/// budget before every poll of the inner future to tell who used it.
+fn poll_timer(sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
+    if !coop::has_budget_remaining() {
         let mut unconstrained = coop::unconstrained(sleep);
         Pin::new(&mut unconstrained).poll(cx)
     } else {
