@@ -1047,7 +1047,7 @@ async fn run_then_check_no_child_outlived(fut: impl Future<Output = ()> + Send +
     let joined = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(joined.is_ok(), "the task did not end");
     sleep(ms(500)).await;
-    assert_eq!(late.get(), 0, "a child outlived its group (it ran on after the group was dropped)");
+    assert_eq!(late.get(), 0, "a child reached its 300 ms mark: it was neither aborted with its group nor cut by the grace");
 }
 
 both_runtimes! {
@@ -1152,6 +1152,48 @@ both_runtimes! {
         assert!(cut - start <= ms(60), "the running child was cut at {:?}, after the 50 ms grace", cut - start);
         if is_paused() {
             assert!(cut - start >= ms(10));
+        }
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): `shutdown(grace)` called from another task on a
+    /// limited group whose queued future's destructor panics: the panic surfaces in the
+    /// caller, and the shutdown must still take effect: the running child, which ignores the
+    /// request, is cut at the grace (it used to run on to 300 ms), and the group returns.
+    async fn queued_destructor_panic_in_shutdown_from_another_task_still_cuts_at_the_grace() {
+        let late = Counter::new();
+        let l = late.clone();
+        let cut = Arc::new(Mutex::new(None));
+        let c = cut.clone();
+        let start = Instant::now();
+        run_then_check_no_child_outlived(async move {
+            let _ = TaskGroup::builder().concurrency_limit(1).scope(|tg| async move {
+                let flag = l.clone();
+                tg.spawn(async move {
+                    let _cut = DropAt(c);
+                    sleep(ms(300)).await;
+                    flag.incr();
+                    Ok(())
+                });
+                let guard = PanicOnDrop;
+                tg.spawn(async move {
+                    let _guard = &guard;
+                    Ok(())
+                });
+                sleep(ms(10)).await;
+                let caller = tg.clone();
+                let called = tokio::spawn(async move { caller.shutdown(ms(50)) }).await;
+                assert!(called.is_err_and(|e| e.is_panic()), "the destructor's panic did not surface in the caller");
+                Ok::<(), ()>(())
+            })
+            .await;
+        }, &late).await;
+        let cut = cut.lock().unwrap().expect("the running child was never dropped");
+        assert!(cut - start <= ms(60) + if is_paused() { ms(0) } else { ms(200) },
+            "the running child was cut at {:?}, after the 50 ms grace", cut - start);
+        if is_paused() {
+            assert_eq!(cut - start, ms(60), "cut at the grace");
         }
     }
 }
