@@ -1198,6 +1198,57 @@ both_runtimes! {
     }
 }
 
+/// Takes 50 ms to drop (a blocking destructor), then counts.
+struct SlowCountedDrop(Counter);
+
+impl Drop for SlowCountedDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(ms(50));
+        self.0.incr();
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): a limited group dropped (by `select!`) inside a
+    /// child of an outer group, whose queued future's destructor panics: the running child of
+    /// the dropped group must still be waited for, so that when the outer group ends (with the
+    /// panic), that child's destructor has run. The panic used to skip handing the aborted
+    /// tasks to an owner, so the outer group could end while the child was still running.
+    async fn queued_destructor_panic_on_drop_inside_a_child_still_drains() {
+        let dropped = Counter::new();
+        let d = dropped.clone();
+        let outer = tokio::spawn(TaskGroup::scope(|tg| async move {
+            tg.spawn(async move {
+                tokio::select! {
+                    biased;
+                    _ = TaskGroup::builder().concurrency_limit(1).scope(|tg2| async move {
+                        let slow = SlowCountedDrop(d);
+                        tg2.spawn(async move {
+                            let _slow = slow;
+                            pending::<()>().await;
+                            Ok(())
+                        });
+                        let guard = PanicOnDrop;
+                        tg2.spawn(async move {
+                            let _guard = &guard;
+                            Ok(())
+                        });
+                        pending::<()>().await;
+                        Ok::<(), ()>(())
+                    }) => unreachable!(),
+                    _ = sleep(ms(10)) => {}
+                }
+                Ok::<(), ()>(())
+            });
+            Ok::<(), ()>(())
+        }));
+        let joined = tokio::time::timeout(Duration::from_secs(5), outer).await.expect("the outer group hung");
+        let seen = dropped.get();
+        assert!(joined.is_err_and(|e| e.is_panic()), "the destructor's panic did not surface");
+        assert_eq!(seen, 1, "the outer group ended before the dropped group's running child was dropped");
+    }
+}
+
 /// Records when it is dropped.
 struct DropAt(Arc<Mutex<Option<Instant>>>);
 
