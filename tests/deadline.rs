@@ -811,7 +811,10 @@ async fn scope_in_a_local_set_task_started_inside_a_scope_fires_on_time() {
 /// to task B, which awaits it (for at most 60 s); task A keeps its outer scope alive
 /// (`keep_outer`) or lets it end at once. Yields what the inner scope returned (`None` when B
 /// gave up waiting) and when, measured from the start.
-async fn move_scope_to_another_task(outer: Duration, keep_outer: bool) -> (Option<Option<()>>, Duration) {
+async fn move_scope_to_another_task(
+    outer: Duration,
+    keep_outer: bool,
+) -> (Option<Option<()>>, Duration) {
     type Boxed = Pin<Box<dyn Future<Output = Option<()>> + Send>>;
     let start = Instant::now();
     let (tx, rx) = tokio::sync::oneshot::channel::<Boxed>();
@@ -844,7 +847,11 @@ async fn move_scope_to_another_task(outer: Duration, keep_outer: bool) -> (Optio
 #[tokio::test(start_paused = true)]
 async fn scope_moved_to_another_task_fires_at_its_deadline_under_an_earlier_outer() {
     let (out, at) = move_scope_to_another_task(secs(1), true).await;
-    assert_eq!(out, Some(None), "the moved 2 s scope never fired (waited until {at:?})");
+    assert_eq!(
+        out,
+        Some(None),
+        "the moved 2 s scope never fired (waited until {at:?})"
+    );
     assert_eq!(at, secs(2), "the moved 2 s scope fired at {at:?}");
 }
 
@@ -853,7 +860,11 @@ async fn scope_moved_to_another_task_fires_at_its_deadline_under_an_earlier_oute
 #[tokio::test(start_paused = true)]
 async fn scope_moved_to_another_task_fires_at_its_deadline_under_an_equal_outer() {
     let (out, at) = move_scope_to_another_task(secs(2), true).await;
-    assert_eq!(out, Some(None), "the moved 2 s scope never fired (waited until {at:?})");
+    assert_eq!(
+        out,
+        Some(None),
+        "the moved 2 s scope never fired (waited until {at:?})"
+    );
     assert_eq!(at, secs(2), "the moved 2 s scope fired at {at:?}");
 }
 
@@ -883,7 +894,9 @@ async fn scope_moved_to_another_task_fires_at_its_deadline_multi_thread() {
             tx.send(inner).ok().unwrap();
             pending::<()>().await;
         }));
-        let out = tokio::spawn(async move { rx.await.unwrap().await }).await.unwrap();
+        let out = tokio::spawn(async move { rx.await.unwrap().await })
+            .await
+            .unwrap();
         a.abort();
         (out, start.elapsed())
     })
@@ -930,7 +943,10 @@ async fn scope_reawaited_after_its_enclosing_scope_ended_reports_its_own_deadlin
     let out = tokio::time::timeout(secs(1), &mut inner).await;
     assert!(out.is_err(), "the re-awaited scope ended at once: {out:?}");
     let seen = seen.lock().unwrap();
-    assert!(seen.len() >= 2, "the re-awaited scope never ran its body: {seen:?}");
+    assert!(
+        seen.len() >= 2,
+        "the re-awaited scope never ran its body: {seen:?}"
+    );
     for &(at, deadline, remaining) in &seen[1..] {
         assert_eq!(deadline, Some(start + secs(60)), "read at {at:?}");
         let remaining = remaining.expect("no grpc-timeout inside a 60 s scope");
@@ -982,7 +998,11 @@ async fn serve_deadline(mut ask: Ask, answer: Answer) {
 
 /// Under `cs`, a group whose body and whose child each serve their effective deadline (the
 /// child is asked directly: the group's task is not polled between a move and the child's read).
-async fn deadline_readers(cs: CancelScope, body: (Ask, Answer), child: (Ask, Answer)) -> Option<()> {
+async fn deadline_readers(
+    cs: CancelScope,
+    body: (Ask, Answer),
+    child: (Ask, Answer),
+) -> Option<()> {
     cs.move_on(quattro::TaskGroup::scope(|tg| async move {
         tg.spawn(async move {
             serve_deadline(child.0, child.1).await;
@@ -997,8 +1017,14 @@ async fn deadline_readers(cs: CancelScope, body: (Ask, Answer), child: (Ask, Ans
 
 /// The asking ends of [`deadline_readers`]: (to the body, to the child).
 struct Readers {
-    body: (tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Receiver<Option<Instant>>),
-    child: (tokio::sync::mpsc::Sender<()>, tokio::sync::mpsc::Receiver<Option<Instant>>),
+    body: (
+        tokio::sync::mpsc::Sender<()>,
+        tokio::sync::mpsc::Receiver<Option<Instant>>,
+    ),
+    child: (
+        tokio::sync::mpsc::Sender<()>,
+        tokio::sync::mpsc::Receiver<Option<Instant>>,
+    ),
 }
 
 impl Readers {
@@ -1007,7 +1033,11 @@ impl Readers {
         let (answer_b, answered_b) = tokio::sync::mpsc::channel(1);
         let (ask_c, asked_c) = tokio::sync::mpsc::channel(1);
         let (answer_c, answered_c) = tokio::sync::mpsc::channel(1);
-        let task = tokio::spawn(deadline_readers(cs, (asked_b, answer_b), (asked_c, answer_c)));
+        let task = tokio::spawn(deadline_readers(
+            cs,
+            (asked_b, answer_b),
+            (asked_c, answer_c),
+        ));
         let readers = Readers {
             body: (ask_b, answered_b),
             child: (ask_c, answered_c),
@@ -1048,10 +1078,14 @@ async fn effective_deadline_follows_set_deadline_from_another_task_and_thread() 
         let deadline = moved_deadline(base, i);
         if i % 2 == 0 {
             let c = cs.clone();
-            tokio::spawn(async move { c.set_deadline(deadline) }).await.unwrap();
+            tokio::spawn(async move { c.set_deadline(deadline) })
+                .await
+                .unwrap();
         } else {
             let c = cs.clone();
-            std::thread::spawn(move || c.set_deadline(deadline)).join().unwrap();
+            std::thread::spawn(move || c.set_deadline(deadline))
+                .join()
+                .unwrap();
         }
         let (in_body, in_child) = readers.read().await;
         assert_eq!(in_child, deadline, "in the child, round {i}");
@@ -1061,7 +1095,11 @@ async fn effective_deadline_follows_set_deadline_from_another_task_and_thread() 
     let c = cs.clone();
     std::thread::spawn(move || c.cancel()).join().unwrap();
     let out = tokio::time::timeout(secs(5), task).await;
-    assert_eq!(out.expect("cancel from another thread did not end the scope").unwrap(), None);
+    assert_eq!(
+        out.expect("cancel from another thread did not end the scope")
+            .unwrap(),
+        None
+    );
 }
 
 /// Regression (core rebuild, item 6), deterministic form of the race above: while the
@@ -1093,15 +1131,22 @@ async fn effective_deadline_in_a_child_follows_set_deadline_while_the_group_task
     })));
     ask.send(()).await.unwrap();
     assert_eq!(answered.recv().await.unwrap(), Some(base));
-    for (round, deadline) in [Some(base + secs(10)), None, Some(base - secs(5)), Some(base)]
-        .into_iter()
-        .enumerate()
+    for (round, deadline) in [
+        Some(base + secs(10)),
+        None,
+        Some(base - secs(5)),
+        Some(base),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         block_tx.send(release_rx).await.unwrap();
         blocked_rx.recv().await.unwrap();
         let c = cs.clone();
-        tokio::spawn(async move { c.set_deadline(deadline) }).await.unwrap();
+        tokio::spawn(async move { c.set_deadline(deadline) })
+            .await
+            .unwrap();
         ask.send(()).await.unwrap();
         let in_child = answered.recv().await.unwrap();
         release_tx.send(()).unwrap();
@@ -1124,7 +1169,9 @@ async fn effective_deadline_follows_set_deadline_from_another_task_paused() {
     for i in 0..40u64 {
         let deadline = moved_deadline(base, i);
         let c = cs.clone();
-        tokio::spawn(async move { c.set_deadline(deadline) }).await.unwrap();
+        tokio::spawn(async move { c.set_deadline(deadline) })
+            .await
+            .unwrap();
         let (in_body, in_child) = readers.read().await;
         assert_eq!(in_child, deadline, "in the child, round {i}");
         assert_eq!(in_body, deadline, "in the body, round {i}");
@@ -1154,10 +1201,16 @@ async fn concurrent_scopes_each_see_their_own_moving_deadline() {
                         let mine = base - ms(t * 1000 + i % 997);
                         if i % 3 == 0 {
                             let c = c.clone();
-                            tokio::spawn(async move { c.set_deadline(Some(mine)) }).await.unwrap();
+                            tokio::spawn(async move { c.set_deadline(Some(mine)) })
+                                .await
+                                .unwrap();
                         } else {
                             c.set_deadline(Some(mine));
-                            assert_eq!(current_effective_deadline(), Some(mine), "task {t}, round {i}");
+                            assert_eq!(
+                                current_effective_deadline(),
+                                Some(mine),
+                                "task {t}, round {i}"
+                            );
                         }
                         tokio::task::yield_now().await;
                         assert_eq!(
@@ -1173,5 +1226,89 @@ async fn concurrent_scopes_each_see_their_own_moving_deadline() {
         .collect();
     for task in tasks {
         assert_eq!(task.await.unwrap(), Some(()));
+    }
+}
+
+/// Regression (core rebuild, item 6): group children on several workers read
+/// `current_effective_deadline()` in a loop while another thread keeps moving the enclosing
+/// `CancelScope`'s deadline earlier. Once a move is known to be done, no read may return an
+/// older (later) deadline. On the old code, children sharing the group's cached effective
+/// deadline could interleave their cache writes and leave an old value stamped as fresh.
+#[test]
+fn effective_deadline_in_group_children_is_never_stale_under_concurrent_moves() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize};
+    const CHILDREN: usize = 4;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stale = rt.block_on(async {
+        let base = Instant::now() + secs(24 * 3600);
+        let cs = CancelScope::with_deadline(base);
+        let settled = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
+        let mover = {
+            let (cs, settled, stop, started) =
+                (cs.clone(), settled.clone(), stop.clone(), started.clone());
+            std::thread::spawn(move || {
+                let t0 = std::time::Instant::now();
+                while started.load(Ordering::SeqCst) < CHILDREN && t0.elapsed() < secs(2) {
+                    std::thread::yield_now();
+                }
+                let t0 = std::time::Instant::now();
+                let mut r = 0u64;
+                while !stop.load(Ordering::SeqCst) && t0.elapsed() < ms(1500) {
+                    r += 1;
+                    cs.set_deadline(Some(base - Duration::from_micros(r)));
+                    settled.store(r, Ordering::SeqCst);
+                }
+                stop.store(true, Ordering::SeqCst);
+                r
+            })
+        };
+        let found = cs
+            .move_on(quattro::TaskGroup::scope(|tg| async move {
+                let readers: Vec<_> = (0..CHILDREN)
+                    .map(|_| {
+                        let (settled, stop, started) =
+                            (settled.clone(), stop.clone(), started.clone());
+                        tg.spawn(async move {
+                            started.fetch_add(1, Ordering::SeqCst);
+                            let mut i = 0u32;
+                            while !stop.load(Ordering::SeqCst) {
+                                let s = settled.load(Ordering::SeqCst);
+                                let read = current_effective_deadline().expect("a deadline");
+                                let moves = (base - read).as_micros() as u64;
+                                if moves < s {
+                                    stop.store(true, Ordering::SeqCst);
+                                    return Ok(Some((s, moves)));
+                                }
+                                i += 1;
+                                if i % 64 == 0 {
+                                    tokio::task::yield_now().await;
+                                }
+                            }
+                            Ok(None)
+                        })
+                    })
+                    .collect();
+                let mut found = None;
+                for reader in readers {
+                    found = found.or(reader.await.unwrap());
+                }
+                Ok::<_, ()>(found)
+            }))
+            .await;
+        let rounds = mover.join().unwrap();
+        assert!(rounds > 0, "the deadline was never moved");
+        found.expect("the scope was not cancelled").unwrap()
+    });
+    if let Some((settled, seen)) = stale {
+        panic!(
+            "a child read the deadline of move {seen} after move {settled} was done \
+             (stale effective deadline)"
+        );
     }
 }

@@ -44,7 +44,10 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
@@ -153,7 +156,11 @@ async fn drop_by_timeout() {
     );
 }
 
-fn in_group_body(multi_thread: bool, drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, what: &str) {
+fn in_group_body(
+    multi_thread: bool,
+    drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    what: &str,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let measured = runtime(multi_thread).block_on(async {
         TaskGroup::scope(|tg| async move {
@@ -175,7 +182,11 @@ fn in_group_body(multi_thread: bool, drop_one: fn() -> std::pin::Pin<Box<dyn Fut
     check(measured, what);
 }
 
-fn in_scope(multi_thread: bool, drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, what: &str) {
+fn in_scope(
+    multi_thread: bool,
+    drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    what: &str,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let measured = runtime(multi_thread)
         .block_on(move_on_after(Duration::from_secs(3600), measure(drop_one)))
@@ -183,7 +194,11 @@ fn in_scope(multi_thread: bool, drop_one: fn() -> std::pin::Pin<Box<dyn Future<O
     check(measured, what);
 }
 
-fn in_group_children(multi_thread: bool, drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>, what: &str) {
+fn in_group_children(
+    multi_thread: bool,
+    drop_one: fn() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    what: &str,
+) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let measured = runtime(multi_thread).block_on(async {
         TaskGroup::scope(|tg| async move {

@@ -680,36 +680,43 @@ async fn concurrent_shutdowns_keep_the_shortest_grace() {
         let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<(Instant, Option<Instant>)>();
         let runtime = runtime.clone();
         let started = Instant::now();
-        let out = tokio::time::timeout(Duration::from_secs(5), TaskGroup::scope(|tg| async move {
-            tg.spawn(async move {
-                // Ignores the shutdown request; only the cut ends it.
-                let _ = wait_calls.await;
-                let _ = seen_tx.send((Instant::now(), current_effective_deadline()));
-                sleep(long * 2).await;
-                Ok(())
-            });
-            let barrier = Arc::new(std::sync::Barrier::new(CALLERS));
-            let callers: Vec<_> = (0..CALLERS)
-                .map(|i| {
-                    let (tg, barrier, runtime) = (tg.clone(), barrier.clone(), runtime.clone());
-                    std::thread::spawn(move || {
-                        let _rt = runtime.enter();
-                        let grace = if (i + round) % CALLERS == 0 { short } else { long };
-                        barrier.wait();
-                        tg.shutdown(grace);
+        let out = tokio::time::timeout(
+            Duration::from_secs(5),
+            TaskGroup::scope(|tg| async move {
+                tg.spawn(async move {
+                    // Ignores the shutdown request; only the cut ends it.
+                    let _ = wait_calls.await;
+                    let _ = seen_tx.send((Instant::now(), current_effective_deadline()));
+                    sleep(long * 2).await;
+                    Ok(())
+                });
+                let barrier = Arc::new(std::sync::Barrier::new(CALLERS));
+                let callers: Vec<_> = (0..CALLERS)
+                    .map(|i| {
+                        let (tg, barrier, runtime) = (tg.clone(), barrier.clone(), runtime.clone());
+                        std::thread::spawn(move || {
+                            let _rt = runtime.enter();
+                            let grace = if (i + round) % CALLERS == 0 {
+                                short
+                            } else {
+                                long
+                            };
+                            barrier.wait();
+                            tg.shutdown(grace);
+                        })
                     })
+                    .collect();
+                tokio::task::spawn_blocking(move || {
+                    for caller in callers {
+                        caller.join().unwrap();
+                    }
                 })
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                for caller in callers {
-                    caller.join().unwrap();
-                }
-            })
-            .await
-            .unwrap();
-            let _ = calls_done.send(());
-            Ok::<(), ()>(())
-        }))
+                .await
+                .unwrap();
+                let _ = calls_done.send(());
+                Ok::<(), ()>(())
+            }),
+        )
         .await;
         let out = out.unwrap_or_else(|_| panic!("round {round}: the group was not cut within 5 s"));
         let _ = out;

@@ -1042,12 +1042,19 @@ fn spawn_late_flag<E: Send + 'static>(tg: &TaskGroup<E>, flag: &Counter) {
 
 /// Runs `fut` as a task; waits for it (at most 5 s), then 500 ms more, and checks that no
 /// child of the group it ran outlived it (`late` counts the children that got to 300 ms).
-async fn run_then_check_no_child_outlived(fut: impl Future<Output = ()> + Send + 'static, late: &Counter) {
+async fn run_then_check_no_child_outlived(
+    fut: impl Future<Output = ()> + Send + 'static,
+    late: &Counter,
+) {
     let task = tokio::spawn(fut);
     let joined = tokio::time::timeout(Duration::from_secs(5), task).await;
     assert!(joined.is_ok(), "the task did not end");
     sleep(ms(500)).await;
-    assert_eq!(late.get(), 0, "a child reached its 300 ms mark: it was neither aborted with its group nor cut by the grace");
+    assert_eq!(
+        late.get(),
+        0,
+        "a child reached its 300 ms mark: it was neither aborted with its group nor cut by the grace"
+    );
 }
 
 both_runtimes! {

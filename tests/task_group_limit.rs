@@ -759,7 +759,10 @@ async fn aborting_many_queued_handles_is_fast() {
             let took = t0.elapsed();
             running.abort();
             for handle in queued {
-                assert!(handle.await.is_err(), "a queued task ran after its handle aborted it");
+                assert!(
+                    handle.await.is_err(),
+                    "a queued task ran after its handle aborted it"
+                );
             }
             Ok::<_, ()>(took)
         })
