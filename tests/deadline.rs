@@ -914,7 +914,9 @@ async fn scope_moved_to_another_task_fires_at_its_deadline_multi_thread() {
 async fn scope_reawaited_after_its_enclosing_scope_ended_reports_its_own_deadline() {
     use quattro::propagate;
     let start = Instant::now();
-    let seen: Arc<Mutex<Vec<(Duration, Option<Instant>, Option<Duration>)>>> = Arc::default();
+    /// When, the effective deadline, and the `grpc-timeout` it would send.
+    type Reading = (Duration, Option<Instant>, Option<Duration>);
+    let seen: Arc<Mutex<Vec<Reading>>> = Arc::default();
     let rec = seen.clone();
     let mut inner = std::pin::pin!(move_on_after(secs(60), async move {
         loop {
