@@ -663,3 +663,70 @@ async fn repeated_requests_only_shorten_the_grace() {
     scope.shutdown(Duration::from_secs(1));
     assert_eq!(scope.deadline(), Some(start + ms(30) + ms(50)));
 }
+
+/// Regression (core rebuild, item 8): concurrent `shutdown(grace)` calls with different
+/// graces (20 ms and 30 s) from several threads at once, 200 times on a 4-worker runtime:
+/// the shortest grace must win every time. The group's effective deadline, read in a child
+/// after all the calls returned, is the 20 ms cut (the old load-compare-store let a 30 s call
+/// overwrite it), and the child, which ignores the request, is cut soon after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_shutdowns_keep_the_shortest_grace() {
+    const CALLERS: usize = 6;
+    let short = ms(20);
+    let long = Duration::from_secs(30);
+    let runtime = tokio::runtime::Handle::current();
+    for round in 0..200 {
+        let (calls_done, wait_calls) = tokio::sync::oneshot::channel::<()>();
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<(Instant, Option<Instant>)>();
+        let runtime = runtime.clone();
+        let started = Instant::now();
+        let out = tokio::time::timeout(
+            Duration::from_secs(5),
+            TaskGroup::scope(|tg| async move {
+                tg.spawn(async move {
+                    // Ignores the shutdown request; only the cut ends it.
+                    let _ = wait_calls.await;
+                    let _ = seen_tx.send((Instant::now(), current_effective_deadline()));
+                    sleep(long * 2).await;
+                    Ok(())
+                });
+                let barrier = Arc::new(std::sync::Barrier::new(CALLERS));
+                let callers: Vec<_> = (0..CALLERS)
+                    .map(|i| {
+                        let (tg, barrier, runtime) = (tg.clone(), barrier.clone(), runtime.clone());
+                        std::thread::spawn(move || {
+                            let _rt = runtime.enter();
+                            let grace = if (i + round) % CALLERS == 0 {
+                                short
+                            } else {
+                                long
+                            };
+                            barrier.wait();
+                            tg.shutdown(grace);
+                        })
+                    })
+                    .collect();
+                tokio::task::spawn_blocking(move || {
+                    for caller in callers {
+                        caller.join().unwrap();
+                    }
+                })
+                .await
+                .unwrap();
+                let _ = calls_done.send(());
+                Ok::<(), ()>(())
+            }),
+        )
+        .await;
+        let out = out.unwrap_or_else(|_| panic!("round {round}: the group was not cut within 5 s"));
+        let _ = out;
+        let (read_at, deadline) = seen_rx.await.expect("the child never read its deadline");
+        let deadline = deadline.expect("no effective deadline after shutdown");
+        assert!(
+            deadline <= read_at + short,
+            "round {round}: the effective deadline is {:?} after the calls, not the {short:?} grace",
+            deadline - read_at
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}

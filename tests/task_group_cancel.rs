@@ -4,7 +4,7 @@
 #[path = "task_group_util/mod.rs"]
 mod util;
 
-use std::future::pending;
+use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1026,4 +1026,289 @@ async fn body_dropped_with_the_group_future_cannot_spawn_paused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_dropped_with_the_group_future_cannot_spawn_multi_thread() {
     body_spawning_in_drop(true).await;
+}
+
+// ----- regressions of the core rebuild ---------------------------------------------------------
+
+/// A child that sets `flag` after 300 ms unless it is aborted first.
+fn spawn_late_flag<E: Send + 'static>(tg: &TaskGroup<E>, flag: &Counter) {
+    let flag = flag.clone();
+    tg.spawn(async move {
+        sleep(ms(300)).await;
+        flag.incr();
+        Ok(())
+    });
+}
+
+/// Runs `fut` as a task; waits for it (at most 5 s), then 500 ms more, and checks that no
+/// child of the group it ran outlived it (`late` counts the children that got to 300 ms).
+async fn run_then_check_no_child_outlived(
+    fut: impl Future<Output = ()> + Send + 'static,
+    late: &Counter,
+) {
+    let task = tokio::spawn(fut);
+    let joined = tokio::time::timeout(Duration::from_secs(5), task).await;
+    assert!(joined.is_ok(), "the task did not end");
+    sleep(ms(500)).await;
+    assert_eq!(
+        late.get(),
+        0,
+        "a child reached its 300 ms mark: it was neither aborted with its group nor cut by the grace"
+    );
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): a group future dropped by `select!` whose body's
+    /// destructor panics must still abort its children (the panic used to skip the abort: a
+    /// child set its flag 300 ms later).
+    async fn body_destructor_panic_on_select_drop_still_aborts_children() {
+        let late = Counter::new();
+        let l = late.clone();
+        run_then_check_no_child_outlived(async move {
+            tokio::select! {
+                biased;
+                _ = TaskGroup::scope(|tg| async move {
+                    let guard = PanicOnDrop;
+                    spawn_late_flag(&tg, &l);
+                    let _guard = &guard;
+                    pending::<()>().await;
+                    Ok::<(), ()>(())
+                }) => unreachable!(),
+                _ = sleep(ms(10)) => {}
+            }
+        }, &late).await;
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): a group dropped by an enclosing `move_on_after`
+    /// whose body's destructor panics must still abort its children.
+    async fn body_destructor_panic_on_scope_cancel_still_aborts_children() {
+        let late = Counter::new();
+        let l = late.clone();
+        run_then_check_no_child_outlived(async move {
+            let _ = move_on_after(ms(10), TaskGroup::scope(|tg| async move {
+                let guard = PanicOnDrop;
+                spawn_late_flag(&tg, &l);
+                let _guard = &guard;
+                pending::<()>().await;
+                Ok::<(), ()>(())
+            }))
+            .await;
+        }, &late).await;
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): a limited group (`concurrency_limit(1)`) dropped
+    /// with one running child and one queued child whose future's destructor panics must
+    /// still abort the running child.
+    async fn queued_destructor_panic_on_drop_still_aborts_running_child() {
+        let late = Counter::new();
+        let l = late.clone();
+        run_then_check_no_child_outlived(async move {
+            tokio::select! {
+                biased;
+                _ = TaskGroup::builder().concurrency_limit(1).scope(|tg| async move {
+                    spawn_late_flag(&tg, &l);
+                    let guard = PanicOnDrop;
+                    tg.spawn(async move {
+                        let _guard = &guard;
+                        Ok(())
+                    });
+                    pending::<()>().await;
+                    Ok::<(), ()>(())
+                }) => unreachable!(),
+                _ = sleep(ms(10)) => {}
+            }
+        }, &late).await;
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): `shutdown(grace)` on a limited group whose queued
+    /// future's destructor panics: the shutdown must still take effect (the running child,
+    /// which ignores the request, is cut by the grace at the latest, and the group returns).
+    async fn queued_destructor_panic_on_shutdown_still_cuts_at_the_grace() {
+        let late = Counter::new();
+        let l = late.clone();
+        let cut = Arc::new(Mutex::new(None));
+        let c = cut.clone();
+        let start = Instant::now();
+        run_then_check_no_child_outlived(async move {
+            let _ = TaskGroup::builder().concurrency_limit(1).scope(|tg| async move {
+                let flag = l.clone();
+                tg.spawn(async move {
+                    let _cut = DropAt(c);
+                    sleep(ms(300)).await;
+                    flag.incr();
+                    Ok(())
+                });
+                let guard = PanicOnDrop;
+                tg.spawn(async move {
+                    let _guard = &guard;
+                    Ok(())
+                });
+                sleep(ms(10)).await;
+                tg.shutdown(ms(50));
+                Ok::<(), ()>(())
+            })
+            .await;
+        }, &late).await;
+        let cut = cut.lock().unwrap().expect("the running child was never dropped");
+        assert!(cut - start <= ms(60), "the running child was cut at {:?}, after the 50 ms grace", cut - start);
+        if is_paused() {
+            assert!(cut - start >= ms(10));
+        }
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): `shutdown(grace)` called from another task on a
+    /// limited group whose queued future's destructor panics: the panic surfaces in the
+    /// caller, and the shutdown must still take effect: the running child, which ignores the
+    /// request, is cut at the grace (it used to run on to 300 ms), and the group returns.
+    async fn queued_destructor_panic_in_shutdown_from_another_task_still_cuts_at_the_grace() {
+        let late = Counter::new();
+        let l = late.clone();
+        let cut = Arc::new(Mutex::new(None));
+        let c = cut.clone();
+        let start = Instant::now();
+        run_then_check_no_child_outlived(async move {
+            let _ = TaskGroup::builder().concurrency_limit(1).scope(|tg| async move {
+                let flag = l.clone();
+                tg.spawn(async move {
+                    let _cut = DropAt(c);
+                    sleep(ms(300)).await;
+                    flag.incr();
+                    Ok(())
+                });
+                let guard = PanicOnDrop;
+                tg.spawn(async move {
+                    let _guard = &guard;
+                    Ok(())
+                });
+                sleep(ms(10)).await;
+                let caller = tg.clone();
+                let called = tokio::spawn(async move { caller.shutdown(ms(50)) }).await;
+                assert!(called.is_err_and(|e| e.is_panic()), "the destructor's panic did not surface in the caller");
+                Ok::<(), ()>(())
+            })
+            .await;
+        }, &late).await;
+        let cut = cut.lock().unwrap().expect("the running child was never dropped");
+        assert!(cut - start <= ms(60) + if is_paused() { ms(0) } else { ms(200) },
+            "the running child was cut at {:?}, after the 50 ms grace", cut - start);
+        if is_paused() {
+            assert_eq!(cut - start, ms(60), "cut at the grace");
+        }
+    }
+}
+
+/// Takes 50 ms to drop (a blocking destructor), then counts.
+struct SlowCountedDrop(Counter);
+
+impl Drop for SlowCountedDrop {
+    fn drop(&mut self) {
+        std::thread::sleep(ms(50));
+        self.0.incr();
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 3): a limited group dropped (by `select!`) inside a
+    /// child of an outer group, whose queued future's destructor panics: the running child of
+    /// the dropped group must still be waited for, so that when the outer group ends (with the
+    /// panic), that child's destructor has run. The panic used to skip handing the aborted
+    /// tasks to an owner, so the outer group could end while the child was still running.
+    async fn queued_destructor_panic_on_drop_inside_a_child_still_drains() {
+        let dropped = Counter::new();
+        let d = dropped.clone();
+        let outer = tokio::spawn(TaskGroup::scope(|tg| async move {
+            tg.spawn(async move {
+                tokio::select! {
+                    biased;
+                    _ = TaskGroup::builder().concurrency_limit(1).scope(|tg2| async move {
+                        let slow = SlowCountedDrop(d);
+                        tg2.spawn(async move {
+                            let _slow = slow;
+                            pending::<()>().await;
+                            Ok(())
+                        });
+                        let guard = PanicOnDrop;
+                        tg2.spawn(async move {
+                            let _guard = &guard;
+                            Ok(())
+                        });
+                        pending::<()>().await;
+                        Ok::<(), ()>(())
+                    }) => unreachable!(),
+                    _ = sleep(ms(10)) => {}
+                }
+                Ok::<(), ()>(())
+            });
+            Ok::<(), ()>(())
+        }));
+        let joined = tokio::time::timeout(Duration::from_secs(5), outer).await.expect("the outer group hung");
+        let seen = dropped.get();
+        assert!(joined.is_err_and(|e| e.is_panic()), "the destructor's panic did not surface");
+        assert_eq!(seen, 1, "the outer group ended before the dropped group's running child was dropped");
+    }
+}
+
+/// Records when it is dropped.
+struct DropAt(Arc<Mutex<Option<Instant>>>);
+
+impl Drop for DropAt {
+    fn drop(&mut self) {
+        *self.0.lock().unwrap() = Some(Instant::now());
+    }
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 2): a nested group dropped (by `select!`) inside a
+    /// scope, a group body and a group child: the enclosing owner returns only after the
+    /// nested group's children were dropped (the hand-over is awaited, even though it is
+    /// now released as soon as it is empty).
+    async fn nested_group_dropped_inside_an_owner_is_drained_before_it_returns() {
+        async fn drop_nested(drops: Counter) {
+            tokio::select! {
+                biased;
+                _ = TaskGroup::scope(|tg| async move {
+                    spawn_sleepers(&tg, 3, &drops);
+                    pending::<()>().await;
+                    Ok::<(), ()>(())
+                }) => unreachable!(),
+                _ = std::future::ready(()) => {}
+            }
+        }
+        // Inside a scope.
+        let drops = Counter::new();
+        let out = move_on_after(NEVER, drop_nested(drops.clone())).await;
+        assert_eq!(out, Some(()));
+        assert_eq!(drops.get(), 3, "scope returned before the nested group's children were dropped");
+        // Inside a group body.
+        let drops = Counter::new();
+        let d = drops.clone();
+        TaskGroup::scope(|_tg| async move {
+            drop_nested(d).await;
+            Ok::<(), ()>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(drops.get(), 3, "group returned before the nested group's children were dropped");
+        // Inside a group child: the group returns only once they are dropped.
+        let drops = Counter::new();
+        let d = drops.clone();
+        TaskGroup::scope(|tg| async move {
+            tg.spawn(async move {
+                drop_nested(d).await;
+                Ok(())
+            });
+            Ok::<_, ()>(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(drops.get(), 3, "group returned before its child's nested group's children were dropped");
+    }
 }

@@ -735,3 +735,105 @@ async fn queued_tasks_all_start_when_slots_free_during_a_start() {
             .unwrap();
     }
 }
+
+// ----- regressions of the core rebuild (item 7: the queue rework) -------------------------------
+
+/// Regression (core rebuild, item 7a): aborting a queued handle searched the queue from its
+/// front (O(queue length)), so aborting all of 16,384 queued tasks (behind one pending running
+/// task, limit 1), newest first, took seconds; it must be O(1) each (a generous 2 s real-time
+/// bound for the whole batch).
+#[ignore = "item 7: enabled with the queue rework"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aborting_many_queued_handles_is_fast() {
+    const QUEUED: usize = 16_384;
+    let took = TaskGroup::builder()
+        .concurrency_limit(1)
+        .scope(|tg| async move {
+            let running = tg.spawn(pending::<Result<(), ()>>());
+            let queued: Vec<TaskHandle<()>> =
+                (0..QUEUED).map(|_| tg.spawn(async { Ok(()) })).collect();
+            let t0 = std::time::Instant::now();
+            for handle in queued.iter().rev() {
+                handle.abort();
+            }
+            let took = t0.elapsed();
+            running.abort();
+            for handle in queued {
+                assert!(
+                    handle.await.is_err(),
+                    "a queued task ran after its handle aborted it"
+                );
+            }
+            Ok::<_, ()>(took)
+        })
+        .await
+        .unwrap();
+    assert!(
+        took < Duration::from_secs(2),
+        "aborting {QUEUED} queued handles took {took:?}"
+    );
+}
+
+both_runtimes! {
+    /// Regression (core rebuild, item 7b): with `concurrency_limit(1)` and 50 producers
+    /// blocked in `spawn_when_free`, each freed slot lets exactly one producer in, in the
+    /// order in which they started waiting (on the multi-thread runtime, the old wake-all
+    /// let them race for the slot).
+    #[ignore = "item 7: enabled with the queue rework"]
+    async fn spawn_when_free_admits_blocked_producers_in_fifo_order() {
+        const PRODUCERS: usize = 50;
+        let started: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let admitted = Arc::new(AtomicUsize::new(0));
+        let s = started.clone();
+        let a = admitted.clone();
+        TaskGroup::builder()
+            .concurrency_limit(1)
+            .scope(|tg| async move {
+                // The task that holds the slot first, then one release signal per producer.
+                let (first, rx) = tokio::sync::oneshot::channel::<()>();
+                tg.spawn(async move {
+                    let _ = rx.await;
+                    Ok(())
+                });
+                let mut release = Vec::new();
+                for i in 0..PRODUCERS {
+                    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+                    release.push(Some(tx));
+                    let (tg2, s, a2) = (tg.clone(), s.clone(), a.clone());
+                    tokio::spawn(async move {
+                        let _handle = tg2
+                            .spawn_when_free(async move {
+                                s.lock().unwrap().push(i);
+                                let _ = rx.await;
+                                Ok(())
+                            })
+                            .await;
+                        a2.fetch_add(1, Ordering::SeqCst);
+                    });
+                    // Let producer `i` block before the next one arrives.
+                    sleep(ms(5)).await;
+                    assert_eq!(a.load(Ordering::SeqCst), 0, "producer {i} got in while the slot is taken");
+                }
+                first.send(()).unwrap();
+                for step in 0..PRODUCERS {
+                    // One slot was freed: exactly one more producer gets in.
+                    eventually(|| a.load(Ordering::SeqCst) > step).await;
+                    sleep(ms(5)).await;
+                    assert_eq!(
+                        a.load(Ordering::SeqCst),
+                        step + 1,
+                        "freeing one slot let more than one producer in"
+                    );
+                    eventually(|| s.lock().unwrap().len() > step).await;
+                    // Free the slot again: end the task that runs now.
+                    let running = *s.lock().unwrap().last().unwrap();
+                    release[running].take().expect("a task started twice").send(()).unwrap();
+                }
+                Ok::<(), ()>(())
+            })
+            .await
+            .unwrap();
+        let order = started.lock().unwrap().clone();
+        assert_eq!(order, (0..PRODUCERS).collect::<Vec<_>>(), "producers admitted out of arrival order");
+    }
+}
