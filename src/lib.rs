@@ -101,6 +101,9 @@ pub mod group;
 pub mod propagate;
 mod scope;
 pub mod shutdown;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use deadline::current_effective_deadline;
 pub use defer::{AsyncExit, Deferrer};
