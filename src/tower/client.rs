@@ -46,8 +46,14 @@ use crate::{Fail, current_effective_deadline, fail_at};
 /// The deadline is read when the service is called, so a response future moved to another
 /// task keeps it. When the response is awaited inside the scope whose deadline it is, as is
 /// usual, that scope reaches the same deadline at the same instant and, being the outer one,
-/// wins: the awaiting code is cancelled and never sees the error. tonic reports a
-/// [`DeadlineExceeded`] it does see as a status with code `UNKNOWN`.
+/// wins against the layer's own timer: the awaiting code is cancelled and never sees
+/// [`DeadlineExceeded`] (tonic would report one as a status with code `UNKNOWN`).
+///
+/// A transport that enforces the timeout header itself may end the call at that instant
+/// first, with its own error. A tonic channel does: its calls then fail with `CANCELLED`
+/// ("Timeout expired"), as with tonic's own `Request::set_timeout`. A server under a
+/// [`ServerLayer`] answers `DEADLINE_EXCEEDED` either way, since it replaces an answer given
+/// after its deadline.
 ///
 /// # Examples
 ///

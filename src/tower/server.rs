@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use pin_project::pin_project;
+use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -34,6 +35,11 @@ use crate::{Fail, fail_at};
 /// | a malformed timeout | `grpc-status: 3` (`INVALID_ARGUMENT`) | `400 Bad Request` | not called |
 /// | a timeout of zero | `grpc-status: 4` (`DEADLINE_EXCEEDED`) | `504 Gateway Timeout` | not called |
 /// | the deadline passes | `grpc-status: 4` (`DEADLINE_EXCEEDED`) | `504 Gateway Timeout` | its future is dropped |
+///
+/// An answer the handler gives only once the deadline has passed is replaced by the
+/// deadline answer too: the caller has stopped waiting, and the handler's answer is then
+/// usually what it made of its own calls failing at the same instant (a tonic channel reports
+/// its expiry of the `grpc-timeout` it was sent as `CANCELLED`), which would hide the cause.
 ///
 /// A gRPC answer is a *trailers-only* response: HTTP `200 OK` with `grpc-status` and
 /// `grpc-message` in the headers, which every gRPC client reads as the call's status. Every
@@ -317,10 +323,14 @@ where
                     response: Some(Reason::DeadlineExceeded.response(grpc, DEADLINE_MESSAGE)),
                 }
             }
-            Ok(Some(budget)) => State::Bounded {
-                inner: fail_at(deadline_after(budget), self.inner.call(request)),
-                grpc,
-            },
+            Ok(Some(budget)) => {
+                let deadline = deadline_after(budget);
+                State::Bounded {
+                    inner: fail_at(deadline, self.inner.call(request)),
+                    deadline,
+                    grpc,
+                }
+            }
             Err(message) => {
                 tracing::debug!(%message, "request rejected");
                 State::Answered {
@@ -440,6 +450,7 @@ enum State<F: Future, B> {
     Bounded {
         #[pin]
         inner: Fail<F>,
+        deadline: Instant,
         grpc: bool,
     },
     /// The layer answered without calling the inner service (`None` once taken).
@@ -459,8 +470,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Unbounded { inner } => inner.poll(cx),
-            StateProj::Bounded { inner, grpc } => Poll::Ready(match ready!(inner.poll(cx)) {
-                Ok(output) => output,
+            StateProj::Bounded {
+                inner,
+                deadline,
+                grpc,
+            } => Poll::Ready(match ready!(inner.poll(cx)) {
+                // Ready before the deadline: the handler's answer.
+                Ok(output) if Instant::now() < *deadline => output,
+                // Ready only once the deadline has passed (a timer inside the handler fired
+                // at the same tick as the scope's, and the handler went on to answer): the
+                // caller has stopped waiting, and the cause is the deadline.
+                Ok(_) => {
+                    tracing::debug!("request answered only after its deadline");
+                    Ok(Reason::DeadlineExceeded.response(*grpc, DEADLINE_MESSAGE))
+                }
                 Err(_) => {
                     tracing::debug!("request cut off at its deadline");
                     Ok(Reason::DeadlineExceeded.response(*grpc, DEADLINE_MESSAGE))
@@ -478,7 +501,14 @@ impl<F: Future, B> fmt::Debug for ServerFuture<F, B> {
         let mut debug = f.debug_struct("ServerFuture");
         match &self.state {
             State::Unbounded { .. } => debug.field("deadline", &None::<()>),
-            State::Bounded { inner, grpc } => debug.field("scope", inner).field("grpc", grpc),
+            State::Bounded {
+                inner,
+                deadline,
+                grpc,
+            } => debug
+                .field("scope", inner)
+                .field("deadline", deadline)
+                .field("grpc", grpc),
             State::Answered { reason, response } => debug
                 .field("answered", reason)
                 .field("taken", &response.is_none()),

@@ -374,3 +374,24 @@ async fn in_process_chain_hands_on_the_remaining_budget() {
     assert_eq!(start_slow.elapsed(), Duration::from_millis(400));
     assert!(start.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test(start_paused = true)]
+async fn server_replaces_an_answer_given_at_the_deadline() {
+    // The handler's own timer for the same deadline fires at the same tick, and the handler
+    // answers with what it made of that: the caller gets the deadline answer instead.
+    let service = ServerLayer::new().layer(service_fn(|_: Request<String>| async {
+        let left = propagate::remaining().unwrap();
+        let cut = tokio::time::timeout(left, sleep(Duration::from_secs(60))).await;
+        assert!(cut.is_err());
+        Ok::<_, Infallible>(Response::new("downstream timed out".to_owned()))
+    }));
+    let response = service
+        .clone()
+        .oneshot(request(Some("100m")))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(response.into_body().is_empty());
+    let response = service.oneshot(grpc_request("100m")).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "4");
+}

@@ -3,4 +3,5 @@
 //!
 //! Run with `cargo test --features tower --test tower_e2e`.
 
+mod grpc;
 mod layers;
