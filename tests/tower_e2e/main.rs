@@ -4,4 +4,5 @@
 //! Run with `cargo test --features tower --test tower_e2e`.
 
 mod grpc;
+mod http;
 mod layers;
