@@ -65,6 +65,8 @@ use crate::{Fail, current_effective_deadline, fail_at};
 /// use quattro::tower::ClientLayer;
 /// use tower::{Layer, ServiceExt, service_fn};
 ///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
 /// // Stands for a transport (a tonic channel, a hyper client): shows what it would send.
 /// let transport = service_fn(|request: Request<()>| async move {
 ///     let timeout = request.headers().get("grpc-timeout").cloned();
@@ -72,13 +74,9 @@ use crate::{Fail, current_effective_deadline, fail_at};
 /// });
 /// let client = ClientLayer::new().layer(transport);
 ///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
 /// // Deep inside a request with 2 s left, the call carries them.
-/// let sent = quattro::fail_after(Duration::from_secs(2), client.clone().oneshot(Request::new(())))
-///     .await
-///     .unwrap()
-///     .unwrap();
+/// let call = client.clone().oneshot(Request::new(()));
+/// let sent = quattro::fail_after(Duration::from_secs(2), call).await.unwrap().unwrap();
 /// assert_eq!(sent.into_body().unwrap(), "2000000u");
 ///
 /// // Outside any deadline there is nothing to send.
@@ -158,7 +156,7 @@ impl<S> Layer<S> for ClientLayer {
 /// use quattro::tower::{ClientDeadline, ClientLayer};
 /// use tower::{Layer, service_fn};
 ///
-/// let client = ClientLayer::new().layer(service_fn(|_: Request<()>| async {
+/// let client: ClientDeadline<_> = ClientLayer::new().layer(service_fn(|_: Request<()>| async {
 ///     Ok::<_, std::io::Error>(http::Response::new(()))
 /// }));
 /// let transport = client.get_ref(); // the service_fn

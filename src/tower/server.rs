@@ -238,7 +238,7 @@ fn parse_timeout(value: &HeaderValue) -> Result<Duration, String> {
 /// use quattro::tower::{ServerDeadline, ServerLayer};
 /// use tower::{Layer, service_fn};
 ///
-/// let service = ServerLayer::new().layer(service_fn(|_: Request<String>| async {
+/// let service: ServerDeadline<_> = ServerLayer::new().layer(service_fn(|_: Request<String>| async {
 ///     Ok::<_, Infallible>(Response::new(String::new()))
 /// }));
 /// let inner = service.get_ref(); // the service_fn

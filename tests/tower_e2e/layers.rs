@@ -308,6 +308,7 @@ async fn client_fails_at_once_when_the_deadline_has_passed() {
 }
 
 #[tokio::test(start_paused = true)]
+#[allow(clippy::async_yields_async)] // on purpose: called in the scope, awaited outside it
 async fn client_enforces_the_deadline_read_at_call_time() {
     let mut client = ClientLayer::new().layer(service_fn(|_: Request<()>| async {
         sleep(Duration::from_secs(60)).await;
