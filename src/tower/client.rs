@@ -25,7 +25,7 @@ use crate::{Fail, current_effective_deadline, fail_at};
 ///
 /// - puts the time left in the `grpc-timeout` header, rounded down as
 ///   [`encode_timeout`] does, unless the request already has a timeout there that is no
-///   longer (an explicit, shorter per-call timeout is kept);
+///   longer (an explicit, shorter per-call timeout is kept; a malformed one is replaced);
 /// - waits for the response under [`fail_at`] with the deadline, and fails with
 ///   [`DeadlineExceeded`] when it passes first;
 /// - fails at once with [`DeadlineExceeded`], without calling the inner service, when the

@@ -54,9 +54,10 @@ use crate::{Fail, fail_at};
 /// # With tonic
 ///
 /// tonic's server reads `grpc-timeout` too, and answers `CANCELLED` when its own timer runs
-/// out first. This layer starts its timer slightly before tonic's for the same header, so
-/// callers get `DEADLINE_EXCEEDED`; a `Server::timeout` shorter than the timeouts callers
-/// send would win instead, so cap budgets with [`max_timeout`](Self::max_timeout).
+/// out first. For the same header, this layer's deadline is never later than tonic's (it is
+/// computed first) and its answer wins a tie, so callers get `DEADLINE_EXCEEDED`. A
+/// `Server::timeout` shorter than the timeouts callers send would win instead: cap budgets
+/// with [`max_timeout`](Self::max_timeout).
 ///
 /// # Examples
 ///
