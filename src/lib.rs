@@ -23,7 +23,9 @@
 //!   handle to cancel and move deadlines while the code runs. Scopes nest, the outer one wins
 //!   a tie, and [`current_effective_deadline`] reads the deadline in force anywhere inside,
 //!   including in tasks spawned by a group, so it can be passed on to the next service
-//!   ([`propagate`] speaks gRPC's `grpc-timeout`).
+//!   ([`propagate`] speaks gRPC's `grpc-timeout`, and with the `tower` feature,
+//!   `quattro::tower` does it for every request: see
+//!   [Deadlines across services](#deadlines-across-services)).
 //! - **[`Deferrer`]** / [`defer`]: cleanup (sync or async) deferred to the end of an async
 //!   function, in reverse order, also when it fails, panics or is cancelled.
 //!
@@ -69,6 +71,77 @@
 //! # }
 //! ```
 //!
+//! # Deadlines across services
+//!
+//! A deadline set where a request enters a system should bound the work done for it in every
+//! service it reaches. [`propagate`] carries the deadline in force over the wire as gRPC's
+//! `grpc-timeout` header; with the **`tower` feature**, the `quattro::tower` module makes that
+//! automatic, as middleware for tonic, axum, hyper or any tower service over `http` types:
+//!
+//! - `ServerLayer` runs each incoming request under [`fail_at`] with the deadline its header
+//!   carries, so the handler and everything it spawns in a group see it; when it passes, the
+//!   handler is dropped and the caller gets `DEADLINE_EXCEEDED` (HTTP: 504). A malformed
+//!   header gets `INVALID_ARGUMENT` (HTTP: 400); a default budget and a maximum are
+//!   configurable.
+//! - `ClientLayer` stamps the time left before [`current_effective_deadline`] on every
+//!   outgoing request and stops waiting when it runs out, so a call made deep in a handler
+//!   inherits the request's remaining budget with no code at the call site.
+//!
+//! ```toml
+//! quattro = { version = "0.1", features = ["tower"] }
+//! ```
+//!
+//! With tonic, on the server and on the channel its handlers call the next service with:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tower")]
+//! # mod example {
+//! use quattro::tower::{ClientLayer, ServerLayer};
+//! use tonic::transport::{Endpoint, Server};
+//! use tower::Layer;
+//!
+//! # async fn run(routes: tonic::service::Routes) -> Result<(), Box<dyn std::error::Error>> {
+//! let channel = Endpoint::from_static("http://backend:50051").connect_lazy();
+//! let backend = tonic::client::Grpc::new(ClientLayer::new().layer(channel)); // or a generated client
+//! Server::builder()
+//!     .layer(ServerLayer::new())
+//!     .add_routes(routes)
+//!     .serve("127.0.0.1:50051".parse()?)
+//!     .await?;
+//! # Ok(())
+//! # }
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! With axum, and a hyper client for the calls its handlers make:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tower")]
+//! # mod example {
+//! # use std::time::Duration;
+//! # use axum::{Router, routing::get};
+//! # use http_body_util::Empty;
+//! # use hyper::body::Bytes;
+//! # use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+//! use quattro::tower::{ClientLayer, ServerLayer};
+//! use tower::Layer;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let hyper = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+//! let backend = ClientLayer::new().layer(hyper); // put it in the router's state
+//! let app = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(ServerLayer::new().default_timeout(Duration::from_secs(10)));
+//! axum::serve(tokio::net::TcpListener::bind("127.0.0.1:3000").await?, app).await
+//! # }
+//! # }
+//! # fn main() {}
+//! ```
+//!
+//! `cargo run --example tonic_chain --features tower` shows a deadline crossing three tonic
+//! services, with each hop's remaining budget.
+//!
 //! # Cancellation is level-triggered
 //!
 //! When a scope is cancelled, the future inside it is *dropped*: no code in the scope runs
@@ -87,6 +160,7 @@
 )]
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(
     no_crate_inject,
     attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
@@ -101,6 +175,9 @@ mod node;
 pub mod propagate;
 mod scope;
 pub mod shutdown;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 
 pub use defer::{AsyncExit, Deferrer};
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
