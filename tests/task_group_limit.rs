@@ -742,7 +742,6 @@ async fn queued_tasks_all_start_when_slots_free_during_a_start() {
 /// front (O(queue length)), so aborting all of 16,384 queued tasks (behind one pending running
 /// task, limit 1), newest first, took seconds; it must be O(1) each (a generous 2 s real-time
 /// bound for the whole batch).
-#[ignore = "item 7: enabled with the queue rework"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aborting_many_queued_handles_is_fast() {
     const QUEUED: usize = 16_384;
@@ -779,7 +778,6 @@ both_runtimes! {
     /// blocked in `spawn_when_free`, each freed slot lets exactly one producer in, in the
     /// order in which they started waiting (on the multi-thread runtime, the old wake-all
     /// let them race for the slot).
-    #[ignore = "item 7: enabled with the queue rework"]
     async fn spawn_when_free_admits_blocked_producers_in_fifo_order() {
         const PRODUCERS: usize = 50;
         let started: Arc<Mutex<Vec<usize>>> = Arc::default();
