@@ -37,29 +37,48 @@ enum Phase {
 }
 
 /// Runs a future inside a cancel scope; yields its output or why the scope cancelled it.
+///
+/// Everything a handle needs lives behind one pointer, made when a handle is asked for: a
+/// scope without one stays small, which matters when scopes nest (each layer holds the next).
 #[pin_project(PinnedDrop, project = ScopedProj)]
 pub(crate) struct Scoped<F: Future> {
     #[pin]
     inner: Option<F>,
     /// The deadline while there is no handle; with one, the node's deadline is used instead.
     deadline: Option<Instant>,
-    /// The shared state, made when a handle is asked for.
-    node: OnceLock<Arc<Node>>,
-    /// A clone of `node` that the poll lends to the frame as its link.
-    link: Option<Arc<Node>>,
+    /// The handle's side, made when a handle is asked for.
+    handle: OnceLock<Box<HandleSide>>,
+    /// The timer, armed at the first `Pending` when no enclosing scope covers the deadline.
     #[pin]
     sleep: Option<Sleep>,
-    /// Where `sleep` is armed (`None`: disarmed).
-    armed: Option<Instant>,
-    /// The waker last handed to the node, so that it is replaced only when it changes.
-    waker: Option<Waker>,
-    tokens: Vec<Pin<Box<WaitForCancellationFutureOwned>>>,
     /// Aborted tasks of groups dropped inside the scope, awaited before it completes.
     drains: Drains,
+    /// The output, kept while drains are awaited.
     output: Option<Result<F::Output, Elapsed>>,
     phase: Phase,
     /// The scope ended by its own cancellation.
     caught: bool,
+}
+
+/// The part of a scope that only a scope with a handle needs.
+struct HandleSide {
+    node: Arc<Node>,
+    /// A clone of `node` that the poll lends to the frame as its link.
+    link: Option<Arc<Node>>,
+    /// The waker last handed to the node, so that it is replaced only when it changes.
+    waker: Option<Waker>,
+    tokens: Vec<Pin<Box<WaitForCancellationFutureOwned>>>,
+}
+
+impl HandleSide {
+    fn new(node: Arc<Node>) -> Box<HandleSide> {
+        Box::new(HandleSide {
+            link: Some(node.clone()),
+            node,
+            waker: None,
+            tokens: Vec::new(),
+        })
+    }
 }
 
 impl<F: Future> Scoped<F> {
@@ -67,12 +86,8 @@ impl<F: Future> Scoped<F> {
         Scoped {
             inner: Some(inner),
             deadline,
-            node: OnceLock::new(),
-            link: None,
+            handle: OnceLock::new(),
             sleep: None,
-            armed: None,
-            waker: None,
-            tokens: Vec::new(),
             drains: Drains::default(),
             output: None,
             phase: Phase::Idle,
@@ -82,13 +97,13 @@ impl<F: Future> Scoped<F> {
 
     pub(crate) fn with_node(node: Arc<Node>, inner: F) -> Scoped<F> {
         let scoped = Scoped::new(None, inner);
-        let _ = scoped.node.set(node);
+        let _ = scoped.handle.set(HandleSide::new(node));
         scoped
     }
 
     /// The scope's shared state, made now if no handle was asked for before.
     fn node(&self) -> &Arc<Node> {
-        self.node.get_or_init(|| {
+        let side = self.handle.get_or_init(|| {
             let node = Node::new(frame::encode_opt(self.deadline));
             let mut flags = 0;
             if self.phase != Phase::Idle {
@@ -101,8 +116,9 @@ impl<F: Future> Scoped<F> {
                 flags |= FINISHED;
             }
             node.set_flags(flags);
-            Arc::new(node)
-        })
+            HandleSide::new(Arc::new(node))
+        });
+        &side.node
     }
 
     fn get_ref(&self) -> Option<&F> {
@@ -150,8 +166,8 @@ impl<F: Future> Future for Scoped<F> {
         let mut this = self.project();
         match *this.phase {
             Phase::Idle => {
-                if let Some(node) = this.node.get() {
-                    node.enter();
+                if let Some(side) = this.handle.get() {
+                    side.node.enter();
                 }
                 *this.phase = Phase::Running;
             }
@@ -159,12 +175,17 @@ impl<F: Future> Future for Scoped<F> {
             Phase::Draining => return poll_drain(this, cx),
             Phase::Done => panic!("a cancel scope future was polled after it completed"),
         }
-        let entry = Entry::read(this.node.get(), this.link, *this.deadline, cx);
+        let entry = Entry::read(this.handle.get_mut(), *this.deadline, cx);
         // The inner future is polled first: a future that completes without suspending returns
         // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
         // suspension point, as in Trio and `tokio::time::timeout`).
-        let (polled, outer) = poll_inner(this.inner.as_mut(), this.link, this.drains, &entry, cx);
+        let link = this.handle.get_mut().map(|side| &mut side.link);
+        let (polled, outer) = poll_inner(this.inner.as_mut(), link, this.drains, &entry, cx);
         match polled {
+            Poll::Ready(value) if this.drains.is_empty() => {
+                finish(this);
+                Poll::Ready(Ok(value))
+            }
             Poll::Ready(value) => {
                 *this.output = Some(Ok(value));
                 *this.phase = Phase::Draining;
@@ -190,18 +211,12 @@ struct Entry {
 impl Entry {
     #[inline]
     fn read(
-        node: Option<&Arc<Node>>,
-        link: &mut Option<Arc<Node>>,
+        side: Option<&mut Box<HandleSide>>,
         deadline: Option<Instant>,
         cx: &Context<'_>,
     ) -> Entry {
-        let (fixed, own, node_state) = match node {
-            Some(node) => {
-                if link.is_none() {
-                    *link = Some(node.clone());
-                }
-                (None, node.deadline(), node.state())
-            }
+        let (fixed, own, node_state) = match side {
+            Some(side) => (None, side.node.deadline(), side.node.state()),
             None => (deadline, deadline, 0),
         };
         Entry {
@@ -224,13 +239,13 @@ impl Entry {
 #[inline]
 fn poll_inner<F: Future>(
     mut inner: Pin<&mut Option<F>>,
-    link: &mut Option<Arc<Node>>,
+    link: Option<&mut Option<Arc<Node>>>,
     drains: &mut Drains,
     entry: &Entry,
     cx: &mut Context<'_>,
 ) -> (Poll<F::Output>, Data) {
     let mut enter = Enter::narrow(|outer| entry.frame(outer), Some(drains));
-    if link.is_some() {
+    if let Some(link) = link {
         enter.push_link(link);
     }
     let fut = inner.as_mut().as_pin_mut();
@@ -242,12 +257,16 @@ fn poll_inner<F: Future>(
 }
 
 /// Installs the scope's frame, with its node as a link when it has a handle.
-fn enter<'a>(data: Data, link: &'a mut Option<Arc<Node>>, drains: &'a mut Drains) -> Enter<'a> {
-    if link.is_some() {
-        Enter::with_link(data, link, Some(drains))
-    } else {
-        Enter::new(data, Some(drains))
+fn enter<'a>(
+    data: Data,
+    handle: &'a mut OnceLock<Box<HandleSide>>,
+    drains: &'a mut Drains,
+) -> Enter<'a> {
+    let mut enter = Enter::new(data, Some(drains));
+    if let Some(side) = handle.get_mut() {
+        enter.push_link(&mut side.link);
     }
+    enter
 }
 
 /// After the inner future returned `Pending`: arms the timer, and decides whether the scope is
@@ -262,52 +281,26 @@ fn poll_cancel<F: Future>(
         // Release the drains that emptied; the rest wake this task when they do.
         let _ = this.drains.poll(cx);
     }
-    let node = this.node.get();
-    // A handle may have moved the deadline or cancelled the scope during the poll.
-    let (own, mut cancel) = match node {
-        Some(node) => {
-            let moved = node.deadline();
-            if moved != entry.own {
-                // Scopes inside leaned on the old deadline: poll again so that they decide
-                // their timers afresh.
-                cx.waker().wake_by_ref();
-            }
-            (moved, node.is_cancel_requested())
-        }
+    let (own, cancel) = match this.handle.get_mut() {
         None => (entry.own, false),
+        Some(side) => poll_handle(side, entry.own, cx),
     };
-    if let Some(node) = node {
-        node::register_waker_once(node, this.waker, cx.waker());
-        if node.state() & TOKENS_CHANGED != 0 && node.take_flags(TOKENS_CHANGED) != 0 {
-            this.tokens.extend(
-                node.take_linked_tokens()
-                    .into_iter()
-                    .map(|token| Box::pin(token.cancelled_owned())),
-            );
-        }
-        if this
-            .tokens
-            .iter_mut()
-            .any(|t| t.as_mut().poll(cx).is_ready())
-        {
-            node.cancel();
-            cancel = true;
-        }
-    }
 
     // One timer: none when a scope polled by this task has an earlier or equal deadline.
     let covered = outer.local_for(entry.task);
     let fired = match own {
         Some(at) if covered.is_none_or(|covered| at < covered) => {
-            if *this.armed != Some(at) {
-                arm(this.sleep.as_mut(), at);
-                *this.armed = Some(at);
+            match this.sleep.as_mut().as_pin_mut() {
+                // One timer entry for the scope's whole life: moving the deadline resets it.
+                Some(armed) if armed.deadline() != at => armed.reset(at),
+                Some(_) => {}
+                None => arm(this.sleep.as_mut(), at),
             }
             let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
             poll_timer(sleep, cx).is_ready()
         }
         _ => {
-            if this.armed.take().is_some() {
+            if this.sleep.is_some() {
                 this.sleep.set(None);
             }
             false
@@ -331,18 +324,18 @@ fn poll_cancel<F: Future>(
     } else {
         Elapsed::deadline()
     };
-    if let Some(node) = node {
+    if let Some(side) = this.handle.get() {
         if fired {
-            node.mark_deadline_reached();
+            side.node.mark_deadline_reached();
         }
-        node.set_flags(CAUGHT);
+        side.node.set_flags(CAUGHT);
     }
     tracing::debug!(deadline = ?own, "cancel scope cancelled");
     {
         // The inner future's destructors run in the scope's frame, now cancelled.
         let mut data = entry.frame(outer);
         data.flags |= frame::CANCELLED;
-        let _enter = enter(data, this.link, this.drains);
+        let _enter = enter(data, this.handle, this.drains);
         this.inner.set(None);
     }
     *this.output = Some(Err(err));
@@ -350,23 +343,54 @@ fn poll_cancel<F: Future>(
     poll_drain(this, cx)
 }
 
-/// Arms (or moves) the scope's one timer entry.
+/// The handle's part of a `Pending` poll: registers the waker, picks up linked tokens, and
+/// returns the deadline and whether the scope is cancelled, as they are now.
+#[cold]
+fn poll_handle(
+    side: &mut HandleSide,
+    before: Option<Instant>,
+    cx: &mut Context<'_>,
+) -> (Option<Instant>, bool) {
+    let node = &side.node;
+    // A handle may have moved the deadline or cancelled the scope during the poll.
+    let own = node.deadline();
+    if own != before {
+        // Scopes inside leaned on the old deadline: poll again so that they decide their
+        // timers afresh.
+        cx.waker().wake_by_ref();
+    }
+    let mut cancel = node.is_cancel_requested();
+    node::register_waker_once(node, &mut side.waker, cx.waker());
+    if node.state() & TOKENS_CHANGED != 0 && node.take_flags(TOKENS_CHANGED) != 0 {
+        side.tokens.extend(
+            node.take_linked_tokens()
+                .into_iter()
+                .map(|token| Box::pin(token.cancelled_owned())),
+        );
+    }
+    if side
+        .tokens
+        .iter_mut()
+        .any(|t| t.as_mut().poll(cx).is_ready())
+    {
+        node.cancel();
+        cancel = true;
+    }
+    (own, cancel)
+}
+
+/// Arms the scope's one timer entry.
 #[track_caller]
 fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
-    match sleep.as_mut().as_pin_mut() {
-        Some(armed) => armed.reset(at),
-        None => {
-            // Outside a runtime with the time driver tokio panics; say which future needed
-            // one. (Checking up front would cost a clone of the runtime handle every time.)
-            let armed = std::panic::catch_unwind(|| sleep_until(at)).unwrap_or_else(|_| {
-                panic!(
-                    "a CancelScope with a deadline (move_on/fail, move_on_after, fail_at, ...) \
-                     must be polled inside a tokio runtime with the time driver enabled"
-                )
-            });
-            sleep.set(Some(armed));
-        }
-    }
+    // Outside a runtime with the time driver tokio panics; say which future needed one.
+    // (Checking up front would cost a clone of the runtime handle every time.)
+    let armed = std::panic::catch_unwind(|| sleep_until(at)).unwrap_or_else(|_| {
+        panic!(
+            "a CancelScope with a deadline (move_on/fail, move_on_after, fail_at, ...) \
+             must be polled inside a tokio runtime with the time driver enabled"
+        )
+    });
+    sleep.set(Some(armed));
 }
 
 /// Polls the timer, unconstrained by tokio's coop budget when it is used up (as
@@ -388,18 +412,25 @@ fn poll_drain<F: Future>(
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, Elapsed>> {
     ready!(this.drains.poll(cx));
+    let output = this.output.take().expect("output stored before draining");
+    finish(this);
+    Poll::Ready(output)
+}
+
+/// Marks the scope done: drops its timer and lets go of the task's waker.
+#[inline]
+fn finish<F: Future>(this: ScopedProj<'_, F>) {
     *this.phase = Phase::Done;
-    if this.armed.take().is_some() {
-        let mut sleep = this.sleep;
+    let mut sleep = this.sleep;
+    if sleep.is_some() {
         sleep.set(None);
     }
-    if let Some(node) = this.node.get() {
-        node.finish();
-        if this.waker.take().is_some() {
-            node.forget_waker();
+    if let Some(side) = this.handle.get_mut() {
+        side.node.finish();
+        if side.waker.take().is_some() {
+            side.node.forget_waker();
         }
     }
-    Poll::Ready(this.output.take().expect("output stored before draining"))
 }
 
 #[pinned_drop]
@@ -414,13 +445,16 @@ impl<F: Future> PinnedDrop for Scoped<F> {
         // handed to this scope goes to the enclosing owner, also if a destructor below panics.
         let mut hand_up = HandUp(std::mem::take(this.drains));
         if this.inner.is_some() {
-            let node = this.node.get();
-            let (fixed, state) = node.map_or((*this.deadline, 0), |n| (None, n.state()));
+            let (fixed, state) = match this.handle.get() {
+                Some(side) => (None, side.node.state()),
+                None => (*this.deadline, 0),
+            };
             let data = inner_frame(&frame::current(), fixed, None, state, 0);
-            let _enter = enter(data, this.link, &mut hand_up.0);
+            let _enter = enter(data, this.handle, &mut hand_up.0);
             this.inner.set(None);
         }
-        if let Some(node) = this.node.get() {
+        if let Some(side) = this.handle.get() {
+            let node = &side.node;
             if *this.phase == Phase::Running
                 && node.state() & CANCELLED == 0
                 && node.deadline_passed()
@@ -451,8 +485,8 @@ fn debug_scoped<F: Future>(
     name: &str,
     f: &mut fmt::Formatter<'_>,
 ) -> fmt::Result {
-    let (deadline, cancelled) = match scoped.node.get() {
-        Some(node) => (node.deadline(), node.is_cancelled()),
+    let (deadline, cancelled) = match scoped.handle.get() {
+        Some(side) => (side.node.deadline(), side.node.is_cancelled()),
         None => (
             scoped.deadline,
             scoped.deadline.is_some_and(|at| at <= Instant::now()),
