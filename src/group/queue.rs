@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -79,6 +80,8 @@ impl QueuedName for Option<Arc<str>> {
 /// A task waiting for a slot, and then the way its handle reaches the started task.
 pub(crate) struct QueuedTask<F, T, N> {
     state: Mutex<Stage<F, T, N>>,
+    /// Set with `Stage::Cancelled`, so that the queue can skip the task without its lock.
+    cancelled: AtomicBool,
 }
 
 enum Stage<F, T, N> {
@@ -104,6 +107,7 @@ impl<F, T, N> QueuedTask<F, T, N> {
                 name,
                 waker: None,
             }),
+            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -121,6 +125,7 @@ impl<F, T, N> QueuedTask<F, T, N> {
         else {
             unreachable!("checked above")
         };
+        self.cancelled.store(true, Ordering::Release);
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
@@ -137,7 +142,8 @@ where
     E: Send + 'static,
 {
     fn is_waiting(&self) -> bool {
-        matches!(*self.lock(), Stage::Waiting { .. })
+        // Only the queue takes a task out of `Waiting` other than by cancelling it.
+        !self.cancelled.load(Ordering::Acquire)
     }
 
     fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool {
@@ -162,6 +168,10 @@ where
             }
         };
         let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name.take());
+        if Arc::strong_count(&self) == 1 {
+            // The handle is gone (and the queue let go): nobody will ask for the join handle.
+            return true;
+        }
         let abort = join.abort_handle();
         let (aborted, waker) = {
             let mut state = self.lock();

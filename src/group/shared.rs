@@ -175,10 +175,9 @@ impl<E> Shared<E> {
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
         // through the group's own task. Not while this thread is starting queued tasks (a
         // runtime shutting down drops a task inside `spawn`): that loop takes the slot.
-        let next = if role == Some(Role::Normal) && !STARTING.get() {
-            self.hand_on_slot(&mut state)
-        } else {
-            None
+        let next = match role {
+            Some(Role::Normal) if !Starting::defer_for(self) => self.hand_on_slot(&mut state),
+            _ => None,
         };
         // Wake the waiter only when it has something to do: for a failure or new drains, or
         // when a count reached zero. A thousand tasks ending wake it once.
@@ -221,10 +220,15 @@ impl<E> Shared<E> {
 
     /// Starts `next` and, while slots are free, the queued tasks after it.
     fn start_queued(self: &Arc<Self>, next: (Arc<dyn Start<E>>, TaskKey)) {
-        let _starting = Starting::enter();
+        let starting = Starting::enter(self);
         let mut next = Some(next);
         while let Some((task, key)) = next.take() {
             let started = task.start(self, key);
+            // Only when a slot came free meanwhile (the task just spawned ended at once, or
+            // this one was aborted) is there more to start from here.
+            if started && !starting.take_deferred() {
+                break;
+            }
             let mut state = self.lock();
             if !started {
                 // Aborted while it was being taken out: its slot is free again.
@@ -255,22 +259,50 @@ impl<E> Shared<E> {
 }
 
 thread_local! {
-    /// Set while this thread starts queued tasks (see [`Shared::start_queued`]).
-    static STARTING: Cell<bool> = const { Cell::new(false) };
+    /// The group (its address) whose queued tasks this thread is starting, and whether one of
+    /// its tasks ended meanwhile and left its slot to that loop (see [`Shared::start_queued`]).
+    static STARTING: (Cell<usize>, Cell<bool>) = const { (Cell::new(0), Cell::new(false)) };
 }
 
-/// Marks this thread as starting queued tasks until dropped.
-struct Starting(bool);
+/// Marks this thread as starting a group's queued tasks until dropped.
+struct Starting {
+    prev: usize,
+    prev_deferred: bool,
+}
 
 impl Starting {
-    fn enter() -> Starting {
-        Starting(STARTING.replace(true))
+    fn enter<E>(group: &Shared<E>) -> Starting {
+        STARTING.with(|(current, deferred)| Starting {
+            prev: current.replace(group as *const Shared<E> as usize),
+            prev_deferred: deferred.replace(false),
+        })
+    }
+
+    /// Whether a task of `group` that just ended must leave its slot to the loop starting
+    /// that group's queued tasks on this thread (a runtime shutting down drops a task inside
+    /// `spawn`): handing it on from here would recurse once per queued task.
+    fn defer_for<E>(group: &Shared<E>) -> bool {
+        STARTING.with(|(current, deferred)| {
+            let defer = current.get() == group as *const Shared<E> as usize;
+            if defer {
+                deferred.set(true);
+            }
+            defer
+        })
+    }
+
+    /// Whether a slot was left to this loop since the last call.
+    fn take_deferred(&self) -> bool {
+        STARTING.with(|(_, deferred)| deferred.replace(false))
     }
 }
 
 impl Drop for Starting {
     fn drop(&mut self) {
-        STARTING.set(self.0);
+        STARTING.with(|(current, deferred)| {
+            current.set(self.prev);
+            deferred.set(self.prev_deferred);
+        });
     }
 }
 
