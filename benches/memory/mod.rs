@@ -57,7 +57,7 @@ pub fn jobs() -> Vec<Job> {
         .rounds(ROUNDS),
         Job::bytes(
             "memory: 1M spawn calls, limit 16 [ct]",
-            Target::AtMost(0.6),
+            Target::AtMost(0.5),
             || measure("group-spawn"),
         )
         .peer_bytes("spawn-all + semaphore", || measure("spawn-all-semaphore"))
