@@ -211,7 +211,7 @@ impl<'a> Enter<'a> {
     }
 
     /// Installs the frame `narrow` makes of the one in force, in one thread-local access.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn narrow(
         narrow: impl FnOnce(&Data) -> Data,
         collect: Option<&'a mut Drains>,
@@ -227,12 +227,6 @@ impl<'a> Enter<'a> {
             mark,
             collect,
         }
-    }
-
-    /// The frame that was in force before this one.
-    #[inline]
-    pub(crate) fn outer(&self) -> &Data {
-        &self.prev
     }
 
     /// Pushes the node in `link` as the innermost link, until dropped (moved in and back out

@@ -175,13 +175,13 @@ impl<F: Future> Future for Scoped<F> {
             Phase::Draining => return poll_drain(this, cx),
             Phase::Done => panic!("a cancel scope future was polled after it completed"),
         }
-        let entry = Entry::read(this.handle.get_mut(), *this.deadline, cx);
+        let mut side = this.handle.get_mut();
+        let entry = Entry::read(side.as_deref().map(|side| &**side), *this.deadline, cx);
         // The inner future is polled first: a future that completes without suspending returns
         // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
         // suspension point, as in Trio and `tokio::time::timeout`).
-        let link = this.handle.get_mut().map(|side| &mut side.link);
-        let (polled, outer) = poll_inner(this.inner.as_mut(), link, this.drains, &entry, cx);
-        match polled {
+        let link = side.as_mut().map(|side| &mut side.link);
+        match poll_inner(this.inner.as_mut(), link, this.drains, &entry, cx) {
             Poll::Ready(value) if this.drains.is_empty() => {
                 finish(this);
                 Poll::Ready(Ok(value))
@@ -191,7 +191,8 @@ impl<F: Future> Future for Scoped<F> {
                 *this.phase = Phase::Draining;
                 poll_drain(this, cx)
             }
-            Poll::Pending => poll_cancel(this, &entry, &outer, cx),
+            // The frame around the scope is back in force.
+            Poll::Pending => poll_cancel(this, &entry, &frame::current(), cx),
         }
     }
 }
@@ -210,11 +211,7 @@ struct Entry {
 
 impl Entry {
     #[inline]
-    fn read(
-        side: Option<&mut Box<HandleSide>>,
-        deadline: Option<Instant>,
-        cx: &Context<'_>,
-    ) -> Entry {
+    fn read(side: Option<&HandleSide>, deadline: Option<Instant>, cx: &Context<'_>) -> Entry {
         let (fixed, own, node_state) = match side {
             Some(side) => (None, side.node.deadline(), side.node.state()),
             None => (deadline, deadline, 0),
@@ -235,15 +232,15 @@ impl Entry {
 }
 
 /// Polls the inner future in the scope's frame; a finished one is dropped there too, so that
-/// its destructors still see the scope. Returns the frame around the scope too.
-#[inline]
+/// its destructors still see the scope.
+#[inline(always)]
 fn poll_inner<F: Future>(
     mut inner: Pin<&mut Option<F>>,
     link: Option<&mut Option<Arc<Node>>>,
     drains: &mut Drains,
     entry: &Entry,
     cx: &mut Context<'_>,
-) -> (Poll<F::Output>, Data) {
+) -> Poll<F::Output> {
     let mut enter = Enter::narrow(|outer| entry.frame(outer), Some(drains));
     if let Some(link) = link {
         enter.push_link(link);
@@ -253,7 +250,7 @@ fn poll_inner<F: Future>(
     if polled.is_ready() {
         inner.set(None);
     }
-    (polled, *enter.outer())
+    polled
 }
 
 /// Installs the scope's frame, with its node as a link when it has a handle.
