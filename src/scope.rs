@@ -1,6 +1,8 @@
 //! Trio-style cancel scopes with deadlines.
 
-mod future;
+mod fail;
+mod move_on;
+mod scoped;
 mod shutdown;
 
 use std::fmt;
@@ -14,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use crate::frame::{self as deadline, NO_DEADLINE};
 use crate::node::{CAUGHT, Node};
 
-use future::Scoped;
-pub use future::{Fail, MoveOn};
+pub use fail::Fail;
+pub use move_on::MoveOn;
+use scoped::Scoped;
 
 /// A region of async code that can be cancelled, by a call to [`cancel`](Self::cancel) or
 /// when its deadline passes.

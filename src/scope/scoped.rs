@@ -1,5 +1,7 @@
-//! The futures that run a cancel scope: [`MoveOn`] and [`Fail`], both thin layers over
-//! [`Scoped`], which does the work.
+//! [`Scoped`]: the future that runs a cancel scope, under the public [`MoveOn`] and [`Fail`].
+//!
+//! [`MoveOn`]: super::MoveOn
+//! [`Fail`]: super::Fail
 //!
 //! A scope keeps its deadline in the future itself and allocates nothing unless a
 //! [`CancelScope`] handle is asked for. On every poll it reads the frame in force
@@ -19,9 +21,9 @@ use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
+use crate::Elapsed;
 use crate::frame::{self, Data, Drains, Enter, earliest};
 use crate::node::{self, CANCELLED, CAUGHT, ENTERED, FINISHED, Node, SHUTDOWN, TOKENS_CHANGED};
-use crate::{CancelScope, Elapsed};
 
 /// Where a [`Scoped`] future is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +104,7 @@ impl<F: Future> Scoped<F> {
     }
 
     /// The scope's shared state, made now if no handle was asked for before.
-    fn node(&self) -> &Arc<Node> {
+    pub(super) fn node(&self) -> &Arc<Node> {
         let side = self.handle.get_or_init(|| {
             let node = Node::new(frame::encode_opt(self.deadline));
             let mut flags = 0;
@@ -121,15 +123,15 @@ impl<F: Future> Scoped<F> {
         &side.node
     }
 
-    fn get_ref(&self) -> Option<&F> {
+    pub(super) fn get_ref(&self) -> Option<&F> {
         self.inner.as_ref()
     }
 
-    fn inner_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+    pub(super) fn inner_pin_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().inner.as_pin_mut()
     }
 
-    fn into_inner(mut self) -> Option<F> {
+    pub(super) fn into_inner(mut self) -> Option<F> {
         // `Scoped` has a destructor, so the field is taken rather than moved out.
         self.inner.take()
     }
@@ -477,7 +479,7 @@ impl Drop for HandUp {
 }
 
 /// Shows the scope's state and the phase of the future.
-fn debug_scoped<F: Future>(
+pub(super) fn debug_scoped<F: Future>(
     scoped: &Scoped<F>,
     name: &str,
     f: &mut fmt::Formatter<'_>,
@@ -495,278 +497,4 @@ fn debug_scoped<F: Future>(
         .field("is_cancelled", &cancelled)
         .field("cancelled_caught", &scoped.caught)
         .finish()
-}
-
-/// Future returned by [`CancelScope::move_on`], [`move_on_after`] and [`move_on_at`]: runs a
-/// future inside a cancel scope and yields `Some(output)`, or `None` when the scope was
-/// cancelled first.
-///
-/// See [`CancelScope`] for the semantics.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use quattro::move_on_after;
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let fut = move_on_after(Duration::from_millis(10), tokio::time::sleep(Duration::from_secs(1)));
-/// let scope = fut.cancel_scope();
-/// assert_eq!(fut.await, None);
-/// assert!(scope.cancelled_caught());
-/// # }
-/// ```
-///
-/// # Panics
-///
-/// Panics when polled after it completed, when its scope was already run by another
-/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
-/// future is pending) outside a tokio runtime with the time driver.
-///
-/// # Cancel safety
-///
-/// Dropping the future drops the inner future at once (while the scope's deadline is still
-/// visible to its destructors) and does not wait for anything.
-///
-/// [`move_on_after`]: crate::move_on_after
-/// [`move_on_at`]: crate::move_on_at
-#[pin_project]
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct MoveOn<F: Future> {
-    #[pin]
-    scoped: Scoped<F>,
-}
-
-impl<F: Future> MoveOn<F> {
-    pub(crate) fn new(scoped: Scoped<F>) -> MoveOn<F> {
-        MoveOn { scoped }
-    }
-
-    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
-    /// completed, ask whether it was cancelled.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::pending::<()>());
-    /// let scope = fut.cancel_scope();
-    /// scope.cancel();
-    /// assert_eq!(fut.await, None);
-    /// assert!(scope.cancelled_caught());
-    /// # }
-    /// ```
-    pub fn cancel_scope(&self) -> CancelScope {
-        CancelScope::from_node(self.scoped.node().clone())
-    }
-
-    /// The inner future, unless it completed or was dropped by a cancellation.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
-    /// assert!(fut.get_ref().is_some()); // not polled yet
-    /// # }
-    /// ```
-    pub fn get_ref(&self) -> Option<&F> {
-        self.scoped.get_ref()
-    }
-
-    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut fut = std::pin::pin!(quattro::move_on_after(Duration::from_secs(1), async { 7 }));
-    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_some());
-    /// fut.as_mut().await;
-    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_none()); // completed
-    /// # }
-    /// ```
-    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
-        self.project().scoped.inner_pin_mut()
-    }
-
-    /// Consumes the scope future, returning the inner future (`None` once it completed or was
-    /// dropped by a cancellation).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
-    /// let inner = fut.into_inner().expect("not polled yet");
-    /// # drop(inner);
-    /// ```
-    pub fn into_inner(self) -> Option<F> {
-        self.scoped.into_inner()
-    }
-}
-
-impl<F: Future> Future for MoveOn<F> {
-    type Output = Option<F::Output>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().scoped.poll(cx).map(Result::ok)
-    }
-}
-
-impl<F: Future> fmt::Debug for MoveOn<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_scoped(&self.scoped, "MoveOn", f)
-    }
-}
-
-/// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`]: runs a future
-/// inside a cancel scope and yields `Ok(output)`, or `Err(Elapsed)` when the scope was
-/// cancelled first.
-///
-/// The error tells whether the deadline was reached or [`CancelScope::cancel`] was called.
-/// See [`CancelScope`] for the semantics.
-///
-/// # Examples
-///
-/// ```
-/// use std::time::Duration;
-/// use quattro::fail_after;
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let slow = tokio::time::sleep(Duration::from_secs(1));
-/// let err = fail_after(Duration::from_millis(10), slow).await.unwrap_err();
-/// assert!(err.is_deadline_reached());
-/// # }
-/// ```
-///
-/// # Panics
-///
-/// Panics when polled after it completed, when its scope was already run by another
-/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
-/// future is pending) outside a tokio runtime with the time driver.
-///
-/// # Errors
-///
-/// [`Elapsed`] when the scope was cancelled (deadline or `cancel()`) before the inner future
-/// completed. A cancellation of an *enclosing* scope is not this future's error: the
-/// enclosing scope drops this future instead.
-///
-/// # Cancel safety
-///
-/// Dropping the future drops the inner future at once (while the scope's deadline is still
-/// visible to its destructors) and does not wait for anything.
-///
-/// [`fail_after`]: crate::fail_after
-/// [`fail_at`]: crate::fail_at
-#[pin_project]
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct Fail<F: Future> {
-    #[pin]
-    scoped: Scoped<F>,
-}
-
-impl<F: Future> Fail<F> {
-    pub(crate) fn new(scoped: Scoped<F>) -> Fail<F> {
-        Fail { scoped }
-    }
-
-    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
-    /// completed, ask whether it was cancelled.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-    /// # async fn main() {
-    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>());
-    /// let scope = fut.cancel_scope();
-    /// scope.cancel();
-    /// assert!(fut.await.unwrap_err().is_cancelled());
-    /// assert!(scope.cancelled_caught());
-    /// # }
-    /// ```
-    pub fn cancel_scope(&self) -> CancelScope {
-        CancelScope::from_node(self.scoped.node().clone())
-    }
-
-    /// The inner future, unless it completed or was dropped by a cancellation.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
-    /// assert!(fut.get_ref().is_some()); // not polled yet
-    /// # }
-    /// ```
-    pub fn get_ref(&self) -> Option<&F> {
-        self.scoped.get_ref()
-    }
-
-    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let mut fut = std::pin::pin!(quattro::fail_after(Duration::from_secs(1), async { 7 }));
-    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_some());
-    /// fut.as_mut().await.unwrap();
-    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_none()); // completed
-    /// # }
-    /// ```
-    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
-        self.project().scoped.inner_pin_mut()
-    }
-
-    /// Consumes the scope future, returning the inner future (`None` once it completed or was
-    /// dropped by a cancellation).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::time::Duration;
-    ///
-    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
-    /// let inner = fut.into_inner().expect("not polled yet");
-    /// # drop(inner);
-    /// ```
-    pub fn into_inner(self) -> Option<F> {
-        self.scoped.into_inner()
-    }
-}
-
-impl<F: Future> Future for Fail<F> {
-    type Output = Result<F::Output, Elapsed>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().scoped.poll(cx)
-    }
-}
-
-impl<F: Future> fmt::Debug for Fail<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        debug_scoped(&self.scoped, "Fail", f)
-    }
 }

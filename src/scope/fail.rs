@@ -1,0 +1,151 @@
+//! [`Fail`]: a future in a cancel scope that yields `Err(Elapsed)` when the scope is cancelled.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+use super::scoped::{Scoped, debug_scoped};
+use crate::{CancelScope, Elapsed};
+
+/// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`]: runs a future
+/// inside a cancel scope and yields `Ok(output)`, or `Err(Elapsed)` when the scope was
+/// cancelled first.
+///
+/// The error tells whether the deadline was reached or [`CancelScope::cancel`] was called.
+/// See [`CancelScope`] for the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::fail_after;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let slow = tokio::time::sleep(Duration::from_secs(1));
+/// let err = fail_after(Duration::from_millis(10), slow).await.unwrap_err();
+/// assert!(err.is_deadline_reached());
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Panics when polled after it completed, when its scope was already run by another
+/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
+/// future is pending) outside a tokio runtime with the time driver.
+///
+/// # Errors
+///
+/// [`Elapsed`] when the scope was cancelled (deadline or `cancel()`) before the inner future
+/// completed. A cancellation of an *enclosing* scope is not this future's error: the
+/// enclosing scope drops this future instead.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the inner future at once (while the scope's deadline is still
+/// visible to its destructors) and does not wait for anything.
+///
+/// [`fail_after`]: crate::fail_after
+/// [`fail_at`]: crate::fail_at
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct Fail<F: Future> {
+    #[pin]
+    scoped: Scoped<F>,
+}
+
+impl<F: Future> Fail<F> {
+    pub(crate) fn new(scoped: Scoped<F>) -> Fail<F> {
+        Fail { scoped }
+    }
+
+    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
+    /// completed, ask whether it was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>());
+    /// let scope = fut.cancel_scope();
+    /// scope.cancel();
+    /// assert!(fut.await.unwrap_err().is_cancelled());
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.scoped.node().clone())
+    }
+
+    /// The inner future, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
+    /// assert!(fut.get_ref().is_some()); // not polled yet
+    /// # }
+    /// ```
+    pub fn get_ref(&self) -> Option<&F> {
+        self.scoped.get_ref()
+    }
+
+    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut fut = std::pin::pin!(quattro::fail_after(Duration::from_secs(1), async { 7 }));
+    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_some());
+    /// fut.as_mut().await.unwrap();
+    /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_none()); // completed
+    /// # }
+    /// ```
+    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        self.project().scoped.inner_pin_mut()
+    }
+
+    /// Consumes the scope future, returning the inner future (`None` once it completed or was
+    /// dropped by a cancellation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::ready(7));
+    /// let inner = fut.into_inner().expect("not polled yet");
+    /// # drop(inner);
+    /// ```
+    pub fn into_inner(self) -> Option<F> {
+        self.scoped.into_inner()
+    }
+}
+
+impl<F: Future> Future for Fail<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().scoped.poll(cx)
+    }
+}
+
+impl<F: Future> fmt::Debug for Fail<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_scoped(&self.scoped, "Fail", f)
+    }
+}

@@ -1,0 +1,145 @@
+//! [`MoveOn`]: a future in a cancel scope that yields `None` when the scope is cancelled.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use pin_project::pin_project;
+
+use super::scoped::{Scoped, debug_scoped};
+use crate::CancelScope;
+
+/// Future returned by [`CancelScope::move_on`], [`move_on_after`] and [`move_on_at`]: runs a
+/// future inside a cancel scope and yields `Some(output)`, or `None` when the scope was
+/// cancelled first.
+///
+/// See [`CancelScope`] for the semantics.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use quattro::move_on_after;
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let fut = move_on_after(Duration::from_millis(10), tokio::time::sleep(Duration::from_secs(1)));
+/// let scope = fut.cancel_scope();
+/// assert_eq!(fut.await, None);
+/// assert!(scope.cancelled_caught());
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// Panics when polled after it completed, when its scope was already run by another
+/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
+/// future is pending) outside a tokio runtime with the time driver.
+///
+/// # Cancel safety
+///
+/// Dropping the future drops the inner future at once (while the scope's deadline is still
+/// visible to its destructors) and does not wait for anything.
+///
+/// [`move_on_after`]: crate::move_on_after
+/// [`move_on_at`]: crate::move_on_at
+#[pin_project]
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct MoveOn<F: Future> {
+    #[pin]
+    scoped: Scoped<F>,
+}
+
+impl<F: Future> MoveOn<F> {
+    pub(crate) fn new(scoped: Scoped<F>) -> MoveOn<F> {
+        MoveOn { scoped }
+    }
+
+    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
+    /// completed, ask whether it was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::pending::<()>());
+    /// let scope = fut.cancel_scope();
+    /// scope.cancel();
+    /// assert_eq!(fut.await, None);
+    /// assert!(scope.cancelled_caught());
+    /// # }
+    /// ```
+    pub fn cancel_scope(&self) -> CancelScope {
+        CancelScope::from_node(self.scoped.node().clone())
+    }
+
+    /// The inner future, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
+    /// assert!(fut.get_ref().is_some()); // not polled yet
+    /// # }
+    /// ```
+    pub fn get_ref(&self) -> Option<&F> {
+        self.scoped.get_ref()
+    }
+
+    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut fut = std::pin::pin!(quattro::move_on_after(Duration::from_secs(1), async { 7 }));
+    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_some());
+    /// fut.as_mut().await;
+    /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_none()); // completed
+    /// # }
+    /// ```
+    pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
+        self.project().scoped.inner_pin_mut()
+    }
+
+    /// Consumes the scope future, returning the inner future (`None` once it completed or was
+    /// dropped by a cancellation).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let fut = quattro::move_on_after(Duration::from_secs(1), std::future::ready(7));
+    /// let inner = fut.into_inner().expect("not polled yet");
+    /// # drop(inner);
+    /// ```
+    pub fn into_inner(self) -> Option<F> {
+        self.scoped.into_inner()
+    }
+}
+
+impl<F: Future> Future for MoveOn<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().scoped.poll(cx).map(Result::ok)
+    }
+}
+
+impl<F: Future> fmt::Debug for MoveOn<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        debug_scoped(&self.scoped, "MoveOn", f)
+    }
+}
