@@ -70,6 +70,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 mod close;
+mod drain;
 mod entered;
 mod exit;
 mod future;
