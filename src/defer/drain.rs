@@ -49,7 +49,7 @@ pub(crate) fn spawn(handle: &Handle, cleanups: Vec<AsyncCleanup>) {
         if scope.move_on(run_in_order(cleanups)).await.is_none() {
             tracing::warn!(
                 deadline = ?scope.deadline(),
-                "deferred async cleanups cut by the deadline of the scope they were dropped in"
+                "async cleanups of a dropped deferring future cut by the deadline that bounds them"
             );
         }
     }));
