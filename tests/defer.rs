@@ -1029,3 +1029,49 @@ async fn dropped_outside_any_owner_the_cleanups_run_detached() {
     tokio::time::sleep(CLEANUP * 2).await;
     assert!(closed.is_set());
 }
+
+#[tokio::test(start_paused = true)]
+async fn panicking_cleanup_inside_an_owner_does_not_hang_it_and_the_others_run() {
+    let log = Log::default();
+    let l = log.clone();
+    let start = Instant::now();
+    let out = quattro::move_on_after(
+        Duration::from_secs(1),
+        Deferrer::enable(|defer| async move {
+            let l2 = l.clone();
+            defer.push(async move {
+                tokio::time::sleep(CLEANUP).await;
+                l2.push("ran after the panic");
+            });
+            defer.push(async { panic!("detached boom") });
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    // The panic ends the cleanup task (the runtime reports it); the scope is not stuck.
+    assert_eq!(out, None);
+    assert_eq!(log.get(), ["ran after the panic"]);
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + CLEANUP);
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_local_form_cut_by_a_deadline_is_awaited_too() {
+    let closed = Flag::default();
+    let c = closed.clone();
+    let start = Instant::now();
+    let out = quattro::move_on_after(
+        Duration::from_secs(1),
+        defer::enable(async move {
+            defer::push(async move {
+                tokio::time::sleep(CLEANUP).await;
+                c.set();
+            })
+            .unwrap();
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    assert_eq!(out, None);
+    assert!(closed.is_set());
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + CLEANUP);
+}
