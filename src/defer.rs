@@ -19,7 +19,9 @@
 //! them). Exit callbacks ([`Deferrer::push_exit`], [`Deferrer::callback_exit`],
 //! [`AsyncExit::exit`]) see how it ended, as an [`Outcome`], to commit or roll back. If the
 //! future is dropped before it ends, the sync cleanups run at once and the async ones are
-//! spawned on the runtime: see [`Enabled`]'s `# Cancel safety`.
+//! spawned on the runtime; dropped inside a cancel scope or a task group, that one waits for
+//! them before it returns (bounded by the deadlines in force): see [`Enabled`]'s
+//! `# Cancel safety`.
 //!
 //! The [`Deferrer`] has the API of Python's `AsyncExitStack`:
 //!
@@ -70,6 +72,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 mod close;
+mod drain;
 mod entered;
 mod exit;
 mod future;
@@ -95,6 +98,42 @@ use stack::{Cleanup, Shared};
 /// may register more, which then run next. The handle is `Send + Sync`; it can be cloned
 /// into tasks, but a cleanup registered after the body's cleanups have all run is no longer
 /// collected: it runs at once (sync) or is spawned (async), as on cancellation.
+///
+/// # Cancellation
+///
+/// If the body's future is dropped before it ends, nobody can await the async cleanups: the
+/// sync ones run at once, in the drop, and the async ones are spawned as one task. Dropped
+/// inside a quattro cancel scope or task group (by its deadline, `cancel()`, a `select!`, an
+/// aborted task), that scope or group returns only after the task ended, so cleanups stay
+/// inside the structure: a `fail_after` that cut a body returns once its connections are
+/// closed. The task is bounded by the deadline in force where the future was dropped if that
+/// is still ahead, and by the deadline in force where the scope or group waits for it (a
+/// deadline that already passed is the cancellation that dropped the body: the cleanups are
+/// shielded from it). Dropped outside any quattro scope or group, the task is detached. See
+/// [`Enabled`]'s `# Cancel safety` for the details.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::Duration;
+/// use quattro::{defer::Deferrer, fail_after};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let closed = Arc::new(AtomicBool::new(false));
+/// let c = closed.clone();
+/// let transfer = Deferrer::enable(|defer| async move {
+///     defer.push(async move {
+///         tokio::time::sleep(Duration::from_millis(100)).await; // closing the connection
+///         c.store(true, Ordering::SeqCst);
+///     });
+///     std::future::pending::<()>().await // stuck
+/// });
+/// let err = fail_after(Duration::from_secs(1), transfer).await.unwrap_err();
+/// assert!(err.is_deadline_reached());
+/// assert!(closed.load(Ordering::SeqCst)); // closed before `fail_after` returned
+/// # }
+/// ```
 ///
 /// Cleanups cannot fail by their type (`()` output), so an error cannot be dropped by
 /// accident: a cleanup handles its error (logs it, sends it somewhere the caller looks) or
@@ -196,8 +235,9 @@ impl Deferrer {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future runs the sync cleanups at once and spawns the async ones; see
-    /// [`Enabled`].
+    /// Dropping the future runs the sync cleanups at once and spawns the async ones, which an
+    /// enclosing cancel scope or task group then waits for (bounded by the deadlines in
+    /// force); see [`Enabled`].
     pub fn enable<B, F>(body: B) -> Enabled<F>
     where
         B: FnOnce(Deferrer) -> F,
@@ -262,7 +302,8 @@ impl Deferrer {
     /// Defers an async cleanup.
     ///
     /// It must be `Send + 'static` because, if the [`Enabled`] future is dropped before it
-    /// ends, the cleanup is spawned on the runtime instead of being awaited.
+    /// ends, the cleanup is spawned on the runtime instead of being awaited (and awaited by the
+    /// enclosing cancel scope or task group, if any; see [`Enabled`]).
     ///
     /// # Examples
     ///

@@ -126,6 +126,15 @@ fn logged<R>(f: impl FnOnce() -> R) -> (R, String) {
     (out, String::from_utf8(captured).unwrap())
 }
 
+/// [`logged`] for a future, on a current-thread runtime (whose tasks all run on this thread).
+async fn logged_async<F: Future>(fut: F) -> (F::Output, String) {
+    let ((), _) = logged(|| ());
+    CAPTURE.set(Some(Vec::new()));
+    let out = fut.await;
+    let captured = CAPTURE.take().unwrap();
+    (out, String::from_utf8(captured).unwrap())
+}
+
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     payload
         .downcast_ref::<&str>()
@@ -765,4 +774,304 @@ async fn polling_after_completion_panics() {
     let mut fut = task::spawn(Deferrer::enable(|_| async {}));
     assert_ready!(fut.poll());
     let _ = fut.poll();
+}
+
+// ---- cancellation inside a quattro owner: the owner awaits the spawned cleanups ----
+
+/// A flag a cleanup sets when it is done.
+#[derive(Clone, Default)]
+struct Flag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Flag {
+    fn set(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Runs the test on the paused current-thread clock (exact times) and on two worker threads.
+macro_rules! both_runtimes {
+    ($(#[$attr:meta])* async fn $name:ident() $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            $(#[$attr])*
+            #[tokio::test(start_paused = true)]
+            async fn paused() $body
+
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn multi_thread() $body
+        }
+    };
+}
+
+/// Whether the clock is paused (then times are exact).
+fn clock_paused() -> bool {
+    tokio::runtime::Handle::current().runtime_flavor()
+        == tokio::runtime::RuntimeFlavor::CurrentThread
+}
+
+const CLEANUP: Duration = Duration::from_millis(100);
+
+/// A body that registers a cleanup taking [`CLEANUP`] to close, then never ends.
+fn hanging_body(closed: Flag) -> impl Future<Output = ()> + Send + 'static {
+    Deferrer::enable(move |defer| async move {
+        defer.push(async move {
+            tokio::time::sleep(CLEANUP).await;
+            closed.set();
+        });
+        std::future::pending::<()>().await;
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_after_returns_only_after_the_cleanups_of_what_it_cut() {
+    let closed = Flag::default();
+    let start = Instant::now();
+    let d = Duration::from_secs(1);
+    let err = quattro::fail_after(d, hanging_body(closed.clone()))
+        .await
+        .unwrap_err();
+    assert!(err.is_deadline_reached());
+    assert!(
+        closed.is_set(),
+        "fail_after returned before the connection was closed"
+    );
+    // Shielded from the deadline that dropped the body: the cleanup ran to its end.
+    assert_eq!(start.elapsed(), d + CLEANUP);
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelled_scope_returns_only_after_the_cleanups() {
+    let closed = Flag::default();
+    let start = Instant::now();
+    let scope = quattro::CancelScope::new();
+    let canceller = scope.clone();
+    let c = closed.clone();
+    let out = scope
+        .move_on(async move {
+            let body = hanging_body(c);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                canceller.cancel();
+            });
+            body.await
+        })
+        .await;
+    assert_eq!(out, None);
+    assert!(closed.is_set());
+    assert_eq!(start.elapsed(), Duration::from_millis(5) + CLEANUP);
+}
+
+both_runtimes! {
+    /// A group child aborted through its handle: the group returns only after the cleanups
+    /// of the deferrer the child was running.
+    async fn aborted_group_child_the_group_awaits_its_cleanups() {
+        let closed = Flag::default();
+        let c = closed.clone();
+        let start = Instant::now();
+        let (started_tx, started_rx) = oneshot::channel();
+        let closed_at_return = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<()>| async move {
+            let handle = tg.spawn(Deferrer::enable(move |defer| async move {
+                defer.push(async move {
+                    tokio::time::sleep(CLEANUP).await;
+                    c.set();
+                });
+                let _ = started_tx.send(());
+                std::future::pending::<Result<(), ()>>().await
+            }));
+            started_rx.await.unwrap();
+            handle.abort();
+            assert!(handle.await.unwrap_err().is_cancelled());
+            Ok(())
+        })
+        .await
+        .map(|()| closed.is_set())
+        .unwrap();
+        assert!(closed_at_return, "the group returned before the cleanup ran");
+        if clock_paused() {
+            assert_eq!(start.elapsed(), CLEANUP);
+        }
+    }
+}
+
+both_runtimes! {
+    /// A group body cancelled by the group (`tg.cancel()` from a child): the group returns
+    /// only after the cleanups of the deferrer in the body.
+    async fn cancelled_group_body_the_group_awaits_its_cleanups() {
+        let closed = Flag::default();
+        let c = closed.clone();
+        let start = Instant::now();
+        let err = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<()>| async move {
+            let canceller = tg.clone();
+            tg.spawn(async move {
+                tokio::task::yield_now().await;
+                canceller.cancel();
+                Ok(())
+            });
+            hanging_body(c).await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert!(err.is_cancelled());
+        assert!(closed.is_set(), "the group returned before the cleanup ran");
+        if clock_paused() {
+            assert_eq!(start.elapsed(), CLEANUP);
+        }
+    }
+}
+
+both_runtimes! {
+    /// A task group dropped by a deadline hands the cleanups of its children on to the scope:
+    /// `fail_after` returns only after them.
+    async fn group_inside_fail_after_the_scope_awaits_the_childrens_cleanups() {
+        let closed = Flag::default();
+        let c = closed.clone();
+        let start = Instant::now();
+        let d = Duration::from_millis(50);
+        let out = quattro::fail_after(
+            d,
+            quattro::TaskGroup::scope(|tg: quattro::TaskGroup<()>| async move {
+                tg.spawn(async move {
+                    hanging_body(c).await;
+                    Ok(())
+                });
+                Ok(())
+            }),
+        )
+        .await;
+        assert!(out.unwrap_err().is_deadline_reached());
+        assert!(closed.is_set(), "fail_after returned before the cleanup ran");
+        if clock_paused() {
+            assert_eq!(start.elapsed(), d + CLEANUP);
+        }
+    }
+}
+
+/// A deferrer whose async cleanup never ends (and checks the deadline it runs under).
+fn never_closing(seen: Arc<Mutex<Option<Instant>>>) -> impl Future<Output = ()> + Send {
+    Deferrer::enable(move |defer| async move {
+        defer.push(async move {
+            *seen.lock().unwrap() = quattro::current_effective_deadline();
+            std::future::pending::<()>().await;
+        });
+        std::future::pending::<()>().await;
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_cleanup_dropped_by_a_select_is_cut_at_the_owners_deadline() {
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let start = Instant::now();
+    let owner = Duration::from_secs(2);
+    let (out, logs) = logged_async(quattro::move_on_after(owner, async move {
+        // Dropped at once, with the scope's deadline still ahead.
+        tokio::select! {
+            biased;
+            () = never_closing(s) => unreachable!(),
+            () = std::future::ready(()) => "dropped",
+        }
+    }))
+    .await;
+    // The body ended at once; the scope then waited for the cleanup, cut at its deadline.
+    assert_eq!(out, Some("dropped"));
+    assert_eq!(start.elapsed(), owner);
+    assert_eq!(*seen.lock().unwrap(), Some(start + owner));
+    assert!(logs.contains("cut by the deadline"), "{logs}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hanging_cleanup_after_a_deadline_is_cut_by_the_enclosing_deadline() {
+    let seen = Arc::new(Mutex::new(None));
+    let start = Instant::now();
+    let outer = Duration::from_secs(2);
+    let out = quattro::fail_after(
+        outer,
+        quattro::fail_after(Duration::from_secs(1), never_closing(seen.clone())),
+    )
+    .await;
+    // The inner scope's deadline dropped the deferrer; its cleanup ran past it, until the
+    // outer deadline. Which scope reports it depends on which timer is seen first.
+    assert!(matches!(out, Err(_) | Ok(Err(_))), "{out:?}");
+    assert_eq!(start.elapsed(), outer);
+    assert_eq!(*seen.lock().unwrap(), Some(start + outer));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_outside_any_owner_the_cleanups_run_detached() {
+    let closed = Flag::default();
+    let mut fut = task::spawn(hanging_body(closed.clone()));
+    assert_pending!(fut.poll());
+    drop(fut); // at top level: nobody to wait for the cleanup
+    assert!(!closed.is_set());
+    tokio::time::sleep(CLEANUP * 2).await;
+    assert!(closed.is_set());
+
+    // In a plain task, dropped by `tokio::time::timeout`: detached too, unbounded.
+    let closed = Flag::default();
+    let c = closed.clone();
+    let start = Instant::now();
+    tokio::spawn(async move {
+        let timed_out = tokio::time::timeout(Duration::from_millis(10), hanging_body(c)).await;
+        assert!(timed_out.is_err());
+    })
+    .await
+    .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(10));
+    assert!(!closed.is_set());
+    tokio::time::sleep(CLEANUP * 2).await;
+    assert!(closed.is_set());
+}
+
+#[tokio::test(start_paused = true)]
+async fn panicking_cleanup_inside_an_owner_does_not_hang_it_and_the_others_run() {
+    let log = Log::default();
+    let l = log.clone();
+    let start = Instant::now();
+    let out = quattro::move_on_after(
+        Duration::from_secs(1),
+        Deferrer::enable(|defer| async move {
+            let l2 = l.clone();
+            defer.push(async move {
+                tokio::time::sleep(CLEANUP).await;
+                l2.push("ran after the panic");
+            });
+            defer.push(async { panic!("detached boom") });
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    // The panic ends the cleanup task (the runtime reports it); the scope is not stuck.
+    assert_eq!(out, None);
+    assert_eq!(log.get(), ["ran after the panic"]);
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + CLEANUP);
+}
+
+#[tokio::test(start_paused = true)]
+async fn task_local_form_cut_by_a_deadline_is_awaited_too() {
+    let closed = Flag::default();
+    let c = closed.clone();
+    let start = Instant::now();
+    let out = quattro::move_on_after(
+        Duration::from_secs(1),
+        defer::enable(async move {
+            defer::push(async move {
+                tokio::time::sleep(CLEANUP).await;
+                c.set();
+            })
+            .unwrap();
+            std::future::pending::<()>().await;
+        }),
+    )
+    .await;
+    assert_eq!(out, None);
+    assert!(closed.is_set());
+    assert_eq!(start.elapsed(), Duration::from_secs(1) + CLEANUP);
 }

@@ -24,8 +24,9 @@ use super::stack::{AsyncCleanup, Cleanup, Reach, Run, Shared, run_detached};
 /// - **still alive at its turn** (returned from the body, stored elsewhere, moved into a
 ///   spawned task, leaked): the deferrer does not wait for it — it logs a `tracing::warn!`,
 ///   goes on with the other cleanups, and the value is closed when the guard is dropped,
-///   wherever that is (an async exit is spawned on the current tokio runtime, a sync one runs
-///   in the drop), seeing the outcome the deferrer had reached at that turn. A guard passed
+///   wherever that is (an async exit is spawned on the current tokio runtime — and, as on
+///   cancellation, awaited by the cancel scope or task group the guard is dropped in, if any —
+///   a sync one runs in the drop), seeing the outcome the deferrer had reached at that turn. A guard passed
 ///   to [`std::mem::forget`] keeps its value forever, as `forget` does; only the warning
 ///   tells;
 /// - **taken out with [`Entered::into_inner`]**: the value is the caller's, and its exit is

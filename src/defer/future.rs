@@ -47,12 +47,39 @@ use super::stack::{self, AsyncCleanup, Run, Shared};
 /// # Cancel safety
 ///
 /// Dropping the future before it completes drops the body (in the task-local form, with its
-/// deferrer still current), then runs what is left of the cleanups without being awaited:
+/// deferrer still current), then runs what is left of the cleanups without being awaited by
+/// whoever dropped it:
 /// - the sync callbacks run at once, in the drop, last registered first;
 /// - the async cleanups — first the one that was already running, if any, then the rest, last
 ///   registered first — are spawned as **one** task on the current tokio runtime that awaits
-///   them in that order. Nobody awaits that task; a panic in one of them does not stop the
-///   others, and the first is resumed at the end of the task (the runtime reports it).
+///   them in that order. A panic in one of them does not stop the others; the first is
+///   resumed at the end of the task (the runtime reports it).
+///
+/// **Inside quattro the task stays in the structure.** When the future is dropped during the
+/// poll or the drop of a cancel scope ([`move_on_after`], [`fail_after`], ...), a [`TaskGroup`]
+/// body or a group task — by that scope's deadline or `cancel()`, by a `select!` inside it, by
+/// an aborted or failing group task — the task is handed to the innermost of them, which
+/// completes only after the task ended (a group task hands it on to its group): a cancelled
+/// `fail_after(d, transfer())` returns only once `transfer`'s connections are closed. So that a
+/// cleanup that hangs cannot hang that owner forever, the task runs its cleanups in a cancel
+/// scope of its own, bounded by:
+/// - the deadline in force where the future was dropped ([`current_effective_deadline`] read
+///   in the drop), if it is still ahead: dropped by a `select!` inside `fail_after(2s, ..)`,
+///   the cleanups have until that deadline;
+/// - the deadline in force where the owner waits for the task, read each time the owner polls
+///   it. A deadline that had already passed where the future was dropped (or a `cancel()`) is
+///   the cancellation that dropped it: the cleanups are shielded from it — else they could not
+///   run at all — and get what the owner's caller has, as if the owner awaited them right
+///   after it ended. `fail_after(1s, ..)` inside `fail_after(2s, ..)` gives them until 2 s; a
+///   `fail_after` with no deadline around it waits for them as long as they take.
+///
+/// The cleanups see that bound through [`current_effective_deadline`]. When it passes, the
+/// cleanup running is dropped at its suspension point, with the ones not yet started (their
+/// destructors run), and a `tracing::warn!` says so.
+///
+/// **Outside quattro** — dropped by `tokio::time::timeout`, by a `select!` in a plain task,
+/// by a `drop` outside any scope or group — nobody waits for the task: it runs detached, with
+/// no bound.
 ///
 /// Every exit that runs on this path sees [`Outcome::is_cancelled`], also when the body had
 /// already ended: the caller never gets its output. A value still lent through an
@@ -64,13 +91,18 @@ use super::stack::{self, AsyncCleanup, Run, Shared};
 /// or from a plain thread), the async cleanups cannot run: they are dropped without running —
 /// their destructors run, so any RAII inside them still happens — and the loss is logged with
 /// `tracing::error!`. A runtime that is shutting down drops the spawned task unrun as it does
-/// any new task. A sync callback that panics during the drop does not stop the others; the
-/// first panic is then resumed from `drop`, or logged if the thread is already unwinding.
+/// any new task (an owner waiting for it then stops waiting). A sync callback that panics
+/// during the drop does not stop the others; the first panic is then resumed from `drop`, or
+/// logged if the thread is already unwinding.
 ///
 /// [`Deferrer::enable`]: super::Deferrer::enable
 /// [`Deferrer::try_enable`]: super::Deferrer::try_enable
 /// [`defer::enable`]: super::enable
 /// [`defer::try_enable`]: super::try_enable
+/// [`move_on_after`]: crate::move_on_after
+/// [`fail_after`]: crate::fail_after
+/// [`TaskGroup`]: crate::TaskGroup
+/// [`current_effective_deadline`]: crate::current_effective_deadline
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct Enabled<F: Future> {

@@ -216,7 +216,8 @@ impl Run {
 }
 
 /// Runs cleanups that nobody will await: the sync ones here and now, the async ones (after
-/// `current`, the one that was already running) in order in one task on the current runtime.
+/// `current`, the one that was already running) in order in one task on the current runtime,
+/// handed to the enclosing quattro owner if there is one (see [`super::drain`]).
 /// Every exit sees `run.outcome`; an async exit is built in that task, when its turn comes.
 ///
 /// `run.panics` holds panics caught before; the first of all of them is resumed at the end,
@@ -232,10 +233,9 @@ pub(crate) fn run_detached(current: Option<AsyncCleanup>, cleanups: Vec<Cleanup>
     }
     if !later.is_empty() {
         match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                // The task is detached on purpose: its panics are reported by the runtime.
-                drop(handle.spawn(run_in_order(later)));
-            }
+            // Inside a quattro owner the task is handed to it; else it is detached. Either way
+            // nobody joins it: its panics are reported by the runtime.
+            Ok(handle) => super::drain::spawn(&handle, later),
             Err(_) => {
                 tracing::error!(
                     count = later.len(),
@@ -285,7 +285,7 @@ fn detach(
 
 /// Awaits each cleanup in turn; a panic does not stop the ones after it, and the first is
 /// resumed at the end.
-async fn run_in_order(cleanups: Vec<AsyncCleanup>) {
+pub(crate) async fn run_in_order(cleanups: Vec<AsyncCleanup>) {
     let mut first = None;
     for fut in cleanups {
         if let Err(payload) = (CatchUnwind(fut)).await {
