@@ -320,3 +320,65 @@ both_runtimes! {
         check(measured.expect("the outer group failed"), "aborted children");
     }
 }
+
+both_runtimes! {
+    /// A saturated limited group (its one slot never frees) whose callers queue a task and
+    /// then abort it, again and again, holds memory for the tasks that still wait, not for
+    /// every aborted one: aborted queue entries are dropped once they are the majority.
+    fn saturated_queue_with_aborted_entries_stays_flat(multi) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let measured = runtime(multi).block_on(async {
+            TaskGroup::builder()
+                .concurrency_limit(1)
+                .scope(|tg| async move {
+                    let running = tg.spawn(pending::<Result<(), ()>>());
+                    let measured = measure(|| {
+                        let queued = tg.spawn(async { Ok::<_, ()>([0u8; 256]) });
+                        queued.abort();
+                        async move {
+                            assert!(queued.await.unwrap_err().is_cancelled());
+                        }
+                    })
+                    .await;
+                    running.abort();
+                    Ok::<_, ()>(measured)
+                })
+                .await
+                .unwrap()
+        });
+        check(measured, "saturated queue, queued then aborted");
+    }
+}
+
+both_runtimes! {
+    /// A saturated limited group whose producers wait in `spawn_when_free` and give up (a
+    /// timeout around the wait), again and again, holds memory for the producers that still
+    /// wait, not for every one that gave up.
+    fn saturated_group_with_producers_giving_up_stays_flat(multi) {
+        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let measured = runtime(multi).block_on(async {
+            TaskGroup::builder()
+                .concurrency_limit(1)
+                .scope(|tg| async move {
+                    let running = tg.spawn(pending::<Result<(), ()>>());
+                    let measured = measure(|| {
+                        let tg = tg.clone();
+                        async move {
+                            let waited = tokio::time::timeout(
+                                Duration::from_millis(1),
+                                tg.spawn_when_free(async { Ok::<_, ()>([0u8; 256]) }),
+                            )
+                            .await;
+                            assert!(waited.is_err(), "the slot never frees");
+                        }
+                    })
+                    .await;
+                    running.abort();
+                    Ok::<_, ()>(measured)
+                })
+                .await
+                .unwrap()
+        });
+        check(measured, "saturated group, producers giving up");
+    }
+}

@@ -282,6 +282,12 @@ impl<E> Default for Queue<E> {
 
 impl<E> Queue<E> {
     pub(crate) fn push(&mut self, task: Arc<dyn Start<E>>) {
+        // Aborted entries wait to be skipped when they come up; in a queue that never drains
+        // (a saturated server group whose callers give up), drop them once they are the
+        // majority, so that memory follows the tasks that still wait. Amortised O(1).
+        if self.tasks.len() >= 64 && self.tasks.len() >= 2 * self.waiting {
+            self.tasks.retain(|task| task.is_waiting());
+        }
         self.tasks.push_back(task);
         self.waiting += 1;
     }
@@ -347,6 +353,11 @@ pub(crate) struct Producers(VecDeque<Arc<Grant>>);
 
 impl Producers {
     pub(crate) fn push(&mut self, grant: Arc<Grant>) {
+        // Producers that stopped waiting are skipped when they come up; drop them once they
+        // could be the majority (producers giving up on a saturated group), amortised O(1).
+        if self.0.len() >= 64 && self.0.len().is_power_of_two() {
+            self.0.retain(|grant| grant.is_waiting());
+        }
         self.0.push_back(grant);
     }
 
