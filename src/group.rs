@@ -5,6 +5,7 @@
 
 mod child;
 mod handle;
+mod policy;
 mod queue;
 mod registry;
 mod scope;
@@ -15,7 +16,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::error::Failure;
+
 pub use handle::TaskHandle;
+pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
 pub use scope::{GroupBody, GroupScope};
 
 pub(crate) use child::Deliver;
@@ -132,6 +136,7 @@ impl TaskGroup<()> {
     pub fn builder() -> Builder {
         Builder {
             options: Options::default(),
+            policy: CancelOnFailure,
         }
     }
 
@@ -161,7 +166,7 @@ impl TaskGroup<()> {
         Fut: Future<Output = Result<R, E>>,
         E: Send + 'static,
     {
-        Builder::default().scope(body)
+        TaskGroup::builder().scope(body)
     }
 }
 
@@ -527,11 +532,12 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 /// ```
 #[derive(Debug, Default, Clone)]
 #[must_use = "a builder does nothing until `.scope(..)` is called and awaited"]
-pub struct Builder {
+pub struct Builder<P = CancelOnFailure> {
     options: Options,
+    policy: P,
 }
 
-impl Builder {
+impl<P> Builder<P> {
     /// Lets at most `limit` normal tasks run at once; further tasks wait in a FIFO queue, as
     /// futures, until a slot frees (a task finishes, fails, panics or is aborted). Background
     /// tasks never count.
@@ -546,7 +552,7 @@ impl Builder {
     ///
     /// Panics if `limit` is 0: such a group could never run a task.
     #[track_caller]
-    pub fn concurrency_limit(mut self, limit: usize) -> Builder {
+    pub fn concurrency_limit(mut self, limit: usize) -> Builder<P> {
         assert!(
             limit > 0,
             "TaskGroup concurrency_limit must be at least 1: a limit of 0 would never run a task"
@@ -555,8 +561,17 @@ impl Builder {
         self
     }
 
-    /// Records panics of the body and the tasks in the [`GroupError`] instead of resuming the
-    /// first one, for servers that must survive a panicking handler.
+    /// Puts the panics of the body and the tasks into the [`GroupError`] instead of resuming
+    /// the first one in the task awaiting the group.
+    ///
+    /// This changes only how a panic that *fails the group* is returned, not whether it fails
+    /// it: a panicking task still cancels the group like an `Err` (under the default
+    /// [`CancelOnFailure`] policy), and the caller gets an `Err(GroupError)` whose
+    /// [`has_panic`](crate::GroupError::has_panic) is true, from which
+    /// [`resume_panic`](crate::GroupError::resume_panic) can still re-raise it. To keep a group
+    /// running when one of its tasks panics (a server and its connections), use
+    /// [`isolate_failures`](Self::isolate_failures); with both, a panic the failure handler
+    /// passes back (or a panic of the handler itself) is captured rather than resumed.
     ///
     /// # Examples
     ///
@@ -569,18 +584,128 @@ impl Builder {
     ///     .capture_panics()
     ///     .scope(|tg| async move {
     ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///         std::future::pending::<()>().await; // still cancelled by the panic
     ///         Ok(())
     ///     })
     ///     .await
     ///     .unwrap_err();
-    /// assert!(err.failures()[0].is_panic());
+    /// assert!(err.failures()[0].is_panic()); // returned, not resumed
     /// # }
     /// ```
     ///
     /// [`GroupError`]: crate::GroupError
-    pub fn capture_panics(mut self) -> Builder {
+    pub fn capture_panics(mut self) -> Builder<P> {
         self.options.capture_panics = true;
         self
+    }
+
+    /// Isolates failures: a task's `Err` or panic goes to `handler` instead of cancelling the
+    /// group, and the body and the other tasks run on (Erlang's `one_for_one`, without
+    /// restarts), as a server wants for its connections.
+    ///
+    /// The handler gets the [`Failure`] by value: the task's name and id, and its error or
+    /// panic ([`is_panic`](Failure::is_panic)). It returns `Ok(())` when the failure is
+    /// handled (the group forgets it: memory does not grow with the number of failures
+    /// handled), or `Err(failure)` to escalate it: the failure then fails the group as under
+    /// the default policy, and the group's [`GroupError`] holds it (no failure is lost:
+    /// each one either is handed to you or comes back in the error).
+    ///
+    /// - **Every task**, normal or background, hands its failures to the handler: its `Err`,
+    ///   its panic (caught at the task, as always: the process never aborts because of it),
+    ///   and a panic of its future's destructor. A failed task frees its slot under the
+    ///   concurrency limit, and the next queued task starts.
+    /// - **The body** is the group's owner: its own `Err` or panic still ends the group as
+    ///   under the default policy (the tasks are cancelled, and the group returns the error or
+    ///   resumes the panic).
+    /// - **The handler runs synchronously in the task that failed**, before that task's
+    ///   handle resolves, and outside the group's locks. Keep it short and never block in it
+    ///   (log, count, send on a channel with `try_send`): it holds up that task's worker
+    ///   thread. It may run on several threads at once, hence `Fn + Send + Sync`.
+    /// - **A panic inside the handler** is caught and fails the group, as a panic of the task
+    ///   it was handling: the group is cancelled, and the panic is resumed in the task
+    ///   awaiting the group (or returned in the `GroupError` with
+    ///   [`capture_panics`](Self::capture_panics)). The failure it was handling is lost with
+    ///   it (it was the handler's).
+    /// - **Handles**: awaiting the handle of a failed task yields a [`TaskError`], as under
+    ///   the default policy: [`is_failed`](crate::TaskError::is_failed) with the error's text,
+    ///   or [`is_panic`](crate::TaskError::is_panic). The body sees it and decides.
+    /// - **Everything else is unchanged**: [`cancel`](TaskGroup::cancel), shutdown requests
+    ///   and their grace, the concurrency limit, deadlines, and the structured drop (no task
+    ///   outlives the group).
+    ///
+    /// Calling it again replaces the handler.
+    ///
+    /// # Examples
+    ///
+    /// A server whose connections fail alone:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use quattro::{Failure, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failed = Arc::new(AtomicUsize::new(0));
+    /// let counter = failed.clone();
+    /// let served = TaskGroup::builder()
+    ///     .concurrency_limit(100)
+    ///     .isolate_failures(move |failure: Failure<std::io::Error>| {
+    ///         eprintln!("connection failed: {failure}"); // e.g. `tracing::warn!`
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(()) // handled: the group runs on
+    ///     })
+    ///     .scope(|tg| async move {
+    ///         let bad = tg.task("conn-1").spawn(async {
+    ///             Err::<u32, _>(std::io::Error::other("reset by peer"))
+    ///         });
+    ///         let good = tg.task("conn-2").spawn(async { Ok(1) });
+    ///         assert!(bad.await.unwrap_err().is_failed()); // the body sees it and goes on
+    ///         Ok(good.await.unwrap())
+    ///     })
+    ///     .await;
+    /// assert_eq!(served.unwrap(), 1);
+    /// assert_eq!(failed.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    ///
+    /// Escalating what must not be isolated, here a panic (a bug):
+    ///
+    /// ```
+    /// use quattro::{Failure, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .isolate_failures(|failure: Failure<String>| {
+    ///         if failure.is_panic() {
+    ///             return Err(failure); // fails the group, as by default
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .scope(|tg| async move {
+    ///         tg.task("parse").spawn(async { Err::<(), _>(String::from("bad input")) });
+    ///         tg.task("bug").spawn(async { if true { panic!("oops") } Ok(()) });
+    ///         std::future::pending::<()>().await; // cancelled by the escalated panic
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "task group failed: task `bug` panicked: oops");
+    /// # }
+    /// ```
+    ///
+    /// [`GroupError`]: crate::GroupError
+    /// [`TaskError`]: crate::TaskError
+    pub fn isolate_failures<E, H>(self, handler: H) -> Builder<IsolateFailures<H, E>>
+    where
+        H: Fn(Failure<E>) -> Result<(), Failure<E>> + Send + Sync + 'static,
+    {
+        Builder {
+            options: self.options,
+            policy: IsolateFailures::new(handler),
+        }
     }
 
     /// Runs `body` with a handle to a new group and returns, once the body and every normal
@@ -615,16 +740,20 @@ impl Builder {
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         E: Send + 'static,
+        P: FailurePolicy<E>,
     {
-        GroupScope::new(body, self.options)
+        GroupScope::new(body, self.options, self.policy.into_handler())
     }
 
     /// [`scope`](Self::scope) for the crate's own named bodies.
     pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(
         self,
         body: B,
-    ) -> GroupScope<B, B::Future, B::Output, E> {
-        GroupScope::new(body, self.options)
+    ) -> GroupScope<B, B::Future, B::Output, E>
+    where
+        P: FailurePolicy<E>,
+    {
+        GroupScope::new(body, self.options, self.policy.into_handler())
     }
 }
 
