@@ -681,3 +681,192 @@ async fn server_scenario() {
     );
     println!("server: returned Ok({accepted}); the handler saw exactly: {seen:?}");
 }
+
+// --- Logging: an error returned to the caller is not also logged at ERROR; one that would
+// otherwise be lost is. Each scenario runs on both runtimes, with a subscriber installed on
+// every runtime thread.
+
+/// Everything a `tracing` fmt subscriber wrote.
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+/// Runs `scenario` on a runtime whose threads log at DEBUG into the returned text.
+fn logged<F: std::future::Future<Output = ()>>(multi_thread: bool, scenario: F) -> String {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    let _main = tracing::dispatcher::set_default(&dispatch);
+    let mut builder = if multi_thread {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        let dispatch = dispatch.clone();
+        builder.worker_threads(2).on_thread_start(move || {
+            // The worker keeps the subscriber for its life.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        });
+        builder
+    } else {
+        let mut builder = tokio::runtime::Builder::new_current_thread();
+        builder.start_paused(true);
+        builder
+    };
+    let runtime = builder.enable_all().build().unwrap();
+    runtime.block_on(scenario);
+    drop(runtime);
+    String::from_utf8(logs.0.lock().unwrap().clone()).unwrap()
+}
+
+/// The lines logged at ERROR.
+fn errors(logs: &str) -> Vec<&str> {
+    logs.lines()
+        .filter(|line| line.contains(" ERROR "))
+        .collect()
+}
+
+/// Failures that come back to the caller, under both policies.
+async fn returned_failures() {
+    let err = TaskGroup::scope(|tg| async move {
+        tg.task("fails").spawn(async { Err::<(), _>("boom") });
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.failures().len(), 1);
+    let err = TaskGroup::scope(|_: TaskGroup<&str>| async { Err::<(), _>("bad input") })
+        .await
+        .unwrap_err();
+    assert!(err.failures()[0].is_body());
+    let err = TaskGroup::builder()
+        .capture_panics()
+        .scope(|tg| async move {
+            tg.task("bug").spawn(panics::<()>("captured"));
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert!(err.has_panic());
+    let out = TaskGroup::builder()
+        .isolate_failures(|_: Failure<&str>| Ok(()))
+        .scope(|tg| async move {
+            tg.task("handled").spawn(async { Err::<(), _>("handled") });
+            tg.task("handled-bug").spawn(panics("handled"));
+            sleep(ms(10)).await;
+            Ok(())
+        })
+        .await;
+    out.unwrap();
+}
+
+fn check_returned_failures(multi_thread: bool) {
+    let logs = logged(multi_thread, returned_failures());
+    assert_eq!(errors(&logs), Vec::<&str>::new(), "logs:\n{logs}");
+    assert!(
+        logs.contains("DEBUG"),
+        "failures are still logged at DEBUG:\n{logs}"
+    );
+    assert!(logs.contains("task `fails`"), "logs:\n{logs}");
+    assert!(logs.contains("task `handled`"), "logs:\n{logs}");
+}
+
+#[test]
+fn returned_failures_are_not_logged_at_error_paused() {
+    check_returned_failures(false);
+}
+
+#[test]
+fn returned_failures_are_not_logged_at_error_multi_thread() {
+    check_returned_failures(true);
+}
+
+/// A task whose future fails and whose destructor then panics: the panic is resumed, so the
+/// error is not returned.
+struct FailThenPanicOnDrop;
+
+impl std::future::Future for FailThenPanicOnDrop {
+    type Output = Result<(), &'static str>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Err("overshadowed"))
+    }
+}
+
+impl Drop for FailThenPanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("destructor bug");
+        }
+    }
+}
+
+/// Failures that reach nobody: one beside a resumed panic, one in an abandoned group.
+async fn lost_failures() {
+    // The task's error is dropped because its destructor's panic is resumed.
+    let group = TaskGroup::scope(|tg| async move {
+        tg.task("overshadowed").spawn(FailThenPanicOnDrop);
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    assert!(tokio::spawn(group).await.unwrap_err().is_panic());
+
+    // The group's future is dropped after a task failed, before the group saw it.
+    let slot = Arc::new(Mutex::new(None));
+    let put = slot.clone();
+    let mut group = Box::pin(TaskGroup::scope(move |tg| async move {
+        *put.lock().unwrap() = Some(tg.task("abandoned").spawn(async { Err::<(), _>("lost") }));
+        std::future::pending::<()>().await;
+        Ok(())
+    }));
+    assert!(futures::poll!(group.as_mut()).is_pending());
+    let handle = slot.lock().unwrap().take().unwrap();
+    assert!(handle.await.unwrap_err().is_failed()); // the failure is recorded now
+    drop(group);
+}
+
+fn check_lost_failures(multi_thread: bool) {
+    let logs = logged(multi_thread, lost_failures());
+    let errors = errors(&logs);
+    assert_eq!(errors.len(), 2, "logs:\n{logs}");
+    assert!(
+        errors[0].contains("a panic is being resumed") && errors[0].contains("overshadowed"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("the group was dropped") && errors[1].contains("abandoned"),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn lost_failures_are_logged_at_error_paused() {
+    check_lost_failures(false);
+}
+
+#[test]
+fn lost_failures_are_logged_at_error_multi_thread() {
+    check_lost_failures(true);
+}
