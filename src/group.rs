@@ -71,11 +71,13 @@ use shared::{Role, Shared};
 ///   group: the other tasks are aborted, the body is dropped, queued tasks are dropped
 ///   unspawned. `scope` then returns a [`GroupError`] holding *every* error, in order of
 ///   occurrence, each labelled with its task's id and name; errors that arrive while the
-///   group is cancelling are kept too. Aborted tasks add nothing to it.
+///   group is cancelling are kept too. Aborted tasks add nothing to it. (This is the default
+///   failure policy; see [Failure policy](#failure-policy) for servers.)
 /// - **Panics propagate.** A panicking task or body cancels the group the same way; once every
-///   task is dropped, the first panic is resumed in the task awaiting `scope` (other failures
-///   are logged with `tracing::error!`). [`Builder::capture_panics`] records panics in the
-///   `GroupError` instead, for servers that must survive a panicking handler.
+///   task is dropped, the first panic is resumed in the task awaiting `scope` (the other
+///   failures, which that panic keeps from being returned, are logged with
+///   `tracing::error!`). [`Builder::capture_panics`] returns panics in the `GroupError`
+///   instead; it does not keep the group running.
 /// - **Deadlines flow.** Every task runs with the deadlines of the cancel scopes that enclose
 ///   the *group* (Trio's rule): [`current_effective_deadline`] inside a task, and inside its
 ///   destructors, is the one around the group.
@@ -91,6 +93,78 @@ use shared::{Role, Shared};
 /// The handle is cheap to clone and `Send + Sync` (when `E: Send`): move clones into tasks to
 /// let them spawn siblings.
 ///
+/// # Failure policy
+///
+/// By default one failure cancels the whole group, as in Trio, asyncio and Python quattro
+/// (Erlang's `one_for_all`): right for a request that fans out, where one failed part spoils
+/// the whole. A server wants the opposite for its connections (Erlang's `one_for_one`):
+/// [`Builder::isolate_failures`] hands each task's `Err` or panic to a handler, and the body
+/// and the other tasks run on; memory does not grow with the number of failures handled. The
+/// handler can pass a failure back to fail the group after all. Shutdown, the concurrency
+/// limit, deadlines and the structured drop work the same under both policies.
+///
+/// | | default ([`CancelOnFailure`]) | [`isolate_failures`](Builder::isolate_failures) |
+/// |---|---|---|
+/// | a task returns `Err` | the group is cancelled; the error is in the `GroupError` | the handler gets it; nothing else happens |
+/// | a task panics | cancelled; the panic is resumed (or returned, with `capture_panics`) | the handler gets it (`is_panic()`) |
+/// | the body returns `Err` or panics | cancelled; returned or resumed | the same: the body owns the group |
+/// | the failed task's handle yields | a [`TaskError`] (failed, with the error's text, or panicked) — if the body still runs | the same [`TaskError`] |
+///
+/// Under the default policy the body rarely sees a failed task's handle resolve: the failure
+/// cancels the body at its next `.await` (Trio's rule). Either way awaiting a handle never
+/// panics.
+///
+/// ```
+/// use quattro::{Failure, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let served = TaskGroup::builder()
+///     .isolate_failures(|failure: Failure<String>| {
+///         eprintln!("request failed: {failure}"); // e.g. `tracing::warn!`
+///         Ok(())
+///     })
+///     .scope(|tg| async move {
+///         for i in 0..10 {
+///             tg.task(format!("request-{i}")).spawn(async move {
+///                 if i == 3 {
+///                     return Err(format!("bad request {i}"));
+///                 }
+///                 Ok(())
+///             });
+///         }
+///         Ok("served") // the nine others ran to completion
+///     })
+///     .await;
+/// assert_eq!(served.unwrap(), "served");
+/// # }
+/// ```
+///
+/// # Groups that never fail
+///
+/// When neither the body nor any task ever returns `Err`, nothing tells Rust the error type.
+/// Name it once, on the handle, as [`Infallible`](std::convert::Infallible) (the standard
+/// library's "cannot happen" error type): every `Ok(..)` in the body and the tasks is then
+/// inferred, with no turbofish. The group can still end in a [`GroupError`], for a
+/// cancellation or a captured panic.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sum = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+///     let a = tg.spawn(async { Ok(20) });
+///     let b = tg.spawn(async { Ok(22) });
+///     Ok(a.await.unwrap() + b.await.unwrap())
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(sum, 42);
+/// # }
+/// ```
+///
 /// # Comparison to `JoinSet`
 ///
 /// A `JoinSet` aborts its tasks when dropped, but leaves the rest to you: joining every task,
@@ -101,6 +175,7 @@ use shared::{Role, Shared};
 /// [`current_effective_deadline`]: crate::current_effective_deadline
 /// [`GroupError`]: crate::GroupError
 /// [`TaskError`]: crate::TaskError
+/// [`CancelOnFailure`]: crate::group::CancelOnFailure
 pub struct TaskGroup<E> {
     shared: Arc<Shared<E>>,
 }
@@ -119,14 +194,15 @@ impl TaskGroup<()> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(2)
-    ///     .scope(|tg| async move {
-    ///         tg.spawn(async { Ok::<_, ()>(()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         tg.spawn(async { Ok(()) });
     ///         Ok(1)
     ///     })
     ///     .await;
@@ -187,12 +263,13 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let handle = tg.spawn(async { Ok::<_, ()>("hello") });
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let handle = tg.spawn(async { Ok("hello") });
     ///     Ok(handle.await.unwrap())
     /// })
     /// .await;
@@ -228,18 +305,19 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     tg.spawn_background(async {
     ///         loop {
     ///             tokio::time::sleep(Duration::from_secs(1)).await;
     ///         }
     ///     });
-    ///     Ok::<_, ()>("the body is done, so the group is")
+    ///     Ok("the body is done, so the group is")
     /// })
     /// .await;
     /// assert!(out.is_ok());
@@ -265,16 +343,17 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(2)
-    ///     .scope(|tg| async move {
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
     ///         for i in 0..100 {
     ///             // Never more than 2 tasks exist, running or queued.
-    ///             tg.spawn_when_free(async move { Ok::<_, ()>(i) }).await;
+    ///             tg.spawn_when_free(async move { Ok(i) }).await;
     ///         }
     ///         Ok(())
     ///     })
@@ -337,15 +416,16 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let err = TaskGroup::scope(|tg| async move {
+    /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     let canceller = tg.clone();
     ///     tg.spawn(async move {
     ///         canceller.cancel();
-    ///         Ok::<_, ()>(())
+    ///         Ok(())
     ///     });
     ///     std::future::pending::<()>().await;
     ///     Ok(())
@@ -370,11 +450,12 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let tg = TaskGroup::scope(|tg: TaskGroup<()>| async move {
+    /// let tg = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     assert!(!tg.is_closed()); // running: accepts tasks
     ///     Ok(tg.clone())
     /// })
@@ -394,14 +475,15 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         let a = tg.spawn(async { Ok::<_, ()>(1) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         let a = tg.spawn(async { Ok(1) });
     ///         let b = tg.spawn(async { Ok(2) }); // waits in the queue
     ///         assert_eq!(tg.len(), 1); // queued tasks do not count
     ///         let sum = a.await.unwrap() + b.await.unwrap();
@@ -421,13 +503,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     assert!(tg.is_empty());
-    ///     let task = tg.spawn(async { Ok::<_, ()>("done") });
+    ///     let task = tg.spawn(async { Ok("done") });
     ///     assert!(!tg.is_empty());
     ///     let value = task.await.unwrap();
     ///     assert!(tg.is_empty()); // the task ended before its handle resolved
@@ -448,16 +531,17 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let err = TaskGroup::scope(|tg| async move {
+    /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     let token = tg.cancellation_token(); // e.g. for a library that takes one
     ///     assert!(!token.is_cancelled());
     ///     tg.cancel();
     ///     assert!(token.is_cancelled());
-    ///     Ok::<_, ()>(())
+    ///     Ok(())
     /// })
     /// .await
     /// .unwrap_err();
@@ -513,16 +597,17 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 /// A builder is `Clone`: one set of options for several groups.
 ///
 /// ```
+/// use std::convert::Infallible;
 /// use quattro::TaskGroup;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let options = TaskGroup::builder().concurrency_limit(8).capture_panics();
-/// let calm = options.clone().scope(|tg| async move {
-///     tg.spawn(async { Ok::<_, ()>(()) });
+/// let calm = options.clone().scope(|tg: TaskGroup<Infallible>| async move {
+///     tg.spawn(async { Ok(()) });
 ///     Ok("calm")
 /// });
-/// let buggy = options.scope(|tg: TaskGroup<()>| async move {
+/// let buggy = options.scope(|tg: TaskGroup<Infallible>| async move {
 ///     tg.spawn(async { if true { panic!("a bug") } Ok(()) });
 ///     Ok("buggy")
 /// });
@@ -576,14 +661,15 @@ impl<P> Builder<P> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let err = TaskGroup::builder()
     ///     .capture_panics()
-    ///     .scope(|tg| async move {
-    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok(()) });
     ///         std::future::pending::<()>().await; // still cancelled by the panic
     ///         Ok(())
     ///     })
@@ -788,10 +874,12 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let _ = quattro::TaskGroup::scope(|tg| async move {
-    ///     tg.task("worker").spawn(async { Ok::<_, ()>(()) });
+    /// let _ = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///     tg.task("worker").spawn(async { Ok(()) });
     ///     Ok(())
     /// })
     /// .await;
@@ -811,10 +899,12 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let _ = quattro::TaskGroup::scope(|tg| async move {
-    ///     tg.task("heartbeat").spawn_background(std::future::pending::<Result<(), ()>>());
+    /// let _ = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///     tg.task("heartbeat").spawn_background(std::future::pending());
     ///     Ok(())
     /// })
     /// .await;
@@ -834,12 +924,14 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let _ = quattro::TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         tg.task("job").spawn_when_free(async { Ok::<_, ()>(()) }).await;
+    ///     .scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///         tg.task("job").spawn_when_free(async { Ok(()) }).await;
     ///         Ok(())
     ///     })
     ///     .await;

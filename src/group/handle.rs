@@ -157,12 +157,13 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let forever = tg.spawn(std::future::pending::<Result<(), ()>>());
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let forever = tg.spawn(std::future::pending::<Result<(), Infallible>>());
     ///     forever.abort();
     ///     Ok(forever.await.unwrap_err().is_cancelled())
     /// })
@@ -184,14 +185,15 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         let first = tg.spawn(async { Ok::<_, ()>(tokio::task::id()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         let first = tg.spawn(async { Ok(tokio::task::id()) });
     ///         let second = tg.spawn(async { Ok(tokio::task::id()) });
     ///         assert!(second.id().is_none()); // queued: not a tokio task yet
     ///         let id = first.id().unwrap();
@@ -216,12 +218,13 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let task = tg.spawn(async { Ok::<_, ()>(1) });
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let task = tg.spawn(async { Ok(1) });
     ///     assert!(!task.is_finished()); // spawned, not run yet
     ///     tokio::task::yield_now().await; // lets it run
     ///     assert!(task.is_finished());
