@@ -69,13 +69,17 @@ pub(crate) struct Options {
 /// - On its first poll outside a tokio runtime: the group needs one to spawn its tasks.
 /// - When the body or a child panicked (and the group was not built with
 ///   [`Builder::capture_panics`]): after every other task was aborted and dropped, the first
-///   panic is resumed in the task awaiting the group, like `std::thread::scope` does.
+///   panic is resumed in the task awaiting the group, like `std::thread::scope` does. Under
+///   [`Builder::isolate_failures`], a child's panic goes to the failure handler instead, and
+///   only a panic the handler passes back, or a panic of the handler itself, is resumed.
 /// - When polled after it completed.
 ///
 /// # Errors
 ///
 /// [`GroupError`] holding every error of the body and the children, in order of occurrence,
-/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called.
+/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called. Under
+/// [`Builder::isolate_failures`], the children's failures that the handler handled are not in
+/// it (the handler has them); the body's are.
 ///
 /// # Cancel safety
 ///
@@ -87,6 +91,7 @@ pub(crate) struct Options {
 ///
 /// [`Builder::scope`]: crate::group::Builder::scope
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
+/// [`Builder::isolate_failures`]: crate::group::Builder::isolate_failures
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 //
