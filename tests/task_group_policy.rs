@@ -135,7 +135,7 @@ both_runtimes! {
                 for i in 0..1000 {
                     tg.spawn(async move { Err::<(), _>(i) });
                 }
-                while tg.len() > 0 {
+                while !tg.is_empty() {
                     tokio::task::yield_now().await;
                 }
                 tg.task("last").spawn(async { Err::<(), _>(1000) });
