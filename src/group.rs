@@ -1,7 +1,9 @@
 //! Task groups: structured fan-out where no task outlives the group and no error is lost.
 //!
 //! The types here are re-exported at the crate root except [`Builder`] and [`TaskBuilder`],
-//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`].
+//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`], and the failure
+//! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
+//! which are only named in types.
 
 mod child;
 mod handle;
@@ -591,6 +593,11 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 }
 
 /// Options for a new [`TaskGroup`], from [`TaskGroup::builder`].
+///
+/// The type parameter is the group's failure policy: [`CancelOnFailure`] (the default: a
+/// failure cancels the group), or [`IsolateFailures`] after
+/// [`isolate_failures`](Builder::isolate_failures). See
+/// [Failure policy](TaskGroup#failure-policy).
 ///
 /// # Examples
 ///
