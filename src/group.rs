@@ -808,7 +808,9 @@ impl<P> Builder<P> {
     /// polled, and reads the enclosing deadlines on every poll, so the future can be built outside a runtime, or
     /// built first and wrapped in a cancel scope afterwards.
     ///
-    /// See [`GroupScope`] for panics, errors and cancel safety.
+    /// A task's failure cancels the group, or goes to the handler given to
+    /// [`isolate_failures`](Self::isolate_failures), as the builder's policy says. See
+    /// [`GroupScope`] for panics, errors and cancel safety.
     ///
     /// # Examples
     ///
