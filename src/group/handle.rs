@@ -44,7 +44,8 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// # When the task failed
 ///
 /// The task's error value belongs to the group: it goes to the [`GroupError`] (and cancels the
-/// group), once. The handle yields a [`TaskError`] that says which task failed and carries the
+/// group), once; or, in a group built with [`isolate_failures`], to the failure handler, and
+/// the body runs on to see the handle resolve. The handle yields a [`TaskError`] that says which task failed and carries the
 /// error's *text* ([`Reported`]), so `let v = handle.await?;` in a body whose error type is
 /// `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` compiles and keeps the
 /// message: ``task `fetch` failed: connection refused``. The text is written when the task
@@ -109,6 +110,7 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
 /// [`Reported`]: crate::Reported
+/// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskHandle<T> {
     state: HandleState<T>,
 }
