@@ -88,7 +88,7 @@ async fn fan_out(start: Instant) {
                 for handle in handles {
                     answers.extend(handle.await.ok());
                 }
-                Ok::<_, String>(answers)
+                Ok(answers)
             })
     })
     .await;

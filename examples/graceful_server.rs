@@ -3,8 +3,13 @@
 //! accepting, lets every connection finish the request it is serving within a grace period,
 //! cuts what is still running when the grace runs out, and exits.
 //!
+//! The group isolates failures (`isolate_failures`): a connection that fails (an I/O error, a
+//! bad request, even a panic in its handler) is handed to a failure handler that logs it, frees
+//! its slot, and leaves the other connections and the accept loop running.
+//!
 //! The protocol is one line per request: `WORK <ms>` is answered with `DONE <ms>` after that
-//! much work. Between two requests a connection checks for the shutdown request and says `BYE`.
+//! much work; anything else is answered with `ERR`, and the connection fails. Between two
+//! requests a connection checks for the shutdown request and says `BYE`.
 //!
 //! Runs by itself: the clients and the trigger (a timer, or ctrl-c if you are quicker) are in
 //! the same process, and it exits within about two seconds.
@@ -16,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use quattro::{TaskGroup, shutdown_requested};
+use quattro::{Failure, TaskGroup, shutdown_requested};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::{Instant, sleep};
@@ -33,6 +38,7 @@ fn log(start: Instant, what: impl std::fmt::Display) {
 struct Stats {
     served: AtomicUsize,
     cut: AtomicUsize,
+    failed: AtomicUsize,
     refused: AtomicUsize,
 }
 
@@ -84,7 +90,11 @@ async fn connection(
             .and_then(|n| n.parse::<u64>().ok())
         else {
             write.write_all(b"ERR\n").await?;
-            continue;
+            // Fails this connection only: the group hands the error to its failure handler.
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("bad request {line:?}"),
+            ));
         };
         let mut in_flight = InFlight {
             start,
@@ -111,8 +121,16 @@ async fn serve(
     listener: TcpListener,
     stats: Arc<Stats>,
 ) -> Result<(), quattro::GroupError<std::io::Error>> {
+    let failures = stats.clone();
     TaskGroup::builder()
         .concurrency_limit(MAX_CONNECTIONS)
+        // One connection's failure is not the server's: log it, and keep serving the others.
+        // The handler runs in the failed connection's task: keep it short.
+        .isolate_failures(move |failure: Failure<std::io::Error>| {
+            failures.failed.fetch_add(1, Ordering::SeqCst);
+            log(start, format!("server: {failure} (the others go on)"));
+            Ok(())
+        })
         .scope(|tg| async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -153,7 +171,7 @@ async fn trigger(start: Instant) {
 }
 
 /// A client: connects, sends its requests one at a time, and reports what it got.
-async fn client(start: Instant, addr: SocketAddr, id: usize, work: Vec<u64>) {
+async fn client(start: Instant, addr: SocketAddr, id: usize, requests: Vec<String>) {
     sleep(Duration::from_millis(20 * id as u64)).await;
     let Ok(stream) = TcpStream::connect(addr).await else {
         log(start, format!("client {id}: could not connect"));
@@ -162,9 +180,9 @@ async fn client(start: Instant, addr: SocketAddr, id: usize, work: Vec<u64>) {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut answers = 0;
-    for ms in &work {
+    for request in &requests {
         if write
-            .write_all(format!("WORK {ms}\n").as_bytes())
+            .write_all(format!("{request}\n").as_bytes())
             .await
             .is_err()
         {
@@ -174,6 +192,12 @@ async fn client(start: Instant, addr: SocketAddr, id: usize, work: Vec<u64>) {
             Ok(Some(answer)) if answer == "BYE" => {
                 log(start, format!("client {id}: server said BYE"));
                 return;
+            }
+            Ok(Some(answer)) if answer == "ERR" => {
+                log(
+                    start,
+                    format!("client {id}: server answered ERR to {request:?}"),
+                );
             }
             Ok(Some(_done)) => answers += 1,
             Ok(None) | Err(_) => {
@@ -202,16 +226,19 @@ async fn main() -> std::io::Result<()> {
     );
 
     // Six clients for four slots: two wait. Client 0 has one request that outlasts the grace;
-    // the others keep sending short requests, so the trigger catches them mid-request or idle.
+    // client 1 sends a bad request, which fails its connection (and frees its slot for a
+    // waiting client); the others keep sending short requests, so the trigger catches them
+    // mid-request or idle.
+    let work = |ms: &[u64]| ms.iter().map(|ms| format!("WORK {ms}")).collect::<Vec<_>>();
     let clients = async {
         let mut set = tokio::task::JoinSet::new();
         for id in 0..6 {
-            let work = if id == 0 {
-                vec![100, 5000]
-            } else {
-                vec![150 + 40 * id as u64; 20]
+            let requests = match id {
+                0 => work(&[100, 5000]),
+                1 => [work(&[100, 100]), vec!["HELLO".into()], work(&[100])].concat(),
+                _ => work(&[150 + 40 * id as u64; 20]),
             };
-            set.spawn(client(start, addr, id, work));
+            set.spawn(client(start, addr, id, requests));
         }
         set.join_all().await;
     };
@@ -227,9 +254,11 @@ async fn main() -> std::io::Result<()> {
         Err(err) => log(start, format!("server: failed: {err}")),
     }
     println!(
-        "requests served: {}, cut off: {}, connections refused at shutdown: {}",
+        "requests served: {}, cut off: {}, connections failed (isolated): {}, \
+         connections refused at shutdown: {}",
         stats.served.load(Ordering::SeqCst),
         stats.cut.load(Ordering::SeqCst),
+        stats.failed.load(Ordering::SeqCst),
         stats.refused.load(Ordering::SeqCst),
     );
     Ok(())

@@ -12,6 +12,7 @@
 //!
 //! It runs for about half a second.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -68,14 +69,15 @@ async fn main() {
 async fn wait_for_all() {
     println!("1. the group waits for every task");
     let start = Instant::now();
-    let total = TaskGroup::scope(|tg| async move {
+    // Nothing here fails: `Infallible` names the error type once, instead of a turbofish.
+    let total = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
         let handles: Vec<_> = [("users", 30), ("orders", 10), ("prices", 20)]
             .into_iter()
             .map(|(name, took)| {
                 tg.task(name).spawn(async move {
                     sleep(ms(took)).await;
                     say(start, format!("{name} done"));
-                    Ok::<_, String>(took)
+                    Ok(took)
                 })
             })
             .collect();
@@ -139,7 +141,7 @@ async fn concurrency_limit() {
     let (running2, most2) = (running.clone(), most.clone());
     let out = TaskGroup::builder()
         .concurrency_limit(3)
-        .scope(|tg| async move {
+        .scope(|tg: TaskGroup<Infallible>| async move {
             for _ in 0..9 {
                 let (running, most) = (running2.clone(), most2.clone());
                 tg.spawn(async move {
@@ -147,7 +149,7 @@ async fn concurrency_limit() {
                     most.fetch_max(now, Ordering::SeqCst);
                     sleep(ms(20)).await;
                     running.fetch_sub(1, Ordering::SeqCst);
-                    Ok::<_, String>(())
+                    Ok(())
                 });
             }
             say(
@@ -170,7 +172,7 @@ async fn concurrency_limit() {
 async fn background_task() {
     println!("4. a background heartbeat, cancelled when the normal work is done");
     let start = Instant::now();
-    let out = TaskGroup::scope(|tg| async move {
+    let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
         tg.task("heartbeat").spawn_background(async move {
             let _guard = Dropped {
                 start,
@@ -186,7 +188,7 @@ async fn background_task() {
         tg.spawn(async move {
             sleep(ms(90)).await;
             say(start, "work done");
-            Ok::<_, String>(())
+            Ok(())
         });
         Ok("result")
     })
@@ -200,11 +202,11 @@ async fn backpressure() {
     let start = Instant::now();
     let out = TaskGroup::builder()
         .concurrency_limit(2)
-        .scope(|tg| async move {
+        .scope(|tg: TaskGroup<Infallible>| async move {
             for i in 1..=5 {
                 tg.spawn_when_free(async move {
                     sleep(ms(20)).await;
-                    Ok::<_, String>(i)
+                    Ok(i)
                 })
                 .await;
                 say(start, format!("item {i} spawned"));
@@ -221,7 +223,7 @@ async fn deadline_reaches_tasks() {
     let start = Instant::now();
     let out = fail_after(
         ms(50),
-        TaskGroup::scope(|tg| async move {
+        TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
             for (name, took) in [("fast", 10), ("slow", 500)] {
                 tg.task(name).spawn(async move {
                     let mut guard = Dropped {
@@ -235,7 +237,7 @@ async fn deadline_reaches_tasks() {
                     sleep(ms(took)).await;
                     say(start, format!("{name} done"));
                     guard.done = true;
-                    Ok::<_, String>(())
+                    Ok(())
                 });
             }
             Ok(())

@@ -1,10 +1,13 @@
 //! Task groups: structured fan-out where no task outlives the group and no error is lost.
 //!
 //! The types here are re-exported at the crate root except [`Builder`] and [`TaskBuilder`],
-//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`].
+//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`], and the failure
+//! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
+//! which are only named in types.
 
 mod child;
 mod handle;
+mod policy;
 mod queue;
 mod registry;
 mod scope;
@@ -15,7 +18,10 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::error::Failure;
+
 pub use handle::TaskHandle;
+pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
 pub use scope::{GroupBody, GroupScope};
 
 pub(crate) use child::Deliver;
@@ -67,11 +73,13 @@ use shared::{Role, Shared};
 ///   group: the other tasks are aborted, the body is dropped, queued tasks are dropped
 ///   unspawned. `scope` then returns a [`GroupError`] holding *every* error, in order of
 ///   occurrence, each labelled with its task's id and name; errors that arrive while the
-///   group is cancelling are kept too. Aborted tasks add nothing to it.
+///   group is cancelling are kept too. Aborted tasks add nothing to it. (This is the default
+///   failure policy; see [Failure policy](#failure-policy) for servers.)
 /// - **Panics propagate.** A panicking task or body cancels the group the same way; once every
-///   task is dropped, the first panic is resumed in the task awaiting `scope` (other failures
-///   are logged with `tracing::error!`). [`Builder::capture_panics`] records panics in the
-///   `GroupError` instead, for servers that must survive a panicking handler.
+///   task is dropped, the first panic is resumed in the task awaiting `scope` (the other
+///   failures, which that panic keeps from being returned, are logged with
+///   `tracing::error!`). [`Builder::capture_panics`] returns panics in the `GroupError`
+///   instead; it does not keep the group running.
 /// - **Deadlines flow.** Every task runs with the deadlines of the cancel scopes that enclose
 ///   the *group* (Trio's rule): [`current_effective_deadline`] inside a task, and inside its
 ///   destructors, is the one around the group.
@@ -87,6 +95,78 @@ use shared::{Role, Shared};
 /// The handle is cheap to clone and `Send + Sync` (when `E: Send`): move clones into tasks to
 /// let them spawn siblings.
 ///
+/// # Failure policy
+///
+/// By default one failure cancels the whole group, as in Trio, asyncio and Python quattro
+/// (Erlang's `one_for_all`): right for a request that fans out, where one failed part spoils
+/// the whole. A server wants the opposite for its connections (Erlang's `one_for_one`):
+/// [`Builder::isolate_failures`] hands each task's `Err` or panic to a handler, and the body
+/// and the other tasks run on; memory does not grow with the number of failures handled. The
+/// handler can pass a failure back to fail the group after all. Shutdown, the concurrency
+/// limit, deadlines and the structured drop work the same under both policies.
+///
+/// | | default ([`CancelOnFailure`]) | [`isolate_failures`](Builder::isolate_failures) |
+/// |---|---|---|
+/// | a task returns `Err` | the group is cancelled; the error is in the `GroupError` | the handler gets it; nothing else happens |
+/// | a task panics | cancelled; the panic is resumed (or returned, with `capture_panics`) | the handler gets it (`is_panic()`) |
+/// | the body returns `Err` or panics | cancelled; returned or resumed | the same: the body owns the group |
+/// | the failed task's handle yields | a [`TaskError`] (failed, with the error's text, or panicked) — if the body still runs | the same [`TaskError`] |
+///
+/// Under the default policy the body rarely sees a failed task's handle resolve: the failure
+/// cancels the body at its next `.await` (Trio's rule). Either way awaiting a handle never
+/// panics.
+///
+/// ```
+/// use quattro::{Failure, TaskGroup};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let served = TaskGroup::builder()
+///     .isolate_failures(|failure: Failure<String>| {
+///         eprintln!("request failed: {failure}"); // e.g. `tracing::warn!`
+///         Ok(())
+///     })
+///     .scope(|tg| async move {
+///         for i in 0..10 {
+///             tg.task(format!("request-{i}")).spawn(async move {
+///                 if i == 3 {
+///                     return Err(format!("bad request {i}"));
+///                 }
+///                 Ok(())
+///             });
+///         }
+///         Ok("served") // the nine others ran to completion
+///     })
+///     .await;
+/// assert_eq!(served.unwrap(), "served");
+/// # }
+/// ```
+///
+/// # Groups that never fail
+///
+/// When neither the body nor any task ever returns `Err`, nothing tells Rust the error type.
+/// Name it once, on the handle, as [`Infallible`](std::convert::Infallible) (the standard
+/// library's "cannot happen" error type): every `Ok(..)` in the body and the tasks is then
+/// inferred, with no turbofish. The group can still end in a [`GroupError`], for a
+/// cancellation or a captured panic.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sum = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+///     let a = tg.spawn(async { Ok(20) });
+///     let b = tg.spawn(async { Ok(22) });
+///     Ok(a.await.unwrap() + b.await.unwrap())
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(sum, 42);
+/// # }
+/// ```
+///
 /// # Comparison to `JoinSet`
 ///
 /// A `JoinSet` aborts its tasks when dropped, but leaves the rest to you: joining every task,
@@ -97,6 +177,7 @@ use shared::{Role, Shared};
 /// [`current_effective_deadline`]: crate::current_effective_deadline
 /// [`GroupError`]: crate::GroupError
 /// [`TaskError`]: crate::TaskError
+/// [`CancelOnFailure`]: crate::group::CancelOnFailure
 pub struct TaskGroup<E> {
     shared: Arc<Shared<E>>,
 }
@@ -115,14 +196,15 @@ impl TaskGroup<()> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(2)
-    ///     .scope(|tg| async move {
-    ///         tg.spawn(async { Ok::<_, ()>(()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         tg.spawn(async { Ok(()) });
     ///         Ok(1)
     ///     })
     ///     .await;
@@ -132,6 +214,7 @@ impl TaskGroup<()> {
     pub fn builder() -> Builder {
         Builder {
             options: Options::default(),
+            policy: CancelOnFailure,
         }
     }
 
@@ -161,7 +244,7 @@ impl TaskGroup<()> {
         Fut: Future<Output = Result<R, E>>,
         E: Send + 'static,
     {
-        Builder::default().scope(body)
+        TaskGroup::builder().scope(body)
     }
 }
 
@@ -182,12 +265,13 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let handle = tg.spawn(async { Ok::<_, ()>("hello") });
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let handle = tg.spawn(async { Ok("hello") });
     ///     Ok(handle.await.unwrap())
     /// })
     /// .await;
@@ -223,18 +307,19 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     tg.spawn_background(async {
     ///         loop {
     ///             tokio::time::sleep(Duration::from_secs(1)).await;
     ///         }
     ///     });
-    ///     Ok::<_, ()>("the body is done, so the group is")
+    ///     Ok("the body is done, so the group is")
     /// })
     /// .await;
     /// assert!(out.is_ok());
@@ -260,16 +345,17 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(2)
-    ///     .scope(|tg| async move {
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
     ///         for i in 0..100 {
     ///             // Never more than 2 tasks exist, running or queued.
-    ///             tg.spawn_when_free(async move { Ok::<_, ()>(i) }).await;
+    ///             tg.spawn_when_free(async move { Ok(i) }).await;
     ///         }
     ///         Ok(())
     ///     })
@@ -332,15 +418,16 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let err = TaskGroup::scope(|tg| async move {
+    /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     let canceller = tg.clone();
     ///     tg.spawn(async move {
     ///         canceller.cancel();
-    ///         Ok::<_, ()>(())
+    ///         Ok(())
     ///     });
     ///     std::future::pending::<()>().await;
     ///     Ok(())
@@ -365,11 +452,12 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let tg = TaskGroup::scope(|tg: TaskGroup<()>| async move {
+    /// let tg = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     assert!(!tg.is_closed()); // running: accepts tasks
     ///     Ok(tg.clone())
     /// })
@@ -389,14 +477,15 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         let a = tg.spawn(async { Ok::<_, ()>(1) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         let a = tg.spawn(async { Ok(1) });
     ///         let b = tg.spawn(async { Ok(2) }); // waits in the queue
     ///         assert_eq!(tg.len(), 1); // queued tasks do not count
     ///         let sum = a.await.unwrap() + b.await.unwrap();
@@ -416,13 +505,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     assert!(tg.is_empty());
-    ///     let task = tg.spawn(async { Ok::<_, ()>("done") });
+    ///     let task = tg.spawn(async { Ok("done") });
     ///     assert!(!tg.is_empty());
     ///     let value = task.await.unwrap();
     ///     assert!(tg.is_empty()); // the task ended before its handle resolved
@@ -443,16 +533,17 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let err = TaskGroup::scope(|tg| async move {
+    /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     let token = tg.cancellation_token(); // e.g. for a library that takes one
     ///     assert!(!token.is_cancelled());
     ///     tg.cancel();
     ///     assert!(token.is_cancelled());
-    ///     Ok::<_, ()>(())
+    ///     Ok(())
     /// })
     /// .await
     /// .unwrap_err();
@@ -503,21 +594,27 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 
 /// Options for a new [`TaskGroup`], from [`TaskGroup::builder`].
 ///
+/// The type parameter is the group's failure policy: [`CancelOnFailure`] (the default: a
+/// failure cancels the group), or [`IsolateFailures`] after
+/// [`isolate_failures`](Builder::isolate_failures). See
+/// [Failure policy](TaskGroup#failure-policy).
+///
 /// # Examples
 ///
 /// A builder is `Clone`: one set of options for several groups.
 ///
 /// ```
+/// use std::convert::Infallible;
 /// use quattro::TaskGroup;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
 /// let options = TaskGroup::builder().concurrency_limit(8).capture_panics();
-/// let calm = options.clone().scope(|tg| async move {
-///     tg.spawn(async { Ok::<_, ()>(()) });
+/// let calm = options.clone().scope(|tg: TaskGroup<Infallible>| async move {
+///     tg.spawn(async { Ok(()) });
 ///     Ok("calm")
 /// });
-/// let buggy = options.scope(|tg: TaskGroup<()>| async move {
+/// let buggy = options.scope(|tg: TaskGroup<Infallible>| async move {
 ///     tg.spawn(async { if true { panic!("a bug") } Ok(()) });
 ///     Ok("buggy")
 /// });
@@ -527,11 +624,12 @@ impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
 /// ```
 #[derive(Debug, Default, Clone)]
 #[must_use = "a builder does nothing until `.scope(..)` is called and awaited"]
-pub struct Builder {
+pub struct Builder<P = CancelOnFailure> {
     options: Options,
+    policy: P,
 }
 
-impl Builder {
+impl<P> Builder<P> {
     /// Lets at most `limit` normal tasks run at once; further tasks wait in a FIFO queue, as
     /// futures, until a slot frees (a task finishes, fails, panics or is aborted). Background
     /// tasks never count.
@@ -546,7 +644,7 @@ impl Builder {
     ///
     /// Panics if `limit` is 0: such a group could never run a task.
     #[track_caller]
-    pub fn concurrency_limit(mut self, limit: usize) -> Builder {
+    pub fn concurrency_limit(mut self, limit: usize) -> Builder<P> {
         assert!(
             limit > 0,
             "TaskGroup concurrency_limit must be at least 1: a limit of 0 would never run a task"
@@ -555,32 +653,152 @@ impl Builder {
         self
     }
 
-    /// Records panics of the body and the tasks in the [`GroupError`] instead of resuming the
-    /// first one, for servers that must survive a panicking handler.
+    /// Puts the panics of the body and the tasks into the [`GroupError`] instead of resuming
+    /// the first one in the task awaiting the group.
+    ///
+    /// This changes only how a panic that *fails the group* is returned, not whether it fails
+    /// it: a panicking task still cancels the group like an `Err` (under the default
+    /// [`CancelOnFailure`] policy), and the caller gets an `Err(GroupError)` whose
+    /// [`has_panic`](crate::GroupError::has_panic) is true, from which
+    /// [`resume_panic`](crate::GroupError::resume_panic) can still re-raise it. To keep a group
+    /// running when one of its tasks panics (a server and its connections), use
+    /// [`isolate_failures`](Self::isolate_failures); with both, a panic the failure handler
+    /// passes back (or a panic of the handler itself) is captured rather than resumed.
     ///
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let err = TaskGroup::builder()
     ///     .capture_panics()
-    ///     .scope(|tg| async move {
-    ///         tg.spawn(async { if true { panic!("bug") } Ok::<(), ()>(()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         tg.spawn(async { if true { panic!("bug") } Ok(()) });
+    ///         std::future::pending::<()>().await; // still cancelled by the panic
     ///         Ok(())
     ///     })
     ///     .await
     ///     .unwrap_err();
-    /// assert!(err.failures()[0].is_panic());
+    /// assert!(err.failures()[0].is_panic()); // returned, not resumed
     /// # }
     /// ```
     ///
     /// [`GroupError`]: crate::GroupError
-    pub fn capture_panics(mut self) -> Builder {
+    pub fn capture_panics(mut self) -> Builder<P> {
         self.options.capture_panics = true;
         self
+    }
+
+    /// Isolates failures: a task's `Err` or panic goes to `handler` instead of cancelling the
+    /// group, and the body and the other tasks run on (Erlang's `one_for_one`, without
+    /// restarts), as a server wants for its connections.
+    ///
+    /// The handler gets the [`Failure`] by value: the task's name and id, and its error or
+    /// panic ([`is_panic`](Failure::is_panic)). It returns `Ok(())` when the failure is
+    /// handled (the group forgets it: memory does not grow with the number of failures
+    /// handled), or `Err(failure)` to escalate it: the failure then fails the group as under
+    /// the default policy, and the group's [`GroupError`] holds it (no failure is lost:
+    /// each one either is handed to you or comes back in the error).
+    ///
+    /// - **Every task**, normal or background, hands its failures to the handler: its `Err`,
+    ///   its panic (caught at the task, as always: the process never aborts because of it),
+    ///   and a panic of its future's destructor. A failed task frees its slot under the
+    ///   concurrency limit, and the next queued task starts.
+    /// - **The body** is the group's owner: its own `Err` or panic still ends the group as
+    ///   under the default policy (the tasks are cancelled, and the group returns the error or
+    ///   resumes the panic).
+    /// - **The handler runs synchronously in the task that failed**, before that task's
+    ///   handle resolves, and outside the group's locks. Keep it short and never block in it
+    ///   (log, count, send on a channel with `try_send`): it holds up that task's worker
+    ///   thread. It may run on several threads at once, hence `Fn + Send + Sync`.
+    /// - **A panic inside the handler** is caught and fails the group, as a panic of the task
+    ///   it was handling: the group is cancelled, and the panic is resumed in the task
+    ///   awaiting the group (or returned in the `GroupError` with
+    ///   [`capture_panics`](Self::capture_panics)). The failure it was handling is lost with
+    ///   it (it was the handler's).
+    /// - **Handles**: awaiting the handle of a failed task yields a [`TaskError`], as under
+    ///   the default policy: [`is_failed`](crate::TaskError::is_failed) with the error's text,
+    ///   or [`is_panic`](crate::TaskError::is_panic). The body sees it and decides.
+    /// - **Everything else is unchanged**: [`cancel`](TaskGroup::cancel), shutdown requests
+    ///   and their grace, the concurrency limit, deadlines, and the structured drop (no task
+    ///   outlives the group).
+    ///
+    /// Calling it again replaces the handler.
+    ///
+    /// # Examples
+    ///
+    /// A server whose connections fail alone:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicUsize, Ordering};
+    /// use quattro::{Failure, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let failed = Arc::new(AtomicUsize::new(0));
+    /// let counter = failed.clone();
+    /// let served = TaskGroup::builder()
+    ///     .concurrency_limit(100)
+    ///     .isolate_failures(move |failure: Failure<std::io::Error>| {
+    ///         eprintln!("connection failed: {failure}"); // e.g. `tracing::warn!`
+    ///         counter.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(()) // handled: the group runs on
+    ///     })
+    ///     .scope(|tg| async move {
+    ///         let bad = tg.task("conn-1").spawn(async {
+    ///             Err::<u32, _>(std::io::Error::other("reset by peer"))
+    ///         });
+    ///         let good = tg.task("conn-2").spawn(async { Ok(1) });
+    ///         assert!(bad.await.unwrap_err().is_failed()); // the body sees it and goes on
+    ///         Ok(good.await.unwrap())
+    ///     })
+    ///     .await;
+    /// assert_eq!(served.unwrap(), 1);
+    /// assert_eq!(failed.load(Ordering::Relaxed), 1);
+    /// # }
+    /// ```
+    ///
+    /// Escalating what must not be isolated, here a panic (a bug):
+    ///
+    /// ```
+    /// use quattro::{Failure, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = TaskGroup::builder()
+    ///     .capture_panics()
+    ///     .isolate_failures(|failure: Failure<String>| {
+    ///         if failure.is_panic() {
+    ///             return Err(failure); // fails the group, as by default
+    ///         }
+    ///         Ok(())
+    ///     })
+    ///     .scope(|tg| async move {
+    ///         tg.task("parse").spawn(async { Err::<(), _>(String::from("bad input")) });
+    ///         tg.task("bug").spawn(async { if true { panic!("oops") } Ok(()) });
+    ///         std::future::pending::<()>().await; // cancelled by the escalated panic
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "task group failed: task `bug` panicked: oops");
+    /// # }
+    /// ```
+    ///
+    /// [`GroupError`]: crate::GroupError
+    /// [`TaskError`]: crate::TaskError
+    pub fn isolate_failures<E, H>(self, handler: H) -> Builder<IsolateFailures<H, E>>
+    where
+        H: Fn(Failure<E>) -> Result<(), Failure<E>> + Send + Sync + 'static,
+    {
+        Builder {
+            options: self.options,
+            policy: IsolateFailures::new(handler),
+        }
     }
 
     /// Runs `body` with a handle to a new group and returns, once the body and every normal
@@ -590,7 +808,9 @@ impl Builder {
     /// polled, and reads the enclosing deadlines on every poll, so the future can be built outside a runtime, or
     /// built first and wrapped in a cancel scope afterwards.
     ///
-    /// See [`GroupScope`] for panics, errors and cancel safety.
+    /// A task's failure cancels the group, or goes to the handler given to
+    /// [`isolate_failures`](Self::isolate_failures), as the builder's policy says. See
+    /// [`GroupScope`] for panics, errors and cancel safety.
     ///
     /// # Examples
     ///
@@ -615,16 +835,20 @@ impl Builder {
         B: FnOnce(TaskGroup<E>) -> Fut,
         Fut: Future<Output = Result<R, E>>,
         E: Send + 'static,
+        P: FailurePolicy<E>,
     {
-        GroupScope::new(body, self.options)
+        GroupScope::new(body, self.options, self.policy.into_handler())
     }
 
     /// [`scope`](Self::scope) for the crate's own named bodies.
     pub(crate) fn scope_body<B: GroupBody<E>, E: Send + 'static>(
         self,
         body: B,
-    ) -> GroupScope<B, B::Future, B::Output, E> {
-        GroupScope::new(body, self.options)
+    ) -> GroupScope<B, B::Future, B::Output, E>
+    where
+        P: FailurePolicy<E>,
+    {
+        GroupScope::new(body, self.options, self.policy.into_handler())
     }
 }
 
@@ -659,10 +883,12 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let _ = quattro::TaskGroup::scope(|tg| async move {
-    ///     tg.task("worker").spawn(async { Ok::<_, ()>(()) });
+    /// let _ = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///     tg.task("worker").spawn(async { Ok(()) });
     ///     Ok(())
     /// })
     /// .await;
@@ -682,10 +908,12 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let _ = quattro::TaskGroup::scope(|tg| async move {
-    ///     tg.task("heartbeat").spawn_background(std::future::pending::<Result<(), ()>>());
+    /// let _ = quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///     tg.task("heartbeat").spawn_background(std::future::pending());
     ///     Ok(())
     /// })
     /// .await;
@@ -705,12 +933,14 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let _ = quattro::TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         tg.task("job").spawn_when_free(async { Ok::<_, ()>(()) }).await;
+    ///     .scope(|tg: quattro::TaskGroup<Infallible>| async move {
+    ///         tg.task("job").spawn_when_free(async { Ok(()) }).await;
     ///         Ok(())
     ///     })
     ///     .await;

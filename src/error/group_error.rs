@@ -513,7 +513,9 @@ impl<E> Failure<E> {
         }
     }
 
-    /// Whether the task panicked (only seen with [`Builder::capture_panics`]).
+    /// Whether the task panicked (a `GroupError` holds panics only with
+    /// [`Builder::capture_panics`]; a failure handler of
+    /// [`Builder::isolate_failures`] sees them too).
     ///
     /// # Examples
     ///
@@ -536,6 +538,7 @@ impl<E> Failure<E> {
     /// ```
     ///
     /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
+    /// [`Builder::isolate_failures`]: crate::group::Builder::isolate_failures
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, FailureKind::Panic(_))
     }

@@ -11,7 +11,7 @@ use pin_project::{pin_project, pinned_drop};
 
 use super::registry::TaskKey;
 use super::shared::Shared;
-use crate::error::TaskError;
+use crate::error::{Failure, TaskError, TaskLabel};
 use crate::frame::{Drains, Enter};
 use crate::node::Node;
 
@@ -125,6 +125,16 @@ where
 pub(crate) enum Ended<E> {
     Error(E),
     Panic(Box<dyn Any + Send>),
+}
+
+impl<E> Ended<E> {
+    /// The failure of the task labelled `label`.
+    pub(crate) fn into_failure(self, label: TaskLabel) -> Failure<E> {
+        match self {
+            Ended::Error(error) => Failure::from_error(label, error),
+            Ended::Panic(payload) => Failure::from_panic(label, payload),
+        }
+    }
 }
 
 #[pinned_drop]

@@ -44,7 +44,8 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// # When the task failed
 ///
 /// The task's error value belongs to the group: it goes to the [`GroupError`] (and cancels the
-/// group), once. The handle yields a [`TaskError`] that says which task failed and carries the
+/// group), once; or, in a group built with [`isolate_failures`], to the failure handler, and
+/// the body runs on to see the handle resolve. The handle yields a [`TaskError`] that says which task failed and carries the
 /// error's *text* ([`Reported`]), so `let v = handle.await?;` in a body whose error type is
 /// `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` compiles and keeps the
 /// message: ``task `fetch` failed: connection refused``. The text is written when the task
@@ -109,6 +110,7 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
 /// [`Reported`]: crate::Reported
+/// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskHandle<T> {
     state: HandleState<T>,
 }
@@ -157,12 +159,13 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let forever = tg.spawn(std::future::pending::<Result<(), ()>>());
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let forever = tg.spawn(std::future::pending::<Result<(), Infallible>>());
     ///     forever.abort();
     ///     Ok(forever.await.unwrap_err().is_cancelled())
     /// })
@@ -184,14 +187,15 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
     /// let out = TaskGroup::builder()
     ///     .concurrency_limit(1)
-    ///     .scope(|tg| async move {
-    ///         let first = tg.spawn(async { Ok::<_, ()>(tokio::task::id()) });
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         let first = tg.spawn(async { Ok(tokio::task::id()) });
     ///         let second = tg.spawn(async { Ok(tokio::task::id()) });
     ///         assert!(second.id().is_none()); // queued: not a tokio task yet
     ///         let id = first.id().unwrap();
@@ -216,12 +220,13 @@ impl<T> TaskHandle<T> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use quattro::TaskGroup;
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
-    ///     let task = tg.spawn(async { Ok::<_, ()>(1) });
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     let task = tg.spawn(async { Ok(1) });
     ///     assert!(!task.is_finished()); // spawned, not run yet
     ///     tokio::task::yield_now().await; // lets it run
     ///     assert!(task.is_finished());

@@ -12,6 +12,7 @@ use pin_project::{pin_project, pinned_drop};
 use tokio::runtime::Handle;
 
 use super::TaskGroup;
+use super::policy::Handler;
 use super::shared::{Abandoned, Shared};
 use crate::error::{Failure, GroupError, TaskLabel};
 use crate::frame::{self, Data, Drains, Enter};
@@ -68,13 +69,17 @@ pub(crate) struct Options {
 /// - On its first poll outside a tokio runtime: the group needs one to spawn its tasks.
 /// - When the body or a child panicked (and the group was not built with
 ///   [`Builder::capture_panics`]): after every other task was aborted and dropped, the first
-///   panic is resumed in the task awaiting the group, like `std::thread::scope` does.
+///   panic is resumed in the task awaiting the group, like `std::thread::scope` does. Under
+///   [`Builder::isolate_failures`], a child's panic goes to the failure handler instead, and
+///   only a panic the handler passes back, or a panic of the handler itself, is resumed.
 /// - When polled after it completed.
 ///
 /// # Errors
 ///
 /// [`GroupError`] holding every error of the body and the children, in order of occurrence,
-/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called.
+/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called. Under
+/// [`Builder::isolate_failures`], the children's failures that the handler handled are not in
+/// it (the handler has them); the body's are.
 ///
 /// # Cancel safety
 ///
@@ -86,6 +91,7 @@ pub(crate) struct Options {
 ///
 /// [`Builder::scope`]: crate::group::Builder::scope
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
+/// [`Builder::isolate_failures`]: crate::group::Builder::isolate_failures
 #[pin_project(PinnedDrop)]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 //
@@ -103,6 +109,8 @@ pub struct GroupScope<B, Fut, R, E> {
     node: Option<Arc<Node>>,
     waker: Option<Waker>,
     options: Options,
+    /// The failure handler of an isolating group, until the group starts.
+    handler: Option<Handler<E>>,
     /// Whether `TaskGroup::cancel` (not a failure) started the cancellation.
     cancelled: bool,
     /// Aborted tasks of groups dropped inside the body, awaited before the group completes.
@@ -172,7 +180,7 @@ pub(crate) mod sealed {
 static NEXT_GROUP_ID: AtomicU64 = AtomicU64::new(1);
 
 impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
-    pub(crate) fn new(body: B, options: Options) -> Self {
+    pub(crate) fn new(body: B, options: Options, handler: Option<Handler<E>>) -> Self {
         GroupScope {
             phase: Phase::Idle(body),
             body: None,
@@ -181,6 +189,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
             node: None,
             waker: None,
             options,
+            handler,
             cancelled: false,
             drains: Drains::default(),
             abandon: Shared::<E>::abandon,
@@ -208,7 +217,7 @@ where
             panic!("a task group future was polled after it completed");
         }
         if let Phase::Idle(_) = this.phase {
-            let shared = start(*this.options);
+            let shared = start(*this.options, this.handler.take());
             *this.node = Some(shared.node.clone());
             *this.shared = Some(shared);
         }
@@ -242,22 +251,19 @@ where
                     }
                     Ok(Poll::Ready(Err(error))) => {
                         drop_body(data, this.node, this.drains, this.body.as_mut());
-                        tracing::error!(parent: &shared.span, "task group body failed");
+                        // Returned to the caller: not logged at ERROR (see `State::record`).
                         shared
                             .lock()
-                            .failures
-                            .push(Failure::from_error(TaskLabel::Body, error));
+                            .record(Failure::from_error(TaskLabel::Body, error));
                         failed = true;
                     }
                     Err(payload) => {
                         // The body is unwinding: drop what is left of it, then cancel and drain
                         // the children before the panic is resumed.
                         drop_body(data, this.node, this.drains, this.body.as_mut());
-                        let mut state = shared.lock();
-                        state
-                            .failures
-                            .push(Failure::from_panic(TaskLabel::Body, payload));
-                        state.panicked = true;
+                        shared
+                            .lock()
+                            .record(Failure::from_panic(TaskLabel::Body, payload));
                         failed = true;
                     }
                 }
@@ -329,14 +335,19 @@ where
 
 /// Builds the shared state on the first poll: the group's node, the runtime.
 #[track_caller]
-fn start<E: Send + 'static>(options: Options) -> Arc<Shared<E>> {
+fn start<E: Send + 'static>(options: Options, handler: Option<Handler<E>>) -> Arc<Shared<E>> {
     let runtime = Handle::try_current().unwrap_or_else(|_| {
         panic!("TaskGroup::scope must be polled inside a tokio runtime: it spawns tasks")
     });
     let node = Node::new_group();
     let id = NEXT_GROUP_ID.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::debug_span!("task_group", group.id = id, limit = options.limit);
-    Arc::new(Shared::new(node, runtime, span, id, options.limit))
+    let span = tracing::debug_span!(
+        "task_group",
+        group.id = id,
+        limit = options.limit,
+        isolated = handler.is_some()
+    );
+    Arc::new(Shared::new(node, runtime, span, id, options.limit, handler))
 }
 
 /// Waits until every task, and every task handed to the group by a dropped one, has ended,

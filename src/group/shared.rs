@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
@@ -11,6 +12,7 @@ use tokio::runtime::Handle;
 
 use super::child::{Child, Deliver, Ended};
 use super::handle::{TaskHandle, ToHandle};
+use super::policy::Handler;
 use super::queue::{Grant, Granted, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
 use super::registry::{Registry, TaskKey};
 use crate::error::{Failure, TaskLabel};
@@ -35,6 +37,8 @@ pub(crate) struct Shared<E> {
     pub(crate) span: tracing::Span,
     pub(crate) id: u64,
     limit: Option<usize>,
+    /// Where the tasks' failures go when the group isolates them; `None`: they cancel it.
+    handler: Option<Handler<E>>,
     state: Mutex<State<E>>,
 }
 
@@ -53,6 +57,9 @@ pub(crate) struct State<E> {
     /// Background tasks were aborted (the group finished): the same for them.
     aborted_background: bool,
     pub(crate) failures: Vec<Failure<E>>,
+    /// The group's future was dropped before it finished: nobody will read `failures`, so
+    /// failures are logged (at ERROR: they would be lost otherwise) and dropped.
+    abandoned: bool,
     /// Aborted tasks of groups dropped inside the children, handed up as the children ended.
     drains: Drains,
     /// Whether any failure so far is a panic.
@@ -150,6 +157,20 @@ impl<E> Shared<E> {
         drop_panic: Option<Box<dyn std::any::Any + Send>>,
         mut drains: Drains,
     ) {
+        let label = || TaskLabel::Child {
+            id: tokio::task::try_id(),
+            name: name.clone(),
+        };
+        let failures = [
+            failure.map(|failure| failure.into_failure(label())),
+            drop_panic.map(|payload| Failure::from_panic(label(), payload)),
+        ];
+        // An isolating group hands them to its handler first, in this task and without the
+        // lock; only what the handler passes back (or its own panic) fails the group.
+        let failures = match &self.handler {
+            Some(handler) => failures.map(|f| f.and_then(|f| isolate(handler, f))),
+            None => failures,
+        };
         let mut state = self.lock();
         let handed_drains = !drains.is_empty();
         state.drains.append(&mut drains);
@@ -162,14 +183,9 @@ impl<E> Shared<E> {
             }
             None => None,
         };
-        let failures = failure.into_iter().chain(drop_panic.map(Ended::Panic));
         let mut failed = false;
-        for failure in failures {
-            let label = TaskLabel::Child {
-                id: tokio::task::try_id(),
-                name: name.clone(),
-            };
-            state.record(label, failure);
+        for failure in failures.into_iter().flatten() {
+            state.record(failure);
             failed = true;
         }
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
@@ -307,18 +323,18 @@ impl Drop for Starting {
 }
 
 impl<E> State<E> {
-    fn record(&mut self, label: TaskLabel, failure: Ended<E>) {
-        match failure {
-            Ended::Error(error) => {
-                tracing::error!(task = %label, "task failed");
-                self.failures.push(Failure::from_error(label, error));
-            }
-            Ended::Panic(payload) => {
-                tracing::error!(task = %label, "task panicked");
-                self.failures.push(Failure::from_panic(label, payload));
-                self.panicked = true;
-            }
+    /// Records a failure of the group. It is returned to the caller (in the `GroupError`, or
+    /// as the resumed panic), so it is logged at DEBUG only; `finish` logs at ERROR the ones
+    /// it cannot return. Once the group was abandoned, nobody will read it: logged at ERROR
+    /// and dropped.
+    pub(crate) fn record(&mut self, failure: Failure<E>) {
+        if self.abandoned {
+            log_lost(&failure);
+            return;
         }
+        tracing::debug!(task = %failure.label(), panic = failure.is_panic(), "task group failure");
+        self.panicked |= failure.is_panic();
+        self.failures.push(failure);
     }
 
     /// Registers `cx` to be woken when a task ends with something for the waiter to do.
@@ -378,6 +394,7 @@ impl<E: Send + 'static> Shared<E> {
         span: tracing::Span,
         id: u64,
         limit: Option<usize>,
+        handler: Option<Handler<E>>,
     ) -> Shared<E> {
         Shared {
             node,
@@ -387,6 +404,7 @@ impl<E: Send + 'static> Shared<E> {
             span,
             id,
             limit,
+            handler,
             state: Mutex::new(State {
                 tasks: Registry::default(),
                 queue: Queue::default(),
@@ -396,6 +414,7 @@ impl<E: Send + 'static> Shared<E> {
                 aborted_all: false,
                 aborted_background: false,
                 failures: Vec::new(),
+                abandoned: false,
                 drains: Drains::default(),
                 panicked: false,
                 waiter: None,
@@ -569,7 +588,7 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Records a panic caught by the group itself (in a destructor it ran).
     pub(crate) fn record_panic(&self, label: TaskLabel, payload: Box<dyn std::any::Any + Send>) {
-        self.lock().record(label, Ended::Panic(payload));
+        self.lock().record(Failure::from_panic(label, payload));
     }
 
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
@@ -613,6 +632,11 @@ impl<E: Send + 'static> Shared<E> {
     /// caller after the body) and the group as a drain, for the enclosing owner to await.
     pub(crate) fn abandon(self: &Arc<Self>) -> Abandoned {
         let mut state = self.lock();
+        // Failures recorded so far, and any that arrive from here on, reach nobody.
+        state.abandoned = true;
+        for failure in std::mem::take(&mut state.failures) {
+            log_lost(&failure);
+        }
         let queued = self.close_and_abort(&mut state);
         let live = !(state.is_drained() && state.drains.is_empty());
         drop(state);
@@ -629,6 +653,30 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn limit(&self) -> Option<usize> {
         self.limit
     }
+}
+
+/// Hands `failure` to an isolating group's handler; returns what fails the group: the
+/// failure, when the handler passes it back, or the handler's own panic.
+fn isolate<E>(handler: &Handler<E>, failure: Failure<E>) -> Option<Failure<E>> {
+    let label = failure.label().clone();
+    tracing::debug!(task = %label, panic = failure.is_panic(), "task failure handed to the failure handler");
+    match catch_unwind(AssertUnwindSafe(|| handler(failure))) {
+        Ok(Ok(())) => None,
+        Ok(Err(escalated)) => Some(escalated),
+        Err(payload) => {
+            tracing::debug!(task = %label, "the failure handler panicked");
+            Some(Failure::from_panic(label, payload))
+        }
+    }
+}
+
+/// Logs a failure of a group whose future was dropped before it finished: it reaches nobody.
+fn log_lost<E>(failure: &Failure<E>) {
+    tracing::error!(
+        task = %failure.label(),
+        panic = failure.is_panic(),
+        "task group failure lost: the group was dropped before it finished",
+    );
 }
 
 /// What is left of a group dropped from outside once its tasks were aborted.

@@ -45,17 +45,18 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use quattro::TaskGroup;
     /// use tokio::time::sleep;
     ///
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
-    /// let out = TaskGroup::scope(|tg| async move {
+    /// let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
     ///     let worker = tg.spawn(async {
     ///         quattro::shutdown_requested().await;
     ///         sleep(Duration::from_millis(100)).await; // finish the job in hand
-    ///         Ok::<_, ()>("finished")
+    ///         Ok("finished")
     ///     });
     ///     tg.shutdown(Duration::from_secs(1));
     ///     Ok(worker.await.unwrap())
@@ -115,13 +116,15 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// quattro::TaskGroup::scope(|tg| async move {
+    /// quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
     ///     tg.shutdown(std::time::Duration::from_secs(1));
     ///     assert!(tg.is_shutdown_requested());
     ///     assert!(quattro::is_shutdown_requested()); // the body sees it too
-    ///     Ok::<_, ()>(())
+    ///     Ok(())
     /// })
     /// .await
     /// .unwrap();
@@ -139,13 +142,15 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// quattro::TaskGroup::scope(|tg| async move {
+    /// quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
     ///     let token = tg.shutdown_token();
     ///     tg.spawn(async move {
     ///         token.cancelled().await; // e.g. a library loop that takes a token
-    ///         Ok::<_, ()>(())
+    ///         Ok(())
     ///     });
     ///     tg.shutdown(std::time::Duration::from_secs(1));
     ///     Ok(())
@@ -170,6 +175,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use quattro::TaskGroup;
     /// use tokio::time::sleep;
@@ -177,8 +183,8 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let ctrl_c = sleep(Duration::from_secs(1)); // stands in for `tokio::signal::ctrl_c()`
-    /// let err = TaskGroup::scope(|tg| async move {
-    ///     tg.spawn(std::future::pending::<Result<(), ()>>()); // ignores the request
+    /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     tg.spawn(std::future::pending::<Result<(), Infallible>>()); // ignores the request
     ///     quattro::shutdown_requested().await;
     ///     Ok(())
     /// })
@@ -209,6 +215,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// # Examples
     ///
     /// ```
+    /// use std::convert::Infallible;
     /// use std::time::Duration;
     /// use quattro::TaskGroup;
     /// use tokio::time::{Instant, sleep};
@@ -216,7 +223,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
     /// # async fn main() {
     /// let start = Instant::now();
-    /// let out = TaskGroup::scope(|_tg: TaskGroup<()>| async move {
+    /// let out = TaskGroup::scope(|_tg: TaskGroup<Infallible>| async move {
     ///     quattro::shutdown_requested().await; // the body sees it, like the tasks
     ///     sleep(Duration::from_millis(100)).await; // finish the job in hand
     ///     Ok("finished")
