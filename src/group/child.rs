@@ -79,16 +79,23 @@ where
         let mut this = self.project();
         let _span = this.span.enter();
         let (group, _) = this.group.as_ref().expect("the end is reported once");
-        let data = group.child_frame();
-        let polled = {
-            let _enter = Enter::with_link(data, this.node, Some(this.drains));
+        let (polled, dropped) = {
+            let _enter = Enter::with_link(group.child_frame(), this.node, Some(this.drains));
             let fut = this.fut.as_mut().as_pin_mut();
             let fut = fut.expect("child polled after completion");
-            match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+            let polled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
                 Ok(Poll::Pending) => None,
                 Ok(Poll::Ready(out)) => Some(Ok(out)),
                 Err(payload) => Some(Err(payload)),
-            }
+            };
+            // A finished (or unwound) future is dropped while the group's frame is still in
+            // force. A destructor that panics is a failure of the task, reported with its end.
+            let mut fut = this.fut.as_mut();
+            let dropped = match polled {
+                Some(_) => catch_unwind(AssertUnwindSafe(|| fut.set(None))).err(),
+                None => None,
+            };
+            (polled, dropped)
         };
         let Some(polled) = polled else {
             if !this.drains.is_empty() {
@@ -97,11 +104,6 @@ where
             }
             return Poll::Pending;
         };
-        // Drop the finished (or unwound) future while the group's frame is still in force.
-        let dropped = catch_unwind(AssertUnwindSafe(|| {
-            let _enter = Enter::with_link(data, this.node, Some(this.drains));
-            this.fut.set(None);
-        }));
         let sender = this.result.take().expect("result sent once");
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
@@ -116,7 +118,7 @@ where
         };
         let (group, key) = this.group.take().expect("the end is reported once");
         let drains = std::mem::take(this.drains);
-        group.task_ended(key, this.name.take(), failure, dropped.err(), drains);
+        group.task_ended(key, this.name.take(), failure, dropped, drains);
         Poll::Ready(output)
     }
 }
