@@ -551,11 +551,7 @@ async fn labels_name_the_body_and_tasks() {
 }
 
 /// A failed `gather` item is labelled with its input position: "item 7".
-///
-/// Needs the gather to pass each item's position to the group (re-applied on the new core;
-/// see the branch's report): until then the item shows as `task <id>`.
 #[tokio::test]
-#[ignore = "gather item labels are wired on the rewritten core"]
 async fn gather_failure_names_the_item_position() {
     let err = gather((0..10).map(|i| async move { if i == 7 { Err("bad") } else { Ok(i) } }))
         .await

@@ -21,7 +21,6 @@ pub(crate) enum TaskLabel {
     },
     /// An item of a `gather`, by its position in the input (from 0).
     // Built once gather labels its items (the group's core passes the position on).
-    #[allow(dead_code)]
     Item { index: usize, id: Option<Id> },
 }
 

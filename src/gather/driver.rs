@@ -102,6 +102,10 @@ impl<T: Send + 'static> Deliver for Slot<T> {
     type Value = T;
     type Output = ();
 
+    fn item(&self) -> Option<usize> {
+        Some(self.index)
+    }
+
     fn deliver(self, result: Result<T, TaskError>) {
         let mut state = self.collector.lock();
         state.finished += 1;

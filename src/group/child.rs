@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use pin_project::{pin_project, pinned_drop};
 
 use super::registry::TaskKey;
-use super::shared::Shared;
+use super::shared::{Shared, Who};
 use crate::error::{Failure, TaskError, TaskLabel};
 use crate::frame::{Drains, Enter};
 use crate::node::Node;
@@ -26,6 +26,11 @@ pub(crate) trait Deliver: Send + 'static {
 
     /// Hands over the value, or why there is none. Called at most once, by the task.
     fn deliver(self, result: Result<Self::Value, TaskError>) -> Self::Output;
+
+    /// The input position of a `gather` item, which names it in failures ("item 7").
+    fn item(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// Runs a child future in the group's frame (so the child sees the deadlines that enclose the
@@ -105,10 +110,14 @@ where
             return Poll::Pending;
         };
         let sender = this.result.take().expect("result sent once");
+        let who = Who {
+            name: this.name.take(),
+            item: sender.item(),
+        };
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
             Ok(Err(error)) => (
-                sender.deliver(Err(TaskError::reported(this.name.as_ref(), &error))),
+                sender.deliver(Err(TaskError::reported(who.name.as_ref(), &error))),
                 Some(Ended::Error(error)),
             ),
             Err(payload) => (
@@ -118,7 +127,7 @@ where
         };
         let (group, key) = this.group.take().expect("the end is reported once");
         let drains = std::mem::take(this.drains);
-        group.task_ended(key, this.name.take(), failure, dropped, drains);
+        group.task_ended(key, who, failure, dropped, drains);
         Poll::Ready(output)
     }
 }
@@ -160,6 +169,10 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
                 }
             }
         }
+        let who = Who {
+            name: this.name.take(),
+            item: this.result.as_ref().and_then(Deliver::item),
+        };
         if let Some(sender) = this.result.take() {
             // Dropped before completing: aborted, or never polled (a runtime shutting down).
             let err = if panic.is_some() || std::thread::panicking() {
@@ -172,7 +185,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
         if let Some((group, key)) = this.group.take() {
             // The drains go with the end: the group waits for them before it completes.
             let drains = std::mem::take(this.drains);
-            group.task_ended(key, this.name.take(), panic, None, drains);
+            group.task_ended(key, who, panic, None, drains);
         }
     }
 }

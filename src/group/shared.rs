@@ -152,15 +152,12 @@ impl<E> Shared<E> {
     pub(crate) fn task_ended(
         self: &Arc<Self>,
         key: TaskKey,
-        name: Option<Arc<str>>,
+        who: Who,
         failure: Option<Ended<E>>,
         drop_panic: Option<Box<dyn std::any::Any + Send>>,
         mut drains: Drains,
     ) {
-        let label = || TaskLabel::Child {
-            id: tokio::task::try_id(),
-            name: name.clone(),
-        };
+        let label = || who.label();
         let failures = [
             failure.map(|failure| failure.into_failure(label())),
             drop_panic.map(|payload| Failure::from_panic(label(), payload)),
@@ -270,6 +267,25 @@ impl<E> Shared<E> {
         }
         if let Some(next) = next {
             self.start_queued(next);
+        }
+    }
+}
+
+/// What names a task in its failures: its given name, or a `gather` item's input position.
+pub(crate) struct Who {
+    pub(crate) name: Option<Arc<str>>,
+    pub(crate) item: Option<usize>,
+}
+
+impl Who {
+    fn label(&self) -> TaskLabel {
+        let id = tokio::task::try_id();
+        match self.item {
+            Some(index) => TaskLabel::Item { index, id },
+            None => TaskLabel::Child {
+                id,
+                name: self.name.clone(),
+            },
         }
     }
 }
