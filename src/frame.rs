@@ -196,9 +196,6 @@ pub(crate) fn links_expired() -> bool {
 /// drains handed up meanwhile into `collect`.
 pub(crate) struct Enter<'a> {
     prev: Data,
-    /// Whether the installed frame differs from `prev` (a scope whose deadline changes
-    /// nothing, inside another, installs nothing).
-    changed: bool,
     /// Where to put the link back, when this frame pushed one.
     link: Option<&'a mut Option<Arc<Node>>>,
     mark: usize,
@@ -219,18 +216,13 @@ impl<'a> Enter<'a> {
         narrow: impl FnOnce(&Data) -> Data,
         collect: Option<&'a mut Drains>,
     ) -> Enter<'a> {
-        let (prev, changed, mark) = FRAME.with(|f| {
+        let (prev, mark) = FRAME.with(|f| {
             let prev = f.data.get();
-            let data = narrow(&prev);
-            let changed = data != prev;
-            if changed {
-                f.data.set(data);
-            }
-            (prev, changed, f.drain_count.get())
+            f.data.set(narrow(&prev));
+            (prev, f.drain_count.get())
         });
         Enter {
             prev,
-            changed,
             link: None,
             mark,
             collect,
@@ -274,11 +266,8 @@ impl Drop for Enter<'_> {
     #[inline]
     fn drop(&mut self) {
         let prev = self.prev;
-        let changed = self.changed;
         let handed_up = FRAME.with(|f| {
-            if changed {
-                f.data.set(prev);
-            }
+            f.data.set(prev);
             f.drain_count.get() > self.mark
         });
         if self.link.is_some() || handed_up {
