@@ -210,6 +210,21 @@ impl<'a> Enter<'a> {
         Enter::narrow(|_| data, collect)
     }
 
+    /// Installs `data` over `outer`, the frame in force (read by the caller just before).
+    #[inline(always)]
+    pub(crate) fn over(outer: Data, data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
+        let mark = FRAME.with(|f| {
+            f.data.set(data);
+            f.drain_count.get()
+        });
+        Enter {
+            prev: outer,
+            link: None,
+            mark,
+            collect,
+        }
+    }
+
     /// Installs the frame `narrow` makes of the one in force, in one thread-local access.
     #[inline(always)]
     pub(crate) fn narrow(

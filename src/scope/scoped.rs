@@ -182,8 +182,19 @@ impl<F: Future> Future for Scoped<F> {
         // The inner future is polled first: a future that completes without suspending returns
         // its value even if the scope was cancelled meanwhile (cancellation is delivered at a
         // suspension point, as in Trio and `tokio::time::timeout`).
-        let link = side.as_mut().map(|side| &mut side.link);
-        match poll_inner(this.inner.as_mut(), link, this.drains, &entry, cx) {
+        let outer = frame::current();
+        let data = entry.frame(&outer);
+        let polled = if side.is_none() && data == outer {
+            // Inside a scope with no later deadline, polled by the same task, this one changes
+            // nothing in the frame: nothing to install. (A group dropped in here hands its
+            // tasks to that enclosing owner, whose own cancellation is the only one that can
+            // cut this scope short.)
+            poll_bare(this.inner.as_mut(), cx)
+        } else {
+            let link = side.as_mut().map(|side| &mut side.link);
+            poll_inner(this.inner.as_mut(), link, this.drains, outer, data, cx)
+        };
+        match polled {
             Poll::Ready(value) if this.drains.is_empty() => {
                 finish(this);
                 Poll::Ready(Ok(value))
@@ -194,7 +205,7 @@ impl<F: Future> Future for Scoped<F> {
                 poll_drain(this, cx)
             }
             // The frame around the scope is back in force.
-            Poll::Pending => poll_cancel(this, &entry, &frame::current(), cx),
+            Poll::Pending => poll_cancel(this, &entry, &outer, cx),
         }
     }
 }
@@ -237,16 +248,23 @@ impl Entry {
 /// its destructors still see the scope.
 #[inline(always)]
 fn poll_inner<F: Future>(
-    mut inner: Pin<&mut Option<F>>,
+    inner: Pin<&mut Option<F>>,
     link: Option<&mut Option<Arc<Node>>>,
     drains: &mut Drains,
-    entry: &Entry,
+    outer: Data,
+    data: Data,
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
-    let mut enter = Enter::narrow(|outer| entry.frame(outer), Some(drains));
+    let mut enter = Enter::over(outer, data, Some(drains));
     if let Some(link) = link {
         enter.push_link(link);
     }
+    poll_bare(inner, cx)
+}
+
+/// Polls the inner future in the frame in force; a finished one is dropped there too.
+#[inline(always)]
+fn poll_bare<F: Future>(mut inner: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
     let fut = inner.as_mut().as_pin_mut();
     let polled = fut.expect("inner future present while running").poll(cx);
     if polled.is_ready() {
