@@ -211,7 +211,7 @@ impl<'a> Enter<'a> {
     }
 
     /// Installs `data` over `outer`, the frame in force (read by the caller just before).
-    #[inline(always)]
+    #[inline]
     pub(crate) fn over(outer: Data, data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
         let mark = FRAME.with(|f| {
             f.data.set(data);
@@ -226,7 +226,7 @@ impl<'a> Enter<'a> {
     }
 
     /// Installs the frame `narrow` makes of the one in force, in one thread-local access.
-    #[inline(always)]
+    #[inline]
     pub(crate) fn narrow(
         narrow: impl FnOnce(&Data) -> Data,
         collect: Option<&'a mut Drains>,

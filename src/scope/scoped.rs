@@ -246,7 +246,7 @@ impl Entry {
 
 /// Polls the inner future in the scope's frame; a finished one is dropped there too, so that
 /// its destructors still see the scope.
-#[inline(always)]
+#[inline]
 fn poll_inner<F: Future>(
     inner: Pin<&mut Option<F>>,
     link: Option<&mut Option<Arc<Node>>>,
@@ -263,7 +263,7 @@ fn poll_inner<F: Future>(
 }
 
 /// Polls the inner future in the frame in force; a finished one is dropped there too.
-#[inline(always)]
+#[inline]
 fn poll_bare<F: Future>(mut inner: Pin<&mut Option<F>>, cx: &mut Context<'_>) -> Poll<F::Output> {
     let fut = inner.as_mut().as_pin_mut();
     let polled = fut.expect("inner future present while running").poll(cx);
