@@ -268,6 +268,9 @@ where
                     }
                 }
             }
+            // Registered before the cancellation flag is read: a `cancel()` from elsewhere
+            // either finds this waker, or is seen below.
+            node::register_waker_once(&shared.node, this.waker, cx.waker());
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx);
             // Release the drains that emptied, in a group that may live as long as a server.
@@ -310,8 +313,6 @@ where
                 drop(state);
                 *this.phase = Phase::Finishing;
             } else {
-                drop(state);
-                node::register_waker_once(&shared.node, this.waker, cx.waker());
                 return Poll::Pending;
             }
         }

@@ -369,6 +369,9 @@ fn poll_handle(
     cx: &mut Context<'_>,
 ) -> (Option<Instant>, bool) {
     let node = &side.node;
+    // Registered before the state is read: a `cancel()` or `set_deadline()` from elsewhere
+    // either finds this waker, or is seen below.
+    node::register_waker_once(node, &mut side.waker, cx.waker());
     // A handle may have moved the deadline or cancelled the scope during the poll.
     let own = node.deadline();
     if own != before {
@@ -377,7 +380,6 @@ fn poll_handle(
         cx.waker().wake_by_ref();
     }
     let mut cancel = node.is_cancel_requested();
-    node::register_waker_once(node, &mut side.waker, cx.waker());
     if node.state() & TOKENS_CHANGED != 0 && node.take_flags(TOKENS_CHANGED) != 0 {
         side.tokens.extend(
             node.take_linked_tokens()
