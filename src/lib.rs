@@ -171,6 +171,7 @@ mod error;
 mod frame;
 pub mod gather;
 pub mod group;
+mod loom;
 mod node;
 pub mod propagate;
 mod scope;

@@ -9,14 +9,15 @@
 //! [`CancelScope`]: crate::CancelScope
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::task::Waker;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::frame::{self, NO_DEADLINE};
+use crate::loom::{AtomicU32, AtomicU64, Mutex};
 
 // State bits of a node.
 /// `cancel()` was called.
@@ -251,5 +252,84 @@ pub(crate) fn register_waker_once(node: &Node, last: &mut Option<Waker>, waker: 
     if !last.as_ref().is_some_and(|w| w.will_wake(waker)) {
         node.register_waker(waker);
         *last = Some(waker.clone());
+    }
+}
+
+/// Model checks of the handshakes between a running scope or group and its handles, under
+/// `loom` (see `src/loom.rs`).
+#[cfg(all(test, quattro_loom))]
+mod loom_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::{Wake, Waker};
+
+    use tokio::time::Instant;
+
+    use super::{ENTERED, Node};
+    use crate::frame::NO_DEADLINE;
+    use crate::loom::AtomicBool;
+
+    /// A waker that records that it was woken.
+    struct Flag(AtomicBool);
+
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, SeqCst);
+        }
+    }
+
+    fn running() -> (Arc<Node>, Arc<Flag>, Waker) {
+        let node = Arc::new(Node::new(NO_DEADLINE));
+        node.set_flags(ENTERED);
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waker = Waker::from(flag.clone());
+        (node, flag, waker)
+    }
+
+    /// The future registers its waker, then reads the flag; a `cancel()` from another thread
+    /// is either seen or wakes it, never lost.
+    #[test]
+    fn cancel_is_seen_or_wakes() {
+        loom::model(|| {
+            let (node, flag, waker) = running();
+            let handle = node.clone();
+            let canceller = loom::thread::spawn(move || handle.cancel());
+            node.register_waker(&waker);
+            let seen = node.is_cancel_requested();
+            canceller.join().unwrap();
+            assert!(seen || flag.0.load(SeqCst), "a cancel was lost");
+        });
+    }
+
+    /// Likewise for a deadline moved from another thread.
+    #[test]
+    fn set_deadline_is_seen_or_wakes() {
+        loom::model(|| {
+            let (node, flag, waker) = running();
+            let handle = node.clone();
+            let at = Instant::now();
+            let mover = loom::thread::spawn(move || handle.set_deadline(Some(at)));
+            node.register_waker(&waker);
+            let seen = node.deadline_raw() != NO_DEADLINE;
+            mover.join().unwrap();
+            assert!(seen || flag.0.load(SeqCst), "a deadline move was lost");
+        });
+    }
+
+    /// Concurrent shortenings (two `shutdown(grace)` calls) keep the earliest deadline.
+    #[test]
+    fn concurrent_shortenings_keep_the_earliest() {
+        loom::model(|| {
+            let (node, _flag, _waker) = running();
+            let now = Instant::now();
+            let (early, late) = (now, now + std::time::Duration::from_secs(30));
+            let other = node.clone();
+            let t = loom::thread::spawn(move || other.shorten_deadline(late));
+            let moved_early = node.shorten_deadline(early);
+            let moved_late = t.join().unwrap();
+            assert!(moved_early, "the earlier cut always moves the deadline");
+            assert_eq!(node.deadline(), Some(early));
+            let _ = moved_late;
+        });
     }
 }

@@ -12,8 +12,8 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
 use tokio::task::{Id, JoinHandle};
@@ -22,6 +22,7 @@ use super::handle::{Output, ToHandle};
 use super::registry::TaskKey;
 use super::shared::{Role, Shared};
 use crate::error::TaskError;
+use crate::loom::{AtomicBool, Mutex, MutexGuard};
 
 /// A queued task, as the group's queue sees it.
 pub(crate) trait Start<E>: Send + Sync {
@@ -458,5 +459,45 @@ impl Grant {
             Granted::Slot(key) => Some(key),
             _ => None,
         }
+    }
+}
+
+/// Model checks of the queue's hand-overs under `loom` (see `src/loom.rs`).
+#[cfg(all(test, quattro_loom))]
+mod loom_tests {
+    use super::{Grant, Granted, QueuedTask};
+    use crate::group::registry::Registry;
+    use crate::group::shared::Role;
+
+    /// A slot granted to a producer that gives up at the same moment is never lost: either the
+    /// producer takes it, or the grant fails and the group keeps it.
+    #[test]
+    fn a_granted_slot_is_taken_or_given_back() {
+        loom::model(|| {
+            let key = Registry::default().reserve(Role::Normal);
+            let grant = Grant::new();
+            let granter = grant.clone();
+            let t = loom::thread::spawn(move || granter.settle(Granted::Slot(key)));
+            let taken = grant.leave();
+            let granted = t.join().unwrap();
+            assert_eq!(granted, taken.is_some(), "the slot went nowhere, or twice");
+        });
+    }
+
+    /// Two aborts of one queued task at once: exactly one takes its future out.
+    #[test]
+    fn a_queued_task_is_cancelled_once() {
+        loom::model(|| {
+            let task = QueuedTask::<u8, (), ()>::new(7, ());
+            let other = task.clone();
+            let t = loom::thread::spawn(move || other.take_cancelled().is_some());
+            let here = task.take_cancelled().is_some();
+            let there = t.join().unwrap();
+            assert!(
+                here ^ there,
+                "cancelled {} times",
+                u8::from(here) + u8::from(there)
+            );
+        });
     }
 }
