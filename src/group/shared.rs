@@ -256,15 +256,7 @@ impl<E> Shared<E> {
         let mut state = self.lock();
         state.tasks.release(key);
         let next = self.hand_on_slot(&mut state);
-        let waiter = if state.is_idle() {
-            state.waiter.take()
-        } else {
-            None
-        };
-        drop(state);
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        wake_if_idle(state);
         if let Some(next) = next {
             self.start_queued(next);
         }
@@ -623,15 +615,7 @@ impl<E: Send + 'static> Shared<E> {
         let mut state = self.lock();
         state.producers.refuse_all();
         let queued = state.queue.take();
-        let waiter = if state.is_idle() {
-            state.waiter.take()
-        } else {
-            None
-        };
-        drop(state);
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        wake_if_idle(state);
         queued
     }
 
@@ -751,18 +735,23 @@ impl<E: Send + 'static> Unqueue for Shared<E> {
     fn unqueued(&self) {
         let mut state = self.lock();
         state.queue.unqueued();
-        let waiter = if state.is_idle() {
-            state.waiter.take()
-        } else {
-            None
-        };
-        drop(state);
-        if let Some(waiter) = waiter {
-            waiter.wake();
-        }
+        wake_if_idle(state);
     }
 
     fn drop_unqueued(&self, unstarted: Box<dyn Send>) {
         self.drop_unstarted(unstarted);
+    }
+}
+
+/// Releases the lock, waking the group if it has nothing left to run (it may complete now).
+fn wake_if_idle<E>(mut state: MutexGuard<'_, State<E>>) {
+    let waiter = if state.is_idle() {
+        state.waiter.take()
+    } else {
+        None
+    };
+    drop(state);
+    if let Some(waiter) = waiter {
+        waiter.wake();
     }
 }
