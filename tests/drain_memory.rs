@@ -7,54 +7,18 @@
 //! (per binary, hence this file of its own); the tests take a lock so that they do not run
 //! at the same time.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::{Future, pending};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
 
 use quattro::{TaskGroup, move_on_after};
 
-struct Counting;
+mod counting_alloc;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        p
-    }
-}
+use counting_alloc::live;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 /// One test at a time: the counter is per process.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -64,10 +28,6 @@ const FIRST: usize = 100;
 const TOTAL: usize = 4_000;
 /// Allowed growth of live heap between drop number `FIRST` and drop number `TOTAL`.
 const BOUND: isize = 200 * 1024;
-
-fn live() -> isize {
-    LIVE.load(Ordering::SeqCst)
-}
 
 /// Lets aborted tasks finish and be freed (on the multi-thread runtime, elsewhere).
 async fn settle() {
