@@ -267,7 +267,7 @@ mod loom_tests {
 
     use super::{ENTERED, Node};
     use crate::frame::NO_DEADLINE;
-    use crate::loom::AtomicBool;
+    use loom::sync::atomic::AtomicBool;
 
     /// A waker that records that it was woken.
     struct Flag(AtomicBool);

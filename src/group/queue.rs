@@ -12,7 +12,6 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -22,7 +21,7 @@ use super::handle::{Output, ToHandle};
 use super::registry::TaskKey;
 use super::shared::{Role, Shared};
 use crate::error::TaskError;
-use crate::loom::{AtomicBool, Mutex, MutexGuard};
+use crate::loom::{Mutex, MutexGuard};
 
 /// A queued task, as the group's queue sees it.
 pub(crate) trait Start<E>: Send + Sync {
@@ -81,8 +80,6 @@ impl QueuedName for Option<Arc<str>> {
 /// A task waiting for a slot, and then the way its handle reaches the started task.
 pub(crate) struct QueuedTask<F, T, N> {
     state: Mutex<Stage<F, T, N>>,
-    /// Set with `Stage::Cancelled`, so that the queue can skip the task without its lock.
-    cancelled: AtomicBool,
 }
 
 enum Stage<F, T, N> {
@@ -108,7 +105,6 @@ impl<F, T, N> QueuedTask<F, T, N> {
                 name,
                 waker: None,
             }),
-            cancelled: AtomicBool::new(false),
         })
     }
 
@@ -126,7 +122,6 @@ impl<F, T, N> QueuedTask<F, T, N> {
         else {
             unreachable!("checked above")
         };
-        self.cancelled.store(true, Ordering::Release);
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
@@ -143,8 +138,9 @@ where
     E: Send + 'static,
 {
     fn is_waiting(&self) -> bool {
-        // Only the queue takes a task out of `Waiting` other than by cancelling it.
-        !self.cancelled.load(Ordering::Acquire)
+        // A flag beside the lock would save this lock, but cost a word a queued task: a
+        // million queued tasks are what the queue is for.
+        matches!(*self.lock(), Stage::Waiting { .. })
     }
 
     fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool {
