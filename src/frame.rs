@@ -63,13 +63,6 @@ pub(crate) struct Data {
 }
 
 impl Data {
-    const EMPTY: Data = Data {
-        fixed: None,
-        local: None,
-        task: 0,
-        flags: 0,
-    };
-
     /// The deadline an inner scope polled by `task` can rely on a timer for.
     pub(crate) fn local_for(&self, task: usize) -> Option<Instant> {
         if self.task == task { self.local } else { None }
@@ -79,7 +72,11 @@ impl Data {
 /// The hot part of the frame: plain data, no destructor, so that reading it is a bare
 /// thread-local access.
 struct Frame {
-    data: Cell<Data>,
+    /// `Data::fixed` and `Data::flags`, apart from the rest: what a deadline lookup reads.
+    fixed: Cell<Option<Instant>>,
+    flags: Cell<u8>,
+    /// `Data::local` and `Data::task`.
+    timer: Cell<(Option<Instant>, usize)>,
     /// `Stacks::links.len()`, readable without touching the stacks.
     link_count: Cell<usize>,
     /// `Stacks::drains.len()`, likewise.
@@ -95,7 +92,9 @@ struct Stacks {
 thread_local! {
     static FRAME: Frame = const {
         Frame {
-            data: Cell::new(Data::EMPTY),
+            fixed: Cell::new(None),
+            flags: Cell::new(0),
+            timer: Cell::new((None, 0)),
             link_count: Cell::new(0),
             drain_count: Cell::new(0),
         }
@@ -108,10 +107,30 @@ thread_local! {
     };
 }
 
+impl Frame {
+    #[inline]
+    fn get(&self) -> Data {
+        let (local, task) = self.timer.get();
+        Data {
+            fixed: self.fixed.get(),
+            local,
+            task,
+            flags: self.flags.get(),
+        }
+    }
+
+    #[inline]
+    fn set(&self, data: Data) {
+        self.fixed.set(data.fixed);
+        self.flags.set(data.flags);
+        self.timer.set((data.local, data.task));
+    }
+}
+
 /// The frame in force on this thread (empty outside any scope).
 #[inline]
 pub(crate) fn current() -> Data {
-    FRAME.with(|f| f.data.get())
+    FRAME.with(Frame::get)
 }
 
 /// Runs `f` with the innermost link (shared state of a scope handle or group), borrowed.
@@ -139,12 +158,12 @@ pub(crate) fn current_link() -> Option<Arc<Node>> {
 /// fixed deadline, narrowed by the live state of the enclosing handles and groups.
 #[inline]
 pub(crate) fn lookup() -> (Option<Instant>, bool) {
-    let (data, links) = FRAME.with(|f| (f.data.get(), f.link_count.get()));
-    let cancelled = data.flags & CANCELLED != 0;
+    let (fixed, flags, links) = FRAME.with(|f| (f.fixed.get(), f.flags.get(), f.link_count.get()));
+    let cancelled = flags & CANCELLED != 0;
     if links == 0 {
-        return (data.fixed, cancelled);
+        return (fixed, cancelled);
     }
-    lookup_links(data.fixed, cancelled)
+    lookup_links(fixed, cancelled)
 }
 
 #[cold]
@@ -214,7 +233,7 @@ impl<'a> Enter<'a> {
     #[inline]
     pub(crate) fn over(outer: Data, data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
         let mark = FRAME.with(|f| {
-            f.data.set(data);
+            f.set(data);
             f.drain_count.get()
         });
         Enter {
@@ -232,8 +251,8 @@ impl<'a> Enter<'a> {
         collect: Option<&'a mut Drains>,
     ) -> Enter<'a> {
         let (prev, mark) = FRAME.with(|f| {
-            let prev = f.data.get();
-            f.data.set(narrow(&prev));
+            let prev = f.get();
+            f.set(narrow(&prev));
             (prev, f.drain_count.get())
         });
         Enter {
@@ -282,7 +301,7 @@ impl Drop for Enter<'_> {
     fn drop(&mut self) {
         let prev = self.prev;
         let handed_up = FRAME.with(|f| {
-            f.data.set(prev);
+            f.set(prev);
             f.drain_count.get() > self.mark
         });
         if self.link.is_some() || handed_up {
