@@ -53,6 +53,8 @@ pub(crate) struct Scoped<F: Future> {
     /// The timer, armed at the first `Pending` when no enclosing scope covers the deadline.
     #[pin]
     sleep: Option<Sleep>,
+    /// The waker the timer was last polled with (see [`registered`]).
+    timer_waker: Option<(usize, usize)>,
     /// Aborted tasks of groups dropped inside the scope, awaited before it completes.
     drains: Drains,
     /// The output, kept while drains are awaited.
@@ -90,6 +92,7 @@ impl<F: Future> Scoped<F> {
             deadline,
             handle: OnceLock::new(),
             sleep: None,
+            timer_waker: None,
             drains: Drains::default(),
             output: None,
             phase: Phase::Idle,
@@ -307,18 +310,30 @@ fn poll_cancel<F: Future>(
     let covered = outer.local_for(entry.task);
     let fired = match own {
         Some(at) if covered.is_none_or(|covered| at < covered) => {
+            let waker = registered(cx.waker());
             match this.sleep.as_mut().as_pin_mut() {
                 // One timer entry for the scope's whole life: moving the deadline resets it.
-                Some(armed) if armed.deadline() != at => armed.reset(at),
+                Some(armed) if armed.deadline() != at => {
+                    armed.reset(at);
+                    *this.timer_waker = None;
+                }
                 Some(_) => {}
                 None => arm(this.sleep.as_mut(), at),
             }
             let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
-            poll_timer(sleep, cx).is_ready()
+            if *this.timer_waker == Some(waker) {
+                // The timer holds this task's waker already: polling it again would only
+                // register the same waker again. Whether it fired is one load.
+                sleep.is_elapsed()
+            } else {
+                *this.timer_waker = Some(waker);
+                poll_timer(sleep, cx).is_ready()
+            }
         }
         _ => {
             if this.sleep.is_some() {
                 this.sleep.set(None);
+                *this.timer_waker = None;
             }
             false
         }
@@ -396,6 +411,12 @@ fn poll_handle(
         cancel = true;
     }
     (own, cancel)
+}
+
+/// Identifies a waker (as `Waker::will_wake` does: its data and vtable), to tell whether the
+/// timer already holds it.
+fn registered(waker: &Waker) -> (usize, usize) {
+    (waker.data() as usize, waker.vtable() as *const _ as usize)
 }
 
 /// Arms the scope's one timer entry.
