@@ -53,8 +53,8 @@ pub(crate) struct Scoped<F: Future> {
     /// The timer, armed at the first `Pending` when no enclosing scope covers the deadline.
     #[pin]
     sleep: Option<Sleep>,
-    /// The waker the timer was last polled with (see [`registered`]).
-    timer_waker: Option<(usize, usize)>,
+    /// The waker the timer was last polled with (see [`registered`]); `NONE` when not polled.
+    timer_waker: (usize, usize),
     /// Aborted tasks of groups dropped inside the scope, awaited before it completes.
     drains: Drains,
     /// The output, kept while drains are awaited.
@@ -92,7 +92,7 @@ impl<F: Future> Scoped<F> {
             deadline,
             handle: OnceLock::new(),
             sleep: None,
-            timer_waker: None,
+            timer_waker: NONE,
             drains: Drains::default(),
             output: None,
             phase: Phase::Idle,
@@ -195,22 +195,32 @@ impl<F: Future> Future for Scoped<F> {
             poll_bare(this.inner.as_mut(), cx)
         } else {
             let link = side.as_mut().map(|side| &mut side.link);
-            poll_inner(this.inner.as_mut(), link, this.drains, outer, data, cx)
+            poll_inner(this.inner.as_mut(), link, this.drains, &outer, &data, cx)
         };
         match polled {
-            Poll::Ready(value) if this.drains.is_empty() => {
-                finish(this);
-                Poll::Ready(Ok(value))
-            }
-            Poll::Ready(value) => {
-                *this.output = Some(Ok(value));
-                *this.phase = Phase::Draining;
-                poll_drain(this, cx)
-            }
+            Poll::Ready(value) => on_ready(this, value, cx),
             // The frame around the scope is back in force.
             Poll::Pending => poll_cancel(this, &entry, &outer, cx),
         }
     }
+}
+
+/// The inner future completed: finishes at once, or once the drains handed up are empty.
+///
+/// Apart from the poll so that its temporaries are not on the stack while the inner future
+/// runs: nested scopes add up, and a debug build keeps every temporary of a function.
+fn on_ready<F: Future>(
+    this: ScopedProj<'_, F>,
+    value: F::Output,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, Elapsed>> {
+    if this.drains.is_empty() {
+        finish(this);
+        return Poll::Ready(Ok(value));
+    }
+    *this.output = Some(Ok(value));
+    *this.phase = Phase::Draining;
+    poll_drain(this, cx)
 }
 
 /// What a poll of the scope reads before polling the inner future.
@@ -251,18 +261,24 @@ impl Entry {
 /// its destructors still see the scope.
 #[inline]
 fn poll_inner<F: Future>(
-    inner: Pin<&mut Option<F>>,
+    mut inner: Pin<&mut Option<F>>,
     link: Option<&mut Option<Arc<Node>>>,
     drains: &mut Drains,
-    outer: Data,
-    data: Data,
+    outer: &Data,
+    data: &Data,
     cx: &mut Context<'_>,
 ) -> Poll<F::Output> {
-    let mut enter = Enter::over(outer, data, Some(drains));
+    let mut enter = Enter::over(*outer, *data, Some(drains));
     if let Some(link) = link {
         enter.push_link(link);
     }
-    poll_bare(inner, cx)
+    // As in `poll_bare`, written out: one frame less per nested scope in a debug build.
+    let fut = inner.as_mut().as_pin_mut();
+    let polled = fut.expect("inner future present while running").poll(cx);
+    if polled.is_ready() {
+        inner.set(None);
+    }
+    polled
 }
 
 /// Polls the inner future in the frame in force; a finished one is dropped there too.
@@ -315,25 +331,25 @@ fn poll_cancel<F: Future>(
                 // One timer entry for the scope's whole life: moving the deadline resets it.
                 Some(armed) if armed.deadline() != at => {
                     armed.reset(at);
-                    *this.timer_waker = None;
+                    *this.timer_waker = NONE;
                 }
                 Some(_) => {}
                 None => arm(this.sleep.as_mut(), at),
             }
             let sleep = this.sleep.as_mut().as_pin_mut().expect("armed above");
-            if *this.timer_waker == Some(waker) {
+            if *this.timer_waker == waker {
                 // The timer holds this task's waker already: polling it again would only
                 // register the same waker again. Whether it fired is one load.
                 sleep.is_elapsed()
             } else {
-                *this.timer_waker = Some(waker);
+                *this.timer_waker = waker;
                 poll_timer(sleep, cx).is_ready()
             }
         }
         _ => {
             if this.sleep.is_some() {
                 this.sleep.set(None);
-                *this.timer_waker = None;
+                *this.timer_waker = NONE;
             }
             false
         }
@@ -412,6 +428,9 @@ fn poll_handle(
     }
     (own, cancel)
 }
+
+/// No waker: a vtable is never at address 0.
+const NONE: (usize, usize) = (0, 0);
 
 /// Identifies a waker (as `Waker::will_wake` does: its data and vtable), to tell whether the
 /// timer already holds it.
