@@ -7,10 +7,10 @@
 //! sees the context it is polled in now, never a stale one.
 //!
 //! ```text
-//!   task A                                      task B (a group child)
-//!   fail_after(5s)   frame: eff 5s, local 5s    base frame from the group's publication:
-//!    └ move_on(1s)   frame: eff 1s, local 1s      eff 1s, local none (no timer of task A
-//!       └ group      publishes eff 1s ───────────▶ can be leaned on here)
+//!   task A                                        task B (a group child)
+//!   fail_after(5s)   frame: fixed 5s, local 5s    frame: fixed 1s (the group's
+//!    └ move_on(1s)   frame: fixed 1s, local 1s      publication), local none: no timer
+//!       └ group      publishes fixed 1s ──────────▶ of task A can be leaned on here
 //! ```
 //!
 //! A frame holds:
