@@ -381,11 +381,27 @@ impl Drains {
     }
 }
 
+impl From<Drain> for Drains {
+    fn from(drain: Drain) -> Drains {
+        Drains(vec![drain])
+    }
+}
+
 impl std::fmt::Debug for Drains {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Drains")
             .field("len", &self.0.len())
             .finish()
+    }
+}
+
+/// Hands the drains it holds to the enclosing owner when dropped: also on unwind, when a
+/// destructor panics while an owner is being dropped.
+pub(crate) struct HandUp(pub(crate) Drains);
+
+impl Drop for HandUp {
+    fn drop(&mut self) {
+        self.0.hand_up();
     }
 }
 

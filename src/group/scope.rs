@@ -15,7 +15,7 @@ use super::TaskGroup;
 use super::policy::Handler;
 use super::shared::{Abandoned, Shared};
 use crate::error::{Failure, GroupError, TaskLabel};
-use crate::frame::{self, Data, Drains, Enter};
+use crate::frame::{self, Data, Drains, Enter, HandUp};
 use crate::node::{self, CANCEL_REQUESTED, Node};
 
 /// Where the group is in its life.
@@ -435,7 +435,7 @@ impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
         let Abandoned { queued, drain } = (this.abandon)(&shared);
         // Handed to the enclosing owner last, also on unwind: the group's aborted tasks, then
         // what the body handed up.
-        let _group = drain.map(HandUpOne);
+        let _group = drain.map(|drain| HandUp(Drains::from(drain)));
         let mut body_drains = HandUp(std::mem::take(this.drains));
         let mut data = shared.body_frame(&frame::current());
         data.flags |= frame::CANCELLED;
@@ -458,23 +458,5 @@ impl<B, Fut, R, E> fmt::Debug for GroupScope<B, Fut, R, E> {
             .field("body_running", &self.body.is_some())
             .field("concurrency_limit", &self.options.limit)
             .finish()
-    }
-}
-
-/// Hands the drains it holds to the enclosing owner when dropped (also on unwind).
-struct HandUp(Drains);
-
-impl Drop for HandUp {
-    fn drop(&mut self) {
-        self.0.hand_up();
-    }
-}
-
-/// Hands one drain to the enclosing owner when dropped (also on unwind).
-struct HandUpOne(frame::Drain);
-
-impl Drop for HandUpOne {
-    fn drop(&mut self) {
-        frame::hand_up(self.0.clone());
     }
 }

@@ -22,7 +22,7 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::Elapsed;
-use crate::frame::{self, Data, Drains, Enter, earliest};
+use crate::frame::{self, Data, Drains, Enter, HandUp, earliest};
 use crate::node::{self, CANCELLED, CAUGHT, ENTERED, FINISHED, Node, SHUTDOWN, TOKENS_CHANGED};
 
 /// Where a [`Scoped`] future is in its life.
@@ -526,15 +526,6 @@ impl<F: Future> PinnedDrop for Scoped<F> {
             node.finish();
             node.forget_waker();
         }
-    }
-}
-
-/// Hands the drains it holds to the enclosing owner when dropped (also on unwind).
-struct HandUp(Drains);
-
-impl Drop for HandUp {
-    fn drop(&mut self) {
-        self.0.hand_up();
     }
 }
 
