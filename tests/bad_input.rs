@@ -14,6 +14,17 @@
 //! | a child that panics while being dropped (aborted, queued, or the body) | a recorded failure (a panic in the `GroupError` with `capture_panics`), not an unwind out of the group; the error that started the cancellation is kept; every other future is dropped before the group returns |
 //! | a deferred cleanup that panics | the other cleanups still run; the first panic is resumed after the last cleanup |
 //! | runtime dropped while a group runs | no hang; every future is dropped; handles resolve to cancelled |
+//! | `concurrency_limit(usize::MAX)` (group, gather, gather_settled) | unlimited: everything starts at once, nothing is sized by the limit; `gather_settled(..).concurrency_limit(0)` panics like `gather`'s |
+//! | shutdown grace `ZERO` (`TaskGroup::shutdown`, `CancelScope::shutdown`, `shutdown_on`) | a hard cancel at once (the request is still visible to code that runs before the first suspension) |
+//! | shutdown grace `Duration::MAX` | never cut off: the grace's end saturates to ~30 years and reads back as the deadline; a later request shortens it, a later one never extends it |
+//! | soft trigger at `ZERO`, in the past, or already complete (`shutdown_after`, `shutdown_at`, `shutdown_on` on `MoveOn`, `Fail`, `GroupScope`) | the request is made at the first poll |
+//! | soft trigger at `Duration::MAX`, far in the future, or never complete | never fires; the scope or group ends on its own |
+//! | deadline far in the future (~100 years) | never fires; `deadline()` and `current_effective_deadline()` read it back exactly, in tasks too |
+//! | deadline exactly now | as in the past: a ready future returns its value; cancelled at the first suspension |
+//! | task name empty, 1 MB, or with control characters / bidi / NUL / backtick | kept as given (`task_name()`), shown between backticks, no panic; also on background, `spawn_when_free` and refused spawns |
+//! | `grpc-timeout` header: `0` of any unit | "now": expired at the first suspension |
+//! | `grpc-timeout` header: `99999999H` | ~30 years away (saturated), no panic |
+//! | `grpc-timeout` header malformed (empty, spaces, sign, decimal, >8 digits, lower-case `s`, no unit, non-ASCII digit, NUL, 1 MB of digits) | `ParseTimeoutError` from `decode_timeout`, `deadline_from_header` and `parse::<GrpcTimeout>`, with a short message that does not echo the value |
 #![allow(clippy::async_yields_async)]
 
 mod issue7_util;
@@ -872,4 +883,476 @@ fn runtime_dropped_before_the_group_ever_ran() {
             .unwrap_err()
             .is_cancelled()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17, item 2: the edges of every other public function that takes a limit, a grace, an
+// instant, a name or a header.
+
+/// About a hundred years from now: beyond tokio's own "far future" (thirty years), still
+/// representable.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(100 * 365 * 86400)
+}
+
+// Limits: `usize::MAX` is "unlimited", with no allocation sized by the limit.
+
+#[tokio::test(start_paused = true)]
+async fn group_limit_usize_max_is_unlimited() {
+    let start = Instant::now();
+    let out = TaskGroup::builder()
+        .concurrency_limit(usize::MAX)
+        .scope(|tg| async move {
+            let handles: Vec<_> = (0..100u64)
+                .map(|i| {
+                    tg.spawn(async move {
+                        sleep(ms(1)).await;
+                        Ok::<_, ()>(i)
+                    })
+                })
+                .collect();
+            assert_eq!(tg.len(), 100, "nothing waits in a queue");
+            let h = tg.spawn_when_free(async { Ok(100) }).await;
+            assert!(h.id().is_some(), "started at once");
+            let mut sum = h.await.unwrap();
+            for h in handles {
+                sum += h.await.unwrap();
+            }
+            Ok(sum)
+        })
+        .await;
+    assert_eq!(out.unwrap(), (0..=100).sum::<u64>());
+    assert_eq!(start.elapsed(), ms(1), "all ran at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn gather_limit_usize_max_and_one() {
+    let start = Instant::now();
+    let items = || {
+        (0..50u64).map(|i| async move {
+            sleep(ms(1)).await;
+            Ok::<_, ()>(i)
+        })
+    };
+    let all = Gather::new(items()).concurrency_limit(usize::MAX).await;
+    assert_eq!(all.unwrap(), (0..50).collect::<Vec<_>>());
+    assert_eq!(start.elapsed(), ms(1));
+    let settled = gather_settled(items()).concurrency_limit(usize::MAX).await;
+    assert_eq!(settled.len(), 50);
+    assert_eq!(start.elapsed(), ms(2));
+    let one = gather_settled(items()).concurrency_limit(1).await;
+    assert!(one.iter().all(|r| r.is_ok()));
+    assert_eq!(start.elapsed(), ms(52), "one at a time");
+}
+
+#[test]
+#[should_panic(expected = "gather concurrency_limit must be at least 1")]
+fn gather_settled_limit_zero_panics_at_the_call() {
+    drop(gather_settled((0..3).map(|i| async move { Ok::<_, ()>(i) })).concurrency_limit(0));
+}
+
+// Grace: `ZERO` is a hard cancel at once; `MAX` is "never cut off", and a later request can
+// shorten the grace but never extend it.
+
+/// A group whose body requests its shutdown with each grace of `graces` in turn (10 ms of
+/// paused time apart), holding one task that finishes when asked (after 5 ms) and one that
+/// ignores the request. Returns the group's outcome and how long it took.
+async fn group_shutdown_with(
+    graces: Vec<Duration>,
+    stubborn: bool,
+) -> (Result<(), quattro::GroupError<()>>, Duration, Drops) {
+    let drops = Drops::new();
+    let d = drops.clone();
+    let start = Instant::now();
+    let out = TaskGroup::scope(|tg| async move {
+        let g = d.guard();
+        tg.spawn(async move {
+            let _g = g;
+            quattro::shutdown_requested().await;
+            sleep(ms(5)).await;
+            Ok(())
+        });
+        if stubborn {
+            let g = d.guard();
+            tg.spawn(async move {
+                let _g = g;
+                pending::<()>().await;
+                Ok(())
+            });
+        }
+        for (i, grace) in graces.into_iter().enumerate() {
+            if i > 0 {
+                sleep(ms(10)).await;
+            }
+            tg.shutdown(grace);
+            assert!(tg.is_shutdown_requested());
+        }
+        Ok(())
+    })
+    .await;
+    (out, start.elapsed(), drops)
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_shutdown_grace_zero_is_a_hard_cancel_at_once() {
+    let (out, took, drops) = group_shutdown_with(vec![Duration::ZERO], false).await;
+    assert!(out.unwrap_err().is_cancelled());
+    assert_eq!(took, Duration::ZERO);
+    drops.assert_all_dropped();
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_shutdown_grace_max_never_cuts_off() {
+    // Cooperative tasks finish: the group completes normally, no panic on the deadline sum.
+    let (out, took, drops) = group_shutdown_with(vec![Duration::MAX], false).await;
+    out.unwrap();
+    assert_eq!(took, ms(5));
+    drops.assert_all_dropped();
+    // The grace's end is the group's deadline meanwhile: thirty years away, saturated.
+    let seen = TaskGroup::scope(|tg| async move {
+        tg.shutdown(Duration::MAX);
+        let h = tg.spawn(async { Ok::<_, ()>(current_effective_deadline()) });
+        Ok(h.await.unwrap())
+    })
+    .await
+    .unwrap()
+    .expect("a deadline");
+    assert!(seen > Instant::now() + Duration::from_secs(20 * 365 * 86400));
+}
+
+#[tokio::test(start_paused = true)]
+async fn group_shutdown_later_request_shortens_never_extends() {
+    // MAX then 10 ms (given 10 ms later): cut off 20 ms in.
+    let (out, took, drops) = group_shutdown_with(vec![Duration::MAX, ms(10)], true).await;
+    assert!(out.unwrap_err().is_cancelled());
+    assert_eq!(took, ms(20));
+    drops.assert_all_dropped();
+    // 10 ms then MAX: still cut off at 10 ms (the body's second request comes too late to
+    // matter: the cut happens while it sleeps).
+    let (out, took, drops) = group_shutdown_with(vec![ms(10), Duration::MAX], true).await;
+    assert!(out.unwrap_err().is_cancelled());
+    assert_eq!(took, ms(10));
+    drops.assert_all_dropped();
+    // 50 ms then ZERO: the second is a hard cancel at 10 ms.
+    let (out, took, drops) = group_shutdown_with(vec![ms(50), Duration::ZERO], true).await;
+    assert!(out.unwrap_err().is_cancelled());
+    assert_eq!(took, ms(10));
+    drops.assert_all_dropped();
+}
+
+#[tokio::test(start_paused = true)]
+async fn scope_shutdown_grace_zero_and_max() {
+    // ZERO: the request is seen, and the scope is cut off at its first suspension.
+    let scope = CancelScope::new();
+    let handle = scope.clone();
+    let start = Instant::now();
+    let out = scope
+        .move_on(async move {
+            handle.shutdown(Duration::ZERO);
+            assert!(quattro::is_shutdown_requested());
+            sleep(ms(1)).await;
+            unreachable!("no grace")
+        })
+        .await;
+    assert_eq!(out, None::<()>);
+    assert!(scope.cancelled_caught());
+    assert_eq!(start.elapsed(), Duration::ZERO);
+
+    // MAX: the body finishes on its own; nothing overflows.
+    let scope = CancelScope::new();
+    let handle = scope.clone();
+    let out = scope
+        .move_on(async move {
+            handle.shutdown(Duration::MAX);
+            quattro::shutdown_requested().await;
+            sleep(HOUR).await; // a long wrap-up is still within the grace
+            current_effective_deadline()
+        })
+        .await;
+    let deadline = out.expect("not cut off").expect("the grace is a deadline");
+    assert!(deadline > Instant::now() + Duration::from_secs(20 * 365 * 86400));
+    assert!(!scope.cancelled_caught());
+    // Before the scope runs, and on a finished scope: no panic, no effect on a later result.
+    CancelScope::new().shutdown(Duration::MAX);
+    scope.shutdown(Duration::ZERO);
+    assert!(scope.is_shutdown_requested());
+}
+
+/// Which future a soft trigger is tested on.
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    MoveOn,
+    Fail,
+    Group,
+}
+
+/// Runs a body that finishes 5 ms after the shutdown request (or after 10 ms if asked for
+/// nothing) under the soft trigger built by `soft`, on each kind of target. Returns, per
+/// target, whether the body saw a request, whether it was cut off, and how long it took.
+async fn soft_trigger(
+    soft: impl Fn(Target) -> std::pin::Pin<Box<dyn std::future::Future<Output = (bool, bool)>>>,
+) -> Vec<(Target, bool, bool, Duration)> {
+    let mut out = Vec::new();
+    for target in [Target::MoveOn, Target::Fail, Target::Group] {
+        let start = Instant::now();
+        let (asked, cut) = soft(target).await;
+        out.push((target, asked, cut, start.elapsed()));
+    }
+    out
+}
+
+/// The body used by [`soft_trigger`]: reports whether a shutdown was requested.
+async fn wrap_up_body() -> bool {
+    tokio::select! {
+        _ = quattro::shutdown_requested() => {
+            sleep(ms(5)).await;
+            true
+        }
+        _ = sleep(ms(10)) => false,
+    }
+}
+
+/// Builds the future for `target` with the trigger applied by `apply`.
+macro_rules! soft_case {
+    ($target:expr, |$f:ident| $apply:expr) => {{
+        match $target {
+            Target::MoveOn => Box::pin(async move {
+                let $f = move_on_after(HOUR, wrap_up_body());
+                match $apply.await {
+                    Some(asked) => (asked, false),
+                    None => (false, true),
+                }
+            })
+                as std::pin::Pin<Box<dyn std::future::Future<Output = (bool, bool)>>>,
+            Target::Fail => Box::pin(async move {
+                let $f = fail_after(HOUR, wrap_up_body());
+                match $apply.await {
+                    Ok(asked) => (asked, false),
+                    Err(_) => (false, true),
+                }
+            }),
+            Target::Group => Box::pin(async move {
+                let $f = TaskGroup::scope(|_tg| async { Ok::<_, ()>(wrap_up_body().await) });
+                match $apply.await {
+                    Ok(asked) => (asked, false),
+                    Err(e) => {
+                        assert!(e.is_cancelled());
+                        (false, true)
+                    }
+                }
+            }),
+        }
+    }};
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_triggers_at_zero_and_in_the_past_fire_at_once() {
+    // shutdown_after(ZERO, grace): asked at the first poll; the body wraps up in 5 ms.
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_after(Duration::ZERO, ms(100)))).await
+    {
+        assert!(asked && !cut, "{target:?}");
+        assert_eq!(took, ms(5), "{target:?}");
+    }
+    // shutdown_at(past, grace): the same.
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_at(far_past(), ms(100)))).await
+    {
+        assert!(asked && !cut, "{target:?}");
+        assert_eq!(took, ms(5), "{target:?}");
+    }
+    // A ready trigger with grace ZERO: a hard cancel at once.
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_on(async {}, Duration::ZERO))).await
+    {
+        assert!(!asked && cut, "{target:?}");
+        assert_eq!(took, Duration::ZERO, "{target:?}");
+    }
+    // A ready trigger, grace MAX: the body wraps up.
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_on(async {}, Duration::MAX))).await
+    {
+        assert!(asked && !cut, "{target:?}");
+        assert_eq!(took, ms(5), "{target:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn soft_triggers_at_max_and_in_the_far_future_never_fire() {
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_after(Duration::MAX, Duration::MAX))).await
+    {
+        assert!(!asked && !cut, "{target:?}");
+        assert_eq!(took, ms(10), "{target:?}");
+    }
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_at(far_future(), Duration::ZERO))).await
+    {
+        assert!(!asked && !cut, "{target:?}");
+        assert_eq!(took, ms(10), "{target:?}");
+    }
+    // A trigger that never completes.
+    for (target, asked, cut, took) in
+        soft_trigger(|t| soft_case!(t, |f| f.shutdown_on(pending::<()>(), Duration::ZERO))).await
+    {
+        assert!(!asked && !cut, "{target:?}");
+        assert_eq!(took, ms(10), "{target:?}");
+    }
+}
+
+// Instants: far in the future is "never" and reads back exactly.
+
+#[tokio::test(start_paused = true)]
+async fn far_future_deadline_never_fires_and_reads_back_exactly() {
+    let far = far_future();
+    let scope = CancelScope::with_deadline(far);
+    assert_eq!(scope.deadline(), Some(far));
+    let out = scope
+        .move_on(async {
+            sleep(HOUR).await;
+            current_effective_deadline()
+        })
+        .await;
+    assert_eq!(out, Some(Some(far)));
+    assert_eq!(
+        move_on_at(far, async { current_effective_deadline() }).await,
+        Some(Some(far))
+    );
+    assert_eq!(fail_at(far, sleep(HOUR)).await, Ok(()));
+    // Nested in a group's task.
+    let seen = move_on_at(
+        far,
+        TaskGroup::scope(|tg| async move {
+            let h = tg.spawn(async { Ok::<_, ()>(current_effective_deadline()) });
+            Ok(h.await.unwrap())
+        }),
+    )
+    .await;
+    assert_eq!(seen.unwrap().unwrap(), Some(far));
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_deadline_to_far_future_then_none_while_running() {
+    let scope = CancelScope::with_timeout(ms(5));
+    let handle = scope.clone();
+    let far = far_future();
+    let out = scope
+        .move_on(async move {
+            handle.set_deadline(Some(far));
+            assert_eq!(current_effective_deadline(), Some(far));
+            sleep(ms(10)).await; // past the first deadline: it was moved
+            handle.set_deadline(None);
+            assert_eq!(current_effective_deadline(), None);
+            sleep(HOUR).await;
+            "done"
+        })
+        .await;
+    assert_eq!(out, Some("done"));
+    assert!(!scope.cancelled_caught());
+    assert_eq!(scope.deadline(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn deadline_exactly_now_cancels_at_the_first_suspension() {
+    let now = Instant::now();
+    assert_eq!(move_on_at(now, async { 3 }).await, Some(3));
+    assert_eq!(move_on_at(now, sleep(ms(1))).await, None);
+    assert!(
+        fail_at(now, tokio::task::yield_now())
+            .await
+            .unwrap_err()
+            .is_deadline_reached()
+    );
+    assert_eq!(Instant::now(), now);
+}
+
+// Names: any string, including the empty one, a huge one and control characters, is kept as
+// given and shown between backticks.
+
+#[tokio::test]
+async fn task_names_empty_huge_and_odd() {
+    let huge: String = "n".repeat(1 << 20);
+    let odd = "名前\n\0`\u{202e}";
+    for name in ["", huge.as_str(), odd] {
+        let owned = name.to_string();
+        let err = TaskGroup::scope(|tg| async move {
+            tg.task(owned.as_str())
+                .spawn(async { Err::<(), _>("boom") });
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.failures()[0].task_name(), Some(name));
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!("task group failed: task `{name}`")),
+            "{}",
+            &shown[..shown.len().min(80)]
+        );
+        let _ = format!("{err:?}");
+    }
+    // Names on background tasks, on spawn_when_free and on a refused spawn.
+    let tg = TaskGroup::builder()
+        .concurrency_limit(1)
+        .scope(|tg| async move {
+            let a = tg.task("").spawn_background(async { Ok(()) });
+            let b = tg.task("").spawn_when_free(async { Ok(1) }).await;
+            a.await.unwrap();
+            assert_eq!(b.await.unwrap(), 1);
+            Ok::<_, ()>(tg)
+        })
+        .await
+        .unwrap();
+    assert!(
+        tg.task("")
+            .spawn(async { Ok(()) })
+            .await
+            .unwrap_err()
+            .is_cancelled()
+    );
+}
+
+// Headers: the server's entry point on input from the network.
+
+#[tokio::test(start_paused = true)]
+async fn header_edges_have_documented_outcomes() {
+    use quattro::propagate::{GrpcTimeout, deadline_from_header, decode_timeout};
+    let now = Instant::now();
+    // Zero of any unit is "now": expired at the first suspension.
+    for zero in ["0n", "0u", "0m", "0S", "0M", "0H", "00000000H"] {
+        assert_eq!(deadline_from_header(zero), Ok(now), "{zero}");
+    }
+    // The largest value of every unit gives a deadline, never a panic: hours saturate to
+    // the thirty-year "far future", under which nothing fires.
+    let largest = deadline_from_header("99999999H").unwrap();
+    assert!(largest > now + Duration::from_secs(20 * 365 * 86400));
+    assert_eq!(fail_at(largest, sleep(HOUR)).await, Ok(()));
+    // Malformed: empty, whitespace, signs, decimals, too many digits, unknown unit,
+    // non-ASCII digits, a huge value.
+    let huge = "9".repeat(1 << 20) + "S";
+    let bad = [
+        "",
+        " ",
+        " 1S",
+        "1S ",
+        "+1S",
+        "-1S",
+        "1.5S",
+        "123456789n",
+        "1s",
+        "1",
+        "S",
+        "١S",
+        "1S\0",
+        "1SS",
+        "0x1S",
+    ];
+    for s in bad.iter().copied().chain([huge.as_str()]) {
+        assert!(deadline_from_header(s).is_err(), "{s:?}");
+        assert!(decode_timeout(s).is_err(), "{s:?}");
+        assert!(s.parse::<GrpcTimeout>().is_err(), "{s:?}");
+        // The message does not repeat the value, which came from the network.
+        let msg = decode_timeout(s).unwrap_err().to_string();
+        assert!(msg.len() < 100, "{msg}");
+    }
 }

@@ -120,7 +120,7 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
         .unwrap();
 
     let drops = Drops::new();
-    let kinds: &'static [AtomicUsize; 6] = Box::leak(Box::new(Default::default()));
+    let kinds: &'static [AtomicUsize; 6] = Box::leak(Box::default());
     let start = std::time::Instant::now();
     let d = drops.clone();
     let (out, samples, shutdown_took) = rt.block_on(async move {
