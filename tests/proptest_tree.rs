@@ -59,6 +59,17 @@ pub enum Outcome {
     Panic,
 }
 
+/// Work a leaf does after its sleep and yields that never suspends on its own but uses up
+/// tokio's cooperative budget (so it returns `Pending` with an immediate wake-up, at the same
+/// instant of the paused clock).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Spin {
+    /// `n` one-byte reads from `tokio::io::repeat(0)`.
+    Repeat(u32),
+    /// `n` receives from a `tokio::sync::mpsc` channel filled beforehand.
+    Channel(u32),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScopeKind {
     MoveOn,
@@ -75,6 +86,7 @@ pub enum Node {
         outcome: Outcome,
         dur: u64,
         yields: u32,
+        spin: Option<Spin>,
     },
     Group {
         id: u32,
@@ -90,6 +102,9 @@ pub enum Node {
         cancel_at: Option<u64>,
         /// At `.0`, `set_deadline(start + .1)` (`None` removes the deadline).
         move_deadline: Option<(u64, Option<u64>)>,
+        /// `cancel()` and `set_deadline()` come from another task (a helper spawned with
+        /// `tokio::spawn`), not from beside the body.
+        remote: bool,
         body: Box<Node>,
     },
     Gather {
@@ -104,6 +119,9 @@ pub enum Node {
         ticks: u64,
         body: Box<Node>,
     },
+    /// The body's future is polled once here, then moved (boxed) into a task of a group of its
+    /// own and polled there from then on: the same deadlines enclose it before and after.
+    Moved { id: u32, body: Box<Node> },
 }
 
 impl Node {
@@ -113,7 +131,8 @@ impl Node {
             | Node::Group { id, .. }
             | Node::Scope { id, .. }
             | Node::Gather { id, .. }
-            | Node::DropAfter { id, .. } => *id,
+            | Node::DropAfter { id, .. }
+            | Node::Moved { id, .. } => *id,
         }
     }
 
@@ -140,7 +159,9 @@ impl Node {
                     b.number(next);
                 }
             }
-            Node::Scope { id, body, .. } | Node::DropAfter { id, body, .. } => {
+            Node::Scope { id, body, .. }
+            | Node::DropAfter { id, body, .. }
+            | Node::Moved { id, body } => {
                 set(id, next);
                 body.number(next);
             }
@@ -170,7 +191,9 @@ impl Node {
                     b.visit(f);
                 }
             }
-            Node::Scope { body, .. } | Node::DropAfter { body, .. } => body.visit(f),
+            Node::Scope { body, .. } | Node::DropAfter { body, .. } | Node::Moved { body, .. } => {
+                body.visit(f)
+            }
             Node::Gather { items, .. } => items.iter().for_each(|c| c.visit(f)),
         }
     }
@@ -185,7 +208,14 @@ impl fmt::Debug for Node {
                 outcome,
                 dur,
                 yields,
-            } => write!(f, "#{id} leaf(sleep {dur}, yield x{yields}, {outcome:?})"),
+                spin,
+            } => {
+                write!(f, "#{id} leaf(sleep {dur}, yield x{yields}, ")?;
+                if let Some(spin) = spin {
+                    write!(f, "{spin:?}, ")?;
+                }
+                write!(f, "{outcome:?})")
+            }
             Node::Group {
                 id,
                 limit,
@@ -212,9 +242,13 @@ impl fmt::Debug for Node {
                 timeout,
                 cancel_at,
                 move_deadline,
+                remote,
                 body,
             } => {
                 write!(f, "#{id} {kind:?}(")?;
+                if *remote {
+                    write!(f, "remote, ")?;
+                }
                 if let Some(t) = timeout {
                     write!(f, "timeout {t}, ")?;
                 }
@@ -233,6 +267,10 @@ impl fmt::Debug for Node {
             }
             Node::DropAfter { id, ticks, body } => {
                 write!(f, "#{id} drop_after({ticks}) ")?;
+                f.debug_list().entry(body).finish()
+            }
+            Node::Moved { id, body } => {
+                write!(f, "#{id} moved_after_first_poll ")?;
                 f.debug_list().entry(body).finish()
             }
         }
@@ -271,11 +309,19 @@ fn leaf() -> impl Strategy<Value = Node> {
         2 => Just(Outcome::Err),
         1 => Just(Outcome::Panic),
     ];
-    (outcome, 1u64..=1000, 0u32..=3).prop_map(|(outcome, dur, yields)| Node::Leaf {
+    let spin = option::weighted(
+        0.2,
+        prop_oneof![
+            (1u32..=400).prop_map(Spin::Repeat),
+            (1u32..=400).prop_map(Spin::Channel),
+        ],
+    );
+    (outcome, 1u64..=1000, 0u32..=3, spin).prop_map(|(outcome, dur, yields, spin)| Node::Leaf {
         id: 0,
         outcome,
         dur,
         yields,
+        spin,
     })
 }
 
@@ -308,24 +354,32 @@ fn node() -> impl Strategy<Value = Node> {
                 option::weighted(0.7, ticks()),
                 option::weighted(0.3, ticks()),
                 option::weighted(0.3, (ticks(), option::weighted(0.8, ticks()))),
+                proptest::bool::weighted(0.4),
                 inner.clone(),
             )
-                .prop_map(|(kind, timeout, cancel_at, move_deadline, body)| Node::Scope {
-                    id: 0,
-                    kind,
-                    timeout,
-                    cancel_at,
-                    move_deadline,
-                    body: Box::new(body),
+                .prop_map(|(kind, timeout, cancel_at, move_deadline, remote, body)| {
+                    Node::Scope {
+                        id: 0,
+                        kind,
+                        timeout,
+                        cancel_at,
+                        move_deadline,
+                        remote,
+                        body: Box::new(body),
+                    }
                 }),
             2 => (limit(), vec(inner.clone(), 0..=3)).prop_map(|(limit, items)| Node::Gather {
                 id: 0,
                 limit,
                 items,
             }),
-            1 => (ticks(), inner).prop_map(|(ticks, body)| Node::DropAfter {
+            1 => (ticks(), inner.clone()).prop_map(|(ticks, body)| Node::DropAfter {
                 id: 0,
                 ticks,
+                body: Box::new(body),
+            }),
+            1 => inner.prop_map(|body| Node::Moved {
+                id: 0,
                 body: Box::new(body),
             }),
         ]
@@ -491,6 +545,7 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             cancel_at,
             move_deadline,
             body,
+            ..
         } => {
             let id = *id;
             let d0 = timeout.map(|t| start + t);
@@ -542,6 +597,8 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             }
             out
         }
+        // Moving the future changes neither its timing nor the deadlines it sees.
+        Node::Moved { body, .. } => sim(body, start, kill, env, rec),
         &Node::DropAfter {
             id,
             ticks,
@@ -705,6 +762,9 @@ struct Ctx {
     starts: Mutex<BTreeMap<u32, (u64, Option<u64>)>>,
     ends: Mutex<BTreeMap<u32, Option<u64>>>,
     violations: Mutex<Vec<String>>,
+    /// Tasks spawned with `tokio::spawn` that act on the program from outside (cancel, move a
+    /// deadline, abort a handle, request a shutdown); aborted and awaited after the run.
+    helpers: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Ctx {
@@ -718,6 +778,7 @@ impl Ctx {
             starts: Mutex::default(),
             ends: Mutex::default(),
             violations: Mutex::default(),
+            helpers: Mutex::default(),
         })
     }
 
@@ -731,6 +792,11 @@ impl Ctx {
 
     fn deadline(&self) -> Option<u64> {
         current_effective_deadline().map(|d| self.ticks(d.saturating_duration_since(self.base)))
+    }
+
+    /// Runs `f` in a task of its own, outside the program.
+    fn helper(&self, f: impl Future<Output = ()> + Send + 'static) {
+        self.helpers.lock().unwrap().push(tokio::spawn(f));
     }
 
     fn violation(&self, v: String) {
@@ -821,6 +887,7 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
             outcome,
             dur,
             yields,
+            spin,
         } => Box::pin(async move {
             let _t = tracker;
             let now = ctx.now();
@@ -828,6 +895,26 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
             sleep(ctx.tick * dur as u32).await;
             for _ in 0..yields {
                 tokio::task::yield_now().await;
+            }
+            match spin {
+                None => {}
+                Some(Spin::Repeat(n)) => {
+                    use tokio::io::AsyncReadExt;
+                    let mut zeros = tokio::io::repeat(0);
+                    let mut byte = [1u8];
+                    for _ in 0..n {
+                        assert_eq!(zeros.read(&mut byte).await.unwrap(), 1);
+                    }
+                }
+                Some(Spin::Channel(n)) => {
+                    let (tx, mut rx) = tokio::sync::mpsc::channel(n as usize);
+                    for i in 0..n {
+                        tx.try_send(i).unwrap();
+                    }
+                    for i in 0..n {
+                        assert_eq!(rx.recv().await, Some(i));
+                    }
+                }
             }
             ctx.ends.lock().unwrap().insert(id, ctx.deadline());
             match outcome {
@@ -874,6 +961,7 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
             timeout,
             cancel_at,
             move_deadline,
+            remote,
             body,
         } => Box::pin(async move {
             let _t = tracker;
@@ -904,13 +992,18 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                 pending::<()>().await
             };
             let c = ctx.clone();
-            let inner = async move {
-                let body = build(&body, &c);
-                tokio::select! {
-                    biased;
-                    r = body => r,
-                    () = helper => unreachable!(),
-                }
+            let inner: BoxFut = if remote {
+                ctx.helper(helper);
+                build(&body, &c)
+            } else {
+                Box::pin(async move {
+                    let body = build(&body, &c);
+                    tokio::select! {
+                        biased;
+                        r = body => r,
+                        () = helper => unreachable!(),
+                    }
+                })
             };
             match kind {
                 ScopeKind::MoveOn => scope.move_on(inner).await.unwrap_or(Ok(())),
@@ -942,6 +1035,24 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                 g = g.concurrency_limit(l);
             }
             g.await.map(drop).map_err(|e| ctx.flatten(id, e))
+        }),
+        Node::Moved { id, body } => Box::pin(async move {
+            let _t = tracker;
+            let mut fut = build(&body, &ctx);
+            if let std::task::Poll::Ready(r) = futures::poll!(fut.as_mut()) {
+                return r;
+            }
+            let mut builder = TaskGroup::builder();
+            if ctx.capture {
+                builder = builder.capture_panics();
+            }
+            builder
+                .scope(|tg| async move {
+                    tg.spawn(fut);
+                    Ok(())
+                })
+                .await
+                .map_err(|e| ctx.flatten(id, e))
         }),
         Node::DropAfter { ticks, body, .. } => Box::pin(async move {
             let _t = tracker;
@@ -1018,6 +1129,18 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
     };
     let end = ctx.now();
     let mut bad: Vec<String> = std::mem::take(&mut *ctx.violations.lock().unwrap());
+    // The helpers hold no node's future; they may still wait for a time after the end.
+    let helpers = std::mem::take(&mut *ctx.helpers.lock().unwrap());
+    for h in &helpers {
+        h.abort();
+    }
+    for h in helpers {
+        if let Err(e) = h.await {
+            if e.is_panic() {
+                bad.push(format!("a helper panicked: {e:?}"));
+            }
+        }
+    }
     if top == Top::Hang {
         bad.push("HANG: the program did not finish".into());
     }
@@ -1296,6 +1419,7 @@ fn oracle_examples() {
         outcome,
         dur,
         yields: 0,
+        spin: None,
     };
     // A failure at 5 cancels a sibling due at 10; a queued task never starts.
     let p = program(Node::Group {
@@ -1325,6 +1449,7 @@ fn oracle_examples() {
             timeout: Some(7),
             cancel_at: None,
             move_deadline: Some((3, Some(20))),
+            remote: false,
             body: Box::new(leaf(Outcome::Ok, 10)),
         }],
         background: vec![],
