@@ -94,6 +94,11 @@ pub enum Node {
         children: Vec<Node>,
         background: Vec<Node>,
         body: Option<Box<Node>>,
+        /// `(i, t)`: at `t`, another task aborts normal child `i` through its handle (queued
+        /// or running).
+        aborts: Vec<(usize, u64)>,
+        /// `(t, grace)`: at `t`, another task calls `shutdown(grace)` on the group.
+        shutdown: Option<(u64, u64)>,
     },
     Scope {
         id: u32,
@@ -222,8 +227,17 @@ impl fmt::Debug for Node {
                 children,
                 background,
                 body,
+                aborts,
+                shutdown,
             } => {
-                write!(f, "#{id} group(limit {limit:?}) ")?;
+                write!(f, "#{id} group(limit {limit:?}")?;
+                for (i, t) in aborts {
+                    write!(f, ", abort child {i} at {t}")?;
+                }
+                if let Some((t, g)) = shutdown {
+                    write!(f, ", shutdown(grace {g}) at {t}")?;
+                }
+                write!(f, ") ")?;
                 let mut m = f.debug_map();
                 if !background.is_empty() {
                     m.entry(&"background", background);
@@ -329,19 +343,54 @@ fn limit() -> impl Strategy<Value = Option<usize>> {
     option::weighted(0.5, 1usize..=3)
 }
 
+/// Aborts of normal children by index (out-of-range indices and repeats are dropped).
+fn aborts() -> impl Strategy<Value = Vec<(usize, u64)>> {
+    option::weighted(0.3, vec((0usize..3, ticks()), 1..=2)).prop_map(Option::unwrap_or_default)
+}
+
+/// A shutdown request at some tick, with a grace of zero (a hard cancel) or up to 600 ticks.
+fn shutdown() -> impl Strategy<Value = Option<(u64, u64)>> {
+    option::weighted(
+        0.2,
+        (ticks(), prop_oneof![1 => Just(0u64), 3 => 1u64..=600]),
+    )
+}
+
+fn make_group(
+    limit: Option<usize>,
+    children: Vec<Node>,
+    background: Vec<Node>,
+    body: Option<Node>,
+    aborts: Vec<(usize, u64)>,
+    shutdown: Option<(u64, u64)>,
+) -> Node {
+    let mut seen = HashSet::new();
+    let aborts = aborts
+        .into_iter()
+        .filter(|&(i, _)| i < children.len() && seen.insert(i))
+        .collect();
+    Node::Group {
+        id: 0,
+        limit,
+        children,
+        background,
+        body: body.map(Box::new),
+        aborts,
+        shutdown,
+    }
+}
+
 fn group(inner: impl Strategy<Value = Node> + Clone) -> impl Strategy<Value = Node> {
     (
         limit(),
         vec(inner.clone(), 0..=3),
         vec(inner.clone(), 0..=1),
         option::weighted(0.4, inner),
+        aborts(),
+        shutdown(),
     )
-        .prop_map(|(limit, children, background, body)| Node::Group {
-            id: 0,
-            limit,
-            children,
-            background,
-            body: body.map(Box::new),
+        .prop_map(|(limit, children, background, body, aborts, shutdown)| {
+            make_group(limit, children, background, body, aborts, shutdown)
         })
 }
 
@@ -392,15 +441,13 @@ fn programs() -> impl Strategy<Value = Program> {
         vec(node(), 1..=3),
         vec(node(), 0..=1),
         option::weighted(0.3, node()),
+        aborts(),
+        shutdown(),
     )
-        .prop_map(|(limit, children, background, body)| {
-            program(Node::Group {
-                id: 0,
-                limit,
-                children,
-                background,
-                body: body.map(Box::new),
-            })
+        .prop_map(|(limit, children, background, body, aborts, shutdown)| {
+            program(make_group(
+                limit, children, background, body, aborts, shutdown,
+            ))
         })
 }
 
@@ -412,7 +459,12 @@ fn programs() -> impl Strategy<Value = Program> {
 pub enum Ev {
     Err(u32),
     Panic(u32),
-    Elapsed { scope: u32, by_cancel: bool },
+    Elapsed {
+        scope: u32,
+        by_cancel: bool,
+    },
+    /// A group cut off when the grace of its shutdown ran out (a cancelled `GroupError`).
+    Cut(u32),
 }
 
 /// The panic payload of a leaf.
@@ -619,23 +671,68 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             out
         }
         Node::Group {
+            id,
             limit,
             children,
             background,
             body,
-            ..
-        } => sim_group(
-            start,
-            kill,
-            *limit,
-            children,
-            background,
-            body.as_deref(),
-            env,
-            rec,
-        ),
-        Node::Gather { limit, items, .. } => {
-            sim_group(start, kill, *limit, items, &[], None, env, rec)
+            aborts,
+            shutdown,
+        } => {
+            let mut abort_at = vec![NEVER; children.len()];
+            for &(i, t) in aborts {
+                abort_at[i] = start + t;
+            }
+            let shutdown = shutdown.map(|(t, g)| (start + t, start + t + g));
+            // The end of the grace is the group's deadline from the request on.
+            if let Some((s, cut)) = shutdown {
+                env.push(Timeline {
+                    d0: None,
+                    moved: Some((s, Some(cut))),
+                });
+            }
+            let out = sim_group(
+                *id,
+                start,
+                kill,
+                *limit,
+                children,
+                background,
+                body.as_deref(),
+                &abort_at,
+                shutdown,
+                env,
+                rec,
+            );
+            if shutdown.is_some() {
+                env.pop();
+            }
+            let times = abort_at
+                .iter()
+                .copied()
+                .chain(shutdown.into_iter().flat_map(|(s, c)| [s, c]));
+            for t in times {
+                if t <= out.end {
+                    rec.events.push((t, *id));
+                }
+            }
+            out
+        }
+        Node::Gather { id, limit, items } => {
+            let never = vec![NEVER; items.len()];
+            sim_group(
+                *id,
+                start,
+                kill,
+                *limit,
+                items,
+                &[],
+                None,
+                &never,
+                None,
+                env,
+                rec,
+            )
         }
     }
 }
@@ -648,41 +745,54 @@ struct Pass {
 }
 
 fn sim_group(
+    id: u32,
     start: u64,
     kill: u64,
     limit: Option<usize>,
     normal: &[Node],
     background: &[Node],
     body: Option<&Node>,
+    abort_at: &[u64],
+    shutdown: Option<(u64, u64)>,
     env: &mut Vec<Timeline>,
     rec: &mut Rec,
 ) -> Out {
+    let dropped_queue = shutdown.map_or(NEVER, |s| s.0);
+    let cut = shutdown.map_or(NEVER, |s| s.1);
+    let pass = |kill: u64, env: &mut Vec<Timeline>, rec: &mut Rec| {
+        group_pass(
+            start,
+            kill,
+            limit,
+            normal,
+            background,
+            body,
+            abort_at,
+            dropped_queue,
+            env,
+            rec,
+        )
+    };
     // Events before the first failure do not depend on it; find it, then run again with the
     // group killed there.
-    let first = group_pass(
-        start,
-        kill,
-        limit,
-        normal,
-        background,
-        body,
-        env,
-        &mut Rec::default(),
-    )
-    .first;
+    let first = pass(kill.min(cut), env, &mut Rec::default()).first;
     match first {
         Some((f, evs)) => {
-            let again = group_pass(start, f, limit, normal, background, body, env, rec);
+            let again = pass(f, env, rec);
             debug_assert_eq!(again.first.as_ref().map(|x| x.0), Some(f));
             Out {
                 end: f,
                 res: Res::Fail(evs),
             }
         }
-        None => match group_pass(start, kill, limit, normal, background, body, env, rec).done {
+        None => match pass(kill.min(cut), env, rec).done {
             Some(done) => Out {
                 end: done,
                 res: Res::Ok,
+            },
+            None if cut <= kill => Out {
+                end: cut,
+                res: Res::Fail(vec![Ev::Cut(id)]),
             },
             None => Out {
                 end: kill,
@@ -699,6 +809,8 @@ fn group_pass(
     normal: &[Node],
     background: &[Node],
     body: Option<&Node>,
+    abort_at: &[u64],
+    dropped_queue: u64,
     env: &mut Vec<Timeline>,
     rec: &mut Rec,
 ) -> Pass {
@@ -717,20 +829,43 @@ fn group_pass(
     // is killed (failed) by then.
     let mut slots = BinaryHeap::new();
     for (i, c) in normal.iter().enumerate() {
+        let abort = abort_at[i];
         let at = match limit {
             Some(l) if i >= l => {
-                let Reverse(t) = slots.pop().expect("a slot per running task");
+                let &Reverse(t) = slots.peek().expect("a slot per running task");
+                // Dropped from the queue (aborted, or by the shutdown request) before a slot
+                // frees for it: never starts, takes no slot, is no failure.
+                let dropped = abort.min(dropped_queue);
+                if dropped < t && dropped < kill {
+                    continue;
+                }
                 if t >= kill {
                     all_ok = false;
                     break;
                 }
+                if dropped == t {
+                    rec.ambiguous = true; // the drop races the slot
+                }
+                slots.pop();
                 t
             }
             _ => start,
         };
-        let o = sim(c, at, kill, env, rec);
-        slots.push(Reverse(o.end));
-        account(o);
+        let o = sim(c, at, kill.min(abort), env, rec);
+        match o.res {
+            // Aborted through its handle: ended, neither a success nor a failure.
+            Res::Killed if abort < kill => {
+                slots.push(Reverse(abort));
+                account(Out {
+                    end: abort,
+                    res: Res::Ok,
+                });
+            }
+            _ => {
+                slots.push(Reverse(o.end));
+                account(o);
+            }
+        }
     }
     let normal_done = (all_ok && fails.is_empty()).then_some(done);
     let bg_kill = normal_done.map_or(kill, |d| d.min(kill));
@@ -812,6 +947,11 @@ impl Ctx {
         if e.failures().is_empty() {
             self.violation(format!("#{id}: GroupError without failures"));
         }
+        self.failures(id, e)
+    }
+
+    /// The failures a group's error holds.
+    fn failures(&self, id: u32, e: GroupError<Vec<Ev>>) -> Vec<Ev> {
         let mut evs = Vec::new();
         for f in e.into_failures() {
             if f.is_panic() {
@@ -929,8 +1069,12 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
             children,
             background,
             body,
+            aborts,
+            shutdown,
         } => Box::pin(async move {
             let _t = tracker;
+            let start = Instant::now();
+            let tick = ctx.tick;
             let mut builder = TaskGroup::builder();
             if let Some(l) = limit {
                 builder = builder.concurrency_limit(l);
@@ -944,8 +1088,28 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                     for b in &background {
                         tg.spawn_background(build(b, &c));
                     }
-                    for n in &children {
-                        tg.spawn(build(n, &c));
+                    let mut to_abort = Vec::new();
+                    for (i, n) in children.iter().enumerate() {
+                        let h = tg.spawn(build(n, &c));
+                        if let Some(&(_, t)) = aborts.iter().find(|a| a.0 == i) {
+                            to_abort.push((t, h));
+                        }
+                    }
+                    if !to_abort.is_empty() {
+                        to_abort.sort_by_key(|a| a.0);
+                        c.helper(async move {
+                            for (t, h) in to_abort {
+                                sleep_until(start + tick * t as u32).await;
+                                h.abort();
+                            }
+                        });
+                    }
+                    if let Some((t, grace)) = shutdown {
+                        let tg = tg.clone();
+                        c.helper(async move {
+                            sleep_until(start + tick * t as u32).await;
+                            tg.shutdown(tick * grace as u32);
+                        });
                     }
                     if let Some(b) = body {
                         build(&b, &c).await?;
@@ -953,7 +1117,18 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                     Ok(())
                 })
                 .await;
-            out.map_err(|e| ctx.flatten(id, e))
+            out.map_err(|e| {
+                if shutdown.is_some() && e.is_cancelled() {
+                    // Cut off at the end of the grace, with the failures recorded before (in
+                    // real time a failure can race the cut; on the paused clock the oracle
+                    // says which).
+                    let mut evs = vec![Ev::Cut(id)];
+                    evs.extend(ctx.failures(id, e));
+                    evs
+                } else {
+                    ctx.flatten(id, e)
+                }
+            })
         }),
         Node::Scope {
             id,
@@ -1212,6 +1387,13 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
                     ..
                 })
             ),
+            Ev::Cut(group) => matches!(
+                kinds.get(&group),
+                Some(Node::Group {
+                    shutdown: Some(_),
+                    ..
+                })
+            ),
         };
         if !ok {
             bad.push(format!("{ev:?} surfaced but no such failure exists"));
@@ -1288,6 +1470,9 @@ struct Stats {
     panic: AtomicU32,
     elapsed: AtomicU32,
     nodes: AtomicU32,
+    /// Programs with: a coop-budget leaf, a remote scope, a moved future, an abort, a shutdown.
+    knobs: [AtomicU32; 5],
+    cut: AtomicU32,
 }
 
 static STATS: Stats = Stats {
@@ -1298,6 +1483,8 @@ static STATS: Stats = Stats {
     panic: AtomicU32::new(0),
     elapsed: AtomicU32::new(0),
     nodes: AtomicU32::new(0),
+    knobs: [const { AtomicU32::new(0) }; 5],
+    cut: AtomicU32::new(0),
 };
 
 impl Stats {
@@ -1307,6 +1494,29 @@ impl Stats {
         self.nodes.fetch_add(p.nodes, Ordering::Relaxed);
         if exact {
             bump(&self.exact);
+        }
+        let mut has = [false; 5];
+        p.root.visit(&mut |n| match n {
+            Node::Leaf { spin: Some(_), .. } => has[0] = true,
+            Node::Scope { remote: true, .. } => has[1] = true,
+            Node::Moved { .. } => has[2] = true,
+            Node::Group {
+                aborts, shutdown, ..
+            } => {
+                has[3] |= !aborts.is_empty();
+                has[4] |= shutdown.is_some();
+            }
+            _ => {}
+        });
+        for (k, h) in self.knobs.iter().zip(has) {
+            if h {
+                bump(k);
+            }
+        }
+        if let Top::Err(evs) = top {
+            if evs.iter().any(|e| matches!(e, Ev::Cut(_))) {
+                bump(&self.cut);
+            }
         }
         match top {
             Top::Ok => bump(&self.ok),
@@ -1324,7 +1534,9 @@ impl Stats {
         let get = |c: &AtomicU32| c.load(Ordering::Relaxed);
         eprintln!(
             "{what}: {} runs (all properties so far), {} checked exactly, {} nodes; top: {} ok, \
-             {} leaf errors, {} panics, {} fail-scope elapsed",
+             {} leaf errors, {} panics, {} fail-scope elapsed, {} cut by a shutdown's grace; \
+             programs with a coop-budget leaf {}, a remote cancel/move {}, a moved future {}, \
+             a handle abort {}, a shutdown {}",
             get(&self.cases),
             get(&self.exact),
             get(&self.nodes),
@@ -1332,6 +1544,12 @@ impl Stats {
             get(&self.err),
             get(&self.panic),
             get(&self.elapsed),
+            get(&self.cut),
+            get(&self.knobs[0]),
+            get(&self.knobs[1]),
+            get(&self.knobs[2]),
+            get(&self.knobs[3]),
+            get(&self.knobs[4]),
         );
     }
 }
@@ -1432,6 +1650,8 @@ fn oracle_examples() {
         ],
         background: vec![],
         body: None,
+        aborts: vec![],
+        shutdown: None,
     });
     let pred = oracle(&p);
     assert!(pred.exact);
@@ -1454,9 +1674,124 @@ fn oracle_examples() {
         }],
         background: vec![],
         body: None,
+        aborts: vec![],
+        shutdown: None,
     });
     let pred = oracle(&p);
     assert_eq!((pred.out.end, pred.out.res), (10, Res::Ok));
     assert_eq!(pred.starts[&2], Start::At(0, Some(7)));
     assert_eq!(pred.ends[&2], Some(20));
+}
+
+/// The new knobs (issue 17) on hand-written programs: the oracle's prediction, and the run
+/// agreeing with it exactly on the paused clock.
+#[test]
+fn knob_examples_run_as_predicted() {
+    let leaf = |outcome, dur| Node::Leaf {
+        id: 0,
+        outcome,
+        dur,
+        yields: 0,
+        spin: None,
+    };
+    let group = |limit, children: Vec<Node>, aborts, shutdown| Node::Group {
+        id: 0,
+        limit,
+        children,
+        background: vec![],
+        body: None,
+        aborts,
+        shutdown,
+    };
+    let cases = [
+        // Shutdown at 5 with grace 20: the running task finishes at 10, the queued one is
+        // dropped at the request; the group succeeds.
+        (
+            group(
+                Some(1),
+                vec![leaf(Outcome::Ok, 10), leaf(Outcome::Err, 1)],
+                vec![],
+                Some((5, 20)),
+            ),
+            10,
+            Res::Ok,
+        ),
+        // Grace 3: cut off at 8.
+        (
+            group(
+                Some(1),
+                vec![leaf(Outcome::Ok, 10), leaf(Outcome::Err, 1)],
+                vec![],
+                Some((5, 3)),
+            ),
+            8,
+            Res::Fail(vec![Ev::Cut(0)]),
+        ),
+        // Grace 0: a hard cancel at the request.
+        (
+            group(None, vec![leaf(Outcome::Ok, 10)], vec![], Some((5, 0))),
+            5,
+            Res::Fail(vec![Ev::Cut(0)]),
+        ),
+        // The queued failing task is aborted at 3, before it starts.
+        (
+            group(
+                Some(1),
+                vec![leaf(Outcome::Ok, 10), leaf(Outcome::Err, 1)],
+                vec![(1, 3)],
+                None,
+            ),
+            10,
+            Res::Ok,
+        ),
+        // The running task is aborted at 4: the queued one starts then, and fails at 5.
+        (
+            group(
+                Some(1),
+                vec![leaf(Outcome::Ok, 10), leaf(Outcome::Err, 1)],
+                vec![(0, 4)],
+                None,
+            ),
+            5,
+            Res::Fail(vec![Ev::Err(2)]),
+        ),
+        // A moved future in a remote-cancelled fail scope, around a coop-budget leaf.
+        (
+            group(
+                None,
+                vec![Node::Scope {
+                    id: 0,
+                    kind: ScopeKind::Fail,
+                    timeout: Some(50),
+                    cancel_at: Some(7),
+                    move_deadline: Some((2, Some(30))),
+                    remote: true,
+                    body: Box::new(Node::Moved {
+                        id: 0,
+                        body: Box::new(Node::Leaf {
+                            id: 0,
+                            outcome: Outcome::Ok,
+                            dur: 5,
+                            yields: 1,
+                            spin: Some(Spin::Channel(300)),
+                        }),
+                    }),
+                }],
+                vec![],
+                None,
+            ),
+            5,
+            Res::Ok,
+        ),
+    ];
+    for (root, end, res) in cases {
+        let p = program(root);
+        let pred = oracle(&p);
+        assert!(pred.exact, "{p:?}");
+        assert_eq!((pred.out.end, &pred.out.res), (end, &res), "{p:?}");
+        quiet_leaf_panics();
+        paused_runtime()
+            .block_on(run_case(&p, Mode::Paused))
+            .unwrap_or_else(|e| panic!("{p:?}\n{e}"));
+    }
 }
