@@ -5,6 +5,18 @@
 //! tasks and a body), cancel scopes (`move_on` / `fail`, timeouts, a manual `cancel()` and a
 //! deadline move at given times), gathers (with and without a limit) and `select!` drops of a
 //! subtree against a timer; its leaves sleep, spin on `yield_now`, then succeed, fail or panic.
+//!
+//! Issue 17 added the dimensions the first generator never varied: leaves that use up tokio's
+//! coop budget (`io::repeat` reads, a busy `mpsc` channel: `Pending` with an immediate wake-up,
+//! at one instant of the paused clock); futures polled once and then moved into another task
+//! (`Moved`); `cancel()` / `set_deadline()` from another task (`Scope { remote }`); aborts of
+//! queued and running handles from another task and `shutdown(grace)` requests from another
+//! task (`Group { aborts, shutdown }`: the oracle predicts the queue drops, the grace's end as
+//! the group's deadline, and the cut, reported as `Ev::Cut`); and leaves whose destructor
+//! panics when dropped unfinished (`panic_on_drop`): the oracle predicts the panic for a
+//! group's direct tasks (recorded after the failure that cancelled the group, at the group's
+//! completion for a background task, at the abort for an aborted one) and otherwise only
+//! checks that it is reported at most once and belongs to such a leaf.
 //! [`oracle`] computes from the tree, in exact virtual time, what must happen; the program is
 //! then run and compared:
 //!
@@ -87,6 +99,9 @@ pub enum Node {
         dur: u64,
         yields: u32,
         spin: Option<Spin>,
+        /// Holds, from its first poll until it ends, a value whose destructor panics (payload
+        /// `LeafDropPanic`): dropping the leaf unfinished panics.
+        panic_on_drop: bool,
     },
     Group {
         id: u32,
@@ -214,10 +229,14 @@ impl fmt::Debug for Node {
                 dur,
                 yields,
                 spin,
+                panic_on_drop,
             } => {
                 write!(f, "#{id} leaf(sleep {dur}, yield x{yields}, ")?;
                 if let Some(spin) = spin {
                     write!(f, "{spin:?}, ")?;
+                }
+                if *panic_on_drop {
+                    write!(f, "panics if dropped, ")?;
                 }
                 write!(f, "{outcome:?})")
             }
@@ -330,13 +349,21 @@ fn leaf() -> impl Strategy<Value = Node> {
             (1u32..=400).prop_map(Spin::Channel),
         ],
     );
-    (outcome, 1u64..=1000, 0u32..=3, spin).prop_map(|(outcome, dur, yields, spin)| Node::Leaf {
-        id: 0,
+    (
         outcome,
-        dur,
-        yields,
+        1u64..=1000,
+        0u32..=3,
         spin,
-    })
+        proptest::bool::weighted(0.07),
+    )
+        .prop_map(|(outcome, dur, yields, spin, panic_on_drop)| Node::Leaf {
+            id: 0,
+            outcome,
+            dur,
+            yields,
+            spin,
+            panic_on_drop,
+        })
 }
 
 fn limit() -> impl Strategy<Value = Option<usize>> {
@@ -455,7 +482,7 @@ fn programs() -> impl Strategy<Value = Program> {
 // The oracle
 
 /// What surfaces: a leaf's error or panic, or a `fail` scope's `Elapsed`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Ev {
     Err(u32),
     Panic(u32),
@@ -465,6 +492,26 @@ pub enum Ev {
     },
     /// A group cut off when the grace of its shutdown ran out (a cancelled `GroupError`).
     Cut(u32),
+    /// A leaf's destructor panicked as it was dropped unfinished.
+    DropPanic(u32),
+}
+
+/// The payload of a leaf's destructor panic.
+#[derive(Debug)]
+struct LeafDropPanic(u32);
+
+/// Panics as it is dropped while armed (unless already unwinding).
+struct Bomb {
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        if self.armed && !std::thread::panicking() {
+            std::panic::panic_any(LeafDropPanic(self.id));
+        }
+    }
 }
 
 /// The panic payload of a leaf.
@@ -524,6 +571,12 @@ struct Rec {
     /// the program inexact.
     events: Vec<(u64, u32)>,
     ambiguous: bool,
+    /// Leaves that panic when dropped and were killed; a group claims those whose panic it
+    /// records (its direct tasks, killed by its own failure, cut or completion, or by an
+    /// abort). One left unclaimed makes the program inexact: where the panic of a leaf
+    /// dropped with a scope's body or a dropped group lands is checked only for being
+    /// reported once.
+    drop_killed: Vec<u32>,
 }
 
 /// The oracle's prediction for a program.
@@ -547,7 +600,7 @@ pub fn oracle(p: &Program) -> Prediction {
         out,
         starts: rec.starts,
         ends: rec.ends,
-        exact: !tie && !rec.ambiguous,
+        exact: !tie && !rec.ambiguous && rec.drop_killed.is_empty(),
     }
 }
 
@@ -559,8 +612,13 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
         // work): whether any of it is polled first is up to the scheduler. Nothing in it can
         // end (every duration is at least one tick), so only the starts are unknown.
         node.visit(&mut |n| {
-            if let Node::Leaf { id, .. } = *n {
+            if let Node::Leaf {
+                id, panic_on_drop, ..
+            } = *n
+            {
                 rec.starts.insert(id, Start::Unknown);
+                // Whether it panics depends on whether it was polled.
+                rec.ambiguous |= panic_on_drop;
             }
         });
         return Out {
@@ -570,12 +628,19 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
     }
     match node {
         &Node::Leaf {
-            id, outcome, dur, ..
+            id,
+            outcome,
+            dur,
+            panic_on_drop,
+            ..
         } => {
             rec.starts
                 .insert(id, Start::At(start, effective(env, start)));
             let end = start + dur;
             if end > kill {
+                if panic_on_drop {
+                    rec.drop_killed.push(id);
+                }
                 return Out {
                     end: kill,
                     res: Res::Killed,
@@ -701,6 +766,7 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
                 body.as_deref(),
                 &abort_at,
                 shutdown,
+                true,
                 env,
                 rec,
             );
@@ -730,6 +796,7 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
                 None,
                 &never,
                 None,
+                false,
                 env,
                 rec,
             )
@@ -742,6 +809,8 @@ struct Pass {
     first: Option<(u64, Vec<Ev>)>,
     /// When the body and every normal task ended, if they all succeeded.
     done: Option<u64>,
+    /// Direct tasks that panic when dropped, killed by the pass's `kill`.
+    killed_panicky: Vec<u32>,
 }
 
 fn sim_group(
@@ -754,6 +823,7 @@ fn sim_group(
     body: Option<&Node>,
     abort_at: &[u64],
     shutdown: Option<(u64, u64)>,
+    claims: bool,
     env: &mut Vec<Timeline>,
     rec: &mut Rec,
 ) -> Out {
@@ -776,29 +846,49 @@ fn sim_group(
     // Events before the first failure do not depend on it; find it, then run again with the
     // group killed there.
     let first = pass(kill.min(cut), env, &mut Rec::default()).first;
+    // The destructor panics of the direct tasks killed by the end of this group's own pass:
+    // recorded after the failure that ended it.
+    let claim = |killed: Vec<u32>, rec: &mut Rec, evs: &mut Vec<Ev>| {
+        for leaf in killed {
+            rec.drop_killed.retain(|&l| l != leaf);
+            evs.push(Ev::DropPanic(leaf));
+        }
+    };
     match first {
-        Some((f, evs)) => {
+        Some((f, mut evs)) => {
             let again = pass(f, env, rec);
             debug_assert_eq!(again.first.as_ref().map(|x| x.0), Some(f));
+            if claims {
+                claim(again.killed_panicky, rec, &mut evs);
+            }
             Out {
                 end: f,
                 res: Res::Fail(evs),
             }
         }
-        None => match pass(kill.min(cut), env, rec).done {
-            Some(done) => Out {
-                end: done,
-                res: Res::Ok,
-            },
-            None if cut <= kill => Out {
-                end: cut,
-                res: Res::Fail(vec![Ev::Cut(id)]),
-            },
-            None => Out {
-                end: kill,
-                res: Res::Killed,
-            },
-        },
+        None => {
+            let last = pass(kill.min(cut), env, rec);
+            match last.done {
+                Some(done) => Out {
+                    end: done,
+                    res: Res::Ok,
+                },
+                None if cut <= kill => {
+                    let mut evs = vec![Ev::Cut(id)];
+                    if claims {
+                        claim(last.killed_panicky, rec, &mut evs);
+                    }
+                    Out {
+                        end: cut,
+                        res: Res::Fail(evs),
+                    }
+                }
+                None => Out {
+                    end: kill,
+                    res: Res::Killed,
+                },
+            }
+        }
     }
 }
 
@@ -815,6 +905,7 @@ fn group_pass(
     rec: &mut Rec,
 ) -> Pass {
     let mut fails: Vec<(u64, Vec<Ev>)> = Vec::new();
+    let mut killed_panicky = Vec::new();
     let mut all_ok = true;
     let mut done = start;
     let mut account = |o: Out| match o.res {
@@ -852,9 +943,33 @@ fn group_pass(
             _ => start,
         };
         let o = sim(c, at, kill.min(abort), env, rec);
+        let panicky = match *c {
+            Node::Leaf {
+                id,
+                panic_on_drop: true,
+                ..
+            } if at < kill.min(abort) => Some(id),
+            _ => None,
+        };
         match o.res {
+            // Aborted through its handle while it panics when dropped: a failure then.
+            // (At `kill` itself too: an end at `kill` counts as ending first.)
+            Res::Killed if abort <= kill && panicky.is_some() => {
+                let leaf = panicky.unwrap();
+                rec.drop_killed.retain(|&l| l != leaf);
+                slots.push(Reverse(abort));
+                account(Out {
+                    end: abort,
+                    res: Res::Fail(vec![Ev::DropPanic(leaf)]),
+                });
+            }
+            Res::Killed if panicky.is_some() => {
+                killed_panicky.push(panicky.unwrap());
+                slots.push(Reverse(o.end));
+                account(o);
+            }
             // Aborted through its handle: ended, neither a success nor a failure.
-            Res::Killed if abort < kill => {
+            Res::Killed if abort <= kill => {
                 slots.push(Reverse(abort));
                 account(Out {
                     end: abort,
@@ -871,14 +986,32 @@ fn group_pass(
     let bg_kill = normal_done.map_or(kill, |d| d.min(kill));
     for b in background {
         let o = sim(b, start, bg_kill, env, rec);
-        if let Res::Fail(evs) = o.res {
-            fails.push((o.end, evs));
+        match (o.res, b) {
+            (Res::Fail(evs), _) => fails.push((o.end, evs)),
+            (
+                Res::Killed,
+                &Node::Leaf {
+                    id,
+                    panic_on_drop: true,
+                    ..
+                },
+            ) if start < bg_kill => {
+                if normal_done.is_some_and(|d| d <= kill) {
+                    // Aborted when the group completed: its destructor's panic fails the group.
+                    rec.drop_killed.retain(|&l| l != id);
+                    fails.push((bg_kill, vec![Ev::DropPanic(id)]));
+                } else {
+                    killed_panicky.push(id);
+                }
+            }
+            _ => {}
         }
     }
     fails.sort_by_key(|f| f.0);
     Pass {
         first: fails.into_iter().next(),
         done: normal_done,
+        killed_panicky,
     }
 }
 
@@ -956,8 +1089,12 @@ impl Ctx {
         for f in e.into_failures() {
             if f.is_panic() {
                 let payload = f.into_panic().unwrap();
-                match payload.downcast::<LeafPanic>() {
-                    Ok(p) => evs.push(Ev::Panic(p.0)),
+                match payload
+                    .downcast::<LeafPanic>()
+                    .map(|p| Ev::Panic(p.0))
+                    .or_else(|p| p.downcast::<LeafDropPanic>().map(|p| Ev::DropPanic(p.0)))
+                {
+                    Ok(ev) => evs.push(ev),
                     Err(other) => {
                         let msg = panic_message(&*other);
                         self.violation(format!("#{id}: foreign panic captured: {msg}"));
@@ -977,6 +1114,8 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else if let Some(s) = p.downcast_ref::<String>() {
         s.clone()
     } else if let Some(l) = p.downcast_ref::<LeafPanic>() {
+        format!("{l:?}")
+    } else if let Some(l) = p.downcast_ref::<LeafDropPanic>() {
         format!("{l:?}")
     } else {
         "<non-string payload>".into()
@@ -1028,10 +1167,15 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
             dur,
             yields,
             spin,
+            panic_on_drop,
         } => Box::pin(async move {
             let _t = tracker;
             let now = ctx.now();
             ctx.starts.lock().unwrap().insert(id, (now, ctx.deadline()));
+            let mut bomb = Bomb {
+                id,
+                armed: panic_on_drop,
+            };
             sleep(ctx.tick * dur as u32).await;
             for _ in 0..yields {
                 tokio::task::yield_now().await;
@@ -1057,6 +1201,7 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                 }
             }
             ctx.ends.lock().unwrap().insert(id, ctx.deadline());
+            bomb.armed = false;
             match outcome {
                 Outcome::Ok => Ok(()),
                 Outcome::Err => Err(vec![Ev::Err(id)]),
@@ -1260,7 +1405,10 @@ fn quiet_leaf_panics() {
     ONCE.call_once(|| {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            if info.payload().downcast_ref::<LeafPanic>().is_none() {
+            let p = info.payload();
+            if p.downcast_ref::<LeafPanic>().is_none()
+                && p.downcast_ref::<LeafDropPanic>().is_none()
+            {
                 default(info);
             }
         }));
@@ -1297,8 +1445,12 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
         Err(_) => Top::Hang,
         Ok(Ok(Ok(()))) => Top::Ok,
         Ok(Ok(Err(evs))) => Top::Err(evs),
-        Ok(Err(payload)) => match payload.downcast::<LeafPanic>() {
-            Ok(l) => Top::Panic(Ev::Panic(l.0)),
+        Ok(Err(payload)) => match payload
+            .downcast::<LeafPanic>()
+            .map(|p| Ev::Panic(p.0))
+            .or_else(|p| p.downcast::<LeafDropPanic>().map(|p| Ev::DropPanic(p.0)))
+        {
+            Ok(ev) => Top::Panic(ev),
             Err(other) => return Err(format!("foreign panic: {}", panic_message(&*other))),
         },
     };
@@ -1387,6 +1539,13 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
                     ..
                 })
             ),
+            Ev::DropPanic(id) => matches!(
+                kinds.get(&id),
+                Some(Node::Leaf {
+                    panic_on_drop: true,
+                    ..
+                })
+            ),
             Ev::Cut(group) => matches!(
                 kinds.get(&group),
                 Some(Node::Group {
@@ -1409,7 +1568,10 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
         let expected = match &pred.out.res {
             Res::Ok => Top::Ok,
             Res::Fail(evs) if mode == Mode::PausedNoCapture => {
-                match evs.iter().find(|e| matches!(e, Ev::Panic(_))) {
+                match evs
+                    .iter()
+                    .find(|e| matches!(e, Ev::Panic(_) | Ev::DropPanic(_)))
+                {
                     Some(panic) => Top::Panic(panic.clone()),
                     None => Top::Err(evs.clone()),
                 }
@@ -1417,7 +1579,27 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
             Res::Fail(evs) => Top::Err(evs.clone()),
             Res::Killed => unreachable!("nothing kills the root"),
         };
-        if top != expected {
+        // Failures recorded at one instant (an error and the destructor panics it causes)
+        // may come in any order.
+        let sorted = |t: &Top| match t {
+            Top::Err(evs) => {
+                let mut evs = evs.clone();
+                evs.sort();
+                Top::Err(evs)
+            }
+            Top::Ok => Top::Ok,
+            Top::Panic(ev) => Top::Panic(ev.clone()),
+            Top::Hang => Top::Hang,
+        };
+        // Without capture, of several destructor panics recorded at one instant (in the order
+        // the tasks are aborted) any may be the one resumed.
+        let drop_panic_race = match (&top, &pred.out.res, &expected) {
+            (Top::Panic(Ev::DropPanic(got)), Res::Fail(evs), Top::Panic(Ev::DropPanic(_))) => {
+                evs.contains(&Ev::DropPanic(*got))
+            }
+            _ => false,
+        };
+        if sorted(&top) != sorted(&expected) && !drop_panic_race {
             bad.push(format!("outcome {top:?}, expected {expected:?}"));
         }
         if top != Top::Hang && end != pred.out.end {
@@ -1470,8 +1652,9 @@ struct Stats {
     panic: AtomicU32,
     elapsed: AtomicU32,
     nodes: AtomicU32,
-    /// Programs with: a coop-budget leaf, a remote scope, a moved future, an abort, a shutdown.
-    knobs: [AtomicU32; 5],
+    /// Programs with: a coop-budget leaf, a remote scope, a moved future, an abort, a shutdown,
+    /// a leaf that panics when dropped.
+    knobs: [AtomicU32; 6],
     cut: AtomicU32,
 }
 
@@ -1483,7 +1666,7 @@ static STATS: Stats = Stats {
     panic: AtomicU32::new(0),
     elapsed: AtomicU32::new(0),
     nodes: AtomicU32::new(0),
-    knobs: [const { AtomicU32::new(0) }; 5],
+    knobs: [const { AtomicU32::new(0) }; 6],
     cut: AtomicU32::new(0),
 };
 
@@ -1495,9 +1678,16 @@ impl Stats {
         if exact {
             bump(&self.exact);
         }
-        let mut has = [false; 5];
+        let mut has = [false; 6];
         p.root.visit(&mut |n| match n {
-            Node::Leaf { spin: Some(_), .. } => has[0] = true,
+            Node::Leaf {
+                spin,
+                panic_on_drop,
+                ..
+            } => {
+                has[0] |= spin.is_some();
+                has[5] |= *panic_on_drop;
+            }
             Node::Scope { remote: true, .. } => has[1] = true,
             Node::Moved { .. } => has[2] = true,
             Node::Group {
@@ -1523,7 +1713,13 @@ impl Stats {
             Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Elapsed { .. })) => {
                 bump(&self.elapsed)
             }
-            Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Panic(_))) => bump(&self.panic),
+            Top::Err(evs)
+                if evs
+                    .iter()
+                    .any(|e| matches!(e, Ev::Panic(_) | Ev::DropPanic(_))) =>
+            {
+                bump(&self.panic)
+            }
             Top::Err(_) => bump(&self.err),
             Top::Panic(_) => bump(&self.panic),
             Top::Hang => 0,
@@ -1536,7 +1732,7 @@ impl Stats {
             "{what}: {} runs (all properties so far), {} checked exactly, {} nodes; top: {} ok, \
              {} leaf errors, {} panics, {} fail-scope elapsed, {} cut by a shutdown's grace; \
              programs with a coop-budget leaf {}, a remote cancel/move {}, a moved future {}, \
-             a handle abort {}, a shutdown {}",
+             a handle abort {}, a shutdown {}, a leaf that panics when dropped {}",
             get(&self.cases),
             get(&self.exact),
             get(&self.nodes),
@@ -1550,6 +1746,7 @@ impl Stats {
             get(&self.knobs[2]),
             get(&self.knobs[3]),
             get(&self.knobs[4]),
+            get(&self.knobs[5]),
         );
     }
 }
@@ -1638,6 +1835,7 @@ fn oracle_examples() {
         dur,
         yields: 0,
         spin: None,
+        panic_on_drop: false,
     };
     // A failure at 5 cancels a sibling due at 10; a queued task never starts.
     let p = program(Node::Group {
@@ -1693,6 +1891,7 @@ fn knob_examples_run_as_predicted() {
         dur,
         yields: 0,
         spin: None,
+        panic_on_drop: false,
     };
     let group = |limit, children: Vec<Node>, aborts, shutdown| Node::Group {
         id: 0,
@@ -1703,7 +1902,39 @@ fn knob_examples_run_as_predicted() {
         aborts,
         shutdown,
     };
+    let bomb = |dur| Node::Leaf {
+        id: 0,
+        outcome: Outcome::Ok,
+        dur,
+        yields: 0,
+        spin: None,
+        panic_on_drop: true,
+    };
     let cases = [
+        // A task whose destructor panics, aborted by the group's failure at 5: recorded after
+        // the error.
+        (
+            group(None, vec![bomb(10), leaf(Outcome::Err, 5)], vec![], None),
+            5,
+            Res::Fail(vec![Ev::Err(2), Ev::DropPanic(1)]),
+        ),
+        // The same task aborted through its handle at 3: the group fails then.
+        (
+            group(
+                None,
+                vec![bomb(10), leaf(Outcome::Ok, 5)],
+                vec![(0, 3)],
+                None,
+            ),
+            3,
+            Res::Fail(vec![Ev::DropPanic(1)]),
+        ),
+        // Cut off by the grace at 8: the cut, then the destructor's panic.
+        (
+            group(None, vec![bomb(10)], vec![], Some((5, 3))),
+            8,
+            Res::Fail(vec![Ev::Cut(0), Ev::DropPanic(1)]),
+        ),
         // Shutdown at 5 with grace 20: the running task finishes at 10, the queued one is
         // dropped at the request; the group succeeds.
         (
@@ -1774,6 +2005,7 @@ fn knob_examples_run_as_predicted() {
                             dur: 5,
                             yields: 1,
                             spin: Some(Spin::Channel(300)),
+                            panic_on_drop: false,
                         }),
                     }),
                 }],
