@@ -811,6 +811,8 @@ struct Pass {
     done: Option<u64>,
     /// Direct tasks that panic when dropped, killed by the pass's `kill`.
     killed_panicky: Vec<u32>,
+    /// Background tasks that panic when dropped, aborted when the group completed.
+    completion_panics: Vec<u32>,
 }
 
 fn sim_group(
@@ -869,10 +871,18 @@ fn sim_group(
         None => {
             let last = pass(kill.min(cut), env, rec);
             match last.done {
-                Some(done) => Out {
+                Some(done) if last.completion_panics.is_empty() => Out {
                     end: done,
                     res: Res::Ok,
                 },
+                Some(done) => {
+                    let mut evs = Vec::new();
+                    claim(last.completion_panics, rec, &mut evs);
+                    Out {
+                        end: done,
+                        res: Res::Fail(evs),
+                    }
+                }
                 None if cut <= kill => {
                     let mut evs = vec![Ev::Cut(id)];
                     if claims {
@@ -906,6 +916,7 @@ fn group_pass(
 ) -> Pass {
     let mut fails: Vec<(u64, Vec<Ev>)> = Vec::new();
     let mut killed_panicky = Vec::new();
+    let mut completion_panics = Vec::new();
     let mut all_ok = true;
     let mut done = start;
     let mut account = |o: Out| match o.res {
@@ -997,9 +1008,9 @@ fn group_pass(
                 },
             ) if start < bg_kill => {
                 if normal_done.is_some_and(|d| d <= kill) {
-                    // Aborted when the group completed: its destructor's panic fails the group.
-                    rec.drop_killed.retain(|&l| l != id);
-                    fails.push((bg_kill, vec![Ev::DropPanic(id)]));
+                    // Aborted when the group completed: its destructor's panic fails the group
+                    // (then, not earlier: it is no failure that cancels the others).
+                    completion_panics.push(id);
                 } else {
                     killed_panicky.push(id);
                 }
@@ -1012,6 +1023,7 @@ fn group_pass(
         first: fails.into_iter().next(),
         done: normal_done,
         killed_panicky,
+        completion_panics,
     }
 }
 
