@@ -2119,6 +2119,53 @@ fn knob_examples_run_as_predicted() {
             Res::Ok,
         ),
     ];
+    let reawait = |body| Node::Reawait {
+        id: 0,
+        ticks: 3,
+        body: Box::new(body),
+    };
+    let cases = cases.into_iter().chain([
+        // Re-awaited after its 3-tick scope ended: a task of the group sees the deadline at
+        // its start and none at its end, as does a task of a group in the group's body.
+        (
+            group(
+                None,
+                vec![reawait(group(
+                    None,
+                    vec![leaf(Outcome::Ok, 5)],
+                    vec![],
+                    None,
+                ))],
+                vec![],
+                None,
+            ),
+            5,
+            Res::Ok,
+        ),
+        (
+            group(
+                None,
+                vec![reawait(Node::Group {
+                    id: 0,
+                    limit: None,
+                    children: vec![],
+                    background: vec![],
+                    body: Some(Box::new(group(
+                        None,
+                        vec![leaf(Outcome::Ok, 5)],
+                        vec![],
+                        None,
+                    ))),
+                    aborts: vec![],
+                    shutdown: None,
+                })],
+                vec![],
+                None,
+            ),
+            5,
+            Res::Ok,
+        ),
+    ]);
     for (root, end, res) in cases {
         let p = program(root);
         let pred = oracle(&p);
