@@ -20,10 +20,14 @@
 //! | soft trigger at `ZERO`, in the past, or already complete (`shutdown_after`, `shutdown_at`, `shutdown_on` on `MoveOn`, `Fail`, `GroupScope`) | the request is made at the first poll |
 //! | soft trigger at `Duration::MAX`, far in the future, or never complete | never fires; the scope or group ends on its own |
 //! | deadline far in the future (~100 years) | never fires; `deadline()` and `current_effective_deadline()` read it back exactly, in tasks too |
+//! | `CancelScope::with_deadline` in the past | `is_cancelled()` at once (the deadline has passed), `cancelled_caught()` only once a run is cut; a ready future still returns its value |
 //! | deadline exactly now | as in the past: a ready future returns its value; cancelled at the first suspension |
 //! | task name empty, 1 MB, or with control characters / bidi / NUL / backtick | kept as given (`task_name()`), shown between backticks, no panic; also on background, `spawn_when_free` and refused spawns |
 //! | `grpc-timeout` header: `0` of any unit | "now": expired at the first suspension |
 //! | `grpc-timeout` header: `99999999H` | ~30 years away (saturated), no panic |
+//! | `tower` `ServerLayer`: `default_timeout(ZERO)` / `max_timeout(ZERO)` | `DEADLINE_EXCEEDED` (HTTP 504) without calling the handler (a header still beats a zero default; a zero maximum caps everything) |
+//! | `tower` `ServerLayer`: `default_timeout(MAX)` / `max_timeout(MAX)`, header `99999999H` | a deadline ~30 years away, no overflow; a finite maximum caps `99999999H` |
+//! | `tower` `ServerLayer`: malformed header (empty, space, decimal, sign, 9 digits, non-UTF-8 bytes, 64 KB) | `INVALID_ARGUMENT` (HTTP 400) without calling the handler |
 //! | `grpc-timeout` header malformed (empty, spaces, sign, decimal, >8 digits, lower-case `s`, no unit, non-ASCII digit, NUL, 1 MB of digits) | `ParseTimeoutError` from `decode_timeout`, `deadline_from_header` and `parse::<GrpcTimeout>`, with a short message that does not echo the value |
 #![allow(clippy::async_yields_async)]
 
@@ -1253,6 +1257,28 @@ async fn set_deadline_to_far_future_then_none_while_running() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn cancel_scope_built_with_a_past_deadline() {
+    let past = far_past();
+    let scope = CancelScope::with_deadline(past);
+    assert_eq!(scope.deadline(), Some(past));
+    // "Whether `cancel` was called or the deadline has passed": already, before it runs.
+    assert!(scope.is_cancelled());
+    assert!(!scope.cancelled_caught());
+    assert_eq!(scope.move_on(async { 1 }).await, Some(1));
+    let scope = CancelScope::with_deadline(past);
+    assert_eq!(scope.move_on(sleep(ms(1))).await, None);
+    assert!(scope.cancelled_caught());
+    let scope = CancelScope::with_deadline(past);
+    assert!(
+        scope
+            .fail(pending::<()>())
+            .await
+            .unwrap_err()
+            .is_deadline_reached()
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn deadline_exactly_now_cancels_at_the_first_suspension() {
     let now = Instant::now();
     assert_eq!(move_on_at(now, async { 3 }).await, Some(3));
@@ -1354,5 +1380,126 @@ async fn header_edges_have_documented_outcomes() {
         // The message does not repeat the value, which came from the network.
         let msg = decode_timeout(s).unwrap_err().to_string();
         assert!(msg.len() < 100, "{msg}");
+    }
+}
+
+// The `tower` layers' budgets and headers (run by `cargo test --features tower`).
+#[cfg(feature = "tower")]
+mod tower_edges {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use http::{HeaderValue, Request, Response, StatusCode};
+    use quattro::propagate;
+    use quattro::tower::ServerLayer;
+    use tower::{Layer, ServiceExt, service_fn};
+
+    fn request(timeout: Option<&[u8]>) -> Request<String> {
+        let mut request = Request::new(String::new());
+        if let Some(t) = timeout {
+            request
+                .headers_mut()
+                .insert("grpc-timeout", HeaderValue::from_bytes(t).unwrap());
+        }
+        request
+    }
+
+    /// Serves `request` through `layer` around a handler that reports the time it has left;
+    /// returns the status, the body, and whether the handler ran.
+    async fn serve(layer: ServerLayer, request: Request<String>) -> (StatusCode, String, bool) {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        let service = layer.layer(service_fn(move |_req: Request<String>| {
+            c.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Infallible>(Response::new(format!("{:?}", propagate::remaining()))) }
+        }));
+        let response = service.oneshot(request).await.unwrap();
+        (
+            response.status(),
+            response.into_body(),
+            calls.load(Ordering::SeqCst) == 1,
+        )
+    }
+
+    const FAR: Duration = Duration::from_secs(20 * 365 * 86400);
+
+    #[tokio::test(start_paused = true)]
+    async fn zero_budgets_answer_deadline_exceeded_without_the_handler() {
+        let zero_default = ServerLayer::new().default_timeout(Duration::ZERO);
+        let (status, _, ran) = serve(zero_default.clone(), request(None)).await;
+        assert_eq!((status, ran), (StatusCode::GATEWAY_TIMEOUT, false));
+        // A header still wins over the default.
+        let (status, body, ran) = serve(zero_default, request(Some(b"5m"))).await;
+        assert_eq!(
+            (status, body.as_str(), ran),
+            (StatusCode::OK, "Some(5ms)", true)
+        );
+        // A zero maximum caps every request, with or without a header.
+        let zero_max = ServerLayer::new().max_timeout(Duration::ZERO);
+        for timeout in [None, Some(&b"99999999H"[..]), Some(&b"1n"[..])] {
+            let (status, _, ran) = serve(zero_max.clone(), request(timeout)).await;
+            assert_eq!((status, ran), (StatusCode::GATEWAY_TIMEOUT, false));
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn max_budgets_do_not_overflow() {
+        // Duration::MAX as the default or the maximum: a deadline ~30 years away.
+        for layer in [
+            ServerLayer::new().default_timeout(Duration::MAX),
+            ServerLayer::new().max_timeout(Duration::MAX),
+            ServerLayer::new()
+                .default_timeout(Duration::MAX)
+                .max_timeout(Duration::MAX),
+        ] {
+            let (status, body, ran) = serve(layer.clone(), request(None)).await;
+            assert_eq!((status, ran), (StatusCode::OK, true));
+            let left: Duration = parse_some(&body);
+            assert!(left > FAR, "{body}");
+            // The largest header under a `MAX` maximum: the header's own 11,400 years,
+            // saturated to the far future.
+            let (_, body, _) = serve(layer, request(Some(b"99999999H"))).await;
+            assert!(parse_some(&body) > FAR, "{body}");
+        }
+        // The largest header capped by a finite maximum.
+        let capped = ServerLayer::new().max_timeout(Duration::from_secs(1));
+        let (_, body, _) = serve(capped, request(Some(b"99999999H"))).await;
+        assert_eq!(body, "Some(1s)");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn malformed_headers_are_rejected_without_the_handler() {
+        let huge = vec![b'9'; 64 * 1024];
+        for bad in [
+            &b""[..],
+            b" ",
+            b"1.5S",
+            b"-1S",
+            b"123456789S",
+            b"5\xffS",
+            b"\xff\xfe",
+            &huge,
+        ] {
+            let (status, _, ran) = serve(ServerLayer::new(), request(Some(bad))).await;
+            assert_eq!(
+                (status, ran),
+                (StatusCode::BAD_REQUEST, false),
+                "{:?}",
+                String::from_utf8_lossy(&bad[..bad.len().min(16)])
+            );
+        }
+    }
+
+    /// The `Duration` in `Some(..)`'s `Debug` form, as the handler reports it.
+    fn parse_some(body: &str) -> Duration {
+        let inner = body
+            .strip_prefix("Some(")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("no deadline: {body}"));
+        // Debug of a long Duration is in seconds, e.g. `946080000s` or `946080000.5s`.
+        let secs: f64 = inner.trim_end_matches('s').parse().unwrap_or(0.0);
+        Duration::from_secs_f64(secs)
     }
 }
