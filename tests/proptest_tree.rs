@@ -854,13 +854,15 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             if shutdown.is_some() {
                 env.pop();
             }
+            // Each abort, the request and the cut are sources of their own: two of them at one
+            // instant are a tie too.
             let times = abort_at
                 .iter()
                 .copied()
                 .chain(shutdown.into_iter().flat_map(|(s, c)| [s, c]));
-            for t in times {
+            for (k, t) in times.enumerate() {
                 if t <= out.end {
-                    rec.events.push((t, *id));
+                    rec.events.push((t, *id | ((k as u32 + 1) << 24)));
                 }
             }
             out
