@@ -859,7 +859,10 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             let times = abort_at
                 .iter()
                 .copied()
-                .chain(shutdown.into_iter().flat_map(|(s, c)| [s, c]));
+                .chain(shutdown.into_iter().flat_map(|(s, c)| {
+                    // Grace 0: the request is the cut, one event.
+                    if s == c { vec![c] } else { vec![s, c] }
+                }));
             for (k, t) in times.enumerate() {
                 if t <= out.end {
                     rec.events.push((t, *id | ((k as u32 + 1) << 24)));
