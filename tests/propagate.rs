@@ -338,3 +338,168 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17, item 3: the client/server round trip through the deadline in force, and a fuzz of
+// the three entry points with a reference parser as oracle.
+
+/// The reference grammar: 1 to 8 ASCII digits, then one of `HMSmun`; the timeout it means.
+fn reference_decode(s: &str) -> Option<Duration> {
+    let b = s.as_bytes();
+    let (&unit, digits) = b.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let v: u64 = s[..digits.len()].parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(v * 3600),
+        b'M' => Duration::from_secs(v * 60),
+        b'S' => Duration::from_secs(v),
+        b'm' => Duration::from_millis(v),
+        b'u' => Duration::from_micros(v),
+        b'n' => Duration::from_nanos(v),
+        _ => return None,
+    })
+}
+
+/// Checks the three entry points on `s` against the reference; never panics (a panic fails
+/// the property).
+fn check_against_reference(s: &str) -> Result<(), TestCaseError> {
+    let want = reference_decode(s);
+    let decoded = decode_timeout(s);
+    let parsed = s.parse::<GrpcTimeout>();
+    let now = Instant::now();
+    let deadline = deadline_from_header(s);
+    let after = Instant::now();
+    match want {
+        Some(d) => {
+            prop_assert_eq!(decoded.clone(), Ok(d), "{:?}", s);
+            let parsed = parsed.expect("valid");
+            prop_assert_eq!(parsed.to_duration(), d);
+            prop_assert_eq!(parsed.is_expired(), d.is_zero());
+            // Display is the canonical form: no leading zeros, same unit.
+            let canonical = parsed.to_string();
+            prop_assert_eq!(canonical.as_bytes().last(), s.as_bytes().last());
+            prop_assert_eq!(decode_timeout(&canonical), Ok(d));
+            prop_assert!(canonical.len() <= s.len());
+            let deadline = deadline.expect("valid");
+            match now.checked_add(d) {
+                Some(lo) if after.checked_add(d).is_some() => {
+                    prop_assert!(lo <= deadline && deadline <= after + d, "{:?}", s)
+                }
+                _ => prop_assert!(deadline > now + Duration::from_secs(20 * 365 * 86400)),
+            }
+        }
+        None => {
+            let e1 = decoded.expect_err("invalid");
+            let e2 = parsed.expect_err("invalid");
+            let e3 = deadline.expect_err("invalid");
+            // The same error from each entry point, a short message, a std error.
+            prop_assert_eq!(&e1, &e2);
+            prop_assert_eq!(&e1, &e3);
+            let msg = e1.to_string();
+            prop_assert!(msg.len() < 100 && msg.contains("grpc-timeout"), "{}", msg);
+            let _: &dyn std::error::Error = &e1;
+        }
+    }
+    Ok(())
+}
+
+/// Strings near the grammar: digits, signs, spaces, dots, letters close to the units, and
+/// some non-ASCII digits, up to 12 characters.
+fn near_grammar() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            6 => proptest::char::range('0', '9'),
+            3 => proptest::sample::select(vec!['H', 'M', 'S', 'm', 'u', 'n']),
+            1 => proptest::sample::select(vec![
+                ' ', '+', '-', '.', 'h', 's', 'U', 'N', 'µ', '٣', '０', '\0', '\t', 'e', '_',
+            ]),
+        ],
+        0..12,
+    )
+    .prop_map(|cs| cs.into_iter().collect())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fuzz_arbitrary_bytes_match_the_reference(bytes in proptest::collection::vec(any::<u8>(), 0..24)) {
+        let s = String::from_utf8_lossy(&bytes);
+        check_against_reference(&s)?;
+    }
+
+    #[test]
+    fn fuzz_near_grammar_strings_match_the_reference(s in near_grammar()) {
+        check_against_reference(&s)?;
+    }
+
+    #[test]
+    fn fuzz_valid_values_with_one_byte_changed(
+        wire in "[0-9]{1,8}[HMSmun]",
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        check_against_reference(&wire)?;
+        let mut bytes = wire.into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        check_against_reference(&String::from_utf8_lossy(&bytes))?;
+        // Inserted and appended characters too.
+        bytes.insert(i, byte);
+        check_against_reference(&String::from_utf8_lossy(&bytes))?;
+    }
+
+    /// Client side under a deadline `d` away, `elapsed` later; server side decodes the header:
+    /// the server's deadline is never later than the client's and earlier by less than one
+    /// unit of the encoding; `header_value` is `encode_timeout(remaining())`.
+    #[test]
+    fn header_value_and_deadline_from_header_round_trip(
+        d in any_timeout(),
+        elapsed_permille in 0u64..=1200,
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let scope = CancelScope::with_timeout(d);
+            let client_deadline = scope.deadline().unwrap();
+            let out = scope.move_on(async move {
+                // A fraction of the timeout passes (beyond it too: the scope does not get
+                // to cancel, nothing suspends).
+                let e = d.mul_f64(elapsed_permille as f64 / 1000.0).min(Duration::from_secs(10 * 365 * 86400));
+                if !e.is_zero() {
+                    advance(e).await;
+                }
+                let left = remaining().expect("a deadline is in force");
+                prop_assert_eq!(left, client_deadline.saturating_duration_since(Instant::now()));
+                let header = header_value().expect("a deadline is in force");
+                prop_assert_eq!(header, encode_timeout(left));
+                let wire = header.to_string();
+                prop_assert_eq!(header.is_expired(), left.is_zero(), "{}", wire);
+                let server_deadline = deadline_from_header(&wire).unwrap();
+                if left.is_zero() {
+                    // `0n` is "now" on the server: the time is up there too.
+                    prop_assert_eq!(server_deadline, Instant::now());
+                    return Ok(());
+                }
+                prop_assert!(server_deadline <= client_deadline, "{} for {:?} left", wire, left);
+                prop_assert!(client_deadline - server_deadline < unit_of(&wire), "{} for {:?} left", wire, left);
+                // The server, running under that deadline, sends on at most as much.
+                let again = fail_at(server_deadline, async { header_value() }).await;
+                if let Ok(Some(again)) = again {
+                    prop_assert!(again.to_duration() <= header.to_duration());
+                }
+                Ok(())
+            });
+            // Cancelled only if the deadline passed and the server's `fail_at` suspended.
+            match out.await {
+                Some(r) => r,
+                None => Ok(()),
+            }
+        })?;
+    }
+}
