@@ -149,11 +149,6 @@ pub(crate) fn with_link<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
         .unwrap_or_else(|| f.take().expect("not called yet")(None))
 }
 
-/// A clone of the innermost link.
-pub(crate) fn current_link() -> Option<Arc<Node>> {
-    with_link(|link| link.cloned())
-}
-
 /// The effective deadline in force, and whether an enclosing scope is cancelled: the frame's
 /// fixed deadline, narrowed by the live state of the enclosing handles and groups.
 #[inline]
@@ -170,10 +165,12 @@ pub(crate) fn lookup() -> (Option<Instant>, bool) {
 fn lookup_links(mut deadline: Option<Instant>, mut cancelled: bool) -> (Option<Instant>, bool) {
     let _ = STACKS.try_with(|stacks| {
         let links = stacks.links.borrow();
-        for node in links.iter().chain(outside(&links)) {
-            deadline = earliest(deadline, node.deadline());
-            cancelled |= node.is_cancel_requested();
-        }
+        let mut take = |node: &Node| {
+            deadline = earliest(earliest(deadline, node.deadline()), node.published());
+            cancelled |= node.is_cancel_requested() || node.published_flags() & CANCELLED != 0;
+        };
+        links.iter().for_each(|node| take(node));
+        outside(&links).for_each(|node| take(&node));
     });
     (deadline, cancelled)
 }
@@ -181,10 +178,10 @@ fn lookup_links(mut deadline: Option<Instant>, mut cancelled: bool) -> (Option<I
 /// The live nodes that enclosed the outermost link where it was first entered, and still run:
 /// for a group child, the handles and groups around its group, in the group's task. (Fixed
 /// deadlines from there come with the group's publication; these can still move.)
-fn outside(links: &[Arc<Node>]) -> impl Iterator<Item = &Arc<Node>> {
+fn outside(links: &[Arc<Node>]) -> impl Iterator<Item = Arc<Node>> {
     let mut next = links.first().and_then(|node| node.parent());
     std::iter::from_fn(move || {
-        while let Some(node) = next {
+        while let Some(node) = next.take() {
             next = node.parent();
             if !node.is_finished() {
                 return Some(node);

@@ -42,6 +42,11 @@ pub(crate) struct Node {
     /// Encoded with [`frame::encode`]; `NO_DEADLINE` when there is none.
     deadline: AtomicU64,
     state: AtomicU32,
+    /// A group's publication for its children: the fixed deadline of the frame it was last
+    /// polled in (encoded), and that frame's `CANCELLED`/`SHUTDOWN` flags. Children read it
+    /// live, walking up from their group (see `frame::lookup`).
+    published: AtomicU64,
+    published_flags: AtomicU32,
     /// The waker of the task that runs the node, for `cancel()` and `set_deadline()` from
     /// elsewhere.
     waker: Mutex<Option<Waker>>,
@@ -53,7 +58,10 @@ pub(crate) struct Node {
     /// own request, `.1` (a child of the parent's) on this node's or any enclosing request.
     pub(crate) shutdown: (OnceLock<CancellationToken>, OnceLock<CancellationToken>),
     /// The node in force where this one was first entered (`None` inside: at top level).
-    parent: OnceLock<Option<Arc<Node>>>,
+    ///
+    /// Set again on every poll of the scope or group, so that a future moved to another task
+    /// (or awaited again elsewhere) is linked to what encloses it now.
+    parent: std::sync::Mutex<Option<Arc<Node>>>,
 }
 
 impl Node {
@@ -61,11 +69,13 @@ impl Node {
         Node {
             deadline: AtomicU64::new(deadline),
             state: AtomicU32::new(0),
+            published: AtomicU64::new(NO_DEADLINE),
+            published_flags: AtomicU32::new(0),
             waker: Mutex::new(None),
             linked_tokens: Mutex::new(Vec::new()),
             token: OnceLock::new(),
             shutdown: (OnceLock::new(), OnceLock::new()),
-            parent: OnceLock::new(),
+            parent: std::sync::Mutex::new(None),
         }
     }
 
@@ -73,12 +83,31 @@ impl Node {
     pub(crate) fn new_group() -> Arc<Node> {
         let node = Node::new(NO_DEADLINE);
         node.state.store(ENTERED, Ordering::Relaxed);
-        let _ = node.parent.set(frame::current_link());
+        node.link_to_current();
         Arc::new(node)
     }
 
-    pub(crate) fn parent(&self) -> Option<&Arc<Node>> {
-        self.parent.get().and_then(Option::as_ref)
+    pub(crate) fn parent(&self) -> Option<Arc<Node>> {
+        self.parent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Makes the innermost link in force this node's parent (called where the node is polled,
+    /// before it is pushed as a link itself); writes only when it changed.
+    pub(crate) fn link_to_current(&self) {
+        frame::with_link(|link| {
+            let mut parent = self.parent.lock().unwrap_or_else(|e| e.into_inner());
+            let same = match (&*parent, link) {
+                (Some(old), Some(new)) => Arc::ptr_eq(old, new),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                *parent = link.cloned();
+            }
+        });
     }
 
     /// Marks the node as entered where it runs now.
@@ -94,7 +123,7 @@ impl Node {
             "CancelScope entered twice: a cancel scope can only be run once; \
              create a new CancelScope for every run"
         );
-        let _ = self.parent.set(frame::current_link());
+        self.link_to_current();
     }
 
     pub(crate) fn state(&self) -> u32 {
@@ -229,6 +258,29 @@ impl Node {
         if state & ENTERED != 0 && state & FINISHED == 0 {
             self.wake();
         }
+    }
+
+    /// Records what a group's children inherit; writes only what changed.
+    pub(crate) fn publish(&self, fixed: Option<Instant>, flags: u8) {
+        let raw = frame::encode_opt(fixed);
+        if self.published.load(Ordering::Relaxed) != raw {
+            self.published.store(raw, Ordering::Release);
+        }
+        let flags = u32::from(flags);
+        if self.published_flags.load(Ordering::Relaxed) != flags {
+            self.published_flags.store(flags, Ordering::Release);
+        }
+    }
+
+    /// The fixed deadline a group published (`None` for a scope's node).
+    pub(crate) fn published(&self) -> Option<Instant> {
+        frame::decode(self.published.load(Ordering::Acquire))
+    }
+
+    /// The frame flags a group published.
+    pub(crate) fn published_flags(&self) -> u8 {
+        // Only `u8` flags are ever stored.
+        self.published_flags.load(Ordering::Acquire) as u8
     }
 
     /// Marks the node finished.

@@ -111,12 +111,15 @@ impl Node {
 
     /// Whether a shutdown was requested for this node or any node enclosing it.
     pub(crate) fn shutdown_requested_in_chain(&self) -> bool {
-        let mut next = Some(self);
+        if self.own_shutdown_requested() {
+            return true;
+        }
+        let mut next = self.parent();
         while let Some(node) = next {
             if node.own_shutdown_requested() {
                 return true;
             }
-            next = node.parent().map(|p| &**p);
+            next = node.parent();
         }
         false
     }
@@ -145,25 +148,34 @@ impl Node {
     /// The token that fires on a request for this node or any enclosing one: a child of the
     /// parent's. Created on demand, for the missing ancestors too (iteratively: chains can be
     /// thousands of nodes deep). Only for entered nodes, whose parent is known.
-    pub(crate) fn chain_shutdown_token(&self) -> &CancellationToken {
-        // The nearest node (this one included) that has its token, and those below it.
+    pub(crate) fn chain_shutdown_token(&self) -> CancellationToken {
+        if let Some(token) = self.shutdown.1.get() {
+            return token.clone();
+        }
+        // The nearest enclosing node that has its token, and the ones below it that do not.
         let mut missing = Vec::new();
         let mut token = None;
-        let mut next = Some(self);
+        let mut next = self.parent();
         while let Some(node) = next {
-            token = node.shutdown.1.get();
-            if token.is_some() {
+            if let Some(found) = node.shutdown.1.get() {
+                token = Some(found.clone());
                 break;
             }
+            next = node.parent();
             missing.push(node);
-            next = node.parent().map(|p| &**p);
         }
         for node in missing.into_iter().rev() {
-            token = Some(node.armed_token(&node.shutdown.1, || {
-                token.map_or_else(CancellationToken::new, CancellationToken::child_token)
-            }));
+            token = Some(
+                node.armed_token(&node.shutdown.1, || {
+                    token.map_or_else(CancellationToken::new, |t| t.child_token())
+                })
+                .clone(),
+            );
         }
-        token.expect("found or created for this node")
+        self.armed_token(&self.shutdown.1, || {
+            token.map_or_else(CancellationToken::new, |t| t.child_token())
+        })
+        .clone()
     }
 }
 
@@ -256,7 +268,7 @@ pub fn shutdown_requested() -> ShutdownRequested {
 }
 
 fn current_wait() -> Option<WaitForCancellationFutureOwned> {
-    frame::with_link(|node| node.map(|node| node.chain_shutdown_token().clone().cancelled_owned()))
+    frame::with_link(|node| node.map(|node| node.chain_shutdown_token().cancelled_owned()))
 }
 
 /// A `CancellationToken` that is cancelled when a graceful shutdown is requested for the code

@@ -52,11 +52,9 @@ pub(crate) trait QueuedHandle<T>: Send + Sync {
 
 /// What a handle needs from its group to abort a queued task.
 pub(crate) trait Unqueue: Send + Sync {
-    /// A queued task was aborted: it no longer counts as waiting.
-    fn unqueued(&self);
-
-    /// Drops an aborted task's future in the frame its task would have had.
-    fn drop_unqueued(&self, unstarted: Box<dyn Send>);
+    /// A queued task was aborted: drops its future in the frame its task would have had, and
+    /// stops counting it as waiting once it is gone.
+    fn unqueue(&self, unstarted: Box<dyn Send>);
 }
 
 /// The name of a queued task. `()` for an unnamed one, so that a long queue does not pay for
@@ -237,10 +235,7 @@ where
             return self.abort(group);
         };
         match group.upgrade() {
-            Some(group) => {
-                group.unqueued();
-                group.drop_unqueued(Box::new(fut));
-            }
+            Some(group) => group.unqueue(Box::new(fut)),
             None => drop(fut),
         }
     }

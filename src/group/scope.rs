@@ -223,6 +223,7 @@ where
         }
         let shared = this.shared.clone().expect("set on the first poll");
         // The group's context is read afresh on every poll, and passed on to its children.
+        shared.node.link_to_current();
         let outer = frame::current();
         shared.publish(&outer);
         let data = shared.body_frame(&outer);

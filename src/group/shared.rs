@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -28,11 +28,6 @@ pub(crate) enum Role {
 
 pub(crate) struct Shared<E> {
     pub(crate) node: Arc<Node>,
-    /// The fixed deadline (encoded) of the frame the group runs in, at its latest poll: what its
-    /// children inherit.
-    outer_deadline: AtomicU64,
-    /// The frame flags (`CANCELLED`, `SHUTDOWN`) the group saw at its latest poll.
-    outer_flags: AtomicU8,
     pub(crate) runtime: Handle,
     pub(crate) span: tracing::Span,
     pub(crate) id: u64,
@@ -62,6 +57,8 @@ pub(crate) struct State<E> {
     abandoned: bool,
     /// Aborted tasks of groups dropped inside the children, handed up as the children ended.
     drains: Drains,
+    /// Futures taken out of the group that another thread is dropping (see [`Dropping`]).
+    dropping: usize,
     /// Whether any failure so far is a panic.
     pub(crate) panicked: bool,
     /// Whoever waits for the tasks: the group's future, or the scope that adopted them.
@@ -91,17 +88,12 @@ impl<E> Shared<E> {
     }
 
     /// Records the fixed part of the context the group runs in (read where it is polled), for
-    /// its children; writes only what changed. The enclosing handles and groups, whose
-    /// deadlines can move, are read live from the children through the group node's parents.
+    /// its children. What is fixed in the group's own task is published here; what its task
+    /// inherited from further out, and the deadlines that can move, the children read live,
+    /// walking up from the group's node.
     pub(crate) fn publish(&self, outer: &Data) {
-        let raw = frame::encode_opt(outer.fixed);
-        if self.outer_deadline.load(Ordering::Relaxed) != raw {
-            self.outer_deadline.store(raw, Ordering::Release);
-        }
         let flags = outer.flags & (frame::CANCELLED | frame::SHUTDOWN);
-        if self.outer_flags.load(Ordering::Relaxed) != flags {
-            self.outer_flags.store(flags, Ordering::Release);
-        }
+        self.node.publish(outer.fixed, flags);
     }
 
     /// The flags of a frame inside the group. The group's own deadline (a shutdown's cut) and
@@ -126,10 +118,11 @@ impl<E> Shared<E> {
     /// The frame a child task runs in: what the group published. No timer of the group's task
     /// can be leaned on from here.
     pub(crate) fn child_frame(&self) -> Data {
-        let published = frame::decode(self.outer_deadline.load(Ordering::Acquire));
-        let flags = self.outer_flags.load(Ordering::Acquire);
+        let flags = self.node.published_flags();
         Data {
-            fixed: published,
+            // Nothing is fixed in the child's own task yet; the group's publication is read
+            // live through its node, pushed as the frame's link.
+            fixed: None,
             local: None,
             task: 0,
             flags: self.inner_flags(flags),
@@ -358,7 +351,7 @@ impl<E> State<E> {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.tasks.normal() == 0 && self.queue.is_empty()
+        self.tasks.normal() == 0 && self.queue.is_empty() && self.dropping == 0
     }
 
     /// Whether a new normal task must wait: every slot taken, or tasks queued before it.
@@ -367,7 +360,7 @@ impl<E> State<E> {
     }
 
     pub(crate) fn is_drained(&self) -> bool {
-        self.tasks.is_empty()
+        self.tasks.is_empty() && self.dropping == 0
     }
 
     /// Releases the handed-up drains that emptied; ready when none is left.
@@ -406,8 +399,6 @@ impl<E: Send + 'static> Shared<E> {
     ) -> Shared<E> {
         Shared {
             node,
-            outer_deadline: AtomicU64::new(frame::NO_DEADLINE),
-            outer_flags: AtomicU8::new(0),
             runtime,
             span,
             id,
@@ -424,6 +415,7 @@ impl<E: Send + 'static> Shared<E> {
                 failures: Vec::new(),
                 abandoned: false,
                 drains: Drains::default(),
+                dropping: 0,
                 panicked: false,
                 waiter: None,
                 ending: Vec::new(),
@@ -611,12 +603,15 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Takes the queued tasks out for a shutdown request (they never started), to be dropped
     /// by the caller outside the lock, and wakes waiting producers (they are refused now).
-    pub(crate) fn take_queue(&self) -> QueuedTasks<E> {
+    ///
+    /// The group does not complete until the caller has dropped them (see [`Dropping`]): a
+    /// shutdown requested from another thread drops them there.
+    pub(crate) fn take_queue(&self) -> (QueuedTasks<E>, Dropping<'_, E>) {
         let mut state = self.lock();
         state.producers.refuse_all();
         let queued = state.queue.take();
-        wake_if_idle(state);
-        queued
+        state.dropping += 1;
+        (queued, Dropping(self))
     }
 
     /// Closes the group to new tasks after normal completion and aborts background tasks.
@@ -732,14 +727,29 @@ impl<E: Send + 'static> Drop for Waiting<'_, E> {
 }
 
 impl<E: Send + 'static> Unqueue for Shared<E> {
-    fn unqueued(&self) {
-        let mut state = self.lock();
-        state.queue.unqueued();
-        wake_if_idle(state);
-    }
-
-    fn drop_unqueued(&self, unstarted: Box<dyn Send>) {
+    fn unqueue(&self, unstarted: Box<dyn Send>) {
+        let dropping = {
+            let mut state = self.lock();
+            state.queue.unqueued();
+            state.dropping += 1;
+            Dropping(self)
+        };
+        // Dropped (maybe on another thread) before the group can count it gone.
         self.drop_unstarted(unstarted);
+        drop(dropping);
+    }
+}
+
+/// Futures taken out of the group that the caller is dropping, on whatever thread it runs: the
+/// group completes only once they are gone (structured, like its tasks). Counted until this
+/// guard drops, also on unwind.
+pub(crate) struct Dropping<'a, E>(&'a Shared<E>);
+
+impl<E> Drop for Dropping<'_, E> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.dropping -= 1;
+        wake_if_idle(state);
     }
 }
 

@@ -81,7 +81,7 @@ impl<E: Send + 'static> TaskGroup<E> {
         node.request_shutdown();
         // Queued tasks never start now. They are dropped last, outside the lock: a destructor
         // that panics must not stop the request from taking effect.
-        let queued = shared.take_queue();
+        let (queued, dropping) = shared.take_queue();
         if grace.is_zero() {
             self.cancel();
         } else {
@@ -106,6 +106,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             }
         }
         shared.drop_unstarted(queued);
+        drop(dropping);
     }
 
     /// Whether a graceful shutdown was requested for this group (with

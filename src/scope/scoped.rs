@@ -239,7 +239,11 @@ impl Entry {
     #[inline]
     fn read(side: Option<&HandleSide>, deadline: Option<Instant>, cx: &Context<'_>) -> Entry {
         let (fixed, own, node_state) = match side {
-            Some(side) => (None, side.node.deadline(), side.node.state()),
+            Some(side) => {
+                // Linked to what encloses it now, also after a move to another task.
+                side.node.link_to_current();
+                (None, side.node.deadline(), side.node.state())
+            }
             None => (deadline, deadline, 0),
         };
         Entry {
