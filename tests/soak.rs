@@ -5,9 +5,9 @@
 //! 0. **ok**: yields once, returns `Ok`.
 //! 1. **aborted**: spawned with `tg.spawn` (so it may wait in the queue: the group has a
 //!    concurrency limit) and aborted at once through its handle.
-//! 2. **fails in a nested group**: a per-request `TaskGroup::scope` whose child returns `Err`;
-//!    the request sees the `GroupError` and succeeds (failure isolation, the builder option,
-//!    is not in the core yet: a failing task would cancel the server group).
+//! 2. **fails, isolated**: the request returns `Err`; the server group isolates failures
+//!    (`isolate_failures`), so the handler counts it and everything else goes on, and the
+//!    failure is not kept (memory stays flat over 166,667 of them).
 //! 3. **fails in `gather_settled`**: one `Err` among three futures, every outcome returned.
 //! 4. **drops a nested group**: a `TaskGroup::scope` with a never-ending child, dropped by a
 //!    `tokio::select!` whose other branch wins on the second poll (a drain hands the child
@@ -17,7 +17,7 @@
 //! Live heap is measured with a counting global allocator (per binary, hence this file of its
 //! own). Every 100,000 requests the body waits for the group to be idle and records the live
 //! bytes, and the peak within the window; the live bytes at the end of every later window must
-//! stay within `BOUND` of the first window's, and so must the peaks. Every request's future
+//! stay within `BOUND` of the first window's, and the peaks within `PEAK_BOUND`. Every request's future
 //! holds a guard: at the end every guard made was dropped. The shutdown (grace 2 s, with 64
 //! requests that finish on the request and 64 that ignore it) must return within 10 s of real
 //! time, not before the grace, with a cancelled `GroupError`.
@@ -32,7 +32,10 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use issue7_util::Drops;
-use quattro::{TaskGroup, gather_settled, move_on_after};
+use quattro::{Failure, TaskGroup, gather_settled, move_on_after};
+
+/// Failures the server group's handler saw.
+static ISOLATED: AtomicUsize = AtomicUsize::new(0);
 
 struct Counting;
 
@@ -87,6 +90,10 @@ const LIMIT: usize = 256;
 /// 1 MB over 900,000 requests catches a leak of about one byte per request. (Measured: live
 /// 88-115 KB at the window ends, peaks 480-660 KB, in release on 2 workers.)
 const BOUND: isize = 1024 * 1024;
+/// Allowed growth of a window's peak: the peak also holds whatever requests are in flight
+/// when the scheduler bunches them (seen: +0.85 MB with another build on the machine), so it
+/// gets twice the room of the live bytes, which are what a leak would grow.
+const PEAK_BOUND: isize = 2 * BOUND;
 const GRACE: Duration = Duration::from_secs(2);
 const SHUTDOWN_BOUND: Duration = Duration::from_secs(10);
 
@@ -128,6 +135,11 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
         let mut samples = Vec::new();
         let out = TaskGroup::builder()
             .concurrency_limit(LIMIT)
+            .isolate_failures(|failure: Failure<String>| {
+                assert_eq!(failure.error().map(String::as_str), Some("request failed"));
+                ISOLATED.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            })
             .scope(|tg: TaskGroup<String>| {
                 let samples = &mut samples;
                 let shutdown_at = &mut shutdown_at;
@@ -157,17 +169,8 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
                             2 => drop(
                                 tg.spawn_when_free(async move {
                                     let _g = g;
-                                    let r = TaskGroup::scope(|inner| async move {
-                                        inner.spawn(async {
-                                            tokio::task::yield_now().await;
-                                            Err::<(), _>("request failed")
-                                        });
-                                        Ok(())
-                                    })
-                                    .await;
-                                    let err = r.unwrap_err();
-                                    assert_eq!(err.errors().count(), 1);
-                                    Ok(())
+                                    tokio::task::yield_now().await;
+                                    Err::<(), _>("request failed".to_owned())
                                 })
                                 .await,
                             ),
@@ -266,7 +269,7 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
     drop(rt);
 
     eprintln!(
-        "soak: {N} requests (kinds ok/aborted/failed-group/failed-gather/dropped-group/timeout: \
+        "soak: {N} requests (kinds ok/aborted/failed-isolated/failed-gather/dropped-group/timeout: \
          {:?}) in {:.2?}; shutdown with grace {GRACE:?} returned after {shutdown_took:.2?}",
         kinds
             .iter()
@@ -285,6 +288,11 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
         "shutdown took {shutdown_took:?}"
     );
 
+    assert_eq!(
+        ISOLATED.load(Ordering::Relaxed),
+        kinds[2].load(Ordering::Relaxed),
+        "every failing request reached the failure handler, once"
+    );
     assert_eq!(drops.made(), N + 128);
     drops.assert_all_dropped();
 
@@ -298,8 +306,8 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
             first.live
         );
         assert!(
-            s.peak - first.peak < BOUND,
-            "window {k}: peak {} bytes vs {} in the first window (bound +{BOUND})",
+            s.peak - first.peak < PEAK_BOUND,
+            "window {k}: peak {} bytes vs {} in the first window (bound +{PEAK_BOUND})",
             s.peak,
             first.peak
         );
