@@ -439,7 +439,14 @@ both_runtimes! {
         assert!(!err.is_cancelled());
         let id = failing_id.lock().unwrap().expect("spawned, so it has an id");
         assert_eq!(err.failures()[0].task_id(), Some(id));
-        assert_eq!(err.to_string(), format!("task group failed: task {id}: boom"));
+        // An unnamed task is named by where it was spawned, beside its id.
+        let shown = err.to_string();
+        assert!(
+            shown.starts_with(&format!(
+                "task group failed: task {id} spawned at tests/task_group.rs:"
+            )) && shown.ends_with(": boom"),
+            "{shown}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! [`TaskLabel`]: who failed, as a reader of the error sees it.
 
 use std::fmt;
+use std::panic::Location;
 use std::sync::Arc;
 
 use tokio::task::Id;
@@ -8,8 +9,8 @@ use tokio::task::Id;
 /// Who failed: the body of the group, a child task, or an item of a `gather`.
 ///
 /// `Display` names what a person can find in their code: the body, the name given with
-/// `TaskGroup::task`, or the gather item's position in the input. A tokio task id is shown only
-/// for an unnamed task that is not a gather item.
+/// `TaskGroup::task`, the gather item's position in the input, or where an unnamed task was
+/// spawned. A tokio task id alone is shown only for an unnamed task that waited in the queue.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum TaskLabel {
     /// The group's body.
@@ -18,6 +19,8 @@ pub(crate) enum TaskLabel {
     Child {
         id: Option<Id>,
         name: Option<Arc<str>>,
+        /// Where an unnamed task was spawned (`None` for one that waited in the queue).
+        at: Option<&'static Location<'static>>,
     },
     /// An item of a `gather`, by its position in the input (from 0).
     // Built once gather labels its items (the group's core passes the position on).
@@ -26,10 +29,14 @@ pub(crate) enum TaskLabel {
 
 impl TaskLabel {
     /// The label of a child task that is running now: its name, and the current task's id.
-    pub(crate) fn current_child(name: Option<&Arc<str>>) -> TaskLabel {
+    pub(crate) fn current_child(
+        name: Option<&Arc<str>>,
+        at: Option<&'static Location<'static>>,
+    ) -> TaskLabel {
         TaskLabel::Child {
             id: tokio::task::try_id(),
             name: name.cloned(),
+            at,
         }
     }
 
@@ -62,6 +69,15 @@ impl fmt::Display for TaskLabel {
             TaskLabel::Child {
                 name: Some(name), ..
             } => write!(f, "task `{name}`"),
+            TaskLabel::Child {
+                id, at: Some(at), ..
+            } => {
+                "task ".fmt(f)?;
+                if let Some(id) = id {
+                    write!(f, "{id} ")?;
+                }
+                write!(f, "spawned at {}:{}", at.file(), at.line())
+            }
             TaskLabel::Child { id: Some(id), .. } => write!(f, "task {id}"),
             TaskLabel::Child { .. } => "task".fmt(f),
             TaskLabel::Item { index, .. } => write!(f, "item {index}"),

@@ -227,9 +227,13 @@ enum TaskErrorRepr<E> {
 impl TaskError {
     /// What the handle of a task that returned `error` yields: the task's label and the
     /// error's text (the error itself goes to the group).
-    pub(crate) fn reported<E: 'static>(name: Option<&Arc<str>>, error: &E) -> TaskError {
+    pub(crate) fn reported<E: 'static>(
+        name: Option<&Arc<str>>,
+        at: Option<&'static std::panic::Location<'static>>,
+        error: &E,
+    ) -> TaskError {
         TaskError {
-            task: Some(Box::new(TaskLabel::current_child(name))),
+            task: Some(Box::new(TaskLabel::current_child(name, at))),
             repr: TaskErrorRepr::Failed(Reported::describe(error)),
         }
     }

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -44,6 +44,8 @@ pub(crate) struct Child<F, S: Deliver, E> {
     node: Option<Arc<Node>>,
     result: Option<S>,
     name: Option<Arc<str>>,
+    /// Where the task was spawned, to name it in failures when it has no name.
+    at: Option<&'static Location<'static>>,
     span: tracing::Span,
     /// The group and the task's entry there; taken when the end is reported.
     group: Option<(Arc<Shared<E>>, TaskKey)>,
@@ -58,6 +60,7 @@ impl<F, S: Deliver, E> Child<F, S, E> {
         group: (Arc<Shared<E>>, TaskKey),
         result: S,
         name: Option<Arc<str>>,
+        at: Option<&'static Location<'static>>,
         span: tracing::Span,
     ) -> Child<F, S, E> {
         Child {
@@ -65,6 +68,7 @@ impl<F, S: Deliver, E> Child<F, S, E> {
             node: Some(group.0.node.clone()),
             result: Some(result),
             name,
+            at,
             span,
             group: Some(group),
             drains: Drains::default(),
@@ -112,12 +116,13 @@ where
         let sender = this.result.take().expect("result sent once");
         let who = Who {
             name: this.name.take(),
+            at: *this.at,
             item: sender.item(),
         };
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
             Ok(Err(error)) => (
-                sender.deliver(Err(TaskError::reported(who.name.as_ref(), &error))),
+                sender.deliver(Err(TaskError::reported(who.name.as_ref(), who.at, &error))),
                 Some(Ended::Error(error)),
             ),
             Err(payload) => (
@@ -171,6 +176,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
         }
         let who = Who {
             name: this.name.take(),
+            at: *this.at,
             item: this.result.as_ref().and_then(Deliver::item),
         };
         if let Some(sender) = this.result.take() {

@@ -162,7 +162,8 @@ where
                 }
             }
         };
-        let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name.take());
+        let join =
+            shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name.take(), None);
         if Arc::strong_count(&self) == 1 {
             // The handle is gone (and the queue let go): nobody will ask for the join handle.
             return true;

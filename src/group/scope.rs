@@ -305,6 +305,7 @@ where
                     let label = TaskLabel::Child {
                         id: None,
                         name: None,
+                        at: None,
                     };
                     shared.record_panic(label, payload);
                 }

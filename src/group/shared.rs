@@ -259,6 +259,7 @@ impl<E> Shared<E> {
 /// What names a task in its failures: its given name, or a `gather` item's input position.
 pub(crate) struct Who {
     pub(crate) name: Option<Arc<str>>,
+    pub(crate) at: Option<&'static std::panic::Location<'static>>,
     pub(crate) item: Option<usize>,
 }
 
@@ -270,6 +271,7 @@ impl Who {
             None => TaskLabel::Child {
                 id,
                 name: self.name.clone(),
+                at: self.at,
             },
         }
     }
@@ -431,6 +433,7 @@ impl<E: Send + 'static> Shared<E> {
         fut: F,
         sink: S,
         name: Option<Arc<str>>,
+        at: Option<&'static std::panic::Location<'static>>,
     ) -> Child<F, S, E> {
         let span = tracing::debug_span!(
             parent: &self.span,
@@ -438,12 +441,13 @@ impl<E: Send + 'static> Shared<E> {
             group.id = self.id,
             task.name = name.as_deref().unwrap_or(""),
         );
-        Child::new(fut, (self.clone(), key), sink, name, span)
+        Child::new(fut, (self.clone(), key), sink, name, at, span)
     }
 
     /// Spawns a task delivering its value to a handle, or queues it when the limit is
     /// reached. Gives `fut` back when the group is closed or (unless `queue_if_full`) when no
     /// slot is free.
+    #[track_caller]
     #[inline(always)]
     pub(crate) fn try_spawn<F, T>(
         self: &Arc<Self>,
@@ -483,7 +487,8 @@ impl<E: Send + 'static> Shared<E> {
         }
         let key = state.tasks.reserve(role);
         drop(state);
-        let join = self.spawn_reserved(key, role, fut, ToHandle::new(), name);
+        let at = std::panic::Location::caller();
+        let join = self.spawn_reserved(key, role, fut, ToHandle::new(), name, Some(at));
         Ok(TaskHandle::spawned(join))
     }
 
@@ -502,13 +507,14 @@ impl<E: Send + 'static> Shared<E> {
         }
         let key = state.tasks.reserve(Role::Normal);
         drop(state);
-        self.spawn_reserved(key, Role::Normal, fut, sink, None);
+        self.spawn_reserved(key, Role::Normal, fut, sink, None, None);
         Ok(())
     }
 
     /// Spawns `fut` as the child task counted under `key`. Called without the group's lock: a
     /// runtime that is shutting down drops the task inside `spawn`, and the task reports its
     /// end to the group.
+    #[track_caller]
     #[inline(always)]
     pub(crate) fn spawn_reserved<F, S>(
         self: &Arc<Self>,
@@ -517,12 +523,13 @@ impl<E: Send + 'static> Shared<E> {
         fut: F,
         sink: S,
         name: Option<Arc<str>>,
+        at: Option<&'static std::panic::Location<'static>>,
     ) -> tokio::task::JoinHandle<S::Output>
     where
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
-        let child = self.child(key, fut, sink, name);
+        let child = self.child(key, fut, sink, name, at);
         let join = self.runtime.spawn(child);
         let abort = join.abort_handle();
         let mut state = self.lock();
@@ -557,7 +564,7 @@ impl<E: Send + 'static> Shared<E> {
             if !state.is_full(self.limit) && state.producers.is_empty() {
                 let key = state.tasks.reserve(Role::Normal);
                 drop(state);
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name);
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, None);
                 return Some(TaskHandle::spawned(join));
             }
             let grant = Grant::new();
@@ -572,7 +579,7 @@ impl<E: Send + 'static> Shared<E> {
         let key = waiting.take();
         match (granted, key) {
             (Granted::Slot(_), Some(key)) => {
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name);
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, None);
                 Some(TaskHandle::spawned(join))
             }
             _ => None,
