@@ -15,7 +15,8 @@ use super::panic::Payload;
 /// `TaskError<E>` holding each item's own error or panic.
 ///
 /// `Display` reads ``task `fetch` failed: <the error's text>`` for a named task's handle
-/// (`task <id> failed: ..` for an unnamed one, `task failed: ..` for a `gather_settled` slot),
+/// (`task <id> spawned at <file>:<line> failed: ..` for an unnamed one, `task failed: ..` for a
+/// `gather_settled` slot),
 /// `task was cancelled`, or `task panicked: <message>`.
 ///
 /// # With `?`
