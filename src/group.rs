@@ -371,15 +371,22 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// handle then resolves to a cancelled [`TaskError`].
     ///
     /// [`TaskError`]: crate::TaskError
-    pub async fn spawn_when_free<F, T>(&self, fut: F) -> TaskHandle<T>
+    #[track_caller]
+    pub fn spawn_when_free<F, T>(&self, fut: F) -> impl Future<Output = TaskHandle<T>> + '_
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        self.shared
-            .spawn_when_free(fut, None)
-            .await
-            .unwrap_or_else(TaskHandle::refused)
+        // Where the task is spawned, taken here: an `async fn` cannot see its caller.
+        let at = std::panic::Location::caller();
+        // The handle is the output: awaiting it is the caller's choice.
+        #[allow(clippy::async_yields_async)]
+        async move {
+            self.shared
+                .spawn_when_free(fut, None, Some(at))
+                .await
+                .unwrap_or_else(TaskHandle::refused)
+        }
     }
 
     /// Options for one task: its name, used in errors and tracing spans.
@@ -957,7 +964,7 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     {
         self.group
             .shared
-            .spawn_when_free(fut, Some(self.name))
+            .spawn_when_free(fut, Some(self.name), None)
             .await
             .unwrap_or_else(TaskHandle::refused)
     }

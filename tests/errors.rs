@@ -560,3 +560,44 @@ async fn gather_failure_names_the_item_position() {
     assert_eq!(err.failures()[0].task_name(), None);
     assert_eq!(err.to_string(), "task group failed: item 7: bad");
 }
+
+/// An unnamed task is named by where it was spawned, beside its id: also one that waited in a
+/// limited group's queue, and one spawned with `spawn_when_free`.
+#[tokio::test]
+async fn unnamed_tasks_are_named_by_their_spawn_location() {
+    let queued = TaskGroup::builder()
+        .concurrency_limit(1)
+        .scope(|tg| async move {
+            tg.spawn(async {
+                tokio::task::yield_now().await;
+                Ok(())
+            });
+            tg.spawn(async { Err::<(), _>("queued and failed") });
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let shown = queued.to_string();
+    assert!(
+        shown.contains("spawned at tests/errors.rs:") && shown.ends_with(": queued and failed"),
+        "{shown}"
+    );
+
+    let waited = TaskGroup::builder()
+        .concurrency_limit(1)
+        .scope(|tg| async move {
+            // The handle is dropped: the failure reaches the group.
+            drop(
+                tg.spawn_when_free(async { Err::<(), _>("waited and failed") })
+                    .await,
+            );
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let shown = waited.to_string();
+    assert!(
+        shown.contains("spawned at tests/errors.rs:") && shown.ends_with(": waited and failed"),
+        "{shown}"
+    );
+}

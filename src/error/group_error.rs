@@ -319,8 +319,8 @@ where
 ///
 /// `Display` reads `<who>: <error>` or `<who> panicked: <message>`, where `<who>` is `body`,
 /// ``task `name` `` for a task named with [`TaskGroup::task`], `item 7` for the eighth item of
-/// a `gather`, or `task <id> spawned at <file>:<line>` for an unnamed task (`task <id>` alone
-/// when it waited in a limited group's queue). `Failure<E>` is `Send + Sync` when `E` is,
+/// a `gather`, or `task <id> spawned at <file>:<line>` for an unnamed task. `Failure<E>` is
+/// `Send + Sync` when `E` is,
 /// and implements [`std::error::Error`] for every `E: Debug + Display`, with no
 /// [`source`](std::error::Error::source) (as [`GroupError`]).
 ///

@@ -10,7 +10,7 @@ use tokio::task::Id;
 ///
 /// `Display` names what a person can find in their code: the body, the name given with
 /// `TaskGroup::task`, the gather item's position in the input, or where an unnamed task was
-/// spawned. A tokio task id alone is shown only for an unnamed task that waited in the queue.
+/// spawned (with its tokio task id).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub(crate) enum TaskLabel {
     /// The group's body.
@@ -19,7 +19,7 @@ pub(crate) enum TaskLabel {
     Child {
         id: Option<Id>,
         name: Option<Arc<str>>,
-        /// Where an unnamed task was spawned (`None` for one that waited in the queue).
+        /// Where an unnamed task was spawned.
         at: Option<&'static Location<'static>>,
     },
     /// An item of a `gather`, by its position in the input (from 0).

@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -57,21 +57,21 @@ pub(crate) trait Unqueue: Send + Sync {
     fn unqueue(&self, unstarted: Box<dyn Send>);
 }
 
-/// The name of a queued task. `()` for an unnamed one, so that a long queue does not pay for
-/// the name of every task.
+/// What names a queued task in its failures: its name, or for an unnamed one where it was
+/// spawned (a word either way).
 pub(crate) trait QueuedName: Send + 'static {
-    fn take(&mut self) -> Option<Arc<str>>;
+    fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>);
 }
 
-impl QueuedName for () {
-    fn take(&mut self) -> Option<Arc<str>> {
-        None
+impl QueuedName for &'static Location<'static> {
+    fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>) {
+        (None, Some(*self))
     }
 }
 
 impl QueuedName for Option<Arc<str>> {
-    fn take(&mut self) -> Option<Arc<str>> {
-        Option::take(self)
+    fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>) {
+        (Option::take(self), None)
     }
 }
 
@@ -85,10 +85,15 @@ enum Stage<F, T, N> {
     Waiting {
         fut: F,
         name: N,
-        waker: Option<Waker>,
+        /// Boxed: only a handle awaited before its task starts needs one, and a million
+        /// queued tasks then cost a word less each.
+        waker: Option<Box<Waker>>,
     },
     /// Taken out of the queue, being spawned.
-    Starting { waker: Option<Waker>, aborted: bool },
+    Starting {
+        waker: Option<Box<Waker>>,
+        aborted: bool,
+    },
     /// Spawned; `None` once the handle took the `JoinHandle`.
     Started(Option<JoinHandle<Output<T>>>),
     /// Aborted, or dropped with the queue, before it started.
@@ -162,8 +167,8 @@ where
                 }
             }
         };
-        let join =
-            shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name.take(), None);
+        let (name, at) = name.take();
+        let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
         if Arc::strong_count(&self) == 1 {
             // The handle is gone (and the queue let go): nobody will ask for the join handle.
             return true;
@@ -204,7 +209,8 @@ where
             Stage::Waiting { waker, .. } | Stage::Starting { waker, .. } => {
                 match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
+                    Some(waker) => **waker = cx.waker().clone(),
+                    waker => *waker = Some(Box::new(cx.waker().clone())),
                 }
                 Poll::Pending
             }

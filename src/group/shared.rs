@@ -472,7 +472,7 @@ impl<E: Send + 'static> Shared<E> {
             // One allocation, shared by the queue and the handle.
             let (queued, handle) = match name {
                 None => {
-                    let task = QueuedTask::new(fut, ());
+                    let task = QueuedTask::new(fut, std::panic::Location::caller());
                     (task.clone() as Arc<dyn Start<E>>, task as _)
                 }
                 named => {
@@ -550,6 +550,7 @@ impl<E: Send + 'static> Shared<E> {
         self: &Arc<Self>,
         fut: F,
         name: Option<Arc<str>>,
+        at: Option<&'static std::panic::Location<'static>>,
     ) -> Option<TaskHandle<T>>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
@@ -564,7 +565,7 @@ impl<E: Send + 'static> Shared<E> {
             if !state.is_full(self.limit) && state.producers.is_empty() {
                 let key = state.tasks.reserve(Role::Normal);
                 drop(state);
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, None);
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
                 return Some(TaskHandle::spawned(join));
             }
             let grant = Grant::new();
@@ -579,7 +580,7 @@ impl<E: Send + 'static> Shared<E> {
         let key = waiting.take();
         match (granted, key) {
             (Granted::Slot(_), Some(key)) => {
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, None);
+                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
                 Some(TaskHandle::spawned(join))
             }
             _ => None,
