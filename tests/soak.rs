@@ -26,9 +26,8 @@
 
 mod issue7_util;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::pending;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use issue7_util::Drops;
@@ -37,51 +36,12 @@ use quattro::{Failure, TaskGroup, gather_settled, move_on_after};
 /// Failures the server group's handler saw.
 static ISOLATED: AtomicUsize = AtomicUsize::new(0);
 
-struct Counting;
+mod counting_alloc;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn add(n: isize) {
-    let now = LIVE.fetch_add(n, Ordering::Relaxed) + n;
-    if n > 0 {
-        PEAK.fetch_max(now, Ordering::Relaxed);
-    }
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            add(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            add(layout.size() as isize);
-        }
-        p
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            add(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-}
+use counting_alloc::{live, peak, reset_peak};
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting_alloc::Counting = counting_alloc::Counting;
 
 const N: usize = 1_000_000;
 const WINDOW: usize = 100_000;
@@ -144,7 +104,7 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
                 let samples = &mut samples;
                 let shutdown_at = &mut shutdown_at;
                 async move {
-                    PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
+                    reset_peak();
                     for i in 0..N {
                         let g = d.guard();
                         let kind = i % 6;
@@ -222,8 +182,8 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
                         if (i + 1) % WINDOW == 0 {
                             quiesce(&tg).await;
                             let s = Sample {
-                                live: LIVE.load(Ordering::SeqCst),
-                                peak: PEAK.load(Ordering::SeqCst),
+                                live: live(),
+                                peak: peak(),
                             };
                             eprintln!(
                                 "soak: after {:>7} requests: live {:>8.1} KB, window peak {:>8.1} KB, \
@@ -235,7 +195,7 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
                                 start.elapsed()
                             );
                             samples.push(s);
-                            PEAK.store(LIVE.load(Ordering::SeqCst), Ordering::SeqCst);
+                            reset_peak();
                         }
                     }
                     // Shutdown: 64 requests that finish when asked, 64 that ignore the request

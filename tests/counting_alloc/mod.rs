@@ -11,14 +11,30 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static PEAK: AtomicIsize = AtomicIsize::new(0);
 
 /// Bytes allocated and not yet freed, in this process.
 pub fn live() -> isize {
     LIVE.load(Ordering::SeqCst)
 }
 
+/// The most bytes live at once since the last [`reset_peak`].
+#[allow(dead_code)] // not every test binary that counts reads peaks
+pub fn peak() -> isize {
+    PEAK.load(Ordering::SeqCst)
+}
+
+/// Starts a new peak window at the bytes live now.
+#[allow(dead_code)]
+pub fn reset_peak() {
+    PEAK.store(live(), Ordering::SeqCst);
+}
+
 fn count(bytes: isize) {
-    LIVE.fetch_add(bytes, Ordering::Relaxed);
+    let now = LIVE.fetch_add(bytes, Ordering::Relaxed) + bytes;
+    if bytes > 0 {
+        PEAK.fetch_max(now, Ordering::Relaxed);
+    }
 }
 
 // SAFETY: every call forwards to `System` with the caller's arguments unchanged; the counter
