@@ -24,10 +24,10 @@ use std::task::{Context, Poll};
 
 use pin_project::pin_project;
 
-use crate::error::{GroupError, TaskError};
+use crate::error::{GroupError, TaskError, TaskLabel};
 use crate::group::{GroupScope, TaskGroup};
 
-pub(crate) use driver::{Collector, Driver, GatherBody};
+pub(crate) use driver::{Collector, Driver, GatherBody, ItemNamer};
 pub use settled::Settled;
 
 /// Runs every future of `iter` as a task and yields their values in input order, or, at the
@@ -161,10 +161,17 @@ type GatherGroup<I, T, E> =
 //
 // No bounds beyond `I: Iterator` on the definition (they sit on the impls): see `GroupScope`.
 pub struct Gather<I: Iterator, T, E> {
-    /// The input and the limit, until the first poll starts the group.
-    start: Option<(I, Option<usize>)>,
+    /// The input, the limit and the namer, until the first poll starts the group.
+    start: Option<Start<I>>,
     #[pin]
     group: Option<GatherGroup<I, T, E>>,
+}
+
+/// What a gather starts from.
+struct Start<I> {
+    iter: I,
+    limit: Option<usize>,
+    namer: Option<ItemNamer>,
 }
 
 impl<I, T, E> Gather<I, T, E>
@@ -191,7 +198,11 @@ where
     /// ```
     pub fn new<Iter: IntoIterator<IntoIter = I>>(iter: Iter) -> Self {
         Gather {
-            start: Some((iter.into_iter(), None)),
+            start: Some(Start {
+                iter: iter.into_iter(),
+                limit: None,
+                namer: None,
+            }),
             group: None,
         }
     }
@@ -222,8 +233,78 @@ where
             .start
             .as_mut()
             .expect("concurrency_limit must be set before the gather is polled");
-        start.1 = Some(limit);
+        start.limit = Some(limit);
         self
+    }
+
+    /// Names the items in failures: `namer(index)` gives the name of the item at `index` (from
+    /// 0) in the input.
+    ///
+    /// An item is always labelled by its position (`item 7`); with a namer, its failure reads
+    /// ``item 7 (`https://example.com/`)``, and [`Failure::task_name`] returns the name. The
+    /// namer is called only for an item that failed, panicked or was cancelled: naming costs
+    /// nothing while items succeed. A namer that panics gives no name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let urls = ["a.example", "b.example", "c.example"];
+    /// let fetch = |url: &'static str| async move {
+    ///     if url.starts_with('b') { Err("refused") } else { Ok(url.len()) }
+    /// };
+    /// let err = quattro::gather(urls.map(fetch))
+    ///     .name_items(move |i| urls[i].to_string())
+    ///     .await
+    ///     .unwrap_err();
+    /// let failure = &err.failures()[0];
+    /// assert_eq!(failure.item_index(), Some(1));
+    /// assert_eq!(failure.task_name(), Some("b.example"));
+    /// assert_eq!(failure.to_string(), "item 1 (`b.example`): refused");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the gather was already polled.
+    ///
+    /// [`Failure::task_name`]: crate::Failure::task_name
+    #[track_caller]
+    pub fn name_items<N, D>(mut self, namer: N) -> Self
+    where
+        N: Fn(usize) -> D + Send + Sync + 'static,
+        D: fmt::Display,
+    {
+        let start = self
+            .start
+            .as_mut()
+            .expect("name_items must be called before the gather is polled");
+        start.namer = Some(Box::new(move |index| namer(index).to_string()));
+        self
+    }
+
+    /// Polls the group; once every item succeeded, yields where their values are.
+    fn poll_collector(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<std::sync::Arc<Collector<T>>, GroupError<E>>> {
+        let mut this = self.project();
+        if let Some(Start {
+            mut iter,
+            limit,
+            namer,
+        }) = this.start.take()
+        {
+            // Pull the first item before touching the runtime: an empty gather needs none.
+            let Some(first) = iter.next() else {
+                return Poll::Ready(Ok(std::sync::Arc::new(Collector::empty())));
+            };
+            let body = GatherBody::new(first, iter, limit, namer);
+            this.group.set(Some(TaskGroup::builder().scope_body(body)));
+        }
+        let group = this.group.as_pin_mut();
+        group.expect("gather polled after completion").poll(cx)
     }
 }
 
@@ -237,18 +318,8 @@ where
     type Output = Result<Vec<T>, GroupError<E>>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let Some((mut iter, limit)) = this.start.take() {
-            // Pull the first item before touching the runtime: an empty gather needs none.
-            let Some(first) = iter.next() else {
-                return Poll::Ready(Ok(Vec::new()));
-            };
-            let body = GatherBody::new(first, iter, limit);
-            this.group.set(Some(TaskGroup::builder().scope_body(body)));
-        }
-        let group = this.group.as_pin_mut();
-        let out = std::task::ready!(group.expect("gather polled after completion").poll(cx));
-        Poll::Ready(out.map(|collector| collector.take_values()))
+        self.poll_collector(cx)
+            .map_ok(|collector| collector.take_values())
     }
 }
 
@@ -320,6 +391,44 @@ where
             inner: self.inner.concurrency_limit(limit),
         }
     }
+
+    /// Names the items in their slots' errors: `namer(index)` gives the name of the item at
+    /// `index` (from 0); see [`Gather::name_items`].
+    ///
+    /// A slot's [`TaskError`] is always labelled by the item's position (`item 7 failed: ..`);
+    /// with a namer, it reads ``item 7 (`name`) failed: ..``. The namer is called only for
+    /// the slots that hold an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let hosts = ["a.example", "b.example"];
+    /// let slots = quattro::gather_settled(hosts.map(|host| async move {
+    ///     if host.starts_with('b') { Err("refused") } else { Ok(()) }
+    /// }))
+    /// .name_items(move |i| hosts[i])
+    /// .await;
+    /// let err = slots[1].as_ref().unwrap_err();
+    /// assert_eq!(err.item_index(), Some(1));
+    /// assert_eq!(err.to_string(), "item 1 (`b.example`) failed: refused");
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the gather was already polled.
+    #[track_caller]
+    pub fn name_items<N, D>(self, namer: N) -> Self
+    where
+        N: Fn(usize) -> D + Send + Sync + 'static,
+        D: fmt::Display,
+    {
+        GatherSettled {
+            inner: self.inner.name_items(namer),
+        }
+    }
 }
 
 impl<I, T, E> Future for GatherSettled<I, T, E>
@@ -334,10 +443,21 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Items never fail (errors and panics are settled into their slots), so the group
         // can only fail if the crate has a bug.
-        self.project().inner.poll(cx).map(|res| match res {
-            Ok(slots) => slots,
+        let collector = match std::task::ready!(self.project().inner.poll_collector(cx)) {
+            Ok(collector) => collector,
             Err(err) => unreachable!("settled items cannot fail their group: {err:?}"),
-        })
+        };
+        let mut slots = collector.take_values();
+        for (index, slot) in slots.iter_mut().enumerate() {
+            if let Err(err) = slot {
+                err.set_label(TaskLabel::Item {
+                    index,
+                    id: None,
+                    name: collector.item_name(index),
+                });
+            }
+        }
+        Poll::Ready(slots)
     }
 }
 

@@ -494,9 +494,9 @@ async fn settled_slots_travel() -> anyhow::Result<()> {
     }))
     .await;
     let panicked = slots.pop().unwrap().unwrap_err();
-    assert_eq!(panicked.to_string(), "task panicked: item bug");
+    assert_eq!(panicked.to_string(), "item 2 panicked: item bug");
     let failed = slots.pop().unwrap().unwrap_err();
-    assert_eq!(failed.to_string(), "task failed: bad item");
+    assert_eq!(failed.to_string(), "item 1 failed: bad item");
     let ok = slots.pop().unwrap()?; // TaskError<io::Error> into anyhow::Error
     assert_eq!(ok, 0);
 
@@ -505,9 +505,9 @@ async fn settled_slots_travel() -> anyhow::Result<()> {
     }
     let io = into_io(failed).unwrap_err();
     assert_eq!(io.kind(), io::ErrorKind::Other);
-    assert_eq!(io.to_string(), "task failed: bad item");
+    assert_eq!(io.to_string(), "item 1 failed: bad item");
     let anyhow = anyhow::Error::from(panicked);
-    assert_eq!(anyhow.to_string(), "task panicked: item bug");
+    assert_eq!(anyhow.to_string(), "item 2 panicked: item bug");
     Ok(())
 }
 
@@ -600,4 +600,96 @@ async fn unnamed_tasks_are_named_by_their_spawn_location() {
         shown.contains("spawned at tests/errors.rs:") && shown.ends_with(": waited and failed"),
         "{shown}"
     );
+}
+
+/// Gather items are named in failures: by position always, and by the name `name_items`
+/// gives; the namer runs only for items that did not succeed, and a namer that panics gives
+/// no name.
+#[tokio::test(start_paused = true)]
+async fn gather_items_are_named() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    let named = Arc::new(AtomicUsize::new(0));
+    let count = named.clone();
+    let err = quattro::gather((0..100u32).map(|i| async move {
+        match i {
+            7 => Err(format!("bad {i}")),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Ok(i)
+            }
+        }
+    }))
+    .name_items(move |i| {
+        count.fetch_add(1, Ordering::Relaxed);
+        format!("url-{i}")
+    })
+    .await
+    .unwrap_err();
+    let failure = &err.failures()[0];
+    assert_eq!(failure.item_index(), Some(7));
+    assert_eq!(failure.task_name(), Some("url-7"));
+    assert_eq!(failure.to_string(), "item 7 (`url-7`): bad 7");
+    assert!(
+        anyhow::Error::from(err)
+            .to_string()
+            .contains("item 7 (`url-7`)")
+    );
+    // Item 7 and the cancelled ones may be named; never all of a successful run.
+    let ok = quattro::gather((0..50u32).map(|i| async move { Ok::<_, String>(i) }))
+        .name_items({
+            let named = named.clone();
+            move |i| {
+                named.fetch_add(1_000, Ordering::Relaxed);
+                i
+            }
+        })
+        .concurrency_limit(4)
+        .await
+        .unwrap();
+    assert_eq!(ok.len(), 50);
+    assert!(
+        named.load(Ordering::Relaxed) < 1_000,
+        "a successful gather names nothing"
+    );
+
+    // Unnamed: the position alone.
+    let err = quattro::gather([0, 1].map(|i| async move { if i == 1 { Err("x") } else { Ok(i) } }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.failures()[0].to_string(), "item 1: x");
+    assert_eq!(err.failures()[0].task_name(), None);
+
+    // A namer that panics gives no name; the failure is still reported.
+    let err = quattro::gather([async { Err::<(), _>("x") }])
+        .name_items(|_| -> String { panic!("namer bug") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.failures()[0].to_string(), "item 0: x");
+}
+
+/// `gather_settled` slots are named by position, and by `name_items`, panics included.
+#[tokio::test]
+async fn gather_settled_slots_are_named() {
+    let slots = quattro::gather_settled((0..3).map(|i| async move {
+        match i {
+            0 => Ok(i),
+            1 => Err("refused"),
+            _ => panic!("bug"),
+        }
+    }))
+    .name_items(|i| format!("host-{i}"))
+    .concurrency_limit(2)
+    .await;
+    assert!(slots[0].is_ok());
+    let failed = slots[1].as_ref().unwrap_err();
+    assert_eq!(failed.to_string(), "item 1 (`host-1`) failed: refused");
+    assert_eq!(
+        (failed.item_index(), failed.task_name()),
+        (Some(1), Some("host-1"))
+    );
+    let panicked = slots[2].as_ref().unwrap_err();
+    assert_eq!(panicked.to_string(), "item 2 (`host-2`) panicked: bug");
 }

@@ -22,9 +22,13 @@ pub(crate) enum TaskLabel {
         /// Where an unnamed task was spawned.
         at: Option<&'static Location<'static>>,
     },
-    /// An item of a `gather`, by its position in the input (from 0).
-    // Built once gather labels its items (the group's core passes the position on).
-    Item { index: usize, id: Option<Id> },
+    /// An item of a `gather`, by its position in the input (from 0), and the name that
+    /// `Gather::name_items` gave it.
+    Item {
+        index: usize,
+        id: Option<Id>,
+        name: Option<Arc<str>>,
+    },
 }
 
 impl TaskLabel {
@@ -42,8 +46,8 @@ impl TaskLabel {
 
     pub(crate) fn name(&self) -> Option<&str> {
         match self {
-            TaskLabel::Child { name, .. } => name.as_deref(),
-            TaskLabel::Body | TaskLabel::Item { .. } => None,
+            TaskLabel::Child { name, .. } | TaskLabel::Item { name, .. } => name.as_deref(),
+            TaskLabel::Body => None,
         }
     }
 
@@ -80,6 +84,11 @@ impl fmt::Display for TaskLabel {
             }
             TaskLabel::Child { id: Some(id), .. } => write!(f, "task {id}"),
             TaskLabel::Child { .. } => "task".fmt(f),
+            TaskLabel::Item {
+                index,
+                name: Some(name),
+                ..
+            } => write!(f, "item {index} (`{name}`)"),
             TaskLabel::Item { index, .. } => write!(f, "item {index}"),
         }
     }

@@ -15,8 +15,8 @@ use super::panic::Payload;
 /// `TaskError<E>` holding each item's own error or panic.
 ///
 /// `Display` reads ``task `fetch` failed: <the error's text>`` for a named task's handle
-/// (`task <id> spawned at <file>:<line> failed: ..` for an unnamed one, `task failed: ..` for a
-/// `gather_settled` slot),
+/// (`task <id> spawned at <file>:<line> failed: ..` for an unnamed one, `item 7 failed: ..` for a
+/// `gather_settled` slot, with the item's name if the gather names its items),
 /// `task was cancelled`, or `task panicked: <message>`.
 ///
 /// # With `?`
@@ -260,6 +260,57 @@ impl<E> TaskError<E> {
             task: None,
             repr: TaskErrorRepr::Panicked(payload.map(Payload::new)),
         }
+    }
+
+    /// Names the task this error comes from (a `gather_settled` slot learns its position
+    /// only once the gather ends).
+    pub(crate) fn set_label(&mut self, label: TaskLabel) {
+        self.task = Some(Box::new(label));
+    }
+
+    /// The name of the task: the name given with [`TaskGroup::task`], or a gather item's name
+    /// (see [`Gather::name_items`]); `None` when it has none, or the error does not know
+    /// which task it comes from.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::TaskGroup;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let _ = TaskGroup::scope(|tg| async move {
+    ///     let handle = tg.task("load").spawn(async { Err::<(), _>("boom") });
+    ///     assert_eq!(handle.await.unwrap_err().task_name(), Some("load"));
+    ///     Ok(())
+    /// })
+    /// .await;
+    /// # }
+    /// ```
+    ///
+    /// [`TaskGroup::task`]: crate::TaskGroup::task
+    /// [`Gather::name_items`]: crate::gather::Gather::name_items
+    pub fn task_name(&self) -> Option<&str> {
+        self.task.as_deref().and_then(TaskLabel::name)
+    }
+
+    /// The position in the input (from 0) of the item this error comes from, for a
+    /// [`gather_settled`](crate::gather_settled()) slot; `None` for a task's handle.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let slots = quattro::gather_settled([1, 2].map(|i| async move {
+    ///     if i == 2 { Err("even") } else { Ok(i) }
+    /// }))
+    /// .await;
+    /// assert_eq!(slots[1].as_ref().unwrap_err().item_index(), Some(1));
+    /// # }
+    /// ```
+    pub fn item_index(&self) -> Option<usize> {
+        self.task.as_deref().and_then(TaskLabel::item)
     }
 
     /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group.

@@ -10,21 +10,31 @@ use std::task::{Context, Poll, Waker};
 use crate::error::TaskError;
 use crate::group::{Deliver, GroupBody, TaskGroup};
 
+/// Names a gather's item by its input position, for its failures (`Gather::name_items`).
+pub(crate) type ItemNamer = Box<dyn Fn(usize) -> String + Send + Sync>;
+
 /// What starts a gather's group body: the first item (pulled to see the input is not empty),
 /// the rest of the input, and the limit.
 pub(crate) struct GatherBody<I: Iterator, T> {
     first: I::Item,
     rest: I,
     limit: Option<usize>,
+    namer: Option<ItemNamer>,
     _values: PhantomData<fn() -> T>,
 }
 
 impl<I: Iterator, T> GatherBody<I, T> {
-    pub(crate) fn new(first: I::Item, rest: I, limit: Option<usize>) -> Self {
+    pub(crate) fn new(
+        first: I::Item,
+        rest: I,
+        limit: Option<usize>,
+        namer: Option<ItemNamer>,
+    ) -> Self {
         GatherBody {
             first,
             rest,
             limit,
+            namer,
             _values: PhantomData,
         }
     }
@@ -55,6 +65,7 @@ where
                     finished: 0,
                     driver: None,
                 }),
+                namer: self.namer,
             }),
         }
     }
@@ -66,6 +77,7 @@ where
 /// task per item unless it waits for a slot under a limit.
 pub(crate) struct Collector<T> {
     state: Mutex<Collected<T>>,
+    namer: Option<ItemNamer>,
 }
 
 struct Collected<T> {
@@ -77,9 +89,28 @@ struct Collected<T> {
 }
 
 impl<T> Collector<T> {
+    /// The collector of an empty gather.
+    pub(crate) fn empty() -> Collector<T> {
+        Collector {
+            state: Mutex::new(Collected {
+                values: Vec::new(),
+                finished: 0,
+                driver: None,
+            }),
+            namer: None,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Collected<T>> {
         // Every update is a single store: a panic elsewhere cannot leave it torn.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The name of the item at `index`, if the gather names its items. A namer that panics
+    /// gives no name (the panic is not the item's failure).
+    pub(crate) fn item_name(&self, index: usize) -> Option<Arc<str>> {
+        let namer = self.namer.as_ref()?;
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| namer(index).into())).ok()
     }
 
     /// The values in input order, once every item succeeded.
@@ -104,6 +135,10 @@ impl<T: Send + 'static> Deliver for Slot<T> {
 
     fn item(&self) -> Option<usize> {
         Some(self.index)
+    }
+
+    fn item_name(&self) -> Option<Arc<str>> {
+        self.collector.item_name(self.index)
     }
 
     fn deliver(self, result: Result<T, TaskError>) {

@@ -31,6 +31,12 @@ pub(crate) trait Deliver: Send + 'static {
     fn item(&self) -> Option<usize> {
         None
     }
+
+    /// The name of a `gather` item, asked for only when it failed (naming costs nothing on
+    /// success).
+    fn item_name(&self) -> Option<Arc<str>> {
+        None
+    }
 }
 
 /// Runs a child future in the group's frame (so the child sees the deadlines that enclose the
@@ -114,11 +120,14 @@ where
             return Poll::Pending;
         };
         let sender = this.result.take().expect("result sent once");
-        let who = Who {
+        let mut who = Who {
             name: this.name.take(),
             at: *this.at,
             item: sender.item(),
         };
+        if who.item.is_some() && !matches!(polled, Ok(Ok(_))) {
+            who.name = sender.item_name();
+        }
         let (output, failure) = match polled {
             Ok(Ok(value)) => (sender.deliver(Ok(value)), None),
             Ok(Err(error)) => (
@@ -174,10 +183,14 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
                 }
             }
         }
+        let item = this.result.as_ref().and_then(Deliver::item);
         let who = Who {
-            name: this.name.take(),
+            name: match item {
+                Some(_) => this.result.as_ref().and_then(Deliver::item_name),
+                None => this.name.take(),
+            },
             at: *this.at,
-            item: this.result.as_ref().and_then(Deliver::item),
+            item,
         };
         if let Some(sender) = this.result.take() {
             // Dropped before completing: aborted, or never polled (a runtime shutting down).

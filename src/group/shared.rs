@@ -256,7 +256,8 @@ impl<E> Shared<E> {
     }
 }
 
-/// What names a task in its failures: its given name, or a `gather` item's input position.
+/// What names a task in its failures: its given name, or a `gather` item's input position
+/// (and the item's name, if the gather names its items).
 pub(crate) struct Who {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) at: Option<&'static std::panic::Location<'static>>,
@@ -267,7 +268,11 @@ impl Who {
     fn label(&self) -> TaskLabel {
         let id = tokio::task::try_id();
         match self.item {
-            Some(index) => TaskLabel::Item { index, id },
+            Some(index) => TaskLabel::Item {
+                index,
+                id,
+                name: self.name.clone(),
+            },
             None => TaskLabel::Child {
                 id,
                 name: self.name.clone(),
