@@ -7,6 +7,7 @@
 
 mod child;
 mod handle;
+mod permit;
 mod policy;
 mod queue;
 mod registry;
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use crate::error::Failure;
 
 pub use handle::TaskHandle;
+pub use permit::{SpawnError, SpawnPermit};
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
 pub use scope::{GroupBody, GroupScope};
 

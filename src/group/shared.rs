@@ -19,6 +19,15 @@ use crate::error::{Failure, TaskLabel};
 use crate::frame::{self, Data, Drain, Drainable, Drains, Enter};
 use crate::node::{Node, SHUTDOWN};
 
+/// Why the group gave no slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Every slot is taken (or promised to producers that wait).
+    Full,
+    /// The group is closed or shutting down: no slot will come.
+    Closed,
+}
+
 /// Whether a task counts against the limit and keeps the group open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -561,35 +570,56 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        let grant = {
-            let mut state = self.lock();
-            if state.closed || self.node.own_shutdown_requested() {
-                return None;
+        let key = self.acquire().await?;
+        let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
+        Some(TaskHandle::spawned(join))
+    }
+
+    /// Takes a slot under the limit for a task to come, waiting for one in arrival order
+    /// behind the producers already waiting; `None` when the group closes or is asked to shut
+    /// down first. The caller owns the slot: it spawns under the key, or gives it back with
+    /// [`release_unused`](Self::release_unused).
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Option<TaskKey> {
+        let grant = match self.try_acquire() {
+            Ok(key) => return Some(key),
+            Err(Refusal::Closed) => return None,
+            Err(Refusal::Full) => {
+                let mut state = self.lock();
+                // Checked again under the lock that queues the producer: a slot that freed
+                // meanwhile is granted to the producers in order, this one included.
+                if state.closed || self.node.own_shutdown_requested() {
+                    return None;
+                }
+                if !state.is_full(self.limit) && state.producers.is_empty() {
+                    return Some(state.tasks.reserve(Role::Normal));
+                }
+                let grant = Grant::new();
+                state.producers.push(grant.clone());
+                grant
             }
-            // Behind the producers already waiting, even if a slot is free this instant.
-            if !state.is_full(self.limit) && state.producers.is_empty() {
-                let key = state.tasks.reserve(Role::Normal);
-                drop(state);
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
-                return Some(TaskHandle::spawned(join));
-            }
-            let grant = Grant::new();
-            state.producers.push(grant.clone());
-            grant
         };
         let mut waiting = Waiting {
             grant: &grant,
             group: self,
         };
         let granted = std::future::poll_fn(|cx| waiting.grant.poll(cx)).await;
-        let key = waiting.take();
-        match (granted, key) {
-            (Granted::Slot(_), Some(key)) => {
-                let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
-                Some(TaskHandle::spawned(join))
-            }
+        match (granted, waiting.take()) {
+            (Granted::Slot(_), Some(key)) => Some(key),
             _ => None,
         }
+    }
+
+    /// Takes a free slot without waiting. Fair to waiting producers: while any waits, there is
+    /// no free slot for a newcomer.
+    pub(crate) fn try_acquire(&self) -> Result<TaskKey, Refusal> {
+        let mut state = self.lock();
+        if state.closed || self.node.own_shutdown_requested() {
+            return Err(Refusal::Closed);
+        }
+        if state.is_full(self.limit) || !state.producers.is_empty() {
+            return Err(Refusal::Full);
+        }
+        Ok(state.tasks.reserve(Role::Normal))
     }
 
     /// Registers `cx` to be woken when a task ends with something for the group to do, and
