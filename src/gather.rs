@@ -14,6 +14,7 @@
 
 mod driver;
 mod settled;
+mod unordered;
 
 use std::convert::Infallible;
 use std::fmt;
@@ -29,6 +30,7 @@ use crate::group::{GroupScope, TaskGroup};
 
 pub(crate) use driver::{Collector, Driver, GatherBody, ItemNamer};
 pub use settled::Settled;
+pub use unordered::{GatherSettledUnordered, GatherUnordered};
 
 /// Runs every future of `iter` as a task and yields their values in input order, or, at the
 /// first failure, cancels the rest and yields every error that happened.
@@ -163,6 +165,8 @@ type GatherGroup<I, T, E> =
 pub struct Gather<I: Iterator, T, E> {
     /// The input, the limit and the namer, until the first poll starts the group.
     start: Option<Start<I>>,
+    /// Where the items put their values, once started.
+    collector: Option<std::sync::Arc<Collector<T>>>,
     #[pin]
     group: Option<GatherGroup<I, T, E>>,
 }
@@ -172,6 +176,8 @@ struct Start<I> {
     iter: I,
     limit: Option<usize>,
     namer: Option<ItemNamer>,
+    /// Hand values over as they come (`unordered`).
+    streaming: bool,
 }
 
 impl<I, T, E> Gather<I, T, E>
@@ -202,7 +208,9 @@ where
                 iter: iter.into_iter(),
                 limit: None,
                 namer: None,
+                streaming: false,
             }),
+            collector: None,
             group: None,
         }
     }
@@ -284,23 +292,63 @@ where
         self
     }
 
+    /// Yields the values as the items finish, with their input positions, instead of all at
+    /// the end in input order: a stream with O(limit) memory under a
+    /// [`concurrency_limit`](Self::concurrency_limit), like `buffer_unordered`. See
+    /// [`GatherUnordered`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let mut done = quattro::gather((1..=3u64).map(|i| async move {
+    ///     tokio::time::sleep(Duration::from_millis(10 * (4 - i))).await;
+    ///     Ok::<_, ()>(i)
+    /// }))
+    /// .unordered();
+    /// let mut order = Vec::new();
+    /// while let Some(item) = done.next().await {
+    ///     order.push(item.unwrap()); // (index, value), the fastest first
+    /// }
+    /// assert_eq!(order, [(2, 3), (1, 2), (0, 1)]);
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the gather was already polled.
+    #[track_caller]
+    pub fn unordered(mut self) -> GatherUnordered<I, T, E> {
+        self.start
+            .as_mut()
+            .expect("unordered must be called before the gather is polled")
+            .streaming = true;
+        GatherUnordered::new(self)
+    }
+
     /// Polls the group; once every item succeeded, yields where their values are.
-    fn poll_collector(
+    pub(crate) fn poll_collector(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<std::sync::Arc<Collector<T>>, GroupError<E>>> {
         let mut this = self.project();
-        if let Some(Start {
-            mut iter,
-            limit,
-            namer,
-        }) = this.start.take()
-        {
+        if let Some(start) = this.start.take() {
+            let Start {
+                mut iter,
+                limit,
+                namer,
+                streaming,
+            } = start;
+            let collector = std::sync::Arc::new(Collector::new(streaming, namer));
+            *this.collector = Some(collector.clone());
             // Pull the first item before touching the runtime: an empty gather needs none.
             let Some(first) = iter.next() else {
-                return Poll::Ready(Ok(std::sync::Arc::new(Collector::empty())));
+                return Poll::Ready(Ok(collector));
             };
-            let body = GatherBody::new(first, iter, limit, namer);
+            let body = GatherBody::new(first, iter, limit, collector);
             this.group.set(Some(TaskGroup::builder().scope_body(body)));
         }
         let group = this.group.as_pin_mut();
@@ -428,6 +476,36 @@ where
         GatherSettled {
             inner: self.inner.name_items(namer),
         }
+    }
+
+    /// Yields each item's slot as it finishes, with its input position: a stream with
+    /// O(limit) memory under a [`concurrency_limit`](Self::concurrency_limit). See
+    /// [`GatherSettledUnordered`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut slots = quattro::gather_settled((0..10).map(|i| async move {
+    ///     if i == 4 { Err("bad") } else { Ok(i) }
+    /// }))
+    /// .concurrency_limit(2)
+    /// .unordered();
+    /// let mut ok = 0;
+    /// while let Some((_index, slot)) = slots.next().await {
+    ///     ok += usize::from(slot.is_ok());
+    /// }
+    /// assert_eq!(ok, 9); // the failure cancelled nothing
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// Panics if the gather was already polled.
+    #[track_caller]
+    pub fn unordered(self) -> GatherSettledUnordered<I, T, E> {
+        GatherSettledUnordered::new(self.inner.unordered())
     }
 }
 

@@ -14,6 +14,7 @@ mod registry;
 mod scope;
 mod shared;
 mod shutdown;
+mod task_set;
 
 use std::fmt;
 use std::future::Future;
@@ -25,6 +26,7 @@ pub use handle::TaskHandle;
 pub use permit::{SpawnError, SpawnPermit};
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
 pub use scope::{GroupBody, GroupScope};
+pub use task_set::TaskSet;
 
 pub(crate) use child::Deliver;
 use scope::Options;

@@ -1,6 +1,7 @@
 //! The body of a gather's task group: feeds items to the group; each item puts its value at
 //! its input position in a shared [`Collector`].
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ pub(crate) struct GatherBody<I: Iterator, T> {
     first: I::Item,
     rest: I,
     limit: Option<usize>,
-    namer: Option<ItemNamer>,
+    collector: Arc<Collector<T>>,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -28,13 +29,13 @@ impl<I: Iterator, T> GatherBody<I, T> {
         first: I::Item,
         rest: I,
         limit: Option<usize>,
-        namer: Option<ItemNamer>,
+        collector: Arc<Collector<T>>,
     ) -> Self {
         GatherBody {
             first,
             rest,
             limit,
-            namer,
+            collector,
             _values: PhantomData,
         }
     }
@@ -51,54 +52,84 @@ where
     type Future = Driver<I, T, E>;
 
     fn start(self, group: TaskGroup<E>) -> Driver<I, T, E> {
-        // Capped: an endless iterator hints `usize::MAX`; beyond the cap the vector grows.
-        let capacity = self.rest.size_hint().0.saturating_add(1).min(1 << 16);
+        if !self.collector.streaming {
+            // Capped: an endless iterator hints `usize::MAX`; beyond the cap the vector grows.
+            let capacity = self.rest.size_hint().0.saturating_add(1).min(1 << 16);
+            self.collector.lock().values.reserve(capacity);
+        }
         Driver {
             group,
             next: Some(self.first),
             rest: Some(self.rest),
             limit: self.limit,
             started: 0,
-            collector: Arc::new(Collector {
-                state: Mutex::new(Collected {
-                    values: Vec::with_capacity(capacity),
-                    finished: 0,
-                    driver: None,
-                }),
-                namer: self.namer,
-            }),
+            collector: self.collector,
         }
     }
 }
 
-/// The values of a gather's items, at their input positions.
+/// The values of a gather's items: at their input positions, or, for an unordered gather, in
+/// the order they finish, until the consumer takes them.
 ///
 /// Items write here directly from their tasks: no channel, and no wake-up of the gather's own
-/// task per item unless it waits for a slot under a limit.
+/// task per item unless it waits for a slot under a limit (or consumes the values as they
+/// come).
 pub(crate) struct Collector<T> {
     state: Mutex<Collected<T>>,
+    /// Values are handed to a consumer as they come (`Gather::unordered`).
+    streaming: bool,
     namer: Option<ItemNamer>,
 }
 
 struct Collected<T> {
+    /// The values at their input positions (`None` while the item runs).
     values: Vec<Option<T>>,
-    /// Items that ended, with a value or without.
+    /// Streaming: the values not yet taken by the consumer, with their positions.
+    ready: VecDeque<(usize, T)>,
+    /// Items whose slot is free again: ended, or, streaming, ended and taken by the consumer
+    /// (so that a slow consumer holds back new items, and memory stays O(limit)).
     finished: usize,
     /// The driver, waiting for a slot to free under the limit.
     driver: Option<Waker>,
+    /// Streaming: the consumer, waiting for a value.
+    consumer: Option<Waker>,
 }
 
 impl<T> Collector<T> {
-    /// The collector of an empty gather.
-    pub(crate) fn empty() -> Collector<T> {
+    pub(crate) fn new(streaming: bool, namer: Option<ItemNamer>) -> Collector<T> {
         Collector {
             state: Mutex::new(Collected {
                 values: Vec::new(),
+                ready: VecDeque::new(),
                 finished: 0,
                 driver: None,
+                consumer: None,
             }),
-            namer: None,
+            streaming,
+            namer,
         }
+    }
+
+    /// Streaming: takes the next value that came, freeing its item's slot; registers `cx` to
+    /// be woken by the next one if there is none (and `cx` is given).
+    pub(crate) fn take_ready(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, T)> {
+        let mut state = self.lock();
+        let Some(item) = state.ready.pop_front() else {
+            if let Some(cx) = cx {
+                match &mut state.consumer {
+                    Some(waker) if waker.will_wake(cx.waker()) => {}
+                    consumer => *consumer = Some(cx.waker().clone()),
+                }
+            }
+            return None;
+        };
+        state.finished += 1;
+        let driver = state.driver.take();
+        drop(state);
+        if let Some(driver) = driver {
+            driver.wake();
+        }
+        Some(item)
     }
 
     fn lock(&self) -> MutexGuard<'_, Collected<T>> {
@@ -143,19 +174,27 @@ impl<T: Send + 'static> Deliver for Slot<T> {
 
     fn deliver(self, result: Result<T, TaskError>) {
         let mut state = self.collector.lock();
-        state.finished += 1;
         // An item without a value failed, panicked or was cancelled: the group is cancelling
         // then, and nobody reads the values.
-        if let Ok(value) = result {
-            if state.values.len() <= self.index {
-                state.values.resize_with(self.index + 1, || None);
+        let (driver, consumer) = match result {
+            Ok(value) if self.collector.streaming => {
+                state.ready.push_back((self.index, value));
+                (None, state.consumer.take())
             }
-            state.values[self.index] = Some(value);
-        }
-        let driver = state.driver.take();
+            result => {
+                state.finished += 1;
+                if let Ok(value) = result {
+                    if state.values.len() <= self.index {
+                        state.values.resize_with(self.index + 1, || None);
+                    }
+                    state.values[self.index] = Some(value);
+                }
+                (state.driver.take(), None)
+            }
+        };
         drop(state);
-        if let Some(driver) = driver {
-            driver.wake();
+        for waker in [driver, consumer].into_iter().flatten() {
+            waker.wake();
         }
     }
 }

@@ -311,6 +311,11 @@ impl<F> SpawnError<F> {
         self.refusal == Refusal::Closed
     }
 
+    /// The same refusal, holding `fut`.
+    pub(crate) fn with_future<G>(self, fut: G) -> SpawnError<G> {
+        SpawnError::new(fut, self.refusal)
+    }
+
     /// The future that was not spawned, never polled.
     ///
     /// # Examples

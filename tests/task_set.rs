@@ -1,0 +1,247 @@
+//! `TaskSet`: a group's tasks whose results are taken as they complete (`join_next` and its
+//! forms). Helpers: tests/task_group_util/mod.rs.
+
+#[path = "task_group_util/mod.rs"]
+mod util;
+
+use std::convert::Infallible;
+use std::future::pending;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use quattro::{Failure, TaskGroup};
+use tokio::time::sleep;
+use util::*;
+
+/// Results come in the order the tasks finish; `None` once the set is empty.
+mod results_come_as_tasks_finish {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let order = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+                let mut set = tg.task_set();
+                for i in [30u64, 10, 20] {
+                    set.spawn(async move {
+                        sleep(ms(i)).await;
+                        Ok(i)
+                    });
+                }
+                let mut order = Vec::new();
+                while let Some(v) = set.join_next().await {
+                    order.push(v.unwrap());
+                }
+                assert!(set.is_empty());
+                Ok(order)
+            })
+            .await
+            .unwrap();
+            if is_paused() {
+                assert_eq!(order, [10, 20, 30]);
+            } else {
+                let mut sorted = order.clone();
+                sorted.sort();
+                assert_eq!(sorted, [10, 20, 30]);
+            }
+        }
+    }
+}
+
+/// Consuming as results come keeps memory at O(limit): the set never holds more than the
+/// tasks in flight and the results not yet taken.
+#[tokio::test(start_paused = true)]
+async fn a_consumer_keeps_the_set_small() {
+    let peak = TaskGroup::builder()
+        .concurrency_limit(8)
+        .scope(|tg: TaskGroup<Infallible>| async move {
+            let mut set = tg.task_set();
+            let mut peak = 0;
+            for i in 0..10_000u32 {
+                set.spawn_when_free(async move { Ok(i) }).await;
+                peak = peak.max(set.len());
+                while let Some(v) = set.try_join_next() {
+                    v.unwrap();
+                }
+            }
+            while set.join_next().await.is_some() {}
+            Ok(peak)
+        })
+        .await
+        .unwrap();
+    assert!(peak <= 9, "set held {peak}");
+}
+
+/// Ids: `join_next_with_id` gives the id tokio gave the task.
+#[tokio::test]
+async fn ids_are_the_tasks_ids() {
+    TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+        let mut set = tg.task_set();
+        for _ in 0..5 {
+            set.spawn(async { Ok(tokio::task::id()) });
+        }
+        while let Some(r) = set.join_next_with_id().await {
+            let (id, inner) = r.unwrap();
+            assert_eq!(id, inner);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Under `isolate_failures`, a failed task yields a failed `TaskError` with its text and a
+/// panicked one a panic; the others go on; the handler sees both.
+mod isolated_failures_are_yielded {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let handled = Arc::new(AtomicUsize::new(0));
+            let count = handled.clone();
+            TaskGroup::builder()
+                .isolate_failures(move |_: Failure<String>| {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .scope(|tg| async move {
+                    let mut set = tg.task_set();
+                    for i in 0..10u32 {
+                        set.spawn(async move {
+                            match i {
+                                3 => Err(format!("bad {i}")),
+                                5 => panic!("bug {i}"),
+                                _ => Ok(i),
+                            }
+                        });
+                    }
+                    let (mut ok, mut failed, mut panicked) = (0, 0, 0);
+                    while let Some(r) = set.join_next().await {
+                        match r {
+                            Ok(_) => ok += 1,
+                            Err(e) if e.is_failed() => {
+                                assert!(e.to_string().contains("failed: bad 3"), "{e}");
+                                failed += 1;
+                            }
+                            Err(e) => {
+                                assert!(e.is_panic(), "{e}");
+                                panicked += 1;
+                            }
+                        }
+                    }
+                    assert_eq!((ok, failed, panicked), (8, 1, 1));
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(handled.load(Ordering::SeqCst), 2);
+        }
+    }
+}
+
+/// Under the default policy a failure still cancels the group (and the body holding the set),
+/// and the error reaches the caller.
+#[tokio::test(start_paused = true)]
+async fn a_failure_cancels_the_group_by_default() {
+    let err = TaskGroup::scope(|tg| async move {
+        let mut set = tg.task_set::<()>();
+        set.spawn(pending());
+        set.spawn(async {
+            sleep(ms(5)).await;
+            Err("broke")
+        });
+        while set.join_next().await.is_some() {}
+        Ok(())
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(err.errors().collect::<Vec<_>>(), [&"broke"]);
+}
+
+/// `abort_all` cancels the running and queued tasks; each still yields a cancelled result.
+/// Dropping the set aborts what it did not yield, and the group waits for their drops.
+mod abort_all_and_drop_abort {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let dropped = Counter::default();
+            let guards = dropped.clone();
+            TaskGroup::builder()
+                .concurrency_limit(2)
+                .scope(|tg: TaskGroup<Infallible>| async move {
+                    let mut set = tg.task_set::<()>();
+                    for _ in 0..5 {
+                        let guard = guards.guard();
+                        set.spawn(async move {
+                            let _guard = guard;
+                            pending().await
+                        });
+                    }
+                    set.abort_all();
+                    let mut cancelled = 0;
+                    while let Some(r) = set.join_next().await {
+                        assert!(r.unwrap_err().is_cancelled());
+                        cancelled += 1;
+                    }
+                    assert_eq!(cancelled, 5);
+
+                    let mut set = tg.task_set::<()>();
+                    for _ in 0..3 {
+                        let guard = guards.guard();
+                        set.spawn(async move {
+                            let _guard = guard;
+                            pending().await
+                        });
+                    }
+                    drop(set);
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(dropped.get(), 8);
+        }
+    }
+}
+
+/// `try_join_next` never waits; `join_next` is cancel safe in a `select!`.
+#[tokio::test(start_paused = true)]
+async fn join_next_is_cancel_safe() {
+    TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+        let mut set = tg.task_set();
+        for i in 0..20u64 {
+            set.spawn(async move {
+                sleep(ms(i % 3)).await;
+                Ok(i)
+            });
+        }
+        assert!(set.try_join_next().is_none());
+        let mut got = Vec::new();
+        loop {
+            tokio::select! {
+                r = set.join_next() => match r {
+                    Some(r) => got.push(r.unwrap()),
+                    None => break,
+                },
+                _ = sleep(ms(1)) => {}
+            }
+        }
+        got.sort();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        Ok(())
+    })
+    .await
+    .unwrap();
+}
+
+/// Spawning into a closed group: the set yields a cancelled result, never hangs.
+#[tokio::test]
+async fn a_closed_group_yields_cancelled() {
+    let tg = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move { Ok(tg.clone()) })
+        .await
+        .unwrap();
+    let mut set = tg.task_set();
+    set.spawn(async { Ok(1) });
+    assert!(set.join_next().await.unwrap().unwrap_err().is_cancelled());
+    assert!(set.join_next().await.is_none());
+    assert!(set.try_spawn(async { Ok(2) }).unwrap_err().is_closed());
+}
