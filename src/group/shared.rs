@@ -241,6 +241,10 @@ impl<E> Shared<E> {
                 state.tasks.release(key);
             }
             next = self.hand_on_slot(&mut state);
+            if next.is_none() {
+                // The slot freed here may have been the group's last: it can complete now.
+                wake_if_idle(state);
+            }
         }
     }
 
