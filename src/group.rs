@@ -5,6 +5,7 @@
 //! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
 //! which are only named in types.
 
+mod blocking;
 mod child;
 mod handle;
 mod policy;

@@ -782,3 +782,13 @@ fn wake_if_idle<E>(mut state: MutexGuard<'_, State<E>>) {
         waiter.wake();
     }
 }
+
+// For tasks the group does not spawn itself: `blocking.rs`.
+impl<E> Shared<E> {
+    /// Counts work that outlives its task (the thread of a cancelled blocking task) as a
+    /// running normal task: it holds a slot, and the group waits for it, until `task_ended`
+    /// is called with the key returned.
+    pub(crate) fn hold_slot(&self) -> TaskKey {
+        self.lock().tasks.reserve(Role::Normal)
+    }
+}
