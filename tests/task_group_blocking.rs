@@ -1,5 +1,6 @@
-//! Blocking work in a task group: `spawn_blocking` (a closure on tokio's blocking pool).
-//! Helpers: tests/task_group_util/mod.rs.
+//! Blocking and `!Send` work in a task group: `spawn_blocking` (a closure on tokio's blocking
+//! pool) and `spawn_local` (a future on the current `LocalSet`). Helpers:
+//! tests/task_group_util/mod.rs.
 //!
 //! A blocking closure is held with std channels, never with sleeps: on the paused clock tokio
 //! does not advance time while a blocking task exists, and "still running" is checked by
@@ -8,10 +9,11 @@
 #[path = "task_group_util/mod.rs"]
 mod util;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::{Future, pending};
 use std::panic::AssertUnwindSafe;
 use std::pin::{Pin, pin};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -19,8 +21,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use futures::{FutureExt, poll};
-use quattro::{CancelScope, Failure, TaskGroup, current_effective_deadline, is_shutdown_requested};
-use tokio::task::yield_now;
+use quattro::{
+    CancelScope, Failure, TaskGroup, TaskHandle, current_effective_deadline, is_shutdown_requested,
+};
+use tokio::task::{LocalSet, yield_now};
 use tokio::time::Instant;
 use util::*;
 
@@ -600,5 +604,403 @@ both_runtimes! {
         })
         .await;
         assert!(out.unwrap(), "finished within the grace");
+    }
+}
+
+// ----- spawn_local ----------------------------------------------------------------------------
+
+both_runtimes! {
+    /// A `!Send` future (it holds an `Rc` across an await) runs as a task of a group inside a
+    /// `LocalSet`, in the group's frame, and its value comes back.
+    async fn local_task_with_rc_state() {
+        let at = Instant::now() + Duration::from_secs(60);
+        let out = LocalSet::new()
+            .run_until(CancelScope::with_deadline(at).move_on(TaskGroup::scope(
+                |tg: TaskGroup<()>| async move {
+                    let state = Rc::new(RefCell::new(Vec::new()));
+                    let handles: Vec<_> = (0..3)
+                        .map(|i| {
+                            let state = state.clone();
+                            tg.spawn_local(async move {
+                                yield_now().await;
+                                state.borrow_mut().push(i);
+                                Ok(current_effective_deadline())
+                            })
+                        })
+                        .collect();
+                    for h in handles {
+                        assert_eq!(h.await.unwrap(), Some(at));
+                    }
+                    let mut seen = state.borrow().clone();
+                    seen.sort();
+                    Ok(seen)
+                },
+            )))
+            .await;
+        assert_eq!(out.unwrap().unwrap(), [0, 1, 2]);
+    }
+}
+
+both_runtimes! {
+    /// A local task's `Err` fails the group; its panic is captured like any other.
+    async fn local_failures_fail_the_group() {
+        let local = LocalSet::new();
+        let err = local
+            .run_until(TaskGroup::scope(|tg| async move {
+                let state = Rc::new("rc");
+                tg.task("local").spawn_local(async move { Err::<(), _>(*state) });
+                pending::<()>().await;
+                Ok(())
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "task group failed: task `local`: rc");
+
+        let err = local
+            .run_until(TaskGroup::builder().capture_panics().scope(|tg: TaskGroup<String>| {
+                async move {
+                    let state = Rc::new(());
+                    tg.task("bug").spawn_local(async move {
+                        let _state = state;
+                        yield_now().await;
+                        if true {
+                            panic!("local bug")
+                        }
+                        Ok(())
+                    });
+                    pending::<()>().await;
+                    Ok(())
+                }
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "task group failed: task `bug` panicked: local bug");
+    }
+}
+
+both_runtimes! {
+    /// Aborting a running local task cancels it alone; the group goes on and waits for it to
+    /// be dropped.
+    async fn local_task_abort() {
+        let drops = Counter::new();
+        let d = drops.clone();
+        let out = LocalSet::new()
+            .run_until(TaskGroup::scope(|tg: TaskGroup<()>| async move {
+                let guard = (Rc::new(()), d.guard());
+                let forever = tg.spawn_local(async move {
+                    let _guard = guard;
+                    pending::<()>().await;
+                    Ok(())
+                });
+                yield_now().await;
+                forever.abort();
+                assert!(forever.await.unwrap_err().is_cancelled());
+                Ok("went on")
+            }))
+            .await;
+        assert_eq!(out.unwrap(), "went on");
+        assert_eq!(drops.get(), 1);
+    }
+}
+
+both_runtimes! {
+    /// Under a limit, local tasks wait their turn in the same FIFO queue as `spawn`'s and
+    /// `spawn_blocking`'s, unpolled; never more than the limit run.
+    async fn local_tasks_share_the_fifo_queue_and_the_limit() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let running = Arc::new(AtomicUsize::new(0));
+        let max = Arc::new(AtomicUsize::new(0));
+        let (o, r, m) = (order.clone(), running.clone(), max.clone());
+        LocalSet::new()
+            .run_until(TaskGroup::builder().concurrency_limit(2).scope(
+                |tg: TaskGroup<()>| async move {
+                    let enter = move |i: usize| {
+                        o.lock().unwrap().push(i);
+                        let now = r.fetch_add(1, Ordering::SeqCst) + 1;
+                        m.fetch_max(now, Ordering::SeqCst);
+                        r.clone()
+                    };
+                    for i in 0..9 {
+                        let enter = enter.clone();
+                        match i % 3 {
+                            0 => {
+                                let local = Rc::new(i);
+                                tg.spawn_local(async move {
+                                    let r = enter(*local);
+                                    yield_now().await;
+                                    r.fetch_sub(1, Ordering::SeqCst);
+                                    Ok(())
+                                });
+                            }
+                            1 => {
+                                tg.spawn(async move {
+                                    let r = enter(i);
+                                    yield_now().await;
+                                    r.fetch_sub(1, Ordering::SeqCst);
+                                    Ok(())
+                                });
+                            }
+                            _ => {
+                                tg.spawn_blocking(move || {
+                                    let r = enter(i);
+                                    r.fetch_sub(1, Ordering::SeqCst);
+                                    Ok(())
+                                });
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            ))
+            .await
+            .unwrap();
+        let mut order = order.lock().unwrap().clone();
+        order.sort();
+        assert_eq!(order, (0..9).collect::<Vec<_>>());
+        assert!(max.load(Ordering::SeqCst) <= 2);
+        assert_eq!(running.load(Ordering::SeqCst), 0);
+    }
+}
+
+both_runtimes! {
+    /// With limit 1, the start order is exactly the call order across the three kinds.
+    async fn local_fifo_order_with_limit_1() {
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let o = order.clone();
+        LocalSet::new()
+            .run_until(TaskGroup::builder().concurrency_limit(1).scope(
+                |tg: TaskGroup<()>| async move {
+                    let push = move |i| o.lock().unwrap().push(i);
+                    for i in 0..9 {
+                        let push = push.clone();
+                        let local = Rc::new(());
+                        let h = match i % 3 {
+                            0 => tg.spawn_local(async move {
+                                let _local = local;
+                                push(i);
+                                yield_now().await;
+                                Ok(())
+                            }),
+                            1 => tg.spawn(async move {
+                                push(i);
+                                yield_now().await;
+                                Ok(())
+                            }),
+                            _ => tg.spawn_blocking(move || {
+                                push(i);
+                                Ok(())
+                            }),
+                        };
+                        if i > 0 && i % 3 != 0 {
+                            assert!(h.id().is_none(), "task {i} queued");
+                        }
+                    }
+                    Ok(())
+                },
+            ))
+            .await
+            .unwrap();
+        assert_eq!(*order.lock().unwrap(), (0..9).collect::<Vec<_>>());
+    }
+}
+
+both_runtimes! {
+    /// Aborting a queued local task drops its future at once, unpolled; the group goes on, and
+    /// completes when its place comes up after the body is done.
+    async fn aborted_queued_local_task_never_runs() {
+        let drops = Counter::new();
+        let polled = Rc::new(Cell::new(false));
+        let (d, p) = (drops.clone(), polled.clone());
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let local = LocalSet::new();
+        let out = local
+            .run_until(TaskGroup::builder().concurrency_limit(1).scope(
+                |tg: TaskGroup<()>| async move {
+                    let first = tg.spawn_local(async move {
+                        let _ = go_rx.await;
+                        Ok(1)
+                    });
+                    let guard = d.guard();
+                    let queued = tg.spawn_local(async move {
+                        let _guard = guard;
+                        p.set(true);
+                        Ok(2)
+                    });
+                    yield_now().await;
+                    queued.abort();
+                    assert!(queued.await.unwrap_err().is_cancelled());
+                    assert_eq!(d.get(), 1, "dropped at the abort");
+                    go_tx.send(()).unwrap();
+                    Ok(first.await.unwrap())
+                },
+            ))
+            .await;
+        assert_eq!(out.unwrap(), 1);
+        assert!(!polled.get());
+        assert_eq!(drops.get(), 1);
+    }
+}
+
+both_runtimes! {
+    /// The last task in line aborted while queued, with the body already done: the group still
+    /// completes when the running task ends (the skipped place wakes it).
+    async fn aborted_last_queued_local_task_lets_the_group_complete() {
+        let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = mpsc::channel::<TaskHandle<()>>();
+        let local = LocalSet::new();
+        let group = TaskGroup::builder()
+            .concurrency_limit(1)
+            .scope(|tg: TaskGroup<()>| async move {
+                tg.spawn(async move {
+                    let _ = go_rx.await;
+                    Ok(())
+                });
+                handle_tx.send(tg.spawn_local(async { Ok(()) })).unwrap();
+                Ok("done")
+            });
+        let out = local
+            .run_until(async move {
+                let mut group = pin!(group);
+                assert!(poll!(group.as_mut()).is_pending());
+                let queued = handle_rx.try_recv().unwrap();
+                queued.abort();
+                stays_pending(group.as_mut()).await;
+                go_tx.send(()).unwrap();
+                let out = group.await;
+                assert!(queued.await.unwrap_err().is_cancelled());
+                out
+            })
+            .await;
+        assert_eq!(out.unwrap(), "done");
+    }
+}
+
+both_runtimes! {
+    /// A group cancelled while a local task waits in the queue drops its future, unpolled,
+    /// before it returns.
+    async fn queued_local_task_dropped_before_a_cancelled_group_returns() {
+        let drops = Counter::new();
+        let d = drops.clone();
+        let polled = Rc::new(Cell::new(false));
+        let p = polled.clone();
+        let err = LocalSet::new()
+            .run_until(TaskGroup::builder().concurrency_limit(1).scope(
+                |tg: TaskGroup<()>| async move {
+                    tg.spawn(pending::<Result<(), ()>>());
+                    let guard = d.guard();
+                    let queued = tg.spawn_local(async move {
+                        let _guard = guard;
+                        p.set(true);
+                        Ok(())
+                    });
+                    yield_now().await;
+                    tg.cancel();
+                    let _ = queued.await;
+                    Ok(())
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert!(err.is_cancelled());
+        assert_eq!(drops.get(), 1, "dropped before the group returned");
+        assert!(!polled.get());
+    }
+}
+
+both_runtimes! {
+    /// A shutdown request drops queued local tasks unpolled (their handles resolve
+    /// cancelled), and refuses local tasks that would have to wait.
+    async fn shutdown_drops_queued_local_tasks() {
+        let drops = Counter::new();
+        let d = drops.clone();
+        let out = LocalSet::new()
+            .run_until(TaskGroup::builder().concurrency_limit(1).scope(
+                |tg: TaskGroup<()>| async move {
+                    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+                    let running = tg.spawn_local(async {
+                        let _ = go_rx.await;
+                        assert!(quattro::is_shutdown_requested());
+                        Ok("finished")
+                    });
+                    let guard = d.guard();
+                    let queued = tg.spawn_local(async move {
+                        let _guard = guard;
+                        Ok("never")
+                    });
+                    yield_now().await;
+                    tg.shutdown(Duration::from_secs(3600));
+                    assert!(queued.await.unwrap_err().is_cancelled());
+                    assert_eq!(d.get(), 1);
+                    let refused = tg.spawn_local(async { Ok("refused") });
+                    assert!(refused.await.unwrap_err().is_cancelled());
+                    go_tx.send(()).unwrap();
+                    Ok(running.await.unwrap())
+                },
+            ))
+            .await;
+        assert_eq!(out.unwrap(), "finished");
+        assert_eq!(drops.get(), 1);
+    }
+}
+
+both_runtimes! {
+    /// `spawn_local` outside a `LocalSet` panics as tokio's does, and leaves the group as it
+    /// was: the free slot it took is freed, a queue place it took is skipped.
+    async fn spawn_local_outside_a_local_set_panics_and_leaves_the_group_working() {
+        let drops = Counter::new();
+        let d = drops.clone();
+        let out = TaskGroup::builder()
+            .concurrency_limit(1)
+            .scope(|tg: TaskGroup<()>| async move {
+                let guard = d.guard();
+                let free = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    tg.spawn_local(async move {
+                        let _guard = guard;
+                        Ok(())
+                    })
+                }));
+                assert!(free.is_err());
+                assert_eq!(tg.len(), 0, "the slot was freed");
+                let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+                let running = tg.spawn(async move {
+                    let _ = go_rx.await;
+                    Ok(1)
+                });
+                let guard = d.guard();
+                let queued = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    tg.spawn_local(async move {
+                        let _guard = guard;
+                        Ok(())
+                    })
+                }));
+                assert!(queued.is_err());
+                let after = tg.spawn(async { Ok(2) });
+                go_tx.send(()).unwrap();
+                Ok(running.await.unwrap() + after.await.unwrap())
+            })
+            .await;
+        assert_eq!(out.unwrap(), 3);
+        assert_eq!(drops.get(), 2);
+    }
+}
+
+both_runtimes! {
+    /// Spawning a local task into a finished group does not panic: the handle resolves
+    /// cancelled.
+    async fn spawn_local_into_a_finished_group_is_refused() {
+        let tg = TaskGroup::scope(|tg: TaskGroup<()>| async move { Ok(tg.clone()) })
+            .await
+            .unwrap();
+        let refused = LocalSet::new()
+            .run_until(async move {
+                let rc = Rc::new(1);
+                tg.spawn_local(async move {
+                    let _rc = rc;
+                    Ok(())
+                })
+                .await
+            })
+            .await;
+        assert!(refused.unwrap_err().is_cancelled());
     }
 }
