@@ -607,6 +607,34 @@ both_runtimes! {
     }
 }
 
+both_runtimes! {
+    /// A group run inside the closure (through `Handle::block_on`) is nested in the blocking
+    /// task: its own tasks see the deadline around the outer group, and a shutdown request
+    /// for the outer group reaches them.
+    async fn group_nested_in_a_blocking_closure_sees_the_outer_context() {
+        let at = Instant::now() + Duration::from_secs(60);
+        let outer = CancelScope::with_deadline(at);
+        let seen = outer
+            .move_on(TaskGroup::scope(|tg: TaskGroup<()>| async move {
+                let requested = tg.clone();
+                let inner = tg.spawn_blocking(move || {
+                    let runtime = tokio::runtime::Handle::current();
+                    runtime.block_on(TaskGroup::scope(|inner: TaskGroup<()>| async move {
+                        let deadline = inner.spawn(async { Ok(current_effective_deadline()) });
+                        let deadline = deadline.await.unwrap();
+                        requested.shutdown(Duration::from_secs(3600));
+                        let shutdown = inner.spawn(async { Ok(is_shutdown_requested()) });
+                        Ok((deadline, shutdown.await.unwrap()))
+                    }))
+                    .map_err(|_| ())
+                });
+                Ok(inner.await.unwrap())
+            }))
+            .await;
+        assert_eq!(seen.unwrap().unwrap(), (Some(at), true));
+    }
+}
+
 // ----- spawn_local ----------------------------------------------------------------------------
 
 both_runtimes! {
