@@ -116,8 +116,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///   it is dropped without running;
     /// - otherwise its handle resolves at once to a cancelled [`TaskError`], and nothing waits
     ///   for its value any more; the closure runs on until it returns, and what it returns is
-    ///   then dropped, on its thread: a value, an `Err` (logged at DEBUG) or a panic (logged
-    ///   at WARN; the panic hook has printed it already). It was cancelled: like an async task
+    ///   then dropped: a value, an `Err` (logged at DEBUG) or a panic (logged at WARN; the
+    ///   panic hook has printed it already). It was cancelled: like an async task
     ///   that is aborted, it adds nothing to the group's error. A panic in the destructor of
     ///   that value is a failure of the task, as a destructor's panic is for any task;
     /// - **the group does not return before the closure has returned** and its value has been
