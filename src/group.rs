@@ -5,8 +5,10 @@
 //! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
 //! which are only named in types.
 
+mod blocking;
 mod child;
 mod handle;
+mod local;
 mod permit;
 mod policy;
 mod queue;
@@ -93,6 +95,12 @@ use shared::{Role, Shared};
 ///   a failure before it starts the next queued task.
 /// - **Spawning into a finished or cancelling group** never runs the future and never panics:
 ///   the returned handle resolves to a cancelled [`TaskError`].
+/// - **Blocking and `!Send` work.** [`spawn_blocking`](Self::spawn_blocking) runs a closure
+///   on tokio's blocking thread pool, and [`spawn_local`](Self::spawn_local) a `!Send` future
+///   on the current `LocalSet`, as normal tasks: same limit and queue, same failures, same
+///   deadlines. A closure cannot be interrupted: when a blocking task is cancelled its handle
+///   resolves at once, but the group (or the enclosing scope that cancelled it) returns only
+///   once the closure has returned, and its slot stays taken until then.
 /// - **Tracing.** The group has a `task_group` span (parented to the span that was current
 ///   when the group first ran) and every task a `task` span inside it, with the task's name.
 ///

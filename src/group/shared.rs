@@ -250,6 +250,10 @@ impl<E> Shared<E> {
                 state.tasks.release(key);
             }
             next = self.hand_on_slot(&mut state);
+            if next.is_none() {
+                // The slot freed here may have been the group's last: it can complete now.
+                wake_if_idle(state);
+            }
         }
     }
 
@@ -441,7 +445,7 @@ impl<E: Send + 'static> Shared<E> {
     }
 
     #[inline(always)]
-    fn child<F, S: Deliver>(
+    pub(crate) fn child<F, S: Deliver>(
         self: &Arc<Self>,
         key: TaskKey,
         fut: F,
@@ -806,5 +810,53 @@ fn wake_if_idle<E>(mut state: MutexGuard<'_, State<E>>) {
     drop(state);
     if let Some(waiter) = waiter {
         waiter.wake();
+    }
+}
+
+/// How [`Shared::admit`] let a task in.
+pub(crate) enum Admit {
+    /// A slot was free: reserved under this key, for the caller to spawn the task in.
+    Slot(TaskKey),
+    /// Every slot was taken: the task's entry waits in the queue, and this background key
+    /// counts the waiting task meanwhile (see [`Shared::admit`]).
+    Queued(TaskKey),
+}
+
+// For tasks the group does not spawn itself: `local.rs` and `blocking.rs`.
+impl<E> Shared<E> {
+    /// Lets in a normal task that the caller spawns itself: reserves a slot for it, or, when
+    /// every slot is taken, puts `entry` in the queue (the same FIFO as `try_spawn`'s tasks)
+    /// and reserves a background key. That key counts the waiting task until its entry starts
+    /// it: the group does not drain (and aborts it) without it, while the entry keeps the group
+    /// open and holds its place in line. `None` when the group refuses it, as `try_spawn`
+    /// does: closed, or full after a shutdown request.
+    pub(crate) fn admit(&self, entry: impl FnOnce() -> Arc<dyn Start<E>>) -> Option<Admit> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        if state.is_full(self.limit) {
+            if self.node.own_shutdown_requested() {
+                return None;
+            }
+            state.queue.push(entry());
+            return Some(Admit::Queued(state.tasks.reserve(Role::Background)));
+        }
+        Some(Admit::Slot(state.tasks.reserve(Role::Normal)))
+    }
+
+    /// Keeps the abort handle of a task spawned by the caller under `key`; returns whether
+    /// to abort it at once (the group aborted its tasks while it was being spawned).
+    pub(crate) fn attach(&self, key: TaskKey, role: Role, abort: tokio::task::AbortHandle) -> bool {
+        let mut state = self.lock();
+        let attached = state.tasks.attach(key, abort);
+        attached && (state.aborted_all || (role == Role::Background && state.aborted_background))
+    }
+
+    /// Counts work that outlives its task (the thread of a cancelled blocking task) as a
+    /// running normal task: it holds a slot, and the group waits for it, until `task_ended`
+    /// is called with the key returned.
+    pub(crate) fn hold_slot(&self) -> TaskKey {
+        self.lock().tasks.reserve(Role::Normal)
     }
 }
