@@ -166,6 +166,7 @@
     attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
 ))]
 
+mod context;
 pub mod defer;
 mod error;
 mod frame;
@@ -180,6 +181,7 @@ pub mod shutdown;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
+pub use context::{InCurrentScope, WithScope};
 pub use defer::{AsyncExit, Deferrer};
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
 pub use frame::current_effective_deadline;

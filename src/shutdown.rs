@@ -76,8 +76,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
@@ -109,19 +109,39 @@ impl Node {
         self.state() & SHUTDOWN != 0
     }
 
-    /// Whether a shutdown was requested for this node or any node enclosing it.
+    /// Whether a shutdown was requested for this node or any node enclosing it, including, for
+    /// a carrier, the chain it was captured in (see [`crate::context`]).
     pub(crate) fn shutdown_requested_in_chain(&self) -> bool {
-        if self.own_shutdown_requested() {
+        if self.shutdown_requested_here() {
             return true;
         }
         let mut next = self.parent();
         while let Some(node) = next {
-            if node.own_shutdown_requested() {
+            if node.shutdown_requested_here() {
                 return true;
             }
             next = node.parent();
         }
         false
+    }
+
+    /// This node's own request, or, for a carrier, one in the chain it was captured in.
+    #[inline]
+    fn shutdown_requested_here(&self) -> bool {
+        self.own_shutdown_requested()
+            || self
+                .carried()
+                .is_some_and(|captured| captured.shutdown_requested_in_chain())
+    }
+
+    /// Where a node's chain token hangs: the parent's, or for a carrier the token of the chain
+    /// it was captured in. (A carrier's future also sees the requests of the chain it is polled
+    /// in; its wrapper forwards those as a request for the carrier itself.)
+    fn token_parent(&self) -> Option<Arc<Node>> {
+        match self.carried() {
+            Some(captured) => Some(captured.clone()),
+            None => self.parent(),
+        }
     }
 
     /// The token in `cell` (one of this node's), created with `init` if missing, and
@@ -146,7 +166,7 @@ impl Node {
     }
 
     /// The token that fires on a request for this node or any enclosing one: a child of the
-    /// parent's. Created on demand, for the missing ancestors too (iteratively: chains can be
+    /// parent's (for a carrier, of the chain it was captured in; see [`Node::token_parent`]). Created on demand, for the missing ancestors too (iteratively: chains can be
     /// thousands of nodes deep). Only for entered nodes, whose parent is known.
     pub(crate) fn chain_shutdown_token(&self) -> CancellationToken {
         if let Some(token) = self.shutdown.1.get() {
@@ -155,13 +175,13 @@ impl Node {
         // The nearest enclosing node that has its token, and the ones below it that do not.
         let mut missing = Vec::new();
         let mut token = None;
-        let mut next = self.parent();
+        let mut next = self.token_parent();
         while let Some(node) = next {
             if let Some(found) = node.shutdown.1.get() {
                 token = Some(found.clone());
                 break;
             }
-            next = node.parent();
+            next = node.token_parent();
             missing.push(node);
         }
         for node in missing.into_iter().rev() {
