@@ -135,8 +135,8 @@ impl<F: Future> WithScope for F {}
 /// # What is carried
 ///
 /// - **Live**: the enclosing [`CancelScope`] handles and task groups. A later
-///   [`set_deadline`](CancelScope::set_deadline), [`cancel`](CancelScope::cancel) or
-///   [`shutdown`](CancelScope::shutdown) on any of them is seen at once, as it is in the code
+///   [`set_deadline`](crate::CancelScope::set_deadline), [`cancel`](crate::CancelScope::cancel) or
+///   [`shutdown`](crate::CancelScope::shutdown) on any of them is seen at once, as it is in the code
 ///   they enclose.
 /// - **A copy**: the deadlines of enclosing scopes without a handle ([`move_on_after`],
 ///   [`fail_at`], ...), which have no shared state to read. They cannot move, so the copy reads

@@ -551,8 +551,13 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// It is one thread-local read, set while the enclosing scopes poll; it also works while a
 /// future inside a scope is being dropped by that scope's cancellation (in a `Drop` impl).
 ///
-/// A task started with plain `tokio::spawn` sees nothing of the scopes around the spawn:
-/// the context follows the futures that scopes and groups poll, not the thread.
+/// **Plain `tokio::spawn` does not carry the deadline.** The context follows the futures that
+/// scopes and groups poll, not the thread: a task started with `tokio::spawn`, by your code or
+/// inside a library, is polled by the runtime alone and gets `None` here, whatever scopes
+/// surround the spawn. Spawn it with [`TaskGroup::spawn`] instead (structured: the task is also
+/// cancelled with the group), or, when a library does the spawning, hand it
+/// [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which carries the deadline
+/// (and shutdown requests) into the task without tying the task's life to the scope.
 ///
 /// # Examples
 ///
@@ -586,6 +591,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// Never. Outside any runtime or any scope it returns `None`.
 ///
 /// [`TaskGroup`]: crate::TaskGroup
+/// [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 #[inline]
 pub fn current_effective_deadline() -> Option<Instant> {
     let (deadline, cancelled) = lookup();

@@ -10,7 +10,9 @@
 //!   cooperatively with [`shutdown_requested`] (await it, for example in a `select!` between
 //!   two requests of a connection), [`is_shutdown_requested`] (a cheap check) or
 //!   [`shutdown_token`] (a `CancellationToken`, for code that takes one). Nothing is dropped by
-//!   the request itself.
+//!   the request itself. **A task started with plain `tokio::spawn` is not inside**: it never
+//!   sees the request, unless its future was wrapped with
+//!   [`in_current_scope`](crate::WithScope::in_current_scope) (see [`shutdown_requested`]).
 //! - **The grace period** starts with the request: whatever has not finished when it runs out
 //!   is cancelled *hard*, with the usual structured guarantee (every task of a group has been
 //!   dropped before the group's or scope's future returns). The end of the grace is the hard
@@ -207,6 +209,13 @@ impl Node {
 /// allocation) for loops that look between two units of work. `false` outside any scope or
 /// group.
 ///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so this stays `false` there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
+///
 /// # Examples
 ///
 /// ```
@@ -242,6 +251,13 @@ pub fn is_shutdown_requested() -> bool {
 /// The enclosing scopes and groups are looked up when the future is created (or, if it was
 /// created outside any, on its first poll); outside any scope or group it never completes.
 /// The first call in a scope or group allocates its token; later calls clone it.
+///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so this future never completes there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
 ///
 /// # Examples
 ///
@@ -296,6 +312,13 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
 ///
 /// The token is a child of the one the crate watches: cancelling it yourself does not request
 /// a shutdown. Outside any scope or group it is a fresh token that nothing cancels.
+///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so the token it gets there is never cancelled. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
 ///
 /// # Examples
 ///
