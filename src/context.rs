@@ -20,11 +20,13 @@
 //! link of the frame in force there, and sets its `parent` to what encloses the wrapper *there*.
 //! The deadline and shutdown lookups follow both links; whatever decides that an enclosing
 //! scope will drop the future follows `parent` only: nothing on the carried side ever drops it.
+//! A shutdown *token* hangs from one chain, the carried one; so while the future is polled
+//! inside a handle or group, a request there is forwarded to the carrier ([`forward`]).
 //!
 //! Two things are deliberately not carried:
 //! - the `OWNER` flag: a group dropped inside the future hands its aborted tasks to an owner
 //!   only when one really polls the wrapper (the frame in force where it is polled); in a plain
-//!   task they are released, as they are today without the wrapper;
+//!   task they are released, as in any plain task;
 //! - the captured `CANCELLED` flag, into the frame flags: it is seen through the carrier's
 //!   publication (a deadline of "now"), but a scope inside the future must not wait for an
 //!   enclosing cancellation to drop it, since none will.
@@ -162,7 +164,8 @@ impl<F: Future> WithScope for F {}
 ///
 /// Polled inside another scope or group (awaited in place, or run by a task of a group), the
 /// future sees both contexts: the earlier deadline, and the shutdown requests of either. Only
-/// the scopes around it *there* can drop it.
+/// the scopes and groups around it *there* can drop it, and only they wait for the tasks of a
+/// group dropped inside it.
 ///
 /// # Examples
 ///

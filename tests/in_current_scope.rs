@@ -469,6 +469,35 @@ async fn awaited_after_the_scope_ended_it_reports_no_stale_deadline() {
     assert_eq!(tokio::spawn(in_group).await.unwrap().deadline, None);
 }
 
+/// A scope shut down, then finished: its deadline drops out of the view, its shutdown request
+/// stays seen (as the tokens handed out for it stay cancelled).
+#[tokio::test(start_paused = true)]
+async fn a_shutdown_request_stays_seen_after_the_scope_finished() {
+    let scope = CancelScope::new();
+    let handle = scope.clone();
+    let (token, fut) = scope
+        .move_on(async move {
+            let fut = async { (seen(), shutdown_token().is_cancelled()) }.in_current_scope();
+            handle.shutdown(ms(10));
+            // Finishes within the grace.
+            (shutdown_token(), fut)
+        })
+        .await
+        .unwrap();
+    assert!(!scope.cancelled_caught());
+    advance(ms(50)).await;
+    assert!(token.is_cancelled());
+    let (seen, cancelled) = tokio::spawn(fut).await.unwrap();
+    assert_eq!(
+        seen,
+        Seen {
+            deadline: None,
+            shutdown: true
+        }
+    );
+    assert!(cancelled);
+}
+
 /// Documents the copy: the deadline of a scope without a handle has no shared state to watch;
 /// it ends with the innermost handle or group around the capture, or, with none, stays.
 #[tokio::test(start_paused = true)]
