@@ -27,6 +27,11 @@
 //!   and their deadlines, and a `cancel()` or `set_deadline()` shows at once, before any
 //!   suspension.
 //!
+//! A task started with plain `tokio::spawn` runs in an empty frame. A future wrapped with
+//! `in_current_scope` ([`crate::context`]) brings one along: a *carrier* node, pushed as a link,
+//! through which the lookups reach the context it was captured in (see [`visit`]); nothing
+//! that decides whether an enclosing scope will drop the future ([`links_expired`]) looks there.
+//!
 //! **Drains.** A group dropped inside a poll aborts its tasks and hands a [`Drain`] to the
 //! innermost owner (a scope, a group body or a group child), which awaits it before it
 //! completes and releases it as soon as it is empty. Handing goes through a thread-local list:
@@ -165,21 +170,71 @@ pub(crate) fn lookup() -> (Option<Instant>, bool) {
 fn lookup_links(mut deadline: Option<Instant>, mut cancelled: bool) -> (Option<Instant>, bool) {
     let _ = STACKS.try_with(|stacks| {
         let links = stacks.links.borrow();
-        let mut take = |node: &Node| {
-            deadline = earliest(earliest(deadline, node.deadline()), node.published());
-            cancelled |= node.is_cancel_requested() || node.published_flags() & CANCELLED != 0;
-        };
-        links.iter().for_each(|node| take(node));
-        outside(&links).for_each(|node| take(&node));
+        let mut take = |node: &Node| read(node, &mut deadline, &mut cancelled);
+        links.iter().for_each(|node| visit(node, &mut take));
+        outside(&links).for_each(|node| visit(&node, &mut take));
     });
     (deadline, cancelled)
+}
+
+/// Narrows a lookup by what `node` says: its own deadline and cancellation, and a group's (or a
+/// carrier's) publication.
+#[inline]
+fn read(node: &Node, deadline: &mut Option<Instant>, cancelled: &mut bool) {
+    *deadline = earliest(earliest(*deadline, node.deadline()), node.published());
+    *cancelled |= node.is_cancel_requested() || node.published_flags() & CANCELLED != 0;
+}
+
+/// Reads `node` with `take`; for a carrier (a future wrapped by `in_current_scope`, see
+/// [`crate::context`]), also the context it was captured in: its snapshot while the node it was
+/// captured under has not finished, and the live nodes of that chain, skipping finished ones as
+/// [`outside`] does.
+#[inline]
+fn visit(node: &Node, take: &mut impl FnMut(&Node)) {
+    let Some(captured) = node.carried() else {
+        take(node);
+        return;
+    };
+    visit_carried(node, captured, take);
+}
+
+#[cold]
+fn visit_carried(carrier: &Node, captured: &Arc<Node>, take: &mut impl FnMut(&Node)) {
+    if !captured.is_finished() {
+        // The fixed deadline and flags seen where it was captured (a snapshot) end with the
+        // innermost handle or group around the capture: everything inside it has ended too.
+        take(carrier);
+        visit(captured, take);
+    }
+    ancestors(captured).for_each(|node| visit(&node, take));
+}
+
+/// The effective deadline of the context a carrier was captured in, read now (for `Debug`).
+pub(crate) fn carried_deadline(carrier: &Node) -> Option<Instant> {
+    let (mut deadline, mut cancelled) = (None, false);
+    visit(carrier, &mut |node: &Node| {
+        read(node, &mut deadline, &mut cancelled)
+    });
+    if cancelled {
+        return earliest(deadline, Some(Instant::now()));
+    }
+    deadline
 }
 
 /// The live nodes that enclosed the outermost link where it was first entered, and still run:
 /// for a group child, the handles and groups around its group, in the group's task. (Fixed
 /// deadlines from there come with the group's publication; these can still move.)
 fn outside(links: &[Arc<Node>]) -> impl Iterator<Item = Arc<Node>> {
-    let mut next = links.first().and_then(|node| node.parent());
+    links
+        .first()
+        .map(|node| ancestors(node))
+        .into_iter()
+        .flatten()
+}
+
+/// The nodes above `node` (its `parent` chain) that have not finished.
+fn ancestors(node: &Node) -> impl Iterator<Item = Arc<Node>> + use<> {
+    let mut next = node.parent();
     std::iter::from_fn(move || {
         while let Some(node) = next.take() {
             next = node.parent();
@@ -496,8 +551,13 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// It is one thread-local read, set while the enclosing scopes poll; it also works while a
 /// future inside a scope is being dropped by that scope's cancellation (in a `Drop` impl).
 ///
-/// A task started with plain `tokio::spawn` sees nothing of the scopes around the spawn:
-/// the context follows the futures that scopes and groups poll, not the thread.
+/// **Plain `tokio::spawn` does not carry the deadline.** The context follows the futures that
+/// scopes and groups poll, not the thread: a task started with `tokio::spawn`, by your code or
+/// inside a library, is polled by the runtime alone and gets `None` here, whatever scopes
+/// surround the spawn. Spawn it with [`TaskGroup::spawn`] instead (structured: the task is also
+/// cancelled with the group), or, when a library does the spawning, hand it
+/// [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which carries the deadline
+/// (and shutdown requests) into the task without tying the task's life to the scope.
 ///
 /// # Examples
 ///
@@ -531,6 +591,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// Never. Outside any runtime or any scope it returns `None`.
 ///
 /// [`TaskGroup`]: crate::TaskGroup
+/// [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 #[inline]
 pub fn current_effective_deadline() -> Option<Instant> {
     let (deadline, cancelled) = lookup();

@@ -22,12 +22,17 @@
 //!   passes) and [`fail_after`] / [`fail_at`] (yield `Err(Elapsed)`), or a [`CancelScope`]
 //!   handle to cancel and move deadlines while the code runs. Scopes nest, the outer one wins
 //!   a tie, and [`current_effective_deadline`] reads the deadline in force anywhere inside,
-//!   including in tasks spawned by a group, so it can be passed on to the next service
+//!   including in tasks spawned by a group (but not in a plain `tokio::spawn`: see below), so
+//!   it can be passed on to the next service
 //!   ([`propagate`] speaks gRPC's `grpc-timeout`, and with the `tower` feature,
 //!   `quattro::tower` does it for every request: see
 //!   [Deadlines across services](#deadlines-across-services)).
 //! - **[`Deferrer`]** / [`defer`]: cleanup (sync or async) deferred to the end of an async
 //!   function, in reverse order, also when it fails, panics or is cancelled.
+//! - **[`WithScope::in_current_scope`]**: a task started with plain `tokio::spawn` (by your code
+//!   or a library) sees none of the scopes around the spawn: no deadline, no shutdown request.
+//!   `fut.in_current_scope()` carries them into it (the view only; for a task whose life is
+//!   tied to the scope, use [`TaskGroup::spawn`]).
 //!
 //! # Example
 //!
@@ -151,6 +156,7 @@
 //! it does under `# Cancel safety`.
 //!
 //! [`JoinSet`]: tokio::task::JoinSet
+//! [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 #![warn(
     missing_docs,
@@ -166,6 +172,7 @@
     attr(deny(warnings, rust_2018_idioms), allow(dead_code, unused_variables))
 ))]
 
+mod context;
 pub mod defer;
 mod error;
 mod frame;
@@ -180,6 +187,7 @@ pub mod shutdown;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
+pub use context::{InCurrentScope, WithScope};
 pub use defer::{AsyncExit, Deferrer};
 pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
 pub use frame::current_effective_deadline;

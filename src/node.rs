@@ -6,6 +6,12 @@
 //! ([`crate::frame`]), not here. The one link kept between nodes is `parent`, the node in force
 //! when this one was first entered, for shutdown tokens (see [`crate::shutdown`]).
 //!
+//! A *carrier* is the node of a future wrapped by `in_current_scope` (see [`crate::context`]):
+//! besides its `parent` (where it is polled now, which can drop it) it keeps `carried`, the
+//! node in force where it was captured. The deadline and shutdown views follow both links;
+//! whatever decides that an enclosing scope will drop the future (`frame::links_expired`)
+//! follows `parent` only, since nothing on the carried side drops it.
+//!
 //! [`CancelScope`]: crate::CancelScope
 
 use std::fmt;
@@ -62,6 +68,9 @@ pub(crate) struct Node {
     /// Set again on every poll of the scope or group, so that a future moved to another task
     /// (or awaited again elsewhere) is linked to what encloses it now.
     parent: std::sync::Mutex<Option<Arc<Node>>>,
+    /// For a carrier only: the innermost node in force where its future was captured (fixed
+    /// for its life). `None` for every other node.
+    carried: Option<Arc<Node>>,
 }
 
 impl Node {
@@ -76,7 +85,23 @@ impl Node {
             token: OnceLock::new(),
             shutdown: (OnceLock::new(), OnceLock::new()),
             parent: std::sync::Mutex::new(None),
+            carried: None,
         }
+    }
+
+    /// A carrier for a future captured where `captured` is the innermost node in force (see
+    /// the module docs). With no node there it is a plain node, for the published snapshot only.
+    pub(crate) fn carrier(captured: Option<Arc<Node>>) -> Node {
+        Node {
+            carried: captured,
+            ..Node::new(NO_DEADLINE)
+        }
+    }
+
+    /// The node a carrier was captured under (`None` for other nodes).
+    #[inline]
+    pub(crate) fn carried(&self) -> Option<&Arc<Node>> {
+        self.carried.as_ref()
     }
 
     /// A group's node, entered where the group first runs.

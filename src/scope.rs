@@ -48,7 +48,9 @@ use scoped::Scoped;
 ///   the past cancels promptly, and `None` removes it. A scope whose deadline is no earlier than
 ///   an enclosing scope's in the same task arms no timer at all.
 /// - **Deadlines flow.** [`current_effective_deadline`] returns the earliest deadline of all
-///   enclosing scopes, also inside tasks spawned by a [`TaskGroup`] in the scope.
+///   enclosing scopes, also inside tasks spawned by a [`TaskGroup`] in the scope. Not inside a
+///   task started with plain `tokio::spawn`, unless its future was wrapped with
+///   [`in_current_scope`](crate::WithScope::in_current_scope).
 /// - **Relative timeouts** become deadlines when the scope is created (as with
 ///   `tokio::time::timeout`), saturating: `Duration::MAX` means "never" and never panics.
 /// - All times are [`tokio::time::Instant`]s, so tokio's paused test clock applies.

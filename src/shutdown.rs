@@ -10,7 +10,9 @@
 //!   cooperatively with [`shutdown_requested`] (await it, for example in a `select!` between
 //!   two requests of a connection), [`is_shutdown_requested`] (a cheap check) or
 //!   [`shutdown_token`] (a `CancellationToken`, for code that takes one). Nothing is dropped by
-//!   the request itself.
+//!   the request itself. **A task started with plain `tokio::spawn` is not inside**: it never
+//!   sees the request, unless its future was wrapped with
+//!   [`in_current_scope`](crate::WithScope::in_current_scope) (see [`shutdown_requested`]).
 //! - **The grace period** starts with the request: whatever has not finished when it runs out
 //!   is cancelled *hard*, with the usual structured guarantee (every task of a group has been
 //!   dropped before the group's or scope's future returns). The end of the grace is the hard
@@ -76,8 +78,8 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{Ordering, fence};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use pin_project::pin_project;
@@ -109,19 +111,39 @@ impl Node {
         self.state() & SHUTDOWN != 0
     }
 
-    /// Whether a shutdown was requested for this node or any node enclosing it.
+    /// Whether a shutdown was requested for this node or any node enclosing it, including, for
+    /// a carrier, the chain it was captured in (see [`crate::context`]).
     pub(crate) fn shutdown_requested_in_chain(&self) -> bool {
-        if self.own_shutdown_requested() {
+        if self.shutdown_requested_here() {
             return true;
         }
         let mut next = self.parent();
         while let Some(node) = next {
-            if node.own_shutdown_requested() {
+            if node.shutdown_requested_here() {
                 return true;
             }
             next = node.parent();
         }
         false
+    }
+
+    /// This node's own request, or, for a carrier, one in the chain it was captured in.
+    #[inline]
+    fn shutdown_requested_here(&self) -> bool {
+        self.own_shutdown_requested()
+            || self
+                .carried()
+                .is_some_and(|captured| captured.shutdown_requested_in_chain())
+    }
+
+    /// Where a node's chain token hangs: the parent's, or for a carrier the token of the chain
+    /// it was captured in. (A carrier's future also sees the requests of the chain it is polled
+    /// in; its wrapper forwards those as a request for the carrier itself.)
+    fn token_parent(&self) -> Option<Arc<Node>> {
+        match self.carried() {
+            Some(captured) => Some(captured.clone()),
+            None => self.parent(),
+        }
     }
 
     /// The token in `cell` (one of this node's), created with `init` if missing, and
@@ -146,7 +168,7 @@ impl Node {
     }
 
     /// The token that fires on a request for this node or any enclosing one: a child of the
-    /// parent's. Created on demand, for the missing ancestors too (iteratively: chains can be
+    /// parent's (for a carrier, of the chain it was captured in; see [`Node::token_parent`]). Created on demand, for the missing ancestors too (iteratively: chains can be
     /// thousands of nodes deep). Only for entered nodes, whose parent is known.
     pub(crate) fn chain_shutdown_token(&self) -> CancellationToken {
         if let Some(token) = self.shutdown.1.get() {
@@ -155,13 +177,13 @@ impl Node {
         // The nearest enclosing node that has its token, and the ones below it that do not.
         let mut missing = Vec::new();
         let mut token = None;
-        let mut next = self.parent();
+        let mut next = self.token_parent();
         while let Some(node) = next {
             if let Some(found) = node.shutdown.1.get() {
                 token = Some(found.clone());
                 break;
             }
-            next = node.parent();
+            next = node.token_parent();
             missing.push(node);
         }
         for node in missing.into_iter().rev() {
@@ -186,6 +208,13 @@ impl Node {
 /// A cheap check (the current frame, then the enclosing handles and groups; no lock, no
 /// allocation) for loops that look between two units of work. `false` outside any scope or
 /// group.
+///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so this stays `false` there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
 ///
 /// # Examples
 ///
@@ -222,6 +251,13 @@ pub fn is_shutdown_requested() -> bool {
 /// The enclosing scopes and groups are looked up when the future is created (or, if it was
 /// created outside any, on its first poll); outside any scope or group it never completes.
 /// The first call in a scope or group allocates its token; later calls clone it.
+///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so this future never completes there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
 ///
 /// # Examples
 ///
@@ -276,6 +312,13 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
 ///
 /// The token is a child of the one the crate watches: cancelling it yourself does not request
 /// a shutdown. Outside any scope or group it is a fresh token that nothing cancels.
+///
+/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
+/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
+/// or group, so the token it gets there is never cancelled. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
+/// (structured: the task is also cut at the end of the grace), or, when a library does the
+/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
+/// carries the request (and the deadline) into the task.
 ///
 /// # Examples
 ///

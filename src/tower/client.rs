@@ -21,7 +21,9 @@ use crate::{Fail, current_effective_deadline, fail_at};
 /// The service it makes, [`ClientDeadline`], reads [`current_effective_deadline`] when it is
 /// called, so a call made anywhere inside a cancel scope (or inside a request served under a
 /// [`ServerLayer`], or in a task of a group inside either) carries the time left, with no code
-/// at the call site. For each request it:
+/// at the call site. A call made in a task started with plain `tokio::spawn` carries nothing,
+/// unless that task's future was wrapped with
+/// [`in_current_scope`](crate::WithScope::in_current_scope). For each request it:
 ///
 /// - puts the time left in the `grpc-timeout` header, rounded down as
 ///   [`encode_timeout`] does, unless the request already has a timeout there that is no
