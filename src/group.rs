@@ -18,7 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::error::Failure;
+use crate::error::{CancelReason, Failure};
 
 pub use handle::TaskHandle;
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
@@ -385,7 +385,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             self.shared
                 .spawn_when_free(fut, None, Some(at))
                 .await
-                .unwrap_or_else(TaskHandle::refused)
+                .unwrap_or_else(|| TaskHandle::refused(&self.shared.node))
         }
     }
 
@@ -448,6 +448,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// [`GroupError`]: crate::GroupError
     pub fn cancel(&self) {
+        self.cancel_with(CancelReason::Cancelled);
+    }
+
+    /// [`cancel`](Self::cancel), for `reason`.
+    pub(crate) fn cancel_with(&self, reason: CancelReason) {
+        // Recorded before anything is aborted, and before the group closes: a task or a spawn
+        // refused from here on finds it. A group that is already closed has its own reason.
+        self.shared.node.record_cancel_reason(reason);
         // Closed at once, so that no spawn slips in before the group's next poll.
         if self.shared.close() {
             self.shared.node.cancel();
@@ -584,7 +592,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             Err(refused) => {
                 tracing::debug!(parent: &self.shared.span, "spawn into a closed task group refused");
                 drop(refused);
-                TaskHandle::refused()
+                TaskHandle::refused(&self.shared.node)
             }
         }
     }
@@ -966,7 +974,7 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
             .shared
             .spawn_when_free(fut, Some(self.name), None)
             .await
-            .unwrap_or_else(TaskHandle::refused)
+            .unwrap_or_else(|| TaskHandle::refused(&self.group.shared.node))
     }
 }
 

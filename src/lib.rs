@@ -181,7 +181,7 @@ pub mod shutdown;
 pub mod tower;
 
 pub use defer::{AsyncExit, Deferrer};
-pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
+pub use error::{CancelReason, Elapsed, Failure, GroupError, Reported, TaskError};
 pub use frame::current_effective_deadline;
 #[doc(hidden)]
 pub use gather::__private;
