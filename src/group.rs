@@ -417,7 +417,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// Cancels the group: the body is dropped and every task is aborted. The group's future
     /// then returns a [`GroupError`] for which
     /// [`is_cancelled`](crate::GroupError::is_cancelled) is true (holding any failures that
-    /// happened before).
+    /// happened before). Its [`cancel_reason`](crate::GroupError::cancel_reason), like that of
+    /// the aborted tasks' [`TaskError`](crate::TaskError)s, is [`CancelReason::Cancelled`],
+    /// unless the group was already cancelling for another reason (the first cause wins).
     ///
     /// Callable from the body, a task, or anywhere else; idempotent; does nothing once the
     /// group has finished.

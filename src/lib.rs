@@ -150,6 +150,10 @@
 //! free.) Every future in this crate is safe to drop at any await; each documents what dropping
 //! it does under `# Cancel safety`.
 //!
+//! A cancelled task's [`TaskError`], and a cancelled group's [`GroupError`], say why: its
+//! handle aborted it, a sibling failed, `cancel()` was called, a shutdown's grace ran out, a
+//! deadline around the group was reached, the group was dropped... (see [`CancelReason`]).
+//!
 //! [`JoinSet`]: tokio::task::JoinSet
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
 #![warn(

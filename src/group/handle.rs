@@ -40,8 +40,9 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// A handle to one task of a [`TaskGroup`]: await it for the task's value.
 ///
 /// Awaiting yields `Ok(value)` when the task succeeded, or a [`TaskError`] when it was
-/// cancelled (aborted, refused by a finished group, or cancelled with its group), failed (its
-/// error went to the group's [`GroupError`]) or panicked.
+/// cancelled (aborted, refused by a finished group, or cancelled with its group: its
+/// [`cancel_reason`] says which), failed (its error went to the group's [`GroupError`]) or
+/// panicked.
 ///
 /// # When the task failed
 ///
@@ -111,6 +112,7 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
+/// [`cancel_reason`]: crate::TaskError::cancel_reason
 /// [`Reported`]: crate::Reported
 /// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskHandle<T> {
