@@ -171,6 +171,36 @@ async fn cancel_during_the_grace_wins() {
     assert_eq!(err.cancel_reason(), Some(CancelReason::Cancelled));
 }
 
+/// A failure that happens while the cut is under way (a destructor that panics as its task is
+/// aborted) is kept, and the message still says what cancelled the group.
+#[tokio::test(start_paused = true)]
+async fn failure_during_the_cut_keeps_the_grace_as_the_reason() {
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("cleanup failed");
+        }
+    }
+    let err = TaskGroup::builder()
+        .capture_panics()
+        .scope(|tg: TaskGroup<Infallible>| async move {
+            tg.task("stubborn").spawn(async {
+                let _guard = PanicOnDrop;
+                forever::<Infallible>().await
+            });
+            tg.shutdown(ms(10));
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.cancel_reason(), Some(CancelReason::GraceRanOut));
+    assert_eq!(
+        err.to_string(),
+        "task group failed: task `stubborn` panicked: cleanup failed \
+         (and was cancelled: the grace period ran out)"
+    );
+}
+
 // ----- Failures ----------------------------------------------------------------------------------
 
 both_runtimes! {
