@@ -77,7 +77,8 @@ pub(crate) struct Options {
 /// # Errors
 ///
 /// [`GroupError`] holding every error of the body and the children, in order of occurrence,
-/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called. Under
+/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called or a graceful
+/// shutdown's grace ran out ([`GroupError::cancel_reason`] says which). Under
 /// [`Builder::isolate_failures`], the children's failures that the handler handled are not in
 /// it (the handler has them); the body's are.
 ///
@@ -89,6 +90,7 @@ pub(crate) struct Options {
 /// the aborted tasks to be dropped before it completes; otherwise they are aborted but not
 /// awaited. No task outlives the group either way.
 ///
+/// [`GroupError::cancel_reason`]: crate::GroupError::cancel_reason
 /// [`Builder::scope`]: crate::group::Builder::scope
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 /// [`Builder::isolate_failures`]: crate::group::Builder::isolate_failures
