@@ -22,7 +22,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::error::Failure;
+use crate::error::{CancelReason, Failure};
 
 pub use handle::TaskHandle;
 pub use permit::{SpawnError, SpawnPermit};
@@ -397,7 +397,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             self.shared
                 .spawn_when_free(fut, None, Some(at))
                 .await
-                .unwrap_or_else(TaskHandle::refused)
+                .unwrap_or_else(|| TaskHandle::refused(&self.shared.node))
         }
     }
 
@@ -429,7 +429,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// Cancels the group: the body is dropped and every task is aborted. The group's future
     /// then returns a [`GroupError`] for which
     /// [`is_cancelled`](crate::GroupError::is_cancelled) is true (holding any failures that
-    /// happened before).
+    /// happened before). Its [`cancel_reason`](crate::GroupError::cancel_reason), like that of
+    /// the aborted tasks' [`TaskError`](crate::TaskError)s, is [`CancelReason::Cancelled`],
+    /// unless the group was already cancelling for another reason (the first cause wins).
     ///
     /// Callable from the body, a task, or anywhere else; idempotent; does nothing once the
     /// group has finished.
@@ -460,6 +462,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// [`GroupError`]: crate::GroupError
     pub fn cancel(&self) {
+        self.cancel_with(CancelReason::Cancelled);
+    }
+
+    /// [`cancel`](Self::cancel), for `reason`.
+    pub(crate) fn cancel_with(&self, reason: CancelReason) {
+        // Recorded before anything is aborted, and before the group closes: a task or a spawn
+        // refused from here on finds it. A group that is already closed has its own reason.
+        self.shared.node.record_cancel_reason(reason);
         // Closed at once, so that no spawn slips in before the group's next poll.
         if self.shared.close() {
             self.shared.node.cancel();
@@ -596,7 +606,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             Err(refused) => {
                 tracing::debug!(parent: &self.shared.span, "spawn into a closed task group refused");
                 drop(refused);
-                TaskHandle::refused()
+                TaskHandle::refused(&self.shared.node)
             }
         }
     }
@@ -978,7 +988,7 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
             .shared
             .spawn_when_free(fut, Some(self.name), None)
             .await
-            .unwrap_or_else(TaskHandle::refused)
+            .unwrap_or_else(|| TaskHandle::refused(&self.group.shared.node))
     }
 }
 

@@ -155,6 +155,10 @@
 //! free.) Every future in this crate is safe to drop at any await; each documents what dropping
 //! it does under `# Cancel safety`.
 //!
+//! A cancelled task's [`TaskError`], and a cancelled group's [`GroupError`], say why: its
+//! handle aborted it, a sibling failed, `cancel()` was called, a shutdown's grace ran out, a
+//! deadline around the group was reached, the group was dropped... (see [`CancelReason`]).
+//!
 //! [`JoinSet`]: tokio::task::JoinSet
 //! [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
@@ -189,7 +193,7 @@ pub mod tower;
 
 pub use context::{InCurrentScope, WithScope};
 pub use defer::{AsyncExit, Deferrer};
-pub use error::{Elapsed, Failure, GroupError, Reported, TaskError};
+pub use error::{CancelReason, Elapsed, Failure, GroupError, Reported, TaskError};
 pub use frame::current_effective_deadline;
 #[doc(hidden)]
 pub use gather::__private;

@@ -22,8 +22,9 @@ use std::task::Waker;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::CancelReason;
 use crate::frame::{self, NO_DEADLINE};
-use crate::loom::{AtomicU32, AtomicU64, Mutex};
+use crate::loom::{AtomicU8, AtomicU32, AtomicU64, Mutex};
 
 // State bits of a node.
 /// `cancel()` was called.
@@ -48,6 +49,10 @@ pub(crate) struct Node {
     /// Encoded with [`frame::encode`]; `NO_DEADLINE` when there is none.
     deadline: AtomicU64,
     state: AtomicU32,
+    /// Why a group's tasks are cancelled ([`CancelReason::to_u8`]; `0`: not yet). Written
+    /// once, by whoever starts the group's cancellation (or its normal end), before any task
+    /// is aborted; only the cancel path touches it.
+    reason: AtomicU8,
     /// A group's publication for its children: the fixed deadline of the frame it was last
     /// polled in (encoded), and that frame's `CANCELLED`/`SHUTDOWN` flags. Children read it
     /// live, walking up from their group (see `frame::lookup`).
@@ -78,6 +83,7 @@ impl Node {
         Node {
             deadline: AtomicU64::new(deadline),
             state: AtomicU32::new(0),
+            reason: AtomicU8::new(0),
             published: AtomicU64::new(NO_DEADLINE),
             published_flags: AtomicU32::new(0),
             waker: Mutex::new(None),
@@ -198,6 +204,22 @@ impl Node {
                 self.wake();
             }
         }
+    }
+
+    /// Records why the group's tasks are being cancelled, unless a reason was recorded
+    /// already: the first cause wins. Called before the tasks are aborted, so that a task
+    /// dropped with no reason here was dropped by its handle or by the runtime.
+    pub(crate) fn record_cancel_reason(&self, reason: CancelReason) {
+        // Release: whoever reads the reason after seeing the cancellation (the aborted task's
+        // handle) sees it. A failed exchange means an earlier cause won.
+        let _ =
+            self.reason
+                .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Why the group's tasks are being cancelled, once that started.
+    pub(crate) fn cancel_reason(&self) -> Option<CancelReason> {
+        CancelReason::from_u8(self.reason.load(Ordering::Acquire))
     }
 
     /// Records that the node's own deadline passed.
@@ -343,6 +365,7 @@ mod loom_tests {
     use tokio::time::Instant;
 
     use super::{ENTERED, Node};
+    use crate::error::CancelReason;
     use crate::frame::NO_DEADLINE;
     use loom::sync::atomic::AtomicBool;
 
@@ -390,6 +413,32 @@ mod loom_tests {
             let seen = node.deadline_raw() != NO_DEADLINE;
             mover.join().unwrap();
             assert!(seen || flag.0.load(SeqCst), "a deadline move was lost");
+        });
+    }
+
+    /// A cancellation with its reason, from another thread (`TaskGroup::cancel`), against
+    /// another cause recorded here (a failure the group's poll saw): one reason wins for good,
+    /// and whoever sees the cancellation sees a reason with it.
+    #[test]
+    fn the_first_reason_wins_and_comes_with_the_cancellation() {
+        loom::model(|| {
+            let (node, _flag, _waker) = running();
+            let other = node.clone();
+            let canceller = loom::thread::spawn(move || {
+                other.record_cancel_reason(CancelReason::Cancelled);
+                other.cancel();
+            });
+            if node.is_cancel_requested() {
+                assert!(
+                    node.cancel_reason().is_some(),
+                    "a cancellation without its reason"
+                );
+            }
+            node.record_cancel_reason(CancelReason::Failure);
+            let here = node.cancel_reason();
+            canceller.join().unwrap();
+            assert!(here.is_some());
+            assert_eq!(node.cancel_reason(), here, "a recorded reason was replaced");
         });
     }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use super::label::TaskLabel;
 use super::panic::Payload;
+use super::reason::CancelReason;
 
 /// What a task group returns when it did not complete normally: every failure of its body and
 /// children, in order of occurrence, and whether it was cancelled.
@@ -76,11 +77,12 @@ use super::panic::Payload;
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 pub struct GroupError<E> {
     failures: Vec<Failure<E>>,
-    cancelled: bool,
+    /// Why the group was cancelled, if it was (not by a failure: that is in `failures`).
+    cancelled: Option<CancelReason>,
 }
 
 impl<E> GroupError<E> {
-    pub(crate) fn new(failures: Vec<Failure<E>>, cancelled: bool) -> GroupError<E> {
+    pub(crate) fn new(failures: Vec<Failure<E>>, cancelled: Option<CancelReason>) -> GroupError<E> {
         GroupError {
             failures,
             cancelled,
@@ -160,9 +162,10 @@ impl<E> GroupError<E> {
         self.failures.iter().filter_map(Failure::error)
     }
 
-    /// Whether the group was cancelled with [`TaskGroup::cancel`](crate::TaskGroup::cancel).
-    /// A cancelled group may still report failures that happened before or during the
-    /// cancellation.
+    /// Whether the group was cancelled with [`TaskGroup::cancel`](crate::TaskGroup::cancel),
+    /// or by the end of a graceful shutdown's grace period;
+    /// [`cancel_reason`](Self::cancel_reason) says which. A cancelled group may still report
+    /// failures that happened before or during the cancellation.
     ///
     /// # Examples
     ///
@@ -183,6 +186,50 @@ impl<E> GroupError<E> {
     /// # }
     /// ```
     pub fn is_cancelled(&self) -> bool {
+        self.cancelled.is_some()
+    }
+
+    /// What cancelled the group: [`CancelReason::Cancelled`] for
+    /// [`TaskGroup::cancel`], [`CancelReason::GraceRanOut`] when a graceful shutdown's grace
+    /// period ran out; `None` unless [`is_cancelled`](Self::is_cancelled).
+    ///
+    /// A group cancelled by a failure is not "cancelled" here (its failures say what
+    /// happened), and a group cancelled from outside (a deadline or a `cancel()` of a scope
+    /// around it, a `select!`) is dropped and returns nothing: its tasks' [`TaskError`]s carry
+    /// those reasons.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use quattro::{CancelReason, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let cancelled = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     tg.cancel();
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(cancelled.cancel_reason(), Some(CancelReason::Cancelled));
+    ///
+    /// let cut = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+    ///     tg.spawn(std::future::pending::<Result<(), _>>()); // never finishes
+    ///     Ok(())
+    /// })
+    /// .shutdown_after(Duration::from_secs(1), Duration::from_secs(5))
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(cut.cancel_reason(), Some(CancelReason::GraceRanOut));
+    /// assert_eq!(cut.to_string(), "task group was cancelled: the grace period ran out");
+    /// # }
+    /// ```
+    ///
+    /// [`TaskGroup::cancel`]: crate::TaskGroup::cancel
+    /// [`TaskError`]: crate::TaskError
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.cancelled
     }
 
@@ -253,18 +300,23 @@ impl<E: fmt::Debug> fmt::Debug for GroupError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupError")
             .field("failures", &self.failures)
-            .field("cancelled", &self.cancelled)
+            .field("cancel_reason", &self.cancelled)
             .finish()
     }
 }
 
 impl<E: fmt::Display> fmt::Display for GroupError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.failures.len(), self.cancelled) {
-            (0, true) => return "task group was cancelled".fmt(f),
-            (0, false) => return "task group failed".fmt(f),
-            (1, _) => "task group failed: ".fmt(f)?,
-            (n, _) => write!(f, "task group failed with {n} errors: ")?,
+        // "Cancelled" needs no explanation when `cancel()` did it: it would only repeat itself.
+        let why = self
+            .cancelled
+            .filter(|reason| *reason != CancelReason::Cancelled);
+        match (self.failures.len(), self.cancelled, why) {
+            (0, Some(_), Some(why)) => return write!(f, "task group was cancelled: {why}"),
+            (0, Some(_), None) => return "task group was cancelled".fmt(f),
+            (0, None, _) => return "task group failed".fmt(f),
+            (1, ..) => "task group failed: ".fmt(f)?,
+            (n, ..) => write!(f, "task group failed with {n} errors: ")?,
         }
         for (i, failure) in self.failures.iter().enumerate() {
             if i > 0 {
@@ -272,10 +324,11 @@ impl<E: fmt::Display> fmt::Display for GroupError<E> {
             }
             failure.fmt(f)?;
         }
-        if self.cancelled {
-            " (and was cancelled)".fmt(f)?;
+        match (self.cancelled, why) {
+            (Some(_), Some(why)) => write!(f, " (and was cancelled: {why})"),
+            (Some(_), None) => " (and was cancelled)".fmt(f),
+            (None, _) => Ok(()),
         }
-        Ok(())
     }
 }
 

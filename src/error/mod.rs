@@ -8,9 +8,11 @@ mod elapsed;
 mod group_error;
 mod label;
 mod panic;
+mod reason;
 mod task_error;
 
 pub use elapsed::Elapsed;
 pub use group_error::{Failure, GroupError};
 pub(crate) use label::TaskLabel;
+pub use reason::CancelReason;
 pub use task_error::{Reported, TaskError};

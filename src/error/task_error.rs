@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::label::TaskLabel;
 use super::panic::Payload;
+use super::reason::CancelReason;
 
 /// Why a task's result is not available: it was cancelled, it failed, or it panicked.
 ///
@@ -17,7 +18,8 @@ use super::panic::Payload;
 /// `Display` reads ``task `fetch` failed: <the error's text>`` for a named task's handle
 /// (`task <id> spawned at <file>:<line> failed: ..` for an unnamed one, `item 7 failed: ..` for a
 /// `gather_settled` slot, with the item's name if the gather names its items),
-/// `task was cancelled`, or `task panicked: <message>`.
+/// `task was cancelled: <why>` (`task was cancelled before it started: <why>` for one that
+/// never ran; see [`CancelReason`]), or `task panicked: <message>`.
 ///
 /// # With `?`
 ///
@@ -54,7 +56,7 @@ use super::panic::Payload;
 ///     handle.abort();
 ///     let err = handle.await.unwrap_err();
 ///     assert!(err.is_cancelled());
-///     assert_eq!(err.to_string(), "task was cancelled");
+///     assert_eq!(err.to_string(), "task was cancelled: its handle aborted it");
 ///     Ok::<_, ()>(())
 /// })
 /// .await;
@@ -64,6 +66,7 @@ use super::panic::Payload;
 /// [`TaskHandle`]: crate::TaskHandle
 /// [`GroupError`]: crate::GroupError
 /// [`gather_settled`]: crate::gather_settled()
+/// [`CancelReason`]: crate::CancelReason
 pub struct TaskError<E = Reported> {
     /// Who failed, when the task's handle knows it; `None` in a `gather_settled` slot. Boxed:
     /// only a failure sets it, and a handle's output stays small.
@@ -220,7 +223,11 @@ fn describe<E: 'static>(error: &E) -> Option<Box<str>> {
 }
 
 enum TaskErrorRepr<E> {
-    Cancelled,
+    Cancelled {
+        reason: CancelReason,
+        /// Dropped without ever being handed to the runtime: queued, or refused.
+        unstarted: bool,
+    },
     Failed(E),
     Panicked(Option<Payload>),
 }
@@ -241,10 +248,26 @@ impl TaskError {
 }
 
 impl<E> TaskError<E> {
-    pub(crate) fn cancelled() -> TaskError<E> {
+    /// A task that was cancelled, after it was spawned, because of `reason`.
+    pub(crate) fn cancelled(reason: CancelReason) -> TaskError<E> {
         TaskError {
             task: None,
-            repr: TaskErrorRepr::Cancelled,
+            repr: TaskErrorRepr::Cancelled {
+                reason,
+                unstarted: false,
+            },
+        }
+    }
+
+    /// A task that was dropped before it was spawned (it waited in the queue, or the group
+    /// refused it), because of `reason`.
+    pub(crate) fn unstarted(reason: CancelReason, task: Option<TaskLabel>) -> TaskError<E> {
+        TaskError {
+            task: task.map(Box::new),
+            repr: TaskErrorRepr::Cancelled {
+                reason,
+                unstarted: true,
+            },
         }
     }
 
@@ -313,7 +336,8 @@ impl<E> TaskError<E> {
         self.task.as_deref().and_then(TaskLabel::item)
     }
 
-    /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group.
+    /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group;
+    /// [`cancel_reason`](Self::cancel_reason) says why.
     ///
     /// # Examples
     ///
@@ -333,7 +357,98 @@ impl<E> TaskError<E> {
     /// # }
     /// ```
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.repr, TaskErrorRepr::Cancelled)
+        matches!(self.repr, TaskErrorRepr::Cancelled { .. })
+    }
+
+    /// Why the task was cancelled; `None` unless [`is_cancelled`](Self::is_cancelled).
+    ///
+    /// See [`CancelReason`] for the causes, and for which wins when there are several.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use quattro::{CancelReason, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let mut handles = Vec::new();
+    /// let slot = &mut handles;
+    /// let err = TaskGroup::scope(|tg| async move {
+    ///     let aborted = tg.spawn(std::future::pending::<Result<(), &str>>());
+    ///     aborted.abort();
+    ///     slot.push(aborted);
+    ///     slot.push(tg.task("sibling").spawn(std::future::pending()));
+    ///     tokio::task::yield_now().await; // both are running now
+    ///     tg.spawn(async { Err::<(), _>("boom") });
+    ///     std::future::pending::<()>().await;
+    ///     Ok(())
+    /// })
+    /// .await
+    /// .unwrap_err();
+    /// assert_eq!(err.errors().collect::<Vec<_>>(), [&"boom"]);
+    ///
+    /// let reasons = [CancelReason::Aborted, CancelReason::Failure];
+    /// for (handle, reason) in handles.into_iter().zip(reasons) {
+    ///     assert_eq!(handle.await.unwrap_err().cancel_reason(), Some(reason));
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// [`CancelReason`]: crate::CancelReason
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match self.repr {
+            TaskErrorRepr::Cancelled { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+
+    /// The task was cancelled before it started: it waited for a slot under the group's
+    /// concurrency limit and was dropped from the queue, or the group refused it (closed or
+    /// shutting down). Its future was never polled.
+    ///
+    /// `false` does not promise the task ran: a task aborted right after it was spawned may
+    /// not have been polled either.
+    ///
+    /// A separate question from [`cancel_reason`](Self::cancel_reason): a queued task is
+    /// dropped when its handle aborts it, when a graceful shutdown is requested, when the
+    /// group fails, and so on, and says which.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::convert::Infallible;
+    /// use std::time::Duration;
+    /// use quattro::{CancelReason, TaskGroup};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// TaskGroup::builder()
+    ///     .concurrency_limit(1)
+    ///     .scope(|tg: TaskGroup<Infallible>| async move {
+    ///         tg.spawn(async { Ok(()) });
+    ///         let queued = tg.task("later").spawn(async { Ok(()) }); // waits for the slot
+    ///         tg.shutdown(Duration::from_secs(1)); // a shutting-down group starts nothing new
+    ///         let err = queued.await.unwrap_err();
+    ///         assert!(err.is_unstarted());
+    ///         assert_eq!(err.cancel_reason(), Some(CancelReason::ShutdownRequested));
+    ///         assert_eq!(
+    ///             err.to_string(),
+    ///             "task `later` was cancelled before it started: a shutdown was requested"
+    ///         );
+    ///         Ok(())
+    ///     })
+    ///     .await
+    ///     .unwrap();
+    /// # }
+    /// ```
+    pub fn is_unstarted(&self) -> bool {
+        matches!(
+            self.repr,
+            TaskErrorRepr::Cancelled {
+                unstarted: true,
+                ..
+            }
+        )
     }
 
     /// The task returned an error.
@@ -424,7 +539,11 @@ impl<E> TaskError<E> {
 impl<E: fmt::Debug> fmt::Debug for TaskError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (&self.repr, &self.task) {
-            (TaskErrorRepr::Cancelled, _) => f.write_str("TaskError::Cancelled"),
+            (TaskErrorRepr::Cancelled { reason, unstarted }, _) => f
+                .debug_struct("TaskError::Cancelled")
+                .field("reason", reason)
+                .field("unstarted", unstarted)
+                .finish(),
             (TaskErrorRepr::Failed(e), Some(task)) => f
                 .debug_struct("TaskError::Failed")
                 .field("task", &task.to_string())
@@ -447,7 +566,14 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
             None => "task ".fmt(f)?,
         }
         match &self.repr {
-            TaskErrorRepr::Cancelled => "was cancelled".fmt(f),
+            TaskErrorRepr::Cancelled {
+                reason,
+                unstarted: false,
+            } => write!(f, "was cancelled: {reason}"),
+            TaskErrorRepr::Cancelled {
+                reason,
+                unstarted: true,
+            } => write!(f, "was cancelled before it started: {reason}"),
             TaskErrorRepr::Failed(e) => write!(f, "failed: {e}"),
             TaskErrorRepr::Panicked(Some(p)) => write!(f, "panicked: {p}"),
             TaskErrorRepr::Panicked(None) => "panicked".fmt(f),

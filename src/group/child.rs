@@ -11,7 +11,7 @@ use pin_project::{pin_project, pinned_drop};
 
 use super::registry::TaskKey;
 use super::shared::{Shared, Who};
-use crate::error::{Failure, TaskError, TaskLabel};
+use crate::error::{CancelReason, Failure, TaskError, TaskLabel};
 use crate::frame::{Drains, Enter};
 use crate::node::Node;
 
@@ -197,7 +197,14 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             let err = if panic.is_some() || std::thread::panicking() {
                 TaskError::panicked(None)
             } else {
-                TaskError::cancelled()
+                // The group records its reason before it aborts its tasks. Without one, the
+                // runtime dropped the task, or its handle aborted it; but a task with a handle
+                // delivers nothing here (the handle sees the abort, and tells the two apart).
+                let reason = this
+                    .group
+                    .as_ref()
+                    .and_then(|(g, _)| g.node.cancel_reason());
+                TaskError::cancelled(reason.unwrap_or(CancelReason::RuntimeShutdown))
             };
             drop(sender.deliver(Err(err)));
         }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -11,7 +12,8 @@ use tokio::task::{Id, JoinError, JoinHandle};
 
 use super::child::Deliver;
 use super::queue::{QueuedHandle, Unqueue};
-use crate::error::TaskError;
+use crate::error::{CancelReason, TaskError};
+use crate::node::Node;
 
 /// What a task's handle awaits: the task's own output, through tokio's `JoinHandle`.
 pub(crate) type Output<T> = Result<T, TaskError>;
@@ -38,8 +40,9 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// A handle to one task of a [`TaskGroup`]: await it for the task's value.
 ///
 /// Awaiting yields `Ok(value)` when the task succeeded, or a [`TaskError`] when it was
-/// cancelled (aborted, refused by a finished group, or cancelled with its group), failed (its
-/// error went to the group's [`GroupError`]) or panicked.
+/// cancelled (aborted, refused by a finished group, or cancelled with its group: its
+/// [`cancel_reason`] says which), failed (its error went to the group's [`GroupError`]) or
+/// panicked.
 ///
 /// # When the task failed
 ///
@@ -109,10 +112,18 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
+/// [`cancel_reason`]: crate::TaskError::cancel_reason
 /// [`Reported`]: crate::Reported
 /// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskHandle<T> {
     state: HandleState<T>,
+    /// The group's node, where the group records why it cancels its tasks before it aborts
+    /// them: an aborted task's `JoinError` does not say who aborted it. `None` for a refused
+    /// task, whose reason is known at once.
+    group: Option<Arc<Node>>,
+    /// [`abort`](Self::abort) was called while the group had no reason of its own: the first
+    /// cause wins.
+    aborted: AtomicBool,
 }
 
 enum HandleState<T> {
@@ -124,30 +135,52 @@ enum HandleState<T> {
         /// The group, told when an abort takes the task out of its queue.
         group: Weak<dyn Unqueue>,
     },
-    /// The group refused the task: it resolves as cancelled.
-    Refused,
+    /// The group refused the task: it resolves as cancelled, for this reason.
+    Refused(CancelReason),
     /// The result was taken.
     Done(Option<Id>),
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn spawned(join: JoinHandle<Output<T>>) -> Self {
+    /// The handle of a task spawned into the group whose node is `node`.
+    pub(crate) fn spawned(join: JoinHandle<Output<T>>, node: &Arc<Node>) -> Self {
         TaskHandle {
             state: HandleState::Spawned(join),
+            group: Some(node.clone()),
+            aborted: AtomicBool::new(false),
         }
     }
 
-    pub(crate) fn queued(task: Arc<dyn QueuedHandle<T>>, group: Weak<dyn Unqueue>) -> Self {
+    /// The handle of a task queued in the group whose node is `node`.
+    pub(crate) fn queued(
+        task: Arc<dyn QueuedHandle<T>>,
+        group: Weak<dyn Unqueue>,
+        node: &Arc<Node>,
+    ) -> Self {
         TaskHandle {
             state: HandleState::Queued { task, group },
+            group: Some(node.clone()),
+            aborted: AtomicBool::new(false),
         }
     }
 
-    /// A handle that is already resolved to "cancelled": the group refused the task.
-    pub(crate) fn refused() -> Self {
+    /// A handle that is already resolved to "cancelled": the group whose node is `node`
+    /// refused the task. It is closed (and then says why: it records its reason before it
+    /// closes), or it is shutting down.
+    pub(crate) fn refused(node: &Node) -> Self {
+        let reason = node
+            .cancel_reason()
+            .unwrap_or(CancelReason::ShutdownRequested);
         TaskHandle {
-            state: HandleState::Refused,
+            state: HandleState::Refused(reason),
+            group: None,
+            aborted: AtomicBool::new(false),
         }
+    }
+
+    /// The group's reason for cancelling its tasks, once it has one.
+    fn group_reason(&self) -> Option<CancelReason> {
+        self.group.as_ref().and_then(|node| node.cancel_reason())
     }
 
     /// Cancels this one task. This is not a failure of the group: the group goes on, and the
@@ -155,6 +188,9 @@ impl<T> TaskHandle<T> {
     ///
     /// A task still waiting for a free slot (under a concurrency limit) is never polled.
     /// Aborting a finished task does nothing.
+    ///
+    /// The handle's [`TaskError::cancel_reason`] is then [`CancelReason::Aborted`], unless the
+    /// group was already cancelling its tasks for a reason of its own (the first cause wins).
     ///
     /// # Examples
     ///
@@ -173,11 +209,21 @@ impl<T> TaskHandle<T> {
     /// assert_eq!(out.unwrap(), true);
     /// # }
     /// ```
+    ///
+    /// [`TaskError::cancel_reason`]: crate::TaskError::cancel_reason
+    /// [`CancelReason::Aborted`]: crate::CancelReason::Aborted
     pub fn abort(&self) {
+        let reason = self.group_reason();
+        if reason.is_none() {
+            // Read by this handle's own poll, which `&mut` orders after this call.
+            self.aborted.store(true, Ordering::Relaxed);
+        }
         match &self.state {
             HandleState::Spawned(join) => join.abort(),
-            HandleState::Queued { task, group } => task.abort(group),
-            HandleState::Refused | HandleState::Done(_) => {}
+            HandleState::Queued { task, group } => {
+                task.abort(group, reason.unwrap_or(CancelReason::Aborted));
+            }
+            HandleState::Refused(_) | HandleState::Done(_) => {}
         }
     }
 
@@ -210,7 +256,7 @@ impl<T> TaskHandle<T> {
         match &self.state {
             HandleState::Spawned(join) => Some(join.id()),
             HandleState::Queued { task, .. } => task.id(),
-            HandleState::Refused => None,
+            HandleState::Refused(_) => None,
             HandleState::Done(id) => *id,
         }
     }
@@ -240,7 +286,7 @@ impl<T> TaskHandle<T> {
         match &self.state {
             HandleState::Spawned(join) => join.is_finished(),
             HandleState::Queued { task, .. } => task.is_finished(),
-            HandleState::Refused | HandleState::Done(_) => true,
+            HandleState::Refused(_) | HandleState::Done(_) => true,
         }
     }
 }
@@ -255,7 +301,7 @@ impl<T> Future for TaskHandle<T> {
                     let out = std::task::ready!(Pin::new(&mut *join).poll(cx));
                     let id = join.id();
                     self.state = HandleState::Done(Some(id));
-                    return Poll::Ready(out.unwrap_or_else(join_error));
+                    return Poll::Ready(out.unwrap_or_else(|err| self.join_error(err)));
                 }
                 HandleState::Queued { task, .. } => {
                     match std::task::ready!(task.poll_started(cx)) {
@@ -266,9 +312,10 @@ impl<T> Future for TaskHandle<T> {
                         }
                     }
                 }
-                HandleState::Refused => {
+                HandleState::Refused(reason) => {
+                    let reason = *reason;
                     self.state = HandleState::Done(None);
-                    return Poll::Ready(Err(TaskError::cancelled()));
+                    return Poll::Ready(Err(TaskError::unstarted(reason, None)));
                 }
                 HandleState::Done(_) => panic!("a TaskHandle was polled after it completed"),
             }
@@ -276,14 +323,21 @@ impl<T> Future for TaskHandle<T> {
     }
 }
 
-/// A task's join error as the handle reports it. The task catches its future's panics, so
-/// this is an abort, or the runtime shutting down.
-fn join_error<T>(err: JoinError) -> Output<T> {
-    Err(if err.is_panic() {
-        TaskError::panicked(None)
-    } else {
-        TaskError::cancelled()
-    })
+impl<T> TaskHandle<T> {
+    /// A task's join error as the handle reports it. The task catches its future's panics, so
+    /// this is an abort: by this handle, by the group (which recorded why first), or by the
+    /// runtime shutting down (neither of the two).
+    fn join_error(&self, err: JoinError) -> Output<T> {
+        if err.is_panic() {
+            return Err(TaskError::panicked(None));
+        }
+        let reason = if self.aborted.load(Ordering::Relaxed) {
+            CancelReason::Aborted
+        } else {
+            self.group_reason().unwrap_or(CancelReason::RuntimeShutdown)
+        };
+        Err(TaskError::cancelled(reason))
+    }
 }
 
 impl<T> fmt::Debug for TaskHandle<T> {

@@ -24,7 +24,7 @@ use super::queue::Start;
 use super::registry::TaskKey;
 use super::shared::{Admit, Role, Shared, Who};
 use super::{TaskBuilder, TaskGroup, TaskHandle};
-use crate::error::TaskError;
+use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::frame::Drains;
 
 impl<E: Send + 'static> TaskGroup<E> {
@@ -163,7 +163,7 @@ where
         None => {
             tracing::debug!(parent: &group.span, "spawn into a closed task group refused");
             drop(fut);
-            TaskHandle::refused()
+            TaskHandle::refused(&group.node)
         }
         Some(Admit::Slot(key)) => {
             // Dropped with the future if `spawn_local` panics: it reports the task's end.
@@ -172,7 +172,7 @@ where
             if group.attach(key, Role::Normal, join.abort_handle()) {
                 join.abort();
             }
-            TaskHandle::spawned(join)
+            TaskHandle::spawned(join, &group.node)
         }
         Some(Admit::Queued(key)) => {
             let entry = queued.expect("made when the task was queued");
@@ -194,7 +194,7 @@ where
             if group.attach(key, Role::Background, abort) {
                 join.abort();
             }
-            TaskHandle::spawned(join)
+            TaskHandle::spawned(join, &group.node)
         }
     }
 }
@@ -214,7 +214,7 @@ enum Place {
     /// The queue reached it: a slot reserved under this key, for the task to take.
     Slot(TaskKey),
     /// The queue was dropped (the group closed, or is shutting down): the task never runs.
-    Refused,
+    Refused(CancelReason),
     /// The task took its slot, or was dropped.
     Gone,
 }
@@ -222,7 +222,8 @@ enum Place {
 /// What the queue gave a waiting local task.
 enum Turn {
     Slot(TaskKey),
-    Refused,
+    /// Never to run, for this reason (`None`: the task itself gave up its place).
+    Refused(Option<CancelReason>),
 }
 
 impl LocalEntry {
@@ -247,7 +248,8 @@ impl LocalEntry {
                 *place = Place::Gone;
                 Poll::Ready(Turn::Slot(key))
             }
-            Place::Refused | Place::Gone => Poll::Ready(Turn::Refused),
+            Place::Refused(reason) => Poll::Ready(Turn::Refused(Some(*reason))),
+            Place::Gone => Poll::Ready(Turn::Refused(None)),
         }
     }
 
@@ -283,11 +285,11 @@ impl<E> Start<E> for LocalEntry {
         true
     }
 
-    fn cancel(&self) {
+    fn cancel(&self, reason: CancelReason) {
         let mut place = self.lock();
         if let Place::Waiting(waker) = &mut *place {
             let waker = waker.take();
-            *place = Place::Refused;
+            *place = Place::Refused(reason);
             drop(place);
             // The task drops its future itself, on its own thread; the group waits for it
             // under its background key.
@@ -341,13 +343,23 @@ where
                     if aborted {
                         // The group aborted its tasks meanwhile: dropped unpolled.
                         this.child.set(None);
-                        return Poll::Ready(Err(TaskError::cancelled()));
+                        let reason = this.group.node.cancel_reason();
+                        let reason = reason.unwrap_or(CancelReason::Aborted);
+                        return Poll::Ready(Err(TaskError::unstarted(reason, None)));
                     }
                 }
-                Turn::Refused => {
+                Turn::Refused(reason) => {
+                    let reason = reason
+                        .or_else(|| this.group.node.cancel_reason())
+                        .unwrap_or(CancelReason::Aborted);
+                    let label = this.name.clone().map(|name| TaskLabel::Child {
+                        id: None,
+                        name: Some(name),
+                        at: None,
+                    });
                     let panic = drop_unstarted(this.group, this.fut.take());
                     give_back(this.group, this.key, this.name.take(), panic, this.at);
-                    return Poll::Ready(Err(TaskError::cancelled()));
+                    return Poll::Ready(Err(TaskError::unstarted(reason, label)));
                 }
             }
         }

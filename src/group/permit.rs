@@ -162,7 +162,7 @@ where
 {
     let at = std::panic::Location::caller();
     let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), None, Some(at));
-    TaskHandle::spawned(join)
+    TaskHandle::spawned(join, &shared.node)
 }
 
 /// A slot reserved under a group's concurrency limit, from [`TaskGroup::reserve`] or
@@ -239,7 +239,7 @@ impl<'a, E: Send + 'static> SpawnPermit<'a, E> {
         if shared.is_closed() {
             shared.release_unused(key);
             shared.drop_unstarted(fut);
-            return TaskHandle::refused();
+            return TaskHandle::refused(&shared.node);
         }
         spawn_under(shared, key, fut)
     }

@@ -20,7 +20,7 @@ use tokio::task::{Id, JoinHandle};
 use super::handle::{Output, ToHandle};
 use super::registry::TaskKey;
 use super::shared::{Role, Shared};
-use crate::error::TaskError;
+use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::loom::{Mutex, MutexGuard};
 
 /// A queued task, as the group's queue sees it.
@@ -32,9 +32,9 @@ pub(crate) trait Start<E>: Send + Sync {
     /// the task was aborted meanwhile.
     fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool;
 
-    /// Resolves the handle as cancelled and drops the future (the group closed). The caller
-    /// runs this in the frame the task would have had.
-    fn cancel(&self);
+    /// Resolves the handle as cancelled for `reason` and drops the future (the group closed,
+    /// or is shutting down). The caller runs this in the frame the task would have had.
+    fn cancel(&self, reason: CancelReason);
 }
 
 /// A queued task, as its handle sees it.
@@ -42,8 +42,8 @@ pub(crate) trait QueuedHandle<T>: Send + Sync {
     /// Ready with the task's `JoinHandle` once it started, or with an error if it never will.
     fn poll_started(&self, cx: &mut Context<'_>) -> Poll<Result<JoinHandle<Output<T>>, TaskError>>;
 
-    /// Aborts the task, queued or started.
-    fn abort(&self, group: &Weak<dyn Unqueue>);
+    /// Aborts the task, queued or started; a queued one is cancelled for `reason`.
+    fn abort(&self, group: &Weak<dyn Unqueue>, reason: CancelReason);
 
     fn id(&self) -> Option<Id>;
 
@@ -96,8 +96,9 @@ enum Stage<F, T, N> {
     },
     /// Spawned; `None` once the handle took the `JoinHandle`.
     Started(Option<JoinHandle<Output<T>>>),
-    /// Aborted, or dropped with the queue, before it started.
-    Cancelled,
+    /// Aborted, or dropped with the queue, before it started: why, and its name for the
+    /// handle's error (`None` once the handle took it).
+    Cancelled(CancelReason, Option<N>),
 }
 
 impl<F, T, N> QueuedTask<F, T, N> {
@@ -115,16 +116,18 @@ impl<F, T, N> QueuedTask<F, T, N> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the future out of a waiting task, leaving it cancelled, and wakes its handle.
-    fn take_cancelled(&self) -> Option<F> {
+    /// Takes the future out of a waiting task, leaving it cancelled for `reason`, and wakes its
+    /// handle.
+    fn take_cancelled(&self, reason: CancelReason) -> Option<F> {
         let mut state = self.lock();
         if !matches!(*state, Stage::Waiting { .. }) {
             return None;
         }
-        let Stage::Waiting { fut, waker, .. } = std::mem::replace(&mut *state, Stage::Cancelled)
-        else {
+        let cancelled = Stage::Cancelled(reason, None);
+        let Stage::Waiting { fut, name, waker } = std::mem::replace(&mut *state, cancelled) else {
             unreachable!("checked above")
         };
+        *state = Stage::Cancelled(reason, Some(name));
         drop(state);
         if let Some(waker) = waker {
             waker.wake();
@@ -192,8 +195,8 @@ where
         true
     }
 
-    fn cancel(&self) {
-        drop(self.take_cancelled());
+    fn cancel(&self, reason: CancelReason) {
+        drop(self.take_cancelled(reason));
     }
 }
 
@@ -201,7 +204,7 @@ impl<F, T, N> QueuedHandle<T> for QueuedTask<F, T, N>
 where
     F: Send + 'static,
     T: Send,
-    N: Send,
+    N: QueuedName,
 {
     fn poll_started(&self, cx: &mut Context<'_>) -> Poll<Result<JoinHandle<Output<T>>, TaskError>> {
         let mut state = self.lock();
@@ -215,11 +218,17 @@ where
                 Poll::Pending
             }
             Stage::Started(join) => Poll::Ready(Ok(join.take().expect("taken once"))),
-            Stage::Cancelled => Poll::Ready(Err(TaskError::cancelled())),
+            Stage::Cancelled(reason, name) => {
+                let label = name.as_mut().map(|name| {
+                    let (name, at) = name.take();
+                    TaskLabel::Child { id: None, name, at }
+                });
+                Poll::Ready(Err(TaskError::unstarted(*reason, label)))
+            }
         }
     }
 
-    fn abort(&self, group: &Weak<dyn Unqueue>) {
+    fn abort(&self, group: &Weak<dyn Unqueue>, reason: CancelReason) {
         {
             let mut state = self.lock();
             match &mut *state {
@@ -234,12 +243,12 @@ where
                     }
                     return;
                 }
-                Stage::Cancelled => return,
+                Stage::Cancelled(..) => return,
             }
         }
-        let Some(fut) = self.take_cancelled() else {
+        let Some(fut) = self.take_cancelled(reason) else {
             // Started meanwhile: abort the task instead.
-            return self.abort(group);
+            return self.abort(group, reason);
         };
         match group.upgrade() {
             Some(group) => group.unqueue(Box::new(fut)),
@@ -257,7 +266,7 @@ where
     fn is_finished(&self) -> bool {
         match &*self.lock() {
             Stage::Started(Some(join)) => join.is_finished(),
-            Stage::Cancelled => true,
+            Stage::Cancelled(..) => true,
             _ => false,
         }
     }
@@ -320,23 +329,25 @@ impl<E> Queue<E> {
         }
     }
 
-    /// Takes every queued task out, to be cancelled by the caller outside the group's lock.
-    pub(crate) fn take(&mut self) -> QueuedTasks<E> {
+    /// Takes every queued task out, to be cancelled for `reason` by the caller outside the
+    /// group's lock.
+    pub(crate) fn take(&mut self, reason: CancelReason) -> QueuedTasks<E> {
         self.waiting = 0;
-        QueuedTasks(std::mem::take(&mut self.tasks))
+        QueuedTasks(std::mem::take(&mut self.tasks), reason)
     }
 }
 
-/// Queued tasks taken out of a closing group. Dropping them resolves each handle as cancelled
-/// and drops each future; every one is dropped even if a destructor panics (the first panic is
-/// resumed after).
-pub(crate) struct QueuedTasks<E>(VecDeque<Arc<dyn Start<E>>>);
+/// Queued tasks taken out of a closing group, and why. Dropping them resolves each handle as
+/// cancelled and drops each future; every one is dropped even if a destructor panics (the first
+/// panic is resumed after).
+pub(crate) struct QueuedTasks<E>(VecDeque<Arc<dyn Start<E>>>, CancelReason);
 
 impl<E> Drop for QueuedTasks<E> {
     fn drop(&mut self) {
         let mut panic = None;
+        let reason = self.1;
         while let Some(task) = self.0.pop_front() {
-            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task.cancel())) {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task.cancel(reason))) {
                 panic.get_or_insert(payload);
             }
         }
@@ -464,6 +475,7 @@ impl Grant {
 #[cfg(all(test, quattro_loom))]
 mod loom_tests {
     use super::{Grant, Granted, QueuedTask};
+    use crate::error::CancelReason;
     use crate::group::registry::Registry;
     use crate::group::shared::Role;
 
@@ -488,8 +500,12 @@ mod loom_tests {
         loom::model(|| {
             let task = QueuedTask::<u8, (), ()>::new(7, ());
             let other = task.clone();
-            let t = loom::thread::spawn(move || other.take_cancelled().is_some());
-            let here = task.take_cancelled().is_some();
+            let t = loom::thread::spawn(move || {
+                other
+                    .take_cancelled(CancelReason::ShutdownRequested)
+                    .is_some()
+            });
+            let here = task.take_cancelled(CancelReason::Aborted).is_some();
             let there = t.join().unwrap();
             assert!(
                 here ^ there,

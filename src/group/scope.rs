@@ -14,7 +14,7 @@ use tokio::runtime::Handle;
 use super::TaskGroup;
 use super::policy::Handler;
 use super::shared::{Abandoned, Shared};
-use crate::error::{Failure, GroupError, TaskLabel};
+use crate::error::{CancelReason, Failure, GroupError, TaskLabel};
 use crate::frame::{self, Data, Drains, Enter, HandUp};
 use crate::node::{self, CANCEL_REQUESTED, Node};
 
@@ -77,7 +77,8 @@ pub(crate) struct Options {
 /// # Errors
 ///
 /// [`GroupError`] holding every error of the body and the children, in order of occurrence,
-/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called. Under
+/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called or a graceful
+/// shutdown's grace ran out ([`GroupError::cancel_reason`] says which). Under
 /// [`Builder::isolate_failures`], the children's failures that the handler handled are not in
 /// it (the handler has them); the body's are.
 ///
@@ -89,6 +90,7 @@ pub(crate) struct Options {
 /// the aborted tasks to be dropped before it completes; otherwise they are aborted but not
 /// awaited. No task outlives the group either way.
 ///
+/// [`GroupError::cancel_reason`]: crate::GroupError::cancel_reason
 /// [`Builder::scope`]: crate::group::Builder::scope
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 /// [`Builder::isolate_failures`]: crate::group::Builder::isolate_failures
@@ -284,6 +286,13 @@ where
             *this.cancelled = cancelled;
             if failed || cancelled {
                 tracing::debug!(parent: &shared.span, failed, cancelled, "task group cancelling");
+                // Why, for the tasks about to be aborted: a `cancel()` recorded its reason (or
+                // the grace's end) before it requested the cancellation; otherwise a failure.
+                let reason = match cancelled {
+                    true => CancelReason::Cancelled,
+                    false => CancelReason::Failure,
+                };
+                shared.node.record_cancel_reason(reason);
                 // Cancel the node first: children being dropped must already see it.
                 shared.node.cancel();
                 let queued = shared.close_and_abort(&mut state);
@@ -321,7 +330,10 @@ where
 
         ready!(poll_drained(&shared, this.drains, this.waker, cx));
         *this.phase = Phase::Done;
-        let cancelled = *this.cancelled;
+        let cancelled = this.cancelled.then(|| {
+            let reason = shared.node.cancel_reason();
+            reason.unwrap_or(CancelReason::Cancelled)
+        });
         let mut state = shared.lock();
         let failures = std::mem::take(&mut state.failures);
         let panicked = state.panicked;
@@ -372,13 +384,17 @@ fn poll_drained<E: Send + 'static>(
     ready!(state.poll_drains(cx));
     drop(state);
     shared.node.finish();
+    // Task handles may keep the node (for its cancel reason): not the task that ran the group.
+    if waker.take().is_some() {
+        shared.node.forget_waker();
+    }
     Poll::Ready(())
 }
 
 fn finish<R, E>(
     failures: Vec<Failure<E>>,
     panicked: bool,
-    cancelled: bool,
+    cancelled: Option<CancelReason>,
     options: &Options,
     value: Option<R>,
 ) -> Result<R, GroupError<E>> {
@@ -399,7 +415,7 @@ fn finish<R, E>(
         resume_unwind(payload.expect("a panic was recorded"));
     }
     match value {
-        Some(value) if failures.is_empty() && !cancelled => Ok(value),
+        Some(value) if failures.is_empty() && cancelled.is_none() => Ok(value),
         _ => Err(GroupError::new(failures, cancelled)),
     }
 }
@@ -430,10 +446,14 @@ impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
         }
         // Dropped from outside. Abort first, before any user destructor runs: no task outlives
         // the group, whatever a destructor below does (a panic included). Closed first, so that
-        // the body's destructors cannot spawn.
+        // the body's destructors cannot spawn; and why, before that (see `TaskGroup::cancel`).
+        shared.node.record_cancel_reason(dropped_reason());
         shared.close();
         shared.node.cancel();
         shared.node.finish();
+        if this.waker.take().is_some() {
+            shared.node.forget_waker();
+        }
         let Abandoned { queued, drain } = (this.abandon)(&shared);
         // Handed to the enclosing owner last, also on unwind: the group's aborted tasks, then
         // what the body handed up.
@@ -443,6 +463,36 @@ impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
         data.flags |= frame::CANCELLED;
         drop_body(data, this.node, &mut body_drains.0, this.body.as_mut());
         shared.drop_unstarted(queued);
+    }
+}
+
+/// Why a group's future is being dropped from outside, read from the frame the drop runs in.
+///
+/// A group dropped with the body or a task of an enclosing group that is cancelling (or
+/// finishing) takes that group's reason. A cancel scope around it that was cancelled drops it
+/// when its deadline passed (or its grace ran out: a shutdown was requested there), or when
+/// its `cancel()` was called. Anything else (a `select!`, a plain drop) just dropped it.
+fn dropped_reason() -> CancelReason {
+    let enclosing = frame::with_link(|link| {
+        let mut next = link.cloned();
+        while let Some(node) = next {
+            if let Some(reason) = node.cancel_reason() {
+                return Some(reason);
+            }
+            next = node.parent();
+        }
+        None
+    });
+    if let Some(reason) = enclosing {
+        return reason;
+    }
+    let (deadline, cancelled) = frame::lookup();
+    let passed = deadline.is_some_and(|at| at <= tokio::time::Instant::now());
+    match (passed, cancelled) {
+        (true, _) if crate::is_shutdown_requested() => CancelReason::GraceRanOut,
+        (true, _) => CancelReason::DeadlineReached,
+        (false, true) => CancelReason::Cancelled,
+        (false, false) => CancelReason::GroupDropped,
     }
 }
 

@@ -15,7 +15,7 @@ use super::handle::{TaskHandle, ToHandle};
 use super::policy::Handler;
 use super::queue::{Grant, Granted, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
 use super::registry::{Registry, TaskKey};
-use crate::error::{Failure, TaskLabel};
+use crate::error::{CancelReason, Failure, TaskLabel};
 use crate::frame::{self, Data, Drain, Drainable, Drains, Enter};
 use crate::node::{Node, SHUTDOWN};
 
@@ -501,13 +501,13 @@ impl<E: Send + 'static> Shared<E> {
             state.queue.push(queued);
             drop(state);
             let group: Weak<dyn Unqueue> = Arc::downgrade(self) as Weak<Shared<E>>;
-            return Ok(TaskHandle::queued(handle, group));
+            return Ok(TaskHandle::queued(handle, group, &self.node));
         }
         let key = state.tasks.reserve(role);
         drop(state);
         let at = std::panic::Location::caller();
         let join = self.spawn_reserved(key, role, fut, ToHandle::new(), name, Some(at));
-        Ok(TaskHandle::spawned(join))
+        Ok(TaskHandle::spawned(join, &self.node))
     }
 
     /// Spawns a task delivering its value to `sink` at once. Gives both back when the group is
@@ -576,7 +576,7 @@ impl<E: Send + 'static> Shared<E> {
     {
         let key = self.acquire().await?;
         let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
-        Some(TaskHandle::spawned(join))
+        Some(TaskHandle::spawned(join, &self.node))
     }
 
     /// Takes a slot under the limit for a task to come, waiting for one in arrival order
@@ -640,12 +640,16 @@ impl<E: Send + 'static> Shared<E> {
 
     /// Closes the group to new tasks and aborts every task. Returns the queued futures, to be
     /// dropped by the caller outside the lock (their destructors may call into the group).
+    ///
+    /// The caller has recorded why on the node.
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
         state.closed = true;
         state.aborted_all = true;
         state.tasks.abort(None);
         state.producers.refuse_all();
-        state.queue.take()
+        let reason = self.node.cancel_reason();
+        debug_assert!(reason.is_some(), "a group cancels its tasks for a reason");
+        state.queue.take(reason.unwrap_or(CancelReason::Cancelled))
     }
 
     /// Takes the queued tasks out for a shutdown request (they never started), to be dropped
@@ -656,13 +660,15 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn take_queue(&self) -> (QueuedTasks<E>, Dropping<'_, E>) {
         let mut state = self.lock();
         state.producers.refuse_all();
-        let queued = state.queue.take();
+        let queued = state.queue.take(CancelReason::ShutdownRequested);
         state.dropping += 1;
         (queued, Dropping(self))
     }
 
     /// Closes the group to new tasks after normal completion and aborts background tasks.
     pub(crate) fn close_after_completion(&self, state: &mut State<E>) {
+        // Why the background tasks are aborted, and later spawns refused.
+        self.node.record_cancel_reason(CancelReason::GroupFinished);
         state.closed = true;
         state.aborted_background = true;
         state.tasks.abort(Some(Role::Background));

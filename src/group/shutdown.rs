@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::TaskGroup;
 use super::scope::GroupScope;
 use super::shared::Role;
+use crate::error::CancelReason;
 use crate::frame as deadline;
 use crate::shutdown::{ShutdownOn, SoftDeadline};
 
@@ -21,7 +22,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// - **Queued tasks** (waiting for a slot under the concurrency limit, never started) are
     ///   dropped unpolled at the request: they have nothing to finish. Their handles resolve to
-    ///   a cancelled [`TaskError`].
+    ///   a cancelled [`TaskError`] ([`is_unstarted`](crate::TaskError::is_unstarted), for
+    ///   [`CancelReason::ShutdownRequested`]).
     /// - **New tasks**: from the request on, the group no longer queues: a spawn that would
     ///   have to wait for a slot is refused (its handle resolves to a cancelled `TaskError`),
     ///   and so is a [`spawn_when_free`](Self::spawn_when_free) that is waiting or would wait.
@@ -32,9 +34,12 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///   that fails during the grace still fails the group).
     /// - **When the grace runs out**, every task is aborted, and the group returns, once every
     ///   task has been dropped, a [`GroupError`] for which
-    ///   [`is_cancelled`](crate::GroupError::is_cancelled) is true. The end of the grace is the
-    ///   group's deadline meanwhile: [`current_effective_deadline`] in its tasks shows it.
-    ///   `Duration::ZERO` is a hard cancel at once.
+    ///   [`is_cancelled`](crate::GroupError::is_cancelled) is true, and whose
+    ///   [`cancel_reason`](crate::GroupError::cancel_reason) (like that of the aborted tasks'
+    ///   [`TaskError`]s) is [`CancelReason::GraceRanOut`], where [`cancel`](Self::cancel) gives
+    ///   [`CancelReason::Cancelled`]. The end of the grace is the group's deadline meanwhile:
+    ///   [`current_effective_deadline`] in its tasks shows it. `Duration::ZERO` is a hard cancel
+    ///   at once (a grace that ran out at once).
     ///
     /// Only this group drops its queue: a request for an enclosing scope or group reaches this
     /// group's tasks (they observe it) but leaves this group's queue alone, since a group
@@ -83,7 +88,8 @@ impl<E: Send + 'static> TaskGroup<E> {
         // that panics must not stop the request from taking effect.
         let (queued, dropping) = shared.take_queue();
         if grace.is_zero() {
-            self.cancel();
+            // No grace at all: it ran out at once.
+            self.cancel_with(CancelReason::GraceRanOut);
         } else {
             let at = deadline::deadline_after(grace);
             // Moving the cut wakes the group and shows it to the tasks'
@@ -94,7 +100,7 @@ impl<E: Send + 'static> TaskGroup<E> {
                 let group = self.clone();
                 let timer = async move {
                     tokio::time::sleep_until(at).await;
-                    group.cancel();
+                    group.cancel_with(CancelReason::GraceRanOut);
                     Ok(())
                 };
                 let name: Arc<str> = Arc::from("shutdown-grace");

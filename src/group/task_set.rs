@@ -12,7 +12,8 @@ use pin_project::{pin_project, pinned_drop};
 use tokio::task::Id;
 
 use super::{TaskGroup, TaskHandle};
-use crate::error::{TaskError, TaskLabel};
+use crate::error::{CancelReason, TaskError, TaskLabel};
+use crate::node::Node;
 
 /// Tasks of a [`TaskGroup`] whose results are taken as they complete: the group's
 /// `JoinSet`.
@@ -216,12 +217,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         let at = Location::caller();
         async move {
             let task = self.wrap(fut, at);
-            let handle = self
-                .group
-                .shared
-                .spawn_when_free(task, None, Some(at))
-                .await
-                .unwrap_or_else(TaskHandle::refused);
+            let shared = &self.group.shared;
+            let handle = match shared.spawn_when_free(task, None, Some(at)).await {
+                Some(handle) => handle,
+                None => TaskHandle::refused(&shared.node),
+            };
             self.keep(handle);
         }
     }
@@ -551,6 +551,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
             fut: Some(fut),
             to: Some(self.sender()),
             at,
+            node: self.group.shared.node.clone(),
+            started: false,
         }
     }
 
@@ -620,6 +622,10 @@ struct SetTask<F, T> {
     fut: Option<F>,
     to: Option<Sender<T>>,
     at: &'static Location<'static>,
+    /// The group's node, for the reason it cancelled this task.
+    node: Arc<Node>,
+    /// Whether it was ever polled.
+    started: bool,
 }
 
 impl<F, T, E> Future for SetTask<F, T>
@@ -674,8 +680,16 @@ impl<F, T> PinnedDrop for SetTask<F, T> {
             // only once the task's destructors ran.
             let mut fut = this.fut;
             fut.set(None);
-            let mut err = TaskError::cancelled();
-            err.set_label(TaskLabel::current_child(None, Some(*this.at)));
+            // No reason recorded by the group: the set (or the runtime) aborted it.
+            let reason = this.node.cancel_reason().unwrap_or(CancelReason::Aborted);
+            let label = TaskLabel::current_child(None, Some(*this.at));
+            let err = if *this.started {
+                let mut err = TaskError::cancelled(reason);
+                err.set_label(label);
+                err
+            } else {
+                TaskError::unstarted(reason, Some(label))
+            };
             send(this.to, Err(err));
         }
     }
