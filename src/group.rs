@@ -5,6 +5,7 @@
 //! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
 //! which are only named in types.
 
+mod background;
 mod blocking;
 mod child;
 mod handle;
@@ -24,6 +25,7 @@ use std::sync::Arc;
 
 use crate::error::{CancelReason, Failure};
 
+pub use background::BackgroundBuilder;
 pub use handle::TaskHandle;
 pub use permit::{SpawnError, SpawnPermit};
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
@@ -904,6 +906,12 @@ impl<P> Builder<P> {
 pub struct TaskBuilder<'a, E> {
     group: &'a TaskGroup<E>,
     name: Arc<str>,
+}
+
+impl<'a, E> TaskBuilder<'a, E> {
+    fn into_parts(self) -> (&'a TaskGroup<E>, Arc<str>) {
+        (self.group, self.name)
+    }
 }
 
 impl<E: Send + 'static> TaskBuilder<'_, E> {

@@ -1190,3 +1190,36 @@ both_runtimes! {
         assert_eq!(drops.get(), 3);
     }
 }
+
+/// Background tasks that return a value: the handle yields it when the task finishes before
+/// the group, a cancellation when the group ended first; an endless background loop still
+/// needs no annotation.
+mod background_tasks_return_values {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let (late, loops) = TaskGroup::builder()
+                .concurrency_limit(1)
+                .scope(|tg: TaskGroup<std::convert::Infallible>| async move {
+                    let loops = tg.spawn_background(async {
+                        loop {
+                            tokio::time::sleep(ms(1)).await;
+                        }
+                    });
+                    let quick = tg.task("quick").background().spawn(async { Ok(7u8) });
+                    let late = tg.background().spawn(async {
+                        tokio::time::sleep(NEVER).await;
+                        Ok("never")
+                    });
+                    assert_eq!(quick.await.unwrap(), 7);
+                    Ok((late, loops))
+                })
+                .await
+                .unwrap();
+            let late = late.await.unwrap_err();
+            assert!(late.is_cancelled(), "{late}");
+            assert!(loops.await.unwrap_err().is_cancelled());
+        }
+    }
+}
