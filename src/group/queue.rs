@@ -28,6 +28,13 @@ pub(crate) trait Start<E>: Send + Sync {
     /// Whether the task still waits (not aborted).
     fn is_waiting(&self) -> bool;
 
+    /// Takes the task out of the queue to be started, if it still waits; called under the
+    /// group's lock by [`Queue::pop`]. From here on an abort of the task no longer counts it
+    /// out of the queue (the queue already did).
+    fn claim(&self) -> bool {
+        self.is_waiting()
+    }
+
     /// Spawns the task under `key`, reserved for it. Returns `false`, leaving `key` unused, if
     /// the task was aborted meanwhile.
     fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool;
@@ -54,7 +61,8 @@ pub(crate) trait QueuedHandle<T>: Send + Sync {
 pub(crate) trait Unqueue: Send + Sync {
     /// A queued task was aborted: drops its future in the frame its task would have had, and
     /// stops counting it as waiting once it is gone.
-    fn unqueue(&self, unstarted: Box<dyn Send>);
+    /// `queued`: the task was still counted in the queue (not yet claimed for a start).
+    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool);
 }
 
 /// What names a queued task in its failures: its name, or for an unnamed one where it was
@@ -89,7 +97,13 @@ enum Stage<F, T, N> {
         /// queued tasks then cost a word less each.
         waker: Option<Box<Waker>>,
     },
-    /// Taken out of the queue, being spawned.
+    /// Taken out of the queue by the group (under its lock), to be spawned.
+    Claimed {
+        fut: F,
+        name: N,
+        waker: Option<Box<Waker>>,
+    },
+    /// Being spawned.
     Starting {
         waker: Option<Box<Waker>>,
         aborted: bool,
@@ -116,15 +130,19 @@ impl<F, T, N> QueuedTask<F, T, N> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the future out of a waiting task, leaving it cancelled for `reason`, and wakes its
-    /// handle.
-    fn take_cancelled(&self, reason: CancelReason) -> Option<F> {
+    /// Takes the future out of a waiting (or claimed, not yet started) task, leaving it
+    /// cancelled for `reason`, and wakes its handle. Says whether the task was still counted
+    /// in the queue (not yet claimed), decided under the same lock as the take.
+    fn take_cancelled(&self, reason: CancelReason) -> Option<(F, bool)> {
         let mut state = self.lock();
-        if !matches!(*state, Stage::Waiting { .. }) {
+        if !matches!(*state, Stage::Waiting { .. } | Stage::Claimed { .. }) {
             return None;
         }
         let cancelled = Stage::Cancelled(reason, None);
-        let Stage::Waiting { fut, name, waker } = std::mem::replace(&mut *state, cancelled) else {
+        let queued = matches!(*state, Stage::Waiting { .. });
+        let (Stage::Waiting { fut, name, waker } | Stage::Claimed { fut, name, waker }) =
+            std::mem::replace(&mut *state, cancelled)
+        else {
             unreachable!("checked above")
         };
         *state = Stage::Cancelled(reason, Some(name));
@@ -132,7 +150,7 @@ impl<F, T, N> QueuedTask<F, T, N> {
         if let Some(waker) = waker {
             waker.wake();
         }
-        Some(fut)
+        Some((fut, queued))
     }
 }
 
@@ -149,6 +167,20 @@ where
         matches!(*self.lock(), Stage::Waiting { .. })
     }
 
+    fn claim(&self) -> bool {
+        let mut state = self.lock();
+        if !matches!(*state, Stage::Waiting { .. }) {
+            return false;
+        }
+        let placeholder = Stage::Cancelled(CancelReason::Aborted, None);
+        let Stage::Waiting { fut, name, waker } = std::mem::replace(&mut *state, placeholder)
+        else {
+            unreachable!("checked above")
+        };
+        *state = Stage::Claimed { fut, name, waker };
+        true
+    }
+
     fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool {
         let (fut, mut name) = {
             let mut state = self.lock();
@@ -157,7 +189,7 @@ where
                 aborted: false,
             };
             match std::mem::replace(&mut *state, starting) {
-                Stage::Waiting { fut, name, waker } => {
+                Stage::Waiting { fut, name, waker } | Stage::Claimed { fut, name, waker } => {
                     *state = Stage::Starting {
                         waker,
                         aborted: false,
@@ -209,7 +241,9 @@ where
     fn poll_started(&self, cx: &mut Context<'_>) -> Poll<Result<JoinHandle<Output<T>>, TaskError>> {
         let mut state = self.lock();
         match &mut *state {
-            Stage::Waiting { waker, .. } | Stage::Starting { waker, .. } => {
+            Stage::Waiting { waker, .. }
+            | Stage::Claimed { waker, .. }
+            | Stage::Starting { waker, .. } => {
                 match waker {
                     Some(waker) if waker.will_wake(cx.waker()) => {}
                     Some(waker) => **waker = cx.waker().clone(),
@@ -232,7 +266,9 @@ where
         {
             let mut state = self.lock();
             match &mut *state {
-                Stage::Waiting { .. } => {}
+                // A claimed task is out of the queue's count already: its start finds it
+                // cancelled and gives its slot back.
+                Stage::Waiting { .. } | Stage::Claimed { .. } => {}
                 Stage::Starting { aborted, .. } => {
                     *aborted = true;
                     return;
@@ -246,12 +282,12 @@ where
                 Stage::Cancelled(..) => return,
             }
         }
-        let Some(fut) = self.take_cancelled(reason) else {
-            // Started meanwhile: abort the task instead.
+        let Some((fut, queued)) = self.take_cancelled(reason) else {
+            // Claimed or started meanwhile: try again from that stage.
             return self.abort(group, reason);
         };
         match group.upgrade() {
-            Some(group) => group.unqueue(Box::new(fut)),
+            Some(group) => group.unqueue(Box::new(fut), queued),
             None => drop(fut),
         }
     }
@@ -303,7 +339,7 @@ impl<E> Queue<E> {
     /// The next task that still waits; aborted ones are skipped (and released).
     pub(crate) fn pop(&mut self) -> Option<Arc<dyn Start<E>>> {
         while let Some(task) = self.tasks.pop_front() {
-            if task.is_waiting() {
+            if task.claim() {
                 self.waiting -= 1;
                 return Some(task);
             }
@@ -512,6 +548,55 @@ mod loom_tests {
                 "cancelled {} times",
                 u8::from(here) + u8::from(there)
             );
+        });
+    }
+
+    /// The group takes a task out of its queue to start it while the task's handle aborts it
+    /// on another thread: the queue counts the task out exactly once, so a second task still
+    /// waiting is never lost from the count (a double count-out made the group look idle
+    /// with a task queued, and could clear live entries).
+    #[test]
+    fn a_task_claimed_and_aborted_at_once_is_counted_out_once() {
+        use std::sync::{Arc, Weak};
+
+        use super::{Queue, QueuedHandle, Start, Unqueue};
+        use crate::loom::Mutex;
+
+        type Fut = std::future::Ready<Result<(), ()>>;
+
+        /// The group's side of an abort: the queue under its lock.
+        struct Group(Mutex<Queue<()>>);
+        impl Unqueue for Group {
+            fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool) {
+                if queued {
+                    self.0.lock().unwrap().unqueued();
+                }
+                drop(unstarted);
+            }
+        }
+
+        loom::model(|| {
+            let first =
+                QueuedTask::<Fut, (), Option<Arc<str>>>::new(std::future::ready(Ok(())), None);
+            let second =
+                QueuedTask::<Fut, (), Option<Arc<str>>>::new(std::future::ready(Ok(())), None);
+            let mut queue = Queue::<()>::default();
+            queue.push(first.clone() as Arc<dyn Start<()>>);
+            queue.push(second as Arc<dyn Start<()>>);
+            let group = Arc::new(Group(Mutex::new(queue)));
+            let weak: Weak<dyn Unqueue> = Arc::downgrade(&group) as Weak<Group>;
+            let aborter = first.clone();
+            let t = loom::thread::spawn(move || {
+                QueuedHandle::<()>::abort(&*aborter, &weak, CancelReason::Aborted)
+            });
+            let popped = group.0.lock().unwrap().pop().expect("a task still waits");
+            t.join().unwrap();
+            let popped_first = std::ptr::addr_eq(Arc::as_ptr(&popped), Arc::as_ptr(&first));
+            let left = group.0.lock().unwrap().len();
+            // The pop claimed the first task (the abort must not count it out again: the
+            // second still waits), or the abort came first and the pop took the second.
+            let expected = if popped_first { 1 } else { 0 };
+            assert_eq!(left, expected, "tasks counted in the queue");
         });
     }
 }

@@ -780,10 +780,12 @@ impl<E: Send + 'static> Drop for Waiting<'_, E> {
 }
 
 impl<E: Send + 'static> Unqueue for Shared<E> {
-    fn unqueue(&self, unstarted: Box<dyn Send>) {
+    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool) {
         let dropping = {
             let mut state = self.lock();
-            state.queue.unqueued();
+            if queued {
+                state.queue.unqueued();
+            }
             state.dropping += 1;
             Dropping(self)
         };
