@@ -603,6 +603,19 @@ fn fan_out_jobs(rts: &Runtimes) -> Vec<Job> {
         }
         jobs.push(rounds_for(job, n));
 
+        // The JoinSet-shaped and the stream-shaped programs, each against its own peer.
+        for (quattro, peer, what) in [
+            (FanOut::TaskSet, FanOut::JoinSetSemaphore, "task_set "),
+            (FanOut::GatherUnordered, FanOut::BufferUnordered, "unordered "),
+        ] {
+            let (q, p) = (rt.clone(), rt.clone());
+            let job = Job::timed(name(what), Target::AtMost(1.10), move |iters| {
+                quattro.time(&q, n, limit, iters)
+            })
+            .peer(peer.label(), move |iters| peer.time(&p, n, limit, iters));
+            jobs.push(rounds_for(job, n));
+        }
+
         let q = rt.clone();
         let mut job = Job::timed(name("gather "), Target::AtMost(1.10), move |iters| {
             LimitedGather::Quattro.time(&q, n, limit, iters)

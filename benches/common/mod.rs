@@ -563,15 +563,23 @@ pub enum FanOut {
     /// `Semaphore` before its work: Python quattro's way (the limit bounds the work, not the
     /// tasks).
     PermitInTask,
+    /// A limited group's `TaskSet`: `spawn_when_free`, results taken with `try_join_next` as
+    /// it goes and `join_next` at the end (the `JoinSet` + `Semaphore` program, on quattro).
+    TaskSet,
+    /// `gather(..).concurrency_limit(limit).unordered()`, each value taken with `next()` (the
+    /// `buffer_unordered` program, on quattro).
+    GatherUnordered,
 }
 
 impl FanOut {
-    pub const ALL: [FanOut; 5] = [
+    pub const ALL: [FanOut; 7] = [
         FanOut::TaskGroup,
         FanOut::TaskGroupWhenFree,
         FanOut::JoinSetSemaphore,
         FanOut::BufferUnordered,
         FanOut::PermitInTask,
+        FanOut::TaskSet,
+        FanOut::GatherUnordered,
     ];
 
     /// The hand-written ways.
@@ -588,6 +596,8 @@ impl FanOut {
             FanOut::JoinSetSemaphore => "JoinSet + Semaphore",
             FanOut::BufferUnordered => "buffer_unordered",
             FanOut::PermitInTask => "spawn all + permit in task",
+            FanOut::TaskSet => "TaskSet join_next",
+            FanOut::GatherUnordered => "gather unordered",
         }
     }
 
@@ -598,6 +608,8 @@ impl FanOut {
             FanOut::JoinSetSemaphore => "join_set_semaphore",
             FanOut::BufferUnordered => "buffer_unordered",
             FanOut::PermitInTask => "permit_in_task",
+            FanOut::TaskSet => "task_set",
+            FanOut::GatherUnordered => "gather_unordered",
         }
     }
 
@@ -656,6 +668,33 @@ impl FanOut {
                     .buffer_unordered(limit);
                 while let Some(out) = joined.next().await {
                     black_box(out.expect("no task panics").expect("no task fails"));
+                }
+            }
+            FanOut::TaskSet => {
+                let out = quattro::TaskGroup::builder()
+                    .concurrency_limit(limit)
+                    .scope(|tg| async move {
+                        let mut set = tg.task_set();
+                        for i in 0..n {
+                            set.spawn_when_free(trivial(i)).await;
+                            while let Some(joined) = set.try_join_next() {
+                                black_box(joined.expect("no task fails"));
+                            }
+                        }
+                        while let Some(joined) = set.join_next().await {
+                            black_box(joined.expect("no task fails"));
+                        }
+                        Ok(())
+                    })
+                    .await;
+                out.expect("no task fails");
+            }
+            FanOut::GatherUnordered => {
+                let mut values = quattro::gather((0..n).map(trivial))
+                    .concurrency_limit(limit)
+                    .unordered();
+                while let Some(value) = values.next().await {
+                    black_box(value.expect("no task fails"));
                 }
             }
             FanOut::PermitInTask => {
