@@ -606,7 +606,11 @@ fn fan_out_jobs(rts: &Runtimes) -> Vec<Job> {
         // The JoinSet-shaped and the stream-shaped programs, each against its own peer.
         for (quattro, peer, what) in [
             (FanOut::TaskSet, FanOut::JoinSetSemaphore, "task_set "),
-            (FanOut::GatherUnordered, FanOut::BufferUnordered, "unordered "),
+            (
+                FanOut::GatherUnordered,
+                FanOut::BufferUnordered,
+                "unordered ",
+            ),
         ] {
             let (q, p) = (rt.clone(), rt.clone());
             let job = Job::timed(name(what), Target::AtMost(1.10), move |iters| {

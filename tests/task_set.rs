@@ -245,3 +245,103 @@ async fn a_closed_group_yields_cancelled() {
     assert!(set.join_next().await.is_none());
     assert!(set.try_spawn(async { Ok(2) }).unwrap_err().is_closed());
 }
+
+/// A future whose destructor panics; ready at once with `1`, or never.
+struct PanicOnDrop {
+    ready: bool,
+}
+
+impl std::future::Future for PanicOnDrop {
+    type Output = Result<u32, String>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        if self.ready {
+            std::task::Poll::Ready(Ok(1))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            panic!("destructor bug");
+        }
+    }
+}
+
+/// Destructors that panic (of a finished task's future, and of an aborted one) never leave
+/// the set waiting: each yields a panic, the group's handler gets both, the set ends.
+mod panicking_destructors_never_hang_the_set {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let handled = Arc::new(AtomicUsize::new(0));
+            let count = handled.clone();
+            TaskGroup::builder()
+                .isolate_failures(move |failure: Failure<String>| {
+                    assert!(failure.is_panic(), "{failure}");
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .scope(|tg| async move {
+                    let mut set = tg.task_set();
+                    set.spawn(PanicOnDrop { ready: true });
+                    set.spawn(PanicOnDrop { ready: false });
+                    let first = set.join_next().await.unwrap().unwrap_err();
+                    assert!(first.is_panic(), "{first}");
+                    set.abort_all();
+                    let second = set.join_next().await.unwrap().unwrap_err();
+                    assert!(second.is_panic(), "{second}");
+                    assert!(set.join_next().await.is_none());
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(handled.load(Ordering::SeqCst), 2);
+        }
+    }
+}
+
+/// A set moved to another task between polls, and a group that churns through many sets:
+/// results still arrive, and nothing is kept per finished task.
+mod moved_and_churned {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+                for round in 0..200u64 {
+                    let mut set = tg.task_set();
+                    for i in 0..10 {
+                        set.spawn(async move {
+                            tokio::task::yield_now().await;
+                            Ok(round * 10 + i)
+                        });
+                    }
+                    let first = set.join_next().await.unwrap().unwrap();
+                    assert!(first / 10 == round);
+                    // Finish it in another task.
+                    let rest = tokio::spawn(async move {
+                        let mut n = 1;
+                        while let Some(v) = set.join_next().await {
+                            v.unwrap();
+                            n += 1;
+                        }
+                        n
+                    });
+                    assert_eq!(rest.await.unwrap(), 10);
+                }
+                assert!(tg.is_empty());
+                Ok(())
+            })
+            .await
+            .unwrap();
+        }
+    }
+}

@@ -647,14 +647,17 @@ where
             Ok(Poll::Ready(polled)) => polled,
             Err(payload) => {
                 // The set learns of the panic; the group gets the payload, as for any task.
-                let label = TaskLabel::current_child(None, Some(*this.at));
-                let mut err = TaskError::panicked(None);
-                err.set_label(label);
-                send(this.to, Err(err));
+                send(this.to, Err(panicked(*this.at)));
                 resume_unwind(payload)
             }
         };
-        this.fut.set(None);
+        // Dropped before the result goes out, so that the result comes once the future's
+        // destructors ran; one that panics makes the task a panic, for the set and the group.
+        let mut fut = this.fut;
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
+            send(this.to, Err(panicked(*this.at)));
+            resume_unwind(payload)
+        }
         match polled {
             Ok(value) => {
                 send(this.to, Ok((tokio::task::id(), value)));
@@ -671,26 +674,41 @@ where
     }
 }
 
+/// The error a set yields for a task that panicked (the payload goes to the group).
+fn panicked(at: &'static Location<'static>) -> TaskError {
+    let mut err = TaskError::panicked(None);
+    err.set_label(TaskLabel::current_child(None, Some(at)));
+    err
+}
+
 #[pinned_drop]
 impl<F, T> PinnedDrop for SetTask<F, T> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
         if this.to.is_some() {
             // Dropped before it finished: drop the future first, so that the result comes
-            // only once the task's destructors ran.
+            // only once the task's destructors ran. A destructor that panics still lets the
+            // result out (a set must never wait for a task that is gone).
             let mut fut = this.fut;
-            fut.set(None);
-            // No reason recorded by the group: the set (or the runtime) aborted it.
-            let reason = this.node.cancel_reason().unwrap_or(CancelReason::Aborted);
-            let label = TaskLabel::current_child(None, Some(*this.at));
-            let err = if *this.started {
-                let mut err = TaskError::cancelled(reason);
-                err.set_label(label);
-                err
+            let dropped = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
+            if dropped.is_err() {
+                send(this.to, Err(panicked(*this.at)));
             } else {
-                TaskError::unstarted(reason, Some(label))
-            };
-            send(this.to, Err(err));
+                // No reason recorded by the group: the set (or the runtime) aborted it.
+                let reason = this.node.cancel_reason().unwrap_or(CancelReason::Aborted);
+                let label = TaskLabel::current_child(None, Some(*this.at));
+                let err = if *this.started {
+                    let mut err = TaskError::cancelled(reason);
+                    err.set_label(label);
+                    err
+                } else {
+                    TaskError::unstarted(reason, Some(label))
+                };
+                send(this.to, Err(err));
+            }
+            if let Err(payload) = dropped {
+                resume_unwind(payload);
+            }
         }
     }
 }
