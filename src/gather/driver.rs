@@ -112,6 +112,10 @@ impl<T> Collector<T> {
 
     /// Streaming: takes the next value that came, freeing its item's slot; registers `cx` to
     /// be woken by the next one if there is none (and `cx` is given).
+    ///
+    /// The driver is not woken for the freed slot: it runs in the consumer's task, and the
+    /// consumer polls the group right after taking a value (or on its next call), which runs
+    /// the driver. A wake-up here would only schedule that task once more for nothing.
     pub(crate) fn take_ready(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, T)> {
         let mut state = self.lock();
         let Some(item) = state.ready.pop_front() else {
@@ -124,11 +128,6 @@ impl<T> Collector<T> {
             return None;
         };
         state.finished += 1;
-        let driver = state.driver.take();
-        drop(state);
-        if let Some(driver) = driver {
-            driver.wake();
-        }
         Some(item)
     }
 
