@@ -647,7 +647,7 @@ where
             Ok(Poll::Ready(polled)) => polled,
             Err(payload) => {
                 // The set learns of the panic; the group gets the payload, as for any task.
-                send(this.to, Err(panicked(*this.at)));
+                send(this.to, Err(panicked(this.at)));
                 resume_unwind(payload)
             }
         };
@@ -655,7 +655,7 @@ where
         // destructors ran; one that panics makes the task a panic, for the set and the group.
         let mut fut = this.fut;
         if let Err(payload) = catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
-            send(this.to, Err(panicked(*this.at)));
+            send(this.to, Err(panicked(this.at)));
             resume_unwind(payload)
         }
         match polled {
@@ -692,7 +692,7 @@ impl<F, T> PinnedDrop for SetTask<F, T> {
             let mut fut = this.fut;
             let dropped = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
             if dropped.is_err() {
-                send(this.to, Err(panicked(*this.at)));
+                send(this.to, Err(panicked(this.at)));
             } else {
                 // No reason recorded by the group: the set (or the runtime) aborted it.
                 let reason = this.node.cancel_reason().unwrap_or(CancelReason::Aborted);
