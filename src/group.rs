@@ -1,9 +1,11 @@
 //! Task groups: structured fan-out where no task outlives the group and no error is lost.
 //!
-//! The types here are re-exported at the crate root except [`Builder`] and [`TaskBuilder`],
-//! which are reached through [`TaskGroup::builder`] and [`TaskGroup::task`], and the failure
-//! policies a `Builder` carries ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]),
-//! which are only named in types.
+//! [`TaskGroup`], [`TaskHandle`] and [`GroupScope`] are re-exported at the crate root. The
+//! rest is reached through a group's methods: [`Builder`] ([`TaskGroup::builder`]),
+//! [`TaskBuilder`] ([`TaskGroup::task`]), [`BackgroundBuilder`] ([`TaskGroup::background`]),
+//! [`SpawnPermit`] and [`SpawnError`] ([`TaskGroup::reserve`], [`TaskGroup::try_spawn`]),
+//! [`TaskSet`] ([`TaskGroup::task_set`]); the failure policies a `Builder` carries
+//! ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]) are only named in types.
 
 mod background;
 mod blocking;
