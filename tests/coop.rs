@@ -168,3 +168,44 @@ impl Drop for DropFlag {
         self.0.store(true, Ordering::SeqCst);
     }
 }
+
+/// `TaskSet::join_next` and a streaming gather's `next` use the coop budget, like
+/// `JoinSet::join_next`: a loop over results that are all ready still runs out of budget (and
+/// would yield), so a timer around such a loop can fire.
+#[tokio::test]
+async fn join_next_and_unordered_next_use_the_coop_budget() {
+    TaskGroup::scope(|tg: TaskGroup<std::convert::Infallible>| async move {
+        let mut set = tg.task_set();
+        for i in 0..1_000u32 {
+            set.spawn(async move { Ok(i) });
+        }
+        while set.len() > 0 && tokio::task::coop::has_budget_remaining() {
+            // Let every task finish first, so that all results are ready.
+            if set.len() == 1_000 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            set.join_next().await;
+        }
+        assert!(
+            set.len() > 0,
+            "a thousand ready results never used up the budget"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+
+    let mut items =
+        quattro::gather((0..1_000u32).map(|i| async move { Ok::<_, ()>(i) })).unordered();
+    items.next().await; // starts every item
+    tokio::time::sleep(Duration::from_millis(1)).await; // lets them all finish
+    let mut taken = 1;
+    while taken < 1_000 && tokio::task::coop::has_budget_remaining() {
+        items.next().await;
+        taken += 1;
+    }
+    assert!(
+        taken < 1_000,
+        "a thousand ready values never used up the budget"
+    );
+}

@@ -110,6 +110,9 @@ where
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<(usize, T), GroupError<E>>>> {
+        // A value taken uses tokio's coop budget (as a `JoinSet` does): a consumer of values
+        // that keep coming still yields, so a timer around it can fire.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         // Take a value first: it frees a slot, which the driver fills in the poll below.
         let taken = self.take(None);
         if let Finish::Running = self.state {
@@ -120,6 +123,7 @@ where
             }
         }
         if let Some(item) = taken.or_else(|| self.take(Some(cx))) {
+            coop.made_progress();
             return Poll::Ready(Some(Ok(item)));
         }
         match std::mem::replace(&mut self.state, Finish::Done) {

@@ -430,8 +430,14 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<(Id, T), TaskError>>> {
+        // A result taken uses tokio's coop budget, as `JoinSet::join_next` does: a loop over
+        // results that keep coming still yields, so a timer around it can fire.
+        let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
         match self.take(Some(cx)) {
-            Some(result) => Poll::Ready(Some(result)),
+            Some(result) => {
+                coop.made_progress();
+                Poll::Ready(Some(result))
+            }
             None if self.is_empty() => Poll::Ready(None),
             None => Poll::Pending,
         }
