@@ -552,7 +552,9 @@ impl<I: Iterator, T, E> fmt::Debug for GatherSettled<I, T, E> {
 /// first failure, cancels the rest and yields every error (a [`GroupError`]).
 ///
 /// All futures must be `Send + 'static` with outputs `Result<_, E>` for one error type `E`.
-/// Up to 12 futures.
+/// Up to 12 futures. The arguments are evaluated where the macro is written, as with
+/// `tokio::join!`: `gather!(fetch(client.clone()), ..)` clones `client` there and leaves it
+/// usable after.
 ///
 /// # Examples
 ///
@@ -577,14 +579,18 @@ impl<I: Iterator, T, E> fmt::Debug for GatherSettled<I, T, E> {
 /// [`GroupError`]: crate::GroupError
 #[macro_export]
 macro_rules! gather {
-    ($($fut:expr),+ $(,)?) => {
+    ($($fut:expr),+ $(,)?) => {{
+        // Evaluated here, where they are written (as `tokio::join!` does): a variable an
+        // argument names is not moved into the group's closure.
+        let __quattro_futs = ($($fut,)+);
         $crate::TaskGroup::scope(move |__quattro_tg| async move {
-            let __quattro_handles = ($(__quattro_tg.spawn($fut),)+);
+            let __quattro_handles =
+                $crate::__private::SpawnTuple::spawn_all(__quattro_futs, &__quattro_tg);
             ::std::result::Result::Ok(
                 $crate::__private::JoinTuple::join(__quattro_handles).await
             )
         })
-    };
+    }};
 }
 
 /// Like [`gather!`](crate::gather!), but no future cancels another: yields a tuple with one
@@ -606,11 +612,13 @@ macro_rules! gather {
 /// ```
 #[macro_export]
 macro_rules! gather_settled {
-    ($($fut:expr),+ $(,)?) => {
+    ($($fut:expr),+ $(,)?) => {{
+        // Evaluated here, where they are written, as for `gather!`.
+        let __quattro_futs = ($($crate::gather::Settled::new($fut),)+);
         async move {
             let __quattro_out = $crate::TaskGroup::scope(move |__quattro_tg| async move {
                 let __quattro_handles =
-                    ($(__quattro_tg.spawn($crate::gather::Settled::new($fut)),)+);
+                    $crate::__private::SpawnTuple::spawn_all(__quattro_futs, &__quattro_tg);
                 ::std::result::Result::<_, ::std::convert::Infallible>::Ok(
                     $crate::__private::JoinTuple::join(__quattro_handles).await
                 )
@@ -623,14 +631,23 @@ macro_rules! gather_settled {
                 }
             }
         }
-    };
+    }};
 }
 
 #[doc(hidden)]
 pub mod __private {
     use std::future::Future;
 
-    use crate::TaskHandle;
+    use crate::{TaskGroup, TaskHandle};
+
+    /// Spawns a tuple of futures into a group, for [`gather!`](crate::gather!): a tuple of
+    /// handles.
+    pub trait SpawnTuple<E> {
+        /// The handles.
+        type Handles;
+        /// Spawns every future, in order.
+        fn spawn_all(self, group: &TaskGroup<E>) -> Self::Handles;
+    }
 
     /// Awaits a tuple of handles into a tuple of values, for [`gather!`](crate::gather!).
     pub trait JoinTuple {
@@ -651,6 +668,21 @@ pub mod __private {
 
     macro_rules! join_tuple {
         ($($h:ident: $t:ident),+) => {
+            // The futures' types are named by the handles' lowercase letters.
+            #[allow(non_camel_case_types)]
+            impl<QErr: Send + 'static, $($h, $t),+> SpawnTuple<QErr> for ($($h,)+)
+            where
+                $($h: Future<Output = Result<$t, QErr>> + Send + 'static, $t: Send + 'static,)+
+            {
+                type Handles = ($(TaskHandle<$t>,)+);
+
+                #[track_caller]
+                fn spawn_all(self, group: &TaskGroup<QErr>) -> Self::Handles {
+                    let ($($h,)+) = self;
+                    ($(group.spawn($h),)+)
+                }
+            }
+
             impl<$($t: Send + 'static),+> JoinTuple for ($(TaskHandle<$t>,)+) {
                 type Output = ($($t,)+);
 

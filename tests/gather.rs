@@ -1564,3 +1564,31 @@ async fn polled_after_completion_panics() {
     assert_eq!(g.as_mut().await.unwrap(), [1]);
     let _ = futures::poll!(g.as_mut());
 }
+
+/// `gather!` and `gather_settled!` evaluate their arguments where they are written, as
+/// `tokio::join!` does: a variable an argument names (here `name`, cloned) is not moved into
+/// the group, and stays usable after.
+#[tokio::test]
+async fn gather_macros_evaluate_arguments_where_written() {
+    async fn echo(s: String) -> Result<String, ()> {
+        Ok(s)
+    }
+    let name = String::from("a");
+    let (x, y) = quattro::gather!(echo(name.clone()), echo(name.clone() + "b"))
+        .await
+        .unwrap();
+    assert_eq!((x.as_str(), y.as_str()), ("a", "ab"));
+    let (x, y) = quattro::gather_settled!(echo(name.clone()), echo(name.clone())).await;
+    assert_eq!((x.unwrap(), y.unwrap()), (name.clone(), name.clone()));
+    assert_eq!(name, "a"); // still ours
+
+    // The futures are made at the macro, before the gather is awaited.
+    let made = std::sync::atomic::AtomicUsize::new(0);
+    let make = |v: u8| {
+        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move { Ok::<_, ()>(v) }
+    };
+    let pending = quattro::gather!(make(1), make(2));
+    assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(pending.await.unwrap(), (1, 2));
+}
