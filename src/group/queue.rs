@@ -204,10 +204,8 @@ where
         };
         let (name, at) = name.take();
         let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
-        if Arc::strong_count(&self) == 1 {
-            // The handle is gone (and the queue let go): nobody will ask for the join handle.
-            return true;
-        }
+        // Even when the handle is gone, look: it may have aborted the task while it was being
+        // spawned (and been dropped since), and that abort is applied here or never.
         let abort = join.abort_handle();
         let (aborted, waker) = {
             let mut state = self.lock();
