@@ -179,7 +179,7 @@ async fn join_next_and_unordered_next_use_the_coop_budget() {
         for i in 0..1_000u32 {
             set.spawn(async move { Ok(i) });
         }
-        while set.len() > 0 && tokio::task::coop::has_budget_remaining() {
+        while !set.is_empty() && tokio::task::coop::has_budget_remaining() {
             // Let every task finish first, so that all results are ready.
             if set.len() == 1_000 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
@@ -187,7 +187,7 @@ async fn join_next_and_unordered_next_use_the_coop_budget() {
             set.join_next().await;
         }
         assert!(
-            set.len() > 0,
+            !set.is_empty(),
             "a thousand ready results never used up the budget"
         );
         Ok(())
