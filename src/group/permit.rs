@@ -7,6 +7,7 @@
 use std::error::Error;
 use std::fmt;
 use std::future::Future;
+use std::panic::Location;
 use std::sync::Arc;
 
 use super::TaskGroup;
@@ -147,20 +148,24 @@ impl<E: Send + 'static> TaskGroup<E> {
         T: Send + 'static,
     {
         match self.shared.try_acquire() {
-            Ok(key) => Ok(spawn_under(&self.shared, key, fut)),
+            Ok(key) => Ok(spawn_under(&self.shared, key, fut, Location::caller())),
             Err(refusal) => Err(SpawnError::new(fut, refusal)),
         }
     }
 }
 
-#[track_caller]
-fn spawn_under<F, T, E>(shared: &Arc<Shared<E>>, key: TaskKey, fut: F) -> TaskHandle<T>
+/// Spawns `fut` under a slot reserved with `key`, named by where it was spawned (`at`).
+pub(crate) fn spawn_under<F, T, E>(
+    shared: &Arc<Shared<E>>,
+    key: TaskKey,
+    fut: F,
+    at: &'static std::panic::Location<'static>,
+) -> TaskHandle<T>
 where
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
-    let at = std::panic::Location::caller();
     let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), None, Some(at));
     TaskHandle::spawned(join, &shared.node)
 }
@@ -241,7 +246,12 @@ impl<'a, E: Send + 'static> SpawnPermit<'a, E> {
             shared.drop_unstarted(fut);
             return TaskHandle::refused(&shared.node);
         }
-        spawn_under(shared, key, fut)
+        spawn_under(shared, key, fut, Location::caller())
+    }
+
+    /// The reserved slot, for a spawn done by the caller; the permit no longer gives it back.
+    pub(crate) fn into_key(mut self) -> TaskKey {
+        self.key.take().expect("a permit is used once")
     }
 }
 

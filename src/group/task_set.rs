@@ -3,7 +3,6 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, Location, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
@@ -12,8 +11,7 @@ use pin_project::{pin_project, pinned_drop};
 use tokio::task::Id;
 
 use super::{TaskGroup, TaskHandle};
-use crate::error::{CancelReason, TaskError, TaskLabel};
-use crate::node::Node;
+use crate::error::TaskError;
 
 /// Tasks of a [`TaskGroup`] whose results are taken as they complete: the group's
 /// `JoinSet`.
@@ -61,40 +59,55 @@ use crate::node::Node;
 /// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskSet<T, E> {
     group: TaskGroup<E>,
-    results: Arc<Results<T>>,
-    /// The handles of the tasks not known to be finished, to abort them; pruned as it grows.
-    handles: Vec<TaskHandle<()>>,
-    /// The length of `handles` after the last pruning.
-    kept: usize,
-}
-
-/// What the set's tasks deliver, in the order they finish.
-struct Results<T> {
-    state: Mutex<Delivered<T>>,
-}
-
-struct Delivered<T> {
-    ready: VecDeque<Result<(Id, T), TaskError>>,
-    /// Tasks spawned and not yet yielded (running, queued, or ready).
+    /// The handles of the tasks not yet yielded, by slot; a slot's generation tells a late
+    /// notice of a detached task from the task that reuses the slot.
+    slots: Vec<(u32, Option<TaskHandle<T>>)>,
+    free: Vec<usize>,
+    /// Tasks not yet yielded.
     len: usize,
-    /// The consumer, waiting in `join_next`.
-    waiter: Option<Waker>,
+    /// Which tasks ended (pushed by the tasks themselves).
+    ended: Arc<Ended>,
+    /// A task that ended, whose handle is being awaited: it resolves once the group counted
+    /// the task out, so a slot is free again when its result is yielded.
+    joining: Option<usize>,
 }
 
-impl<T> Results<T> {
-    fn lock(&self) -> MutexGuard<'_, Delivered<T>> {
+/// The slots of the tasks that ended (index and generation), in the order they ended, and
+/// the set's consumer waiting for one.
+type EndedState = (VecDeque<(usize, u32)>, Option<Waker>);
+
+/// The slots of the tasks that ended, in the order they ended.
+struct Ended {
+    state: Mutex<EndedState>,
+}
+
+impl Ended {
+    fn lock(&self) -> MutexGuard<'_, EndedState> {
         // Every update is a single push or pop: a panic elsewhere cannot leave it torn.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn deliver(&self, result: Result<(Id, T), TaskError>) {
+    fn push(&self, slot: (usize, u32)) {
         let mut state = self.lock();
-        state.ready.push_back(result);
-        let waiter = state.waiter.take();
+        state.0.push_back(slot);
+        let waiter = state.1.take();
         drop(state);
         if let Some(waiter) = waiter {
             waiter.wake();
         }
+    }
+
+    /// The next task that ended; registers `cx` if none did (and `cx` is given).
+    fn pop(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, u32)> {
+        let mut state = self.lock();
+        let next = state.0.pop_front();
+        if let (None, Some(cx)) = (next, cx) {
+            match &mut state.1 {
+                Some(waker) if waker.will_wake(cx.waker()) => {}
+                waiter => *waiter = Some(cx.waker().clone()),
+            }
+        }
+        next
     }
 }
 
@@ -121,15 +134,13 @@ impl<E: Send + 'static> TaskGroup<E> {
     pub fn task_set<T: Send + 'static>(&self) -> TaskSet<T, E> {
         TaskSet {
             group: self.clone(),
-            results: Arc::new(Results {
-                state: Mutex::new(Delivered {
-                    ready: VecDeque::new(),
-                    len: 0,
-                    waiter: None,
-                }),
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            ended: Arc::new(Ended {
+                state: Mutex::new((VecDeque::new(), None)),
             }),
-            handles: Vec::new(),
-            kept: 0,
+            joining: None,
         }
     }
 }
@@ -171,9 +182,9 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let task = self.wrap(fut, Location::caller());
+        let (slot, task) = self.wrap(fut);
         let handle = self.group.spawn(task);
-        self.keep(handle);
+        self.keep(slot, handle);
     }
 
     /// Spawns a normal task once a slot is free under the concurrency limit, waiting until
@@ -214,15 +225,20 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let at = Location::caller();
+        let at = std::panic::Location::caller();
         async move {
-            let task = self.wrap(fut, at);
+            // The slot first, then the task: nothing of the set is held while it waits.
+            let reserved = self.group.shared.acquire().await;
+            let (slot, task) = self.wrap(fut);
             let shared = &self.group.shared;
-            let handle = match shared.spawn_when_free(task, None, Some(at)).await {
-                Some(handle) => handle,
-                None => TaskHandle::refused(&shared.node),
+            let handle = match reserved {
+                Some(key) => super::permit::spawn_under(shared, key, task, at),
+                None => {
+                    shared.drop_unstarted(task);
+                    TaskHandle::refused(&shared.node)
+                }
             };
-            self.keep(handle);
+            self.keep(slot, handle);
         }
     }
 
@@ -263,8 +279,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
             Ok(permit) => permit,
             Err(err) => return Err(err.with_future(fut)),
         };
-        let handle = permit.spawn(self.wrap(fut, Location::caller()));
-        self.keep(handle);
+        let at = std::panic::Location::caller();
+        let key = permit.into_key();
+        let (slot, task) = self.wrap(fut);
+        let handle = super::permit::spawn_under(&self.group.shared, key, task, at);
+        self.keep(slot, handle);
         Ok(())
     }
 
@@ -353,7 +372,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn try_join_next(&mut self) -> Option<Result<T, TaskError>> {
-        self.take(None).map(|r| r.map(|(_, value)| value))
+        self.try_join_next_with_id()
+            .map(|r| r.map(|(_, value)| value))
     }
 
     /// [`try_join_next`](Self::try_join_next), with the tokio id of the task that finished.
@@ -377,7 +397,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn try_join_next_with_id(&mut self) -> Option<Result<(Id, T), TaskError>> {
-        self.take(None)
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.poll_take(&mut cx) {
+            Poll::Ready(next) => next,
+            Poll::Pending => None,
+        }
     }
 
     /// Polls for the next result; the form of [`join_next`](Self::join_next) for hand-written
@@ -433,14 +457,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         // A result taken uses tokio's coop budget, as `JoinSet::join_next` does: a loop over
         // results that keep coming still yields, so a timer around it can fire.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        match self.take(Some(cx)) {
-            Some(result) => {
-                coop.made_progress();
-                Poll::Ready(Some(result))
-            }
-            None if self.is_empty() => Poll::Ready(None),
-            None => Poll::Pending,
+        let next = std::task::ready!(self.poll_take(cx));
+        if next.is_some() {
+            coop.made_progress();
         }
+        Poll::Ready(next)
     }
 
     /// Aborts every task of the set that has not finished. Their results (cancelled) are
@@ -465,15 +486,14 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn abort_all(&mut self) {
-        for handle in self.handles.drain(..) {
+        for handle in self.slots.iter().filter_map(|(_, handle)| handle.as_ref()) {
             handle.abort();
         }
-        self.kept = 0;
     }
 
-    /// Lets every task of the set run on without the set: dropping the set no longer aborts
-    /// them (they still belong to the group, which waits for them). Their results are still
-    /// yielded.
+    /// Removes every task from the set without aborting it, as `JoinSet::detach_all` does:
+    /// the tasks run on (they still belong to the group, which waits for them), and the set
+    /// forgets them: it yields nothing for them, and dropping it does not abort them.
     ///
     /// # Examples
     ///
@@ -500,8 +520,12 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn detach_all(&mut self) {
-        self.handles.clear();
-        self.kept = 0;
+        for index in 0..self.slots.len() {
+            if self.slots[index].1.is_some() {
+                self.release(index);
+            }
+        }
+        self.joining = None;
     }
 
     /// How many tasks of the set have not been yielded yet: running, queued, or finished
@@ -527,7 +551,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn len(&self) -> usize {
-        self.results.lock().len
+        self.len
     }
 
     /// Whether every task of the set was yielded.
@@ -551,47 +575,65 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         self.len() == 0
     }
 
-    /// Wraps `fut` to deliver its result here; the set counts it from now on.
-    fn wrap<F>(&self, fut: F, at: &'static Location<'static>) -> SetTask<F, T> {
-        SetTask {
-            fut: Some(fut),
-            to: Some(self.sender()),
-            at,
-            node: self.group.shared.node.clone(),
-            started: false,
-        }
-    }
-
-    fn sender(&self) -> Sender<T> {
-        self.results.lock().len += 1;
-        Sender(self.results.clone())
-    }
-
-    /// Keeps a task's handle to abort it with the set; drops the finished ones when the list
-    /// doubled (amortised O(1), and the list stays about the size of what is in flight).
-    fn keep(&mut self, handle: TaskHandle<()>) {
-        self.handles.push(handle);
-        if self.handles.len() >= (2 * self.kept).max(32) {
-            self.handles.retain(|handle| !handle.is_finished());
-            self.kept = self.handles.len();
-        }
-    }
-
-    fn take(&mut self, cx: Option<&mut Context<'_>>) -> Option<Result<(Id, T), TaskError>> {
-        let mut state = self.results.lock();
-        match state.ready.pop_front() {
-            Some(result) => {
-                state.len -= 1;
-                Some(result)
-            }
+    /// Wraps `fut` to notice the set when it ends, in a slot of its own; the set counts it
+    /// from now on.
+    fn wrap<F>(&mut self, fut: F) -> (usize, Notify<F>) {
+        let index = match self.free.pop() {
+            Some(index) => index,
             None => {
-                if let Some(cx) = cx {
-                    match &mut state.waiter {
-                        Some(waker) if waker.will_wake(cx.waker()) => {}
-                        waiter => *waiter = Some(cx.waker().clone()),
+                self.slots.push((0, None));
+                self.slots.len() - 1
+            }
+        };
+        self.len += 1;
+        let generation = self.slots[index].0;
+        let task = Notify {
+            fut,
+            slot: (index, generation),
+            ended: Some(self.ended.clone()),
+        };
+        (index, task)
+    }
+
+    fn keep(&mut self, index: usize, handle: TaskHandle<T>) {
+        self.slots[index].1 = Some(handle);
+    }
+
+    /// Forgets the task in slot `index`; a late notice of it is then ignored.
+    fn release(&mut self, index: usize) {
+        let (generation, handle) = &mut self.slots[index];
+        *handle = None;
+        *generation = generation.wrapping_add(1);
+        self.free.push(index);
+        self.len -= 1;
+    }
+
+    /// The next result: the handle of the next task that ended, once it resolves (after the
+    /// group counted the task out); `None` when the set is empty.
+    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Id, T), TaskError>>> {
+        loop {
+            if let Some(index) = self.joining {
+                let handle = self.slots[index]
+                    .1
+                    .as_mut()
+                    .expect("a joined slot has a handle");
+                let out = std::task::ready!(Pin::new(&mut *handle).poll(cx));
+                let id = handle.id();
+                self.joining = None;
+                self.release(index);
+                return Poll::Ready(Some(out.map(|value| {
+                    (id.expect("a task that returned a value was spawned"), value)
+                })));
+            }
+            match self.ended.pop(Some(cx)) {
+                Some((index, generation)) => {
+                    let live = self.slots.get(index);
+                    if live.is_some_and(|(g, handle)| *g == generation && handle.is_some()) {
+                        self.joining = Some(index);
                     }
                 }
-                None
+                None if self.len == 0 => return Poll::Ready(None),
+                None => return Poll::Pending,
             }
         }
     }
@@ -599,7 +641,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
 
 impl<T, E> Drop for TaskSet<T, E> {
     fn drop(&mut self) {
-        for handle in &self.handles {
+        for handle in self.slots.iter().filter_map(|(_, handle)| handle.as_ref()) {
             handle.abort();
         }
     }
@@ -607,120 +649,46 @@ impl<T, E> Drop for TaskSet<T, E> {
 
 impl<T, E> fmt::Debug for TaskSet<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.results.lock();
         f.debug_struct("TaskSet")
             .field("group", &self.group.shared.id)
-            .field("len", &state.len)
-            .field("ready", &state.ready.len())
+            .field("len", &self.len)
+            .field("ended", &self.ended.lock().0.len())
             .finish()
     }
 }
 
-/// Where a set's task delivers its result; a task dropped before it delivered (aborted,
-/// cancelled with the group, refused, never started) delivers "cancelled".
-struct Sender<T>(Arc<Results<T>>);
-
-/// A task of a set: runs `fut` and delivers its result to the set, passing its error on to
-/// the group.
+/// A task of a set: runs `fut` and tells the set, by its slot, when it ended (finished,
+/// panicked, or dropped unfinished). Its value goes to its handle, which the set awaits.
 #[pin_project(PinnedDrop)]
-struct SetTask<F, T> {
+struct Notify<F> {
     #[pin]
-    fut: Option<F>,
-    to: Option<Sender<T>>,
-    at: &'static Location<'static>,
-    /// The group's node, for the reason it cancelled this task.
-    node: Arc<Node>,
-    /// Whether it was ever polled.
-    started: bool,
+    fut: F,
+    slot: (usize, u32),
+    /// `None` once the set was told.
+    ended: Option<Arc<Ended>>,
 }
 
-impl<F, T, E> Future for SetTask<F, T>
-where
-    F: Future<Output = Result<T, E>>,
-    E: 'static,
-{
-    type Output = Result<(), E>;
+impl<F: Future> Future for Notify<F> {
+    type Output = F::Output;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        let fut = this
-            .fut
-            .as_mut()
-            .as_pin_mut()
-            .expect("polled after completion");
-        let polled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
-            Ok(Poll::Pending) => return Poll::Pending,
-            Ok(Poll::Ready(polled)) => polled,
-            Err(payload) => {
-                // The set learns of the panic; the group gets the payload, as for any task.
-                send(this.to, Err(panicked(this.at)));
-                resume_unwind(payload)
-            }
-        };
-        // Dropped before the result goes out, so that the result comes once the future's
-        // destructors ran; one that panics makes the task a panic, for the set and the group.
-        let mut fut = this.fut;
-        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| fut.set(None))) {
-            send(this.to, Err(panicked(this.at)));
-            resume_unwind(payload)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let out = std::task::ready!(this.fut.poll(cx));
+        if let Some(ended) = this.ended.take() {
+            ended.push(*this.slot);
         }
-        match polled {
-            Ok(value) => {
-                send(this.to, Ok((tokio::task::id(), value)));
-                Poll::Ready(Ok(()))
-            }
-            Err(error) => {
-                send(
-                    this.to,
-                    Err(TaskError::reported(None, Some(*this.at), &error)),
-                );
-                Poll::Ready(Err(error))
-            }
-        }
+        Poll::Ready(out)
     }
-}
-
-/// The error a set yields for a task that panicked (the payload goes to the group).
-fn panicked(at: &'static Location<'static>) -> TaskError {
-    let mut err = TaskError::panicked(None);
-    err.set_label(TaskLabel::current_child(None, Some(at)));
-    err
 }
 
 #[pinned_drop]
-impl<F, T> PinnedDrop for SetTask<F, T> {
+impl<F> PinnedDrop for Notify<F> {
     fn drop(self: Pin<&mut Self>) {
+        // Aborted, cancelled with the group, refused, or unwound by a panic: the set awaits
+        // the handle, which says which.
         let this = self.project();
-        if this.to.is_some() {
-            // Dropped before it finished: drop the future first, so that the result comes
-            // only once the task's destructors ran. A destructor that panics still lets the
-            // result out (a set must never wait for a task that is gone).
-            let mut fut = this.fut;
-            let dropped = catch_unwind(AssertUnwindSafe(|| fut.set(None)));
-            if dropped.is_err() {
-                send(this.to, Err(panicked(this.at)));
-            } else {
-                // No reason recorded by the group: the set (or the runtime) aborted it.
-                let reason = this.node.cancel_reason().unwrap_or(CancelReason::Aborted);
-                let label = TaskLabel::current_child(None, Some(*this.at));
-                let err = if *this.started {
-                    let mut err = TaskError::cancelled(reason);
-                    err.set_label(label);
-                    err
-                } else {
-                    TaskError::unstarted(reason, Some(label))
-                };
-                send(this.to, Err(err));
-            }
-            if let Err(payload) = dropped {
-                resume_unwind(payload);
-            }
+        if let Some(ended) = this.ended.take() {
+            ended.push(*this.slot);
         }
-    }
-}
-
-fn send<T>(to: &mut Option<Sender<T>>, result: Result<(Id, T), TaskError>) {
-    if let Some(Sender(results)) = to.take() {
-        results.deliver(result);
     }
 }
