@@ -584,22 +584,18 @@ impl<E: Send + 'static> Shared<E> {
     /// down first. The caller owns the slot: it spawns under the key, or gives it back with
     /// [`release_unused`](Self::release_unused).
     pub(crate) async fn acquire(self: &Arc<Self>) -> Option<TaskKey> {
-        let grant = match self.try_acquire() {
-            Ok(key) => return Some(key),
-            Err(Refusal::Closed) => return None,
-            Err(Refusal::Full) => {
-                let mut state = self.lock();
-                // Checked again under the lock that queues the producer: a slot that freed
-                // meanwhile is granted to the producers in order, this one included.
-                if state.closed || self.node.own_shutdown_requested() {
-                    return None;
+        // One lock decides and, if it must wait, queues the producer: a slot freed meanwhile
+        // is granted to the producers in order, this one included.
+        let grant = {
+            let mut state = self.lock();
+            match self.take_free_slot(&mut state) {
+                Ok(key) => return Some(key),
+                Err(Refusal::Closed) => return None,
+                Err(Refusal::Full) => {
+                    let grant = Grant::new();
+                    state.producers.push(grant.clone());
+                    grant
                 }
-                if !state.is_full(self.limit) && state.producers.is_empty() {
-                    return Some(state.tasks.reserve(Role::Normal));
-                }
-                let grant = Grant::new();
-                state.producers.push(grant.clone());
-                grant
             }
         };
         let mut waiting = Waiting {
@@ -616,7 +612,11 @@ impl<E: Send + 'static> Shared<E> {
     /// Takes a free slot without waiting. Fair to waiting producers: while any waits, there is
     /// no free slot for a newcomer.
     pub(crate) fn try_acquire(&self) -> Result<TaskKey, Refusal> {
-        let mut state = self.lock();
+        self.take_free_slot(&mut self.lock())
+    }
+
+    /// Reserves a slot if one is free for a newcomer (none while producers wait before it).
+    fn take_free_slot(&self, state: &mut State<E>) -> Result<TaskKey, Refusal> {
         if state.closed || self.node.own_shutdown_requested() {
             return Err(Refusal::Closed);
         }
