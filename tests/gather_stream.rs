@@ -231,3 +231,74 @@ async fn items_see_the_callers_deadline() {
     .await
     .unwrap();
 }
+
+/// A stream polled in one task, then moved to another and finished there: every item still
+/// comes once, and items keep seeing the deadline around the gather where it is polled now.
+mod moved_to_another_task {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let mut items = quattro::gather((0..100u64).map(|i| async move {
+                tokio::task::yield_now().await;
+                Ok::<_, ()>(i)
+            }))
+            .concurrency_limit(4)
+            .unordered();
+            let first = items.next().await.unwrap().unwrap();
+            let rest = tokio::spawn(async move {
+                let mut seen = vec![first.0];
+                while let Some(item) = items.next().await {
+                    seen.push(item.unwrap().0);
+                }
+                seen
+            });
+            let mut seen = rest.await.unwrap();
+            seen.sort();
+            assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        }
+    }
+}
+
+/// Items whose destructors panic (after finishing, and when cancelled) never leave the stream
+/// waiting: the panic cancels the other items and, once every item was dropped, is resumed in
+/// the consumer (as for `gather`).
+mod panicking_item_destructors_end_the_stream {
+    use super::*;
+
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("destructor bug");
+            }
+        }
+    }
+
+    both_runtimes! {
+        async fn run() {
+            let dropped = Counter::default();
+            let guards = dropped.clone();
+            let consumer = tokio::spawn(async move {
+                let mut items = quattro::gather((0..20u32).map(move |i| {
+                    let guard = guards.guard();
+                    async move {
+                        let _guard = guard;
+                        let _bomb = PanicOnDrop;
+                        if i == 0 {
+                            return Ok::<_, ()>(i); // its destructor panics after it finished
+                        }
+                        pending().await
+                    }
+                }))
+                .concurrency_limit(8)
+                .unordered();
+                while items.next().await.is_some() {}
+            });
+            let err = consumer.await.unwrap_err();
+            let payload = err.into_panic();
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"destructor bug"));
+            assert_eq!(dropped.get(), dropped.made(), "every item was dropped first");
+        }
+    }
+}

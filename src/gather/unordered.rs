@@ -37,6 +37,11 @@ use crate::error::{GroupError, TaskError, TaskLabel};
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// As for [`gather`](crate::gather()): a panicking item (or item destructor) cancels the
+/// others, and once they are dropped the panic is resumed in the consumer's `next`.
+///
 /// # Cancel safety
 ///
 /// [`next`](Self::next) is cancel safe: a value is taken only when it is returned. Dropping
