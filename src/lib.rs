@@ -19,7 +19,7 @@
 //!   [`gather_settled()`] for "give me every outcome", [`gather!`] for a typed tuple, and a lazy
 //!   concurrency limit that pulls the input only as slots free.
 //! - **Cancel scopes**: [`move_on_after`] / [`move_on_at`] (yield `None` when the deadline
-//!   passes) and [`fail_after`] / [`fail_at`] (yield `Err(Elapsed)`), or a [`CancelScope`]
+//!   passes) and [`fail_after`] / [`fail_at`] (yield `Err(Cancelled)`), or a [`CancelScope`]
 //!   handle to cancel and move deadlines while the code runs. Scopes nest, the outer one wins
 //!   a tie, and [`current_effective_deadline`] reads the deadline in force anywhere inside,
 //!   including in tasks spawned by a group (but not in a plain `tokio::spawn`: see below), so
@@ -193,7 +193,7 @@ pub mod tower;
 
 pub use context::{InCurrentScope, WithScope};
 pub use defer::{AsyncExit, Deferrer};
-pub use error::{CancelReason, Elapsed, Failure, GroupError, Reported, TaskError};
+pub use error::{CancelReason, Cancelled, Failure, GroupError, Reported, TaskError};
 pub use frame::current_effective_deadline;
 #[doc(hidden)]
 pub use gather::__private;

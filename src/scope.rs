@@ -25,7 +25,7 @@ use scoped::Scoped;
 ///
 /// A `CancelScope` is a cheap, cloneable handle (`Send + Sync`). It runs one future, with
 /// [`move_on`](Self::move_on) (the output is `None` when the scope was cancelled) or
-/// [`fail`](Self::fail) (the output is `Err(Elapsed)`). The free functions [`move_on_after`],
+/// [`fail`](Self::fail) (the output is `Err(Cancelled)`). The free functions [`move_on_after`],
 /// [`move_on_at`], [`fail_after`] and [`fail_at`] build a scope and run a future in one step.
 ///
 /// # Semantics
@@ -178,7 +178,7 @@ impl CancelScope {
     /// let scope = quattro::CancelScope::new();
     /// scope.cancel(); // precancel
     /// let err = scope.fail(pending::<()>()).await.unwrap_err();
-    /// assert!(err.is_cancelled());
+    /// assert!(err.is_cancel_called());
     /// # }
     /// ```
     pub fn cancel(&self) {
@@ -289,7 +289,7 @@ impl CancelScope {
         MoveOn::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
-    /// Runs `fut` in this scope; yields `Ok(output)`, or `Err(Elapsed)` if the scope was
+    /// Runs `fut` in this scope; yields `Ok(output)`, or `Err(Cancelled)` if the scope was
     /// cancelled first.
     ///
     /// # Examples
@@ -311,7 +311,7 @@ impl CancelScope {
     ///
     /// # Errors
     ///
-    /// The future yields [`Elapsed`](crate::Elapsed) when this scope is cancelled before `fut`
+    /// The future yields [`Cancelled`](crate::Cancelled) when this scope is cancelled before `fut`
     /// completes; the error says whether the deadline or `cancel()` did it.
     pub fn fail<F: IntoFuture>(&self, fut: F) -> Fail<F::IntoFuture> {
         Fail::new(Scoped::with_node(self.node.clone(), fut.into_future()))
@@ -433,7 +433,7 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
     MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with a deadline `timeout` from now; yields `Err(Elapsed)` if the deadline passes
+/// Runs `fut` with a deadline `timeout` from now; yields `Err(Cancelled)` if the deadline passes
 /// first.
 ///
 /// The deadline is computed at the call. `Duration::MAX` means "never".
@@ -453,7 +453,7 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
 ///
 /// # Errors
 ///
-/// [`Elapsed`](crate::Elapsed) when the deadline passes (or the scope is cancelled through
+/// [`Cancelled`](crate::Cancelled) when the deadline passes (or the scope is cancelled through
 /// [`Fail::cancel_scope`]) before `fut` completes.
 ///
 /// # Cancel safety
@@ -464,7 +464,7 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
     Fail::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with the given deadline; yields `Err(Elapsed)` if the deadline passes first.
+/// Runs `fut` with the given deadline; yields `Err(Cancelled)` if the deadline passes first.
 ///
 /// This is the form for request deadlines: pass the deadline the request came with.
 ///
@@ -484,7 +484,7 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
 ///
 /// # Errors
 ///
-/// [`Elapsed`](crate::Elapsed) when the deadline passes (or the scope is cancelled through
+/// [`Cancelled`](crate::Cancelled) when the deadline passes (or the scope is cancelled through
 /// [`Fail::cancel_scope`]) before `fut` completes.
 ///
 /// # Cancel safety

@@ -25,7 +25,7 @@
 //!
 //! How the caller tells whether the grace ran out: a cancel scope reports it as its own
 //! cancellation ([`CancelScope::cancelled_caught`] is true; `move_on` yields `None`, `fail`
-//! yields an [`Elapsed`](crate::Elapsed) for which `is_deadline_reached()` is true); a task group
+//! yields a [`Cancelled`](crate::Cancelled) for which `is_deadline_reached()` is true); a task group
 //! returns a [`GroupError`](crate::GroupError) for which `is_cancelled()` is true.
 //!
 //! # Example

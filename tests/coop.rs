@@ -105,7 +105,7 @@ both_runtimes! {
 
 both_runtimes! {
     /// Regression (core rebuild, item 1): `fail_after` over a read loop that keeps exhausting
-    /// the coop budget never fired; it must yield `Err(Elapsed)` (deadline reached).
+    /// the coop budget never fired; it must yield `Err(Cancelled)` (deadline reached).
     fn fail_after_fires_over_a_busy_read(multi) {
         let (out, took) = guarded(multi, |stop| async move {
             fail_after(DEADLINE, busy_read(stop)).await

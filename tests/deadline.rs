@@ -212,7 +212,7 @@ async fn effective_deadline_is_readable_in_drop_of_a_future_cancelled_by_cancel(
             sleep(secs(5)).await;
         })
         .await;
-    assert!(out.unwrap_err().is_cancelled());
+    assert!(out.unwrap_err().is_cancel_called());
     let seen = seen.lock().unwrap().expect("dropped").expect("a deadline");
     assert!(seen <= Instant::now());
 }

@@ -12,7 +12,7 @@ use std::error::Error;
 use std::fmt;
 use std::io;
 
-use quattro::{Elapsed, Failure, GroupError, Reported, TaskError, TaskGroup, gather};
+use quattro::{Cancelled, Failure, GroupError, Reported, TaskError, TaskGroup, gather};
 
 type BoxError = Box<dyn Error + Send + Sync>;
 
@@ -39,7 +39,7 @@ fn error_types_are_send_sync_errors() {
     // A handle's error, and the rest.
     assert_error::<TaskError>();
     assert_error::<Reported>();
-    assert_error::<Elapsed>();
+    assert_error::<Cancelled>();
     // Concrete, as users write them.
     assert_send_sync::<GroupError<io::Error>>();
     assert_send_sync::<GroupError<String>>();

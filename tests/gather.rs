@@ -969,7 +969,7 @@ async fn scope_fires_around_gather_multi_thread() {
     scope_fires_around_gather(true).await;
 }
 
-/// The same with `fail_after` and the settled form: `Elapsed` says the deadline was reached.
+/// The same with `fail_after` and the settled form: `Cancelled` says the deadline was reached.
 async fn fail_after_around_settled(multi: bool) {
     let drops = Counter::default();
     let started = Counter::default();

@@ -529,12 +529,12 @@ fn programs() -> impl Strategy<Value = Program> {
 // ---------------------------------------------------------------------------------------------
 // The oracle
 
-/// What surfaces: a leaf's error or panic, or a `fail` scope's `Elapsed`.
+/// What surfaces: a leaf's error or panic, or a `fail` scope's `Cancelled`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Ev {
     Err(u32),
     Panic(u32),
-    Elapsed {
+    Cancelled {
         scope: u32,
         by_cancel: bool,
     },
@@ -727,7 +727,7 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
             };
             let by_cancel = cancel_at.map(|c| start + c);
             if by_cancel.is_some() && by_cancel == by_deadline {
-                rec.ambiguous = true; // which cause `Elapsed` reports is a race
+                rec.ambiguous = true; // which cause `Cancelled` reports is a race
             }
             let (fire, cancelled) = match (by_deadline, by_cancel) {
                 (Some(d), Some(c)) if c < d => (c, true),
@@ -743,7 +743,7 @@ fn sim(node: &Node, start: u64, kill: u64, env: &mut Vec<Timeline>, rec: &mut Re
                     end: fire,
                     res: match kind {
                         ScopeKind::MoveOn => Res::Ok,
-                        ScopeKind::Fail => Res::Fail(vec![Ev::Elapsed {
+                        ScopeKind::Fail => Res::Fail(vec![Ev::Cancelled {
                             scope: id,
                             by_cancel: cancelled,
                         }]),
@@ -1447,15 +1447,15 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                 ScopeKind::Fail => match scope.fail(inner).await {
                     Ok(r) => r,
                     Err(e) => {
-                        if e.is_cancelled() == e.is_deadline_reached() {
-                            ctx.violation(format!("#{id}: Elapsed neither or both: {e:?}"));
+                        if e.is_cancel_called() == e.is_deadline_reached() {
+                            ctx.violation(format!("#{id}: Cancelled neither or both: {e:?}"));
                         }
                         if !scope.cancelled_caught() {
-                            ctx.violation(format!("#{id}: Err(Elapsed) but not cancelled_caught"));
+                            ctx.violation(format!("#{id}: Err(Cancelled) but not cancelled_caught"));
                         }
-                        Err(vec![Ev::Elapsed {
+                        Err(vec![Ev::Cancelled {
                             scope: id,
-                            by_cancel: e.is_cancelled(),
+                            by_cancel: e.is_cancel_called(),
                         }])
                     }
                 },
@@ -1718,7 +1718,7 @@ async fn run_case(p: &Program, mode: Mode) -> Result<(), String> {
                     })
                 )
             }
-            Ev::Elapsed { scope, .. } => matches!(
+            Ev::Cancelled { scope, .. } => matches!(
                 kinds.get(&scope),
                 Some(Node::Scope {
                     kind: ScopeKind::Fail,
@@ -1897,7 +1897,7 @@ impl Stats {
         }
         match top {
             Top::Ok => bump(&self.ok),
-            Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Elapsed { .. })) => {
+            Top::Err(evs) if evs.iter().any(|e| matches!(e, Ev::Cancelled { .. })) => {
                 bump(&self.elapsed)
             }
             Top::Err(evs)

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use futures::poll;
 use quattro::{
-    CancelScope, Elapsed, Fail, MoveOn, current_effective_deadline, fail_after, fail_at,
+    CancelScope, Cancelled, Fail, MoveOn, current_effective_deadline, fail_after, fail_at,
     move_on_after, move_on_at,
 };
 use tokio::sync::oneshot;
@@ -367,7 +367,7 @@ async fn error_passes_through_cancelled_scopes_and_the_outermost_catches() {
             }
         })
         .await;
-    assert!(res.unwrap_err().is_cancelled());
+    assert!(res.unwrap_err().is_cancel_called());
     assert!(!third.cancelled_caught());
     assert!(!second.cancelled_caught());
     assert!(first.cancelled_caught());
@@ -394,7 +394,7 @@ on_both_runtimes! {
                 }
             };
             if use_fail {
-                assert!(scope.fail(body).await.unwrap_err().is_cancelled());
+                assert!(scope.fail(body).await.unwrap_err().is_cancel_called());
             } else {
                 assert_eq!(scope.move_on(body).await, None);
             }
@@ -425,7 +425,7 @@ on_both_runtimes! {
                 }
             })
             .await;
-        assert!(res.unwrap_err().is_cancelled());
+        assert!(res.unwrap_err().is_cancel_called());
         assert!(scope.cancelled_caught());
         assert!(!after.get());
         clock.assert_elapsed(start, 1);
@@ -484,7 +484,7 @@ async fn precancelled_scope_cancels_at_the_first_suspension() {
     let scope = CancelScope::with_timeout(ms(500));
     scope.cancel();
     let err = scope.fail(sleep(ms(100))).await.unwrap_err();
-    assert!(err.is_cancelled());
+    assert!(err.is_cancel_called());
     assert!(scope.cancelled_caught());
     assert_eq!(start.elapsed(), Duration::ZERO);
     sleep(ms(500)).await;
@@ -514,7 +514,7 @@ async fn double_cancel_is_idempotent() {
         sleep(ms(100)).await;
     });
     let err = scope.fail(body).await.unwrap_err();
-    assert!(err.is_cancelled());
+    assert!(err.is_cancel_called());
     assert!(scope.cancelled_caught());
     assert!(token.is_cancelled());
     assert_eq!(polls.load(Ordering::SeqCst), 1);
@@ -544,7 +544,7 @@ async fn deadline_expired_on_enter() {
 async fn fail_error_distinguishes_deadline_from_cancel() {
     let by_deadline = fail_after(ms(10), pending::<()>()).await.unwrap_err();
     assert!(by_deadline.is_deadline_reached());
-    assert!(!by_deadline.is_cancelled());
+    assert!(!by_deadline.is_cancel_called());
 
     let scope = CancelScope::with_timeout(secs(10));
     let handle = scope.clone();
@@ -556,7 +556,7 @@ async fn fail_error_distinguishes_deadline_from_cancel() {
         })
         .await
         .unwrap_err();
-    assert!(by_cancel.is_cancelled());
+    assert!(by_cancel.is_cancel_called());
     assert!(!by_cancel.is_deadline_reached());
     assert_ne!(by_deadline, by_cancel);
 
@@ -578,7 +578,7 @@ async fn fail_error_distinguishes_deadline_from_cancel() {
     scope.cancel_on(token.clone());
     token.cancel();
     let linked = scope.fail(pending::<()>()).await.unwrap_err();
-    assert!(linked.is_cancelled());
+    assert!(linked.is_cancel_called());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,7 +746,7 @@ on_both_runtimes! {
                 unreachable!("the outer scope was cancelled");
             })
             .await;
-        assert!(res.unwrap_err().is_cancelled());
+        assert!(res.unwrap_err().is_cancel_called());
         assert!(outer.cancelled_caught());
         assert!(!inner.cancelled_caught());
     }
@@ -1052,7 +1052,7 @@ async fn cancel_on_a_token_linked_before_the_run() {
         token.cancel();
     });
     let err = scope.fail(sleep(secs(5))).await.unwrap_err();
-    assert!(err.is_cancelled());
+    assert!(err.is_cancel_called());
     assert!(scope.cancelled_caught());
     assert_eq!(start.elapsed(), secs(1));
 }
@@ -1078,7 +1078,7 @@ on_both_runtimes! {
                 flag.set();
             })
             .await;
-        assert!(res.unwrap_err().is_cancelled());
+        assert!(res.unwrap_err().is_cancel_called());
         assert!(!after.get());
         clock.assert_elapsed(start, 1);
         canceller.await.unwrap();
@@ -1199,7 +1199,7 @@ async fn move_on_cancel_scope_is_a_handle_on_the_running_scope() {
 
     let fut = fail_after(secs(10), pending::<()>());
     fut.cancel_scope().cancel();
-    assert!(fut.await.unwrap_err().is_cancelled());
+    assert!(fut.await.unwrap_err().is_cancel_called());
 
     // The handle of a scope's own future is the scope.
     let scope = CancelScope::new();
@@ -1271,7 +1271,7 @@ async fn elapsed_displays_in_lowercase_and_converts_to_io_timed_out() {
         assert!(!text.is_empty());
         assert_eq!(text, text.to_lowercase(), "Display is lowercase");
         assert!(!text.ends_with('.'));
-        assert!(format!("{err:?}").starts_with("Elapsed"));
+        assert!(format!("{err:?}").starts_with("Cancelled"));
         let dyn_err: &dyn std::error::Error = &err;
         assert!(dyn_err.source().is_none());
         let copy = err;
@@ -1280,7 +1280,7 @@ async fn elapsed_displays_in_lowercase_and_converts_to_io_timed_out() {
         let io: std::io::Error = err.into();
         assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(io.to_string(), text);
-        assert_eq!(io.get_ref().unwrap().downcast_ref::<Elapsed>(), Some(&err));
+        assert_eq!(io.get_ref().unwrap().downcast_ref::<Cancelled>(), Some(&err));
     }
     assert_eq!(by_deadline.to_string(), "deadline has elapsed");
     assert_ne!(by_deadline.to_string(), by_cancel.to_string());
@@ -1295,7 +1295,7 @@ fn auto_traits() {
 
     send_sync_clone::<CancelScope>();
     let _: CancelScope = Default::default();
-    send_sync_clone::<Elapsed>();
+    send_sync_clone::<Cancelled>();
     send::<MoveOn<std::future::Ready<u32>>>();
     send::<Fail<std::future::Ready<u32>>>();
     send::<MoveOn<Pin<Box<dyn Future<Output = ()> + Send>>>>();

@@ -4,14 +4,14 @@
 //! [`std::error::Error`] when that parameter is `Debug + Display`, so `?` carries a
 //! [`GroupError`] or a [`TaskError`] into `anyhow::Error` or `Box<dyn Error + Send + Sync>`.
 
-mod elapsed;
+mod cancelled;
 mod group_error;
 mod label;
 mod panic;
 mod reason;
 mod task_error;
 
-pub use elapsed::Elapsed;
+pub use cancelled::Cancelled;
 pub use group_error::{Failure, GroupError};
 pub(crate) use label::TaskLabel;
 pub use reason::CancelReason;

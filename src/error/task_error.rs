@@ -85,7 +85,7 @@ pub struct TaskError<E = Reported> {
 /// fine), so the text is known for the error types quattro recognises at run time: `String`,
 /// `&'static str`, `Box<str>`, `Arc<str>`, `Cow<'static, str>`, `std::io::Error`,
 /// `std::fmt::Error`, `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`,
-/// `Arc<dyn Error + Send + Sync>`, quattro's [`Elapsed`], [`TaskError`] and [`Reported`], and
+/// `Arc<dyn Error + Send + Sync>`, quattro's [`Cancelled`], [`TaskError`] and [`Reported`], and
 /// `anyhow::Error` with the `anyhow` cargo feature. For any other type, [`message`] is `None`
 /// and `Display` says where the error went (the [`GroupError`] still holds the error itself);
 /// to get the text at the handle too, give the group one of those error types (a
@@ -115,7 +115,7 @@ pub struct TaskError<E = Reported> {
 /// ```
 ///
 /// [`GroupError`]: crate::GroupError
-/// [`Elapsed`]: crate::Elapsed
+/// [`Cancelled`]: crate::Cancelled
 /// [`message`]: Reported::message
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Reported {
@@ -213,7 +213,7 @@ fn describe<E: 'static>(error: &E) -> Option<Box<str>> {
         Box<dyn Error + Send + Sync>,
         Box<dyn Error + Send>,
         Arc<dyn Error + Send + Sync>,
-        super::Elapsed,
+        super::Cancelled,
         TaskError,
         Reported,
     );

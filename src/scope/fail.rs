@@ -1,4 +1,4 @@
-//! [`Fail`]: a future in a cancel scope that yields `Err(Elapsed)` when the scope is cancelled.
+//! [`Fail`]: a future in a cancel scope that yields `Err(Cancelled)` when the scope is cancelled.
 
 use std::fmt;
 use std::future::Future;
@@ -8,10 +8,10 @@ use std::task::{Context, Poll};
 use pin_project::pin_project;
 
 use super::scoped::{Scoped, debug_scoped};
-use crate::{CancelScope, Elapsed};
+use crate::{CancelScope, Cancelled};
 
 /// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`]: runs a future
-/// inside a cancel scope and yields `Ok(output)`, or `Err(Elapsed)` when the scope was
+/// inside a cancel scope and yields `Ok(output)`, or `Err(Cancelled)` when the scope was
 /// cancelled first.
 ///
 /// The error tells whether the deadline was reached or [`CancelScope::cancel`] was called.
@@ -39,7 +39,7 @@ use crate::{CancelScope, Elapsed};
 ///
 /// # Errors
 ///
-/// [`Elapsed`] when the scope was cancelled (deadline or `cancel()`) before the inner future
+/// [`Cancelled`] when the scope was cancelled (deadline or `cancel()`) before the inner future
 /// completed. A cancellation of an *enclosing* scope is not this future's error: the
 /// enclosing scope drops this future instead.
 ///
@@ -75,7 +75,7 @@ impl<F: Future> Fail<F> {
     /// let fut = quattro::fail_after(Duration::from_secs(1), std::future::pending::<()>());
     /// let scope = fut.cancel_scope();
     /// scope.cancel();
-    /// assert!(fut.await.unwrap_err().is_cancelled());
+    /// assert!(fut.await.unwrap_err().is_cancel_called());
     /// assert!(scope.cancelled_caught());
     /// # }
     /// ```
@@ -137,7 +137,7 @@ impl<F: Future> Fail<F> {
 }
 
 impl<F: Future> Future for Fail<F> {
-    type Output = Result<F::Output, Elapsed>;
+    type Output = Result<F::Output, Cancelled>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().scoped.poll(cx)

@@ -21,7 +21,7 @@ use tokio::task::coop;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use crate::Elapsed;
+use crate::Cancelled;
 use crate::frame::{self, Data, Drains, Enter, HandUp, earliest};
 use crate::node::{self, CANCELLED, CAUGHT, ENTERED, FINISHED, Node, SHUTDOWN, TOKENS_CHANGED};
 
@@ -58,7 +58,7 @@ pub(crate) struct Scoped<F: Future> {
     /// Aborted tasks of groups dropped inside the scope, awaited before it completes.
     drains: Drains,
     /// The output, kept while drains are awaited.
-    output: Option<Result<F::Output, Elapsed>>,
+    output: Option<Result<F::Output, Cancelled>>,
     phase: Phase,
     /// The scope ended by its own cancellation.
     caught: bool,
@@ -164,7 +164,7 @@ fn inner_frame(
 }
 
 impl<F: Future> Future for Scoped<F> {
-    type Output = Result<F::Output, Elapsed>;
+    type Output = Result<F::Output, Cancelled>;
 
     #[track_caller]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
@@ -213,7 +213,7 @@ fn on_ready<F: Future>(
     this: ScopedProj<'_, F>,
     value: F::Output,
     cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, Elapsed>> {
+) -> Poll<Result<F::Output, Cancelled>> {
     if this.drains.is_empty() {
         finish(this);
         return Poll::Ready(Ok(value));
@@ -316,7 +316,7 @@ fn poll_cancel<F: Future>(
     entry: &Entry,
     outer: &Data,
     cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, Elapsed>> {
+) -> Poll<Result<F::Output, Cancelled>> {
     if !this.drains.is_empty() {
         // Release the drains that emptied; the rest wake this task when they do.
         let _ = this.drains.poll(cx);
@@ -372,9 +372,9 @@ fn poll_cancel<F: Future>(
 
     *this.caught = true;
     let err = if cancel {
-        Elapsed::cancelled()
+        Cancelled::cancelled()
     } else {
-        Elapsed::deadline()
+        Cancelled::deadline()
     };
     if let Some(side) = this.handle.get() {
         if fired {
@@ -473,7 +473,7 @@ fn poll_timer(sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
 fn poll_drain<F: Future>(
     this: ScopedProj<'_, F>,
     cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, Elapsed>> {
+) -> Poll<Result<F::Output, Cancelled>> {
     ready!(this.drains.poll(cx));
     let output = this.output.take().expect("output stored before draining");
     finish(this);

@@ -327,7 +327,7 @@ impl<F: Future> MoveOn<F> {
 
 impl<F: Future> Fail<F> {
     /// [`MoveOn::shutdown_on`] for a `fail` scope: when the grace runs out, the scope yields
-    /// an [`Elapsed`](crate::Elapsed) for which `is_deadline_reached()` is true.
+    /// a [`Cancelled`](crate::Cancelled) for which `is_deadline_reached()` is true.
     ///
     /// # Examples
     ///

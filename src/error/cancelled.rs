@@ -1,13 +1,13 @@
-//! [`Elapsed`]: the error of a cancel scope that failed.
+//! [`Cancelled`]: the error of a `fail` scope that was cancelled.
 
 use std::fmt;
 
-/// The error of a [`Fail`] future whose cancel scope was cancelled: its deadline was reached,
-/// or [`CancelScope::cancel`] was called.
+/// Error returned by a [`Fail`] future whose scope was cancelled.
 ///
-/// Unlike Python's `TimeoutError`, which quattro raises for both, the error keeps which of the
-/// two happened: see [`is_deadline_reached`](Elapsed::is_deadline_reached) and
-/// [`is_cancelled`](Elapsed::is_cancelled).
+/// A scope is cancelled when its deadline is reached or when [`CancelScope::cancel`] is called.
+/// The error says which: see [`is_deadline_reached`](Cancelled::is_deadline_reached) and
+/// [`is_cancel_called`](Cancelled::is_cancel_called). (Python's quattro raises `TimeoutError`
+/// for both; tokio's `time::error::Elapsed` only knows deadlines.)
 ///
 /// # Examples
 ///
@@ -28,7 +28,7 @@ use std::fmt;
 /// [`Fail`]: crate::Fail
 /// [`CancelScope::cancel`]: crate::CancelScope::cancel
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Elapsed(Cause);
+pub struct Cancelled(Cause);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Cause {
@@ -36,16 +36,16 @@ enum Cause {
     Cancelled,
 }
 
-impl Elapsed {
-    pub(crate) fn deadline() -> Elapsed {
-        Elapsed(Cause::Deadline)
+impl Cancelled {
+    pub(crate) fn deadline() -> Cancelled {
+        Cancelled(Cause::Deadline)
     }
 
-    pub(crate) fn cancelled() -> Elapsed {
-        Elapsed(Cause::Cancelled)
+    pub(crate) fn cancelled() -> Cancelled {
+        Cancelled(Cause::Cancelled)
     }
 
-    /// The scope's deadline was reached.
+    /// Returns `true` if the scope's deadline was reached.
     ///
     /// # Examples
     ///
@@ -58,14 +58,15 @@ impl Elapsed {
     ///     .await
     ///     .unwrap_err();
     /// assert!(err.is_deadline_reached());
-    /// assert!(!err.is_cancelled());
+    /// assert!(!err.is_cancel_called());
     /// # }
     /// ```
+    #[must_use]
     pub fn is_deadline_reached(&self) -> bool {
         self.0 == Cause::Deadline
     }
 
-    /// The scope was cancelled by [`CancelScope::cancel`] (or by a linked
+    /// Returns `true` if the scope was cancelled by [`CancelScope::cancel`] (or a linked
     /// `CancellationToken`) before its deadline.
     ///
     /// # Examples
@@ -78,24 +79,25 @@ impl Elapsed {
     /// let scope = CancelScope::new();
     /// scope.cancel();
     /// let err = scope.fail(std::future::pending::<()>()).await.unwrap_err();
-    /// assert!(err.is_cancelled());
+    /// assert!(err.is_cancel_called());
     /// assert!(!err.is_deadline_reached());
     /// # }
     /// ```
     ///
     /// [`CancelScope::cancel`]: crate::CancelScope::cancel
-    pub fn is_cancelled(&self) -> bool {
+    #[must_use]
+    pub fn is_cancel_called(&self) -> bool {
         self.0 == Cause::Cancelled
     }
 }
 
-impl fmt::Debug for Elapsed {
+impl fmt::Debug for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("Elapsed").field(&self.0).finish()
+        f.debug_tuple("Cancelled").field(&self.0).finish()
     }
 }
 
-impl fmt::Display for Elapsed {
+impl fmt::Display for Cancelled {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Cause::Deadline => "deadline has elapsed".fmt(f),
@@ -104,10 +106,10 @@ impl fmt::Display for Elapsed {
     }
 }
 
-impl std::error::Error for Elapsed {}
+impl std::error::Error for Cancelled {}
 
-impl From<Elapsed> for std::io::Error {
-    fn from(err: Elapsed) -> std::io::Error {
+impl From<Cancelled> for std::io::Error {
+    fn from(err: Cancelled) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::TimedOut, err)
     }
 }
