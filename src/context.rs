@@ -110,7 +110,7 @@ pub trait WithScope: Future + Sized {
     /// let task = scope
     ///     .move_on(async move {
     ///         let task = tokio::spawn(async { is_shutdown_requested() }.in_current_scope());
-    ///         handle.shutdown(Duration::from_secs(1));
+    ///         handle.request_shutdown(Duration::from_secs(1));
     ///         task
     ///     })
     ///     .await
@@ -138,7 +138,7 @@ impl<F: Future> WithScope for F {}
 ///
 /// - **Live**: the enclosing [`CancelScope`] handles and task groups. A later
 ///   [`set_deadline`](crate::CancelScope::set_deadline), [`cancel`](crate::CancelScope::cancel) or
-///   [`shutdown`](crate::CancelScope::shutdown) on any of them is seen at once, as it is in the code
+///   [`request_shutdown`](crate::CancelScope::request_shutdown) on any of them is seen at once, as it is in the code
 ///   they enclose.
 /// - **A copy**: the deadlines of enclosing scopes without a handle ([`move_on_after`],
 ///   [`fail_at`], ...), which have no shared state to read. They cannot move, so the copy reads
@@ -187,7 +187,7 @@ impl<F: Future> WithScope for F {}
 ///         }
 ///         .in_current_scope(),
 ///     );
-///     tg.shutdown(Duration::from_secs(1));
+///     tg.request_shutdown(Duration::from_secs(1));
 ///     Ok(worker.await.unwrap())
 /// })
 /// .await;

@@ -356,7 +356,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// Spawns a normal task once a slot is free under the concurrency limit, waiting until
     /// then: backpressure for producers that would otherwise queue without bound.
     ///
-    /// Without a limit it spawns at once.
+    /// Without a limit it spawns at once. After a graceful shutdown was requested
+    /// ([`request_shutdown`](Self::request_shutdown)) it spawns nothing, even with a slot free:
+    /// the handle resolves to a cancelled [`TaskError`], so a producer loop ends.
     ///
     /// # Examples
     ///

@@ -442,7 +442,7 @@ mod loom_tests {
         });
     }
 
-    /// Concurrent shortenings (two `shutdown(grace)` calls) keep the earliest deadline.
+    /// Concurrent shortenings (two `request_shutdown(grace)` calls) keep the earliest deadline.
     #[test]
     fn concurrent_shortenings_keep_the_earliest() {
         loom::model(|| {

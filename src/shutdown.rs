@@ -19,7 +19,7 @@
 //!   deadline of the scope or group, so [`current_effective_deadline`] inside shows it, ready to
 //!   be passed on. Work that finishes within the grace is a normal completion: its value and
 //!   its errors are returned as usual.
-//! - **Triggers**: an explicit call ([`CancelScope::shutdown`], [`TaskGroup::shutdown`]), a soft
+//! - **Triggers**: an explicit call ([`CancelScope::request_shutdown`], [`TaskGroup::request_shutdown`]), a soft
 //!   deadline ([`MoveOn::shutdown_at`](crate::MoveOn::shutdown_at), [`GroupScope::shutdown_after`], …) or any future, such as
 //!   `tokio::signal::ctrl_c()` ([`MoveOn::shutdown_on`](crate::MoveOn::shutdown_on), [`GroupScope::shutdown_on`], …).
 //!
@@ -69,9 +69,9 @@
 //! ```
 //!
 //! [`current_effective_deadline`]: crate::current_effective_deadline
-//! [`CancelScope::shutdown`]: crate::CancelScope::shutdown
+//! [`CancelScope::request_shutdown`]: crate::CancelScope::request_shutdown
 //! [`CancelScope::cancelled_caught`]: crate::CancelScope::cancelled_caught
-//! [`TaskGroup::shutdown`]: crate::TaskGroup::shutdown
+//! [`TaskGroup::request_shutdown`]: crate::TaskGroup::request_shutdown
 //! [`GroupScope::shutdown_on`]: crate::GroupScope::shutdown_on
 //! [`GroupScope::shutdown_after`]: crate::GroupScope::shutdown_after
 
@@ -231,7 +231,7 @@ impl Node {
 ///         while !is_shutdown_requested() {
 ///             served += 1; // serve one request
 ///             if served == 3 {
-///                 handle.shutdown(std::time::Duration::from_secs(5)); // from anywhere
+///                 handle.request_shutdown(std::time::Duration::from_secs(5)); // from anywhere
 ///             }
 ///         }
 ///         served
@@ -274,7 +274,7 @@ pub fn is_shutdown_requested() -> bool {
 /// let handle = scope.clone();
 /// tokio::spawn(async move {
 ///     sleep(Duration::from_secs(1)).await;
-///     handle.shutdown(Duration::from_secs(5));
+///     handle.request_shutdown(Duration::from_secs(5));
 /// });
 /// let served = scope
 ///     .move_on(async {
@@ -333,7 +333,7 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
 /// let out = scope
 ///     .move_on(async move {
 ///         let token = quattro::shutdown_token();
-///         handle.shutdown(Duration::from_secs(1));
+///         handle.request_shutdown(Duration::from_secs(1));
 ///         token.cancelled().await; // e.g. inside a library that takes a token
 ///         "stopped"
 ///     })
@@ -363,7 +363,7 @@ pub fn shutdown_token() -> CancellationToken {
 /// # async fn main() {
 /// let requested: ShutdownRequested = quattro::shutdown_requested();
 /// let scope = CancelScope::new();
-/// scope.shutdown(Duration::from_secs(1)); // before it runs: allowed
+/// scope.request_shutdown(Duration::from_secs(1)); // before it runs: allowed
 /// let out = scope.move_on(async { requested.await; "asked to stop" }).await;
 /// assert_eq!(out, Some("asked to stop"));
 /// # }

@@ -15,7 +15,7 @@
 //! | a deferred cleanup that panics | the other cleanups still run; the first panic is resumed after the last cleanup |
 //! | runtime dropped while a group runs | no hang; every future is dropped; handles resolve to cancelled |
 //! | `concurrency_limit(usize::MAX)` (group, gather, gather_settled) | unlimited: everything starts at once, nothing is sized by the limit; `gather_settled(..).concurrency_limit(0)` panics like `gather`'s |
-//! | shutdown grace `ZERO` (`TaskGroup::shutdown`, `CancelScope::shutdown`, `shutdown_on`) | a hard cancel at once (the request is still visible to code that runs before the first suspension) |
+//! | shutdown grace `ZERO` (`TaskGroup::request_shutdown`, `CancelScope::request_shutdown`, `shutdown_on`) | a hard cancel at once (the request is still visible to code that runs before the first suspension) |
 //! | shutdown grace `Duration::MAX` | never cut off: the grace's end saturates to ~30 years and reads back as the deadline; a later request shortens it, a later one never extends it |
 //! | soft trigger at `ZERO`, in the past, or already complete (`shutdown_after`, `shutdown_at`, `shutdown_on` on `MoveOn`, `Fail`, `GroupScope`) | the request is made at the first poll |
 //! | soft trigger at `Duration::MAX`, far in the future, or never complete | never fires; the scope or group ends on its own |
@@ -988,8 +988,8 @@ async fn group_shutdown_with(
             if i > 0 {
                 sleep(ms(10)).await;
             }
-            tg.shutdown(grace);
-            assert!(tg.is_shutdown_requested());
+            tg.request_shutdown(grace);
+            assert!(tg.shutdown_token().is_cancelled());
         }
         Ok(())
     })
@@ -1014,7 +1014,7 @@ async fn group_shutdown_grace_max_never_cuts_off() {
     drops.assert_all_dropped();
     // The grace's end is the group's deadline meanwhile: thirty years away, saturated.
     let seen = TaskGroup::scope(|tg| async move {
-        tg.shutdown(Duration::MAX);
+        tg.request_shutdown(Duration::MAX);
         let h = tg.spawn(async { Ok::<_, ()>(current_effective_deadline()) });
         Ok(h.await.unwrap())
     })
@@ -1052,7 +1052,7 @@ async fn scope_shutdown_grace_zero_and_max() {
     let start = Instant::now();
     let out = scope
         .move_on(async move {
-            handle.shutdown(Duration::ZERO);
+            handle.request_shutdown(Duration::ZERO);
             assert!(quattro::is_shutdown_requested());
             sleep(ms(1)).await;
             unreachable!("no grace")
@@ -1067,7 +1067,7 @@ async fn scope_shutdown_grace_zero_and_max() {
     let handle = scope.clone();
     let out = scope
         .move_on(async move {
-            handle.shutdown(Duration::MAX);
+            handle.request_shutdown(Duration::MAX);
             quattro::shutdown_requested().await;
             sleep(HOUR).await; // a long wrap-up is still within the grace
             current_effective_deadline()
@@ -1077,9 +1077,9 @@ async fn scope_shutdown_grace_zero_and_max() {
     assert!(deadline > Instant::now() + Duration::from_secs(20 * 365 * 86400));
     assert!(!scope.cancelled_caught());
     // Before the scope runs, and on a finished scope: no panic, no effect on a later result.
-    CancelScope::new().shutdown(Duration::MAX);
-    scope.shutdown(Duration::ZERO);
-    assert!(scope.is_shutdown_requested());
+    CancelScope::new().request_shutdown(Duration::MAX);
+    scope.request_shutdown(Duration::ZERO);
+    assert!(scope.shutdown_token().is_cancelled());
 }
 
 /// Which future a soft trigger is tested on.

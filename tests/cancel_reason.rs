@@ -90,7 +90,7 @@ both_runtimes! {
         let h = handles.clone();
         let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
             h.keep(tg.task("stubborn").spawn(forever())); // ignores the request
-            tg.shutdown(ms(10));
+            tg.request_shutdown(ms(10));
             Ok(())
         })
         .await
@@ -113,7 +113,7 @@ both_runtimes! {
         let h = handles.clone();
         let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
             h.keep(tg.spawn(forever()));
-            tg.shutdown(Duration::ZERO);
+            tg.request_shutdown(Duration::ZERO);
             pending::<()>().await;
             Ok(())
         })
@@ -149,7 +149,7 @@ async fn finishing_within_the_grace_is_no_cancellation() {
             sleep(ms(10)).await;
             Ok(7)
         });
-        tg.shutdown(ms(50));
+        tg.request_shutdown(ms(50));
         Ok(worker.await.unwrap())
     })
     .await;
@@ -161,7 +161,7 @@ async fn finishing_within_the_grace_is_no_cancellation() {
 async fn cancel_during_the_grace_wins() {
     let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
         tg.spawn(forever());
-        tg.shutdown(ms(50));
+        tg.request_shutdown(ms(50));
         sleep(ms(10)).await;
         tg.cancel();
         Ok(())
@@ -188,7 +188,7 @@ async fn failure_during_the_cut_keeps_the_grace_as_the_reason() {
                 let _guard = PanicOnDrop;
                 forever::<Infallible>().await
             });
-            tg.shutdown(ms(10));
+            tg.request_shutdown(ms(10));
             Ok(())
         })
         .await
@@ -400,7 +400,7 @@ async fn enclosing_scope_grace_ran_out_is_the_reason() {
     let out = scope
         .move_on(TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
             h.keep(tg.spawn(forever()));
-            outer.shutdown(ms(20));
+            outer.request_shutdown(ms(20));
             pending::<()>().await;
             Ok(())
         }))
@@ -580,7 +580,7 @@ both_runtimes! {
                     Ok(())
                 });
                 let queued = tg.task("next").spawn(async { Ok(()) });
-                tg.shutdown(Duration::from_secs(60));
+                tg.request_shutdown(Duration::from_secs(60));
                 let err = queued.await.unwrap_err();
                 running.await.unwrap();
                 Ok(err)

@@ -103,7 +103,7 @@ both_runtimes! {
     /// Today's behaviour, unchanged: a plain spawn of an unwrapped future sees nothing.
     async fn without_the_wrapper_a_plain_spawn_sees_no_context() {
         let scope = CancelScope::with_timeout(LONG);
-        scope.shutdown(LONG);
+        scope.request_shutdown(LONG);
         let there = scope
             .move_on(async {
                 assert!(seen().shutdown);
@@ -203,7 +203,7 @@ both_runtimes! {
 // ----- Shutdown requests cross the plain spawn -------------------------------------------------
 
 both_runtimes! {
-    /// `TaskGroup::shutdown`: a task spawned plainly from the body observes it with
+    /// `TaskGroup::request_shutdown`: a task spawned plainly from the body observes it with
     /// `shutdown_requested()`, `is_shutdown_requested()` and `shutdown_token()`.
     async fn the_shutdown_of_a_group_reaches_a_plain_spawn() {
         let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
@@ -221,7 +221,7 @@ both_runtimes! {
                 .in_current_scope(),
             );
             is_waiting.await.unwrap();
-            tg.shutdown(LONG);
+            tg.request_shutdown(LONG);
             Ok(worker.await.unwrap())
         })
         .await;
@@ -230,7 +230,7 @@ both_runtimes! {
 }
 
 both_runtimes! {
-    /// `CancelScope::shutdown`, from another task: a task spawned plainly inside the scope, and
+    /// `CancelScope::request_shutdown`, from another task: a task spawned plainly inside the scope, and
     /// a task of a group inside that task, observe it.
     async fn the_shutdown_of_a_cancel_scope_reaches_a_plain_spawn_and_its_groups() {
         let scope = CancelScope::new();
@@ -255,7 +255,7 @@ both_runtimes! {
         })
         .await;
         is_waiting.await.unwrap();
-        scope.shutdown(LONG);
+        scope.request_shutdown(LONG);
         assert!(worker.await.unwrap().unwrap());
         drop(run);
     }
@@ -478,7 +478,7 @@ async fn a_shutdown_request_stays_seen_after_the_scope_finished() {
     let (token, fut) = scope
         .move_on(async move {
             let fut = async { (seen(), shutdown_token().is_cancelled()) }.in_current_scope();
-            handle.shutdown(ms(10));
+            handle.request_shutdown(ms(10));
             // Finishes within the grace.
             (shutdown_token(), fut)
         })
@@ -567,13 +567,13 @@ async fn polled_inside_another_scope_it_sees_both_contexts() {
     let handle = here.clone();
     let waited = tokio::spawn(here.move_on(wait_here));
     tokio::task::yield_now().await;
-    handle.shutdown(LONG);
+    handle.request_shutdown(LONG);
     assert_eq!(waited.await.unwrap(), Some(()));
 
     // And a shutdown of the captured scope.
     let waiting = tokio::spawn(CancelScope::new().move_on(wait_there));
     tokio::task::yield_now().await;
-    captured.shutdown(LONG);
+    captured.request_shutdown(LONG);
     let out = waiting.await.unwrap().unwrap();
     assert!(out.shutdown);
     drop(run);

@@ -11,7 +11,7 @@
 //! at one instant of the paused clock); futures polled once and then moved into another task
 //! (`Moved`: into a task of a group; `MovedOut`: a leaf into a fresh `tokio::spawn` task, where no
 //! deadline encloses it any more); `cancel()` / `set_deadline()` from another task (`Scope { remote }`); aborts of
-//! queued and running handles from another task and `shutdown(grace)` requests from another
+//! queued and running handles from another task and `request_shutdown(grace)` requests from another
 //! task (`Group { aborts, shutdown }`: the oracle predicts the queue drops, the grace's end as
 //! the group's deadline, and the cut, reported as `Ev::Cut`); and leaves whose destructor
 //! panics when dropped unfinished (`panic_on_drop`): the oracle predicts the panic for a
@@ -115,7 +115,7 @@ pub enum Node {
         /// `(i, t)`: at `t`, another task aborts normal child `i` through its handle (queued
         /// or running).
         aborts: Vec<(usize, u64)>,
-        /// `(t, grace)`: at `t`, another task calls `shutdown(grace)` on the group.
+        /// `(t, grace)`: at `t`, another task calls `request_shutdown(grace)` on the group.
         shutdown: Option<(u64, u64)>,
     },
     Scope {
@@ -1370,7 +1370,7 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                         let tg = tg.clone();
                         c.helper(async move {
                             sleep_until(start + tick * t as u32).await;
-                            tg.shutdown(tick * grace as u32);
+                            tg.request_shutdown(tick * grace as u32);
                         });
                     }
                     if let Some(b) = body {
@@ -2302,7 +2302,7 @@ fn reawaited_group_nested_task_sees_no_stale_deadline() {
 }
 
 /// Found by the generator (multi-thread runtime, `shutdown(0)` from another task on a group
-/// with a queue). `TaskGroup::shutdown` takes the queue, cancels the group, and only then drops
+/// with a queue). `TaskGroup::request_shutdown` takes the queue, cancels the group, and only then drops
 /// the queued futures, in the caller's thread. The group can see itself cancelled with no task
 /// left and return while the caller is still running those destructors: a future of the group
 /// is dropped after the group returned (a guard it holds is released late). Here the queued
@@ -2336,7 +2336,7 @@ fn shutdown_from_another_thread_drops_the_queue_before_the_group_returns() {
                     Ok(())
                 });
                 let tg2 = tg.clone();
-                std::thread::spawn(move || tg2.shutdown(Duration::ZERO));
+                std::thread::spawn(move || tg2.request_shutdown(Duration::ZERO));
                 Ok(())
             })
             .await;

@@ -50,8 +50,8 @@ both_runtimes! {
         let out = TaskGroup::scope(|tg| async move {
             let handles: Vec<_> = (0..3).map(|_| tg.spawn(connection(ms(20)))).collect();
             sleep(ms(35)).await;
-            tg.shutdown(Duration::from_secs(1));
-            assert!(tg.is_shutdown_requested());
+            tg.request_shutdown(Duration::from_secs(1));
+            assert!(tg.shutdown_token().is_cancelled());
             let mut served = Vec::new();
             for handle in handles {
                 served.push(handle.await.unwrap());
@@ -78,12 +78,12 @@ both_runtimes! {
         let handle = scope.clone();
         let out = scope
             .move_on(async move {
-                handle.shutdown(Duration::from_secs(1));
+                handle.request_shutdown(Duration::from_secs(1));
                 connection(ms(20)).await
             })
             .await;
         assert_eq!(out, Some(Ok(0)));
-        assert!(scope.is_shutdown_requested());
+        assert!(scope.shutdown_token().is_cancelled());
         assert!(!scope.cancelled_caught());
     }
 }
@@ -107,7 +107,7 @@ both_runtimes! {
                 Ok::<_, &str>(())
             });
             let polite = tg.spawn(connection(ms(10)));
-            tg.shutdown(ms(50));
+            tg.request_shutdown(ms(50));
             // The body may still use what finished within the grace.
             assert_eq!(polite.await.unwrap(), 0);
             Ok(())
@@ -148,7 +148,7 @@ both_runtimes! {
                     });
                 }
                 sleep(ms(5)).await;
-                s.shutdown(ms(20));
+                s.request_shutdown(ms(20));
                 pending::<()>().await;
                 Ok(())
             }))
@@ -172,7 +172,7 @@ both_runtimes! {
                 let _g = g;
                 connection(ms(10)).await // would finish, but gets no time
             });
-            tg.shutdown(Duration::ZERO);
+            tg.request_shutdown(Duration::ZERO);
             pending::<()>().await;
             Ok(())
         })
@@ -186,7 +186,7 @@ both_runtimes! {
         let s = scope.clone();
         let out = scope
             .fail(async move {
-                s.shutdown(Duration::ZERO);
+                s.request_shutdown(Duration::ZERO);
                 connection(ms(10)).await
             })
             .await;
@@ -215,7 +215,7 @@ both_runtimes! {
                 sleep(NEVER).await;
                 Ok(())
             });
-            tg.shutdown(Duration::from_secs(1));
+            tg.request_shutdown(Duration::from_secs(1));
             Ok(())
         })
         .await
@@ -249,7 +249,7 @@ async fn grandchildren_see_the_request_and_the_grace_deadline() {
             .map_err(|_| ())
         });
         sleep(ms(10)).await;
-        tg.shutdown(Duration::from_secs(2));
+        tg.request_shutdown(Duration::from_secs(2));
         Ok(child.await.unwrap())
     })
     .await
@@ -277,7 +277,7 @@ async fn the_request_reaches_nested_scopes_inside_children() {
             Ok::<_, ()>(seen)
         });
         sleep(ms(1)).await;
-        tg.shutdown(Duration::from_secs(1));
+        tg.request_shutdown(Duration::from_secs(1));
         Ok(nested.await.unwrap())
     })
     .await
@@ -297,7 +297,7 @@ async fn requests_travel_down_not_up() {
             let i = inner.clone();
             inner
                 .move_on(async move {
-                    i.shutdown(Duration::from_secs(1));
+                    i.request_shutdown(Duration::from_secs(1));
                     assert!(is_shutdown_requested());
                 })
                 .await;
@@ -308,9 +308,9 @@ async fn requests_travel_down_not_up() {
             inner
                 .move_on(async move {
                     let token = i.shutdown_token();
-                    o.shutdown(Duration::from_secs(1));
+                    o.request_shutdown(Duration::from_secs(1));
                     shutdown_requested().await;
-                    assert!(!i.is_shutdown_requested());
+                    assert!(!i.shutdown_token().is_cancelled());
                     assert!(!token.is_cancelled(), "the handle token is the scope's own");
                 })
                 .await
@@ -331,7 +331,7 @@ both_runtimes! {
                 s.store(true, Ordering::SeqCst);
                 Ok(())
             });
-            tg.shutdown(Duration::from_secs(1));
+            tg.request_shutdown(Duration::from_secs(1));
             let s = tg.spawn(async { eventually(is_shutdown_requested).await; Ok(()) });
             s.await.unwrap();
             sleep(ms(5)).await;
@@ -375,7 +375,7 @@ async fn outside_any_scope_nothing_is_requested() {
     );
     // Created outside, awaited inside a scope: looked up where it is polled.
     let scope = CancelScope::new();
-    scope.shutdown(Duration::from_secs(1));
+    scope.request_shutdown(Duration::from_secs(1));
     let waiting = shutdown_requested();
     assert_eq!(scope.move_on(waiting).await, Some(()));
 }
@@ -405,7 +405,7 @@ both_runtimes! {
                     })
                     .collect();
                 sleep(ms(15)).await;
-                tg.shutdown(Duration::from_secs(1));
+                tg.request_shutdown(Duration::from_secs(1));
                 assert_eq!(d.get(), 2, "dropped at the request");
                 for handle in queued {
                     assert!(handle.await.unwrap_err().is_cancelled());
@@ -447,7 +447,7 @@ both_runtimes! {
                     producer.spawn_when_free(async { Ok(1) }).await.await
                 });
                 sleep(ms(5)).await;
-                tg.shutdown(Duration::from_secs(1));
+                tg.request_shutdown(Duration::from_secs(1));
                 assert!(waiting.await.unwrap().unwrap_err().is_cancelled());
                 Ok::<_, &str>(())
             })
@@ -475,7 +475,7 @@ async fn an_enclosing_request_leaves_a_nested_queue_alone() {
                             })
                         })
                         .collect();
-                    s.shutdown(Duration::from_secs(1));
+                    s.request_shutdown(Duration::from_secs(1));
                     let mut sum = 0;
                     for handle in handles {
                         sum += handle.await.unwrap();
@@ -541,7 +541,7 @@ both_runtimes! {
 async fn a_trigger_ready_at_once() {
     let out = TaskGroup::scope(|tg| async move {
         shutdown_requested().await;
-        Ok::<_, ()>(tg.is_shutdown_requested())
+        Ok::<_, ()>(tg.shutdown_token().is_cancelled())
     })
     .shutdown_on(std::future::ready(()), Duration::from_secs(1))
     .await;
@@ -611,7 +611,7 @@ async fn tokens_for_code_that_takes_one() {
                     shutdown_token().cancelled().await;
                     Ok::<_, ()>(())
                 });
-                s.shutdown(Duration::from_secs(1));
+                s.request_shutdown(Duration::from_secs(1));
                 inside.await.unwrap();
                 Ok(group_token.is_cancelled())
             })
@@ -628,7 +628,7 @@ async fn tokens_for_code_that_takes_one() {
     // Cancelling a handed-out token requests nothing.
     let scope = CancelScope::new();
     scope.shutdown_token().cancel();
-    assert!(!scope.is_shutdown_requested());
+    assert!(!scope.shutdown_token().is_cancelled());
     assert_eq!(
         scope.move_on(async { is_shutdown_requested() }).await,
         Some(false)
@@ -645,11 +645,11 @@ async fn repeated_requests_only_shorten_the_grace() {
         escaped = Some(tg.clone());
         async move {
             tg.spawn(pending::<Result<(), ()>>());
-            tg.shutdown(ms(100));
-            tg.shutdown(ms(500));
+            tg.request_shutdown(ms(100));
+            tg.request_shutdown(ms(500));
             assert_eq!(current_effective_deadline(), Some(start + ms(100)));
             sleep(ms(10)).await;
-            tg.shutdown(ms(20));
+            tg.request_shutdown(ms(20));
             Ok(())
         }
     })
@@ -657,14 +657,14 @@ async fn repeated_requests_only_shorten_the_grace() {
     .unwrap_err();
     assert!(err.is_cancelled());
     assert_elapsed(start, ms(30));
-    escaped.unwrap().shutdown(ms(1)); // finished: nothing happens
+    escaped.unwrap().request_shutdown(ms(1)); // finished: nothing happens
 
     let scope = CancelScope::with_timeout(ms(50));
-    scope.shutdown(Duration::from_secs(1));
+    scope.request_shutdown(Duration::from_secs(1));
     assert_eq!(scope.deadline(), Some(start + ms(30) + ms(50)));
 }
 
-/// Regression (core rebuild, item 8): concurrent `shutdown(grace)` calls with different
+/// Regression (core rebuild, item 8): concurrent `request_shutdown(grace)` calls with different
 /// graces (20 ms and 30 s) from several threads at once, 200 times on a 4-worker runtime:
 /// the shortest grace must win every time. The group's effective deadline, read in a child
 /// after all the calls returned, is the 20 ms cut (the old load-compare-store let a 30 s call
@@ -702,7 +702,7 @@ async fn concurrent_shutdowns_keep_the_shortest_grace() {
                                 long
                             };
                             barrier.wait();
-                            tg.shutdown(grace);
+                            tg.request_shutdown(grace);
                         })
                     })
                     .collect();
@@ -728,5 +728,27 @@ async fn concurrent_shutdowns_keep_the_shortest_grace() {
             deadline - read_at
         );
         assert!(started.elapsed() < Duration::from_secs(5));
+    }
+}
+
+both_runtimes! {
+    /// After a request, a plain `spawn` with a slot free still runs (work in flight may fan
+    /// out), but the producer tools are refused even in a group without a limit, so that a
+    /// producer loop ends.
+    async fn producer_tools_are_refused_after_a_request_even_with_a_free_slot() {
+        let out = TaskGroup::scope(|tg| async move {
+            tg.request_shutdown(Duration::from_secs(1));
+            let spawned = tg.spawn(async { Ok::<_, ()>(1) });
+            let waited = tg.spawn_when_free(async { Ok::<_, ()>(2) }).await;
+            let refused = waited.await.unwrap_err();
+            assert!(refused.is_cancelled() && refused.is_unstarted());
+            assert!(tg.try_reserve().unwrap_err().is_closed());
+            assert!(tg.reserve().await.unwrap_err().is_closed());
+            let back = tg.try_spawn(async { Ok::<_, ()>(3) }).unwrap_err();
+            assert!(back.is_closed());
+            Ok(spawned.await.unwrap())
+        })
+        .await;
+        assert_eq!(out.unwrap(), 1);
     }
 }

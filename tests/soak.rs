@@ -217,7 +217,7 @@ fn million_requests_server_group_memory_flat_and_shutdown_within_grace() {
                         );
                     }
                     *shutdown_at = Some(std::time::Instant::now());
-                    tg.shutdown(GRACE);
+                    tg.request_shutdown(GRACE);
                     Ok(())
                 }
             })

@@ -599,7 +599,7 @@ both_runtimes! {
                 Ok(units > 0)
             });
             until(|| started_rx.try_recv().is_ok()).await;
-            tg.shutdown(Duration::from_secs(3600));
+            tg.request_shutdown(Duration::from_secs(3600));
             Ok(job.await.unwrap())
         })
         .await;
@@ -622,7 +622,7 @@ both_runtimes! {
                     runtime.block_on(TaskGroup::scope(|inner: TaskGroup<()>| async move {
                         let deadline = inner.spawn(async { Ok(current_effective_deadline()) });
                         let deadline = deadline.await.unwrap();
-                        requested.shutdown(Duration::from_secs(3600));
+                        requested.request_shutdown(Duration::from_secs(3600));
                         let shutdown = inner.spawn(async { Ok(is_shutdown_requested()) });
                         Ok((deadline, shutdown.await.unwrap()))
                     }))
@@ -956,7 +956,7 @@ both_runtimes! {
                         Ok("never")
                     });
                     yield_now().await;
-                    tg.shutdown(Duration::from_secs(3600));
+                    tg.request_shutdown(Duration::from_secs(3600));
                     assert!(queued.await.unwrap_err().is_cancelled());
                     assert_eq!(d.get(), 1);
                     let refused = tg.spawn_local(async { Ok("refused") });

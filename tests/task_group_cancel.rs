@@ -1126,7 +1126,7 @@ both_runtimes! {
 }
 
 both_runtimes! {
-    /// Regression (core rebuild, item 3): `shutdown(grace)` on a limited group whose queued
+    /// Regression (core rebuild, item 3): `request_shutdown(grace)` on a limited group whose queued
     /// future's destructor panics: the shutdown must still take effect (the running child,
     /// which ignores the request, is cut by the grace at the latest, and the group returns).
     async fn queued_destructor_panic_on_shutdown_still_cuts_at_the_grace() {
@@ -1150,7 +1150,7 @@ both_runtimes! {
                     Ok(())
                 });
                 sleep(ms(10)).await;
-                tg.shutdown(ms(50));
+                tg.request_shutdown(ms(50));
                 Ok::<(), ()>(())
             })
             .await;
@@ -1164,7 +1164,7 @@ both_runtimes! {
 }
 
 both_runtimes! {
-    /// Regression (core rebuild, item 3): `shutdown(grace)` called from another task on a
+    /// Regression (core rebuild, item 3): `request_shutdown(grace)` called from another task on a
     /// limited group whose queued future's destructor panics: the panic surfaces in the
     /// caller, and the shutdown must still take effect: the running child, which ignores the
     /// request, is cut at the grace (it used to run on to 300 ms), and the group returns.
@@ -1190,7 +1190,7 @@ both_runtimes! {
                 });
                 sleep(ms(10)).await;
                 let caller = tg.clone();
-                let called = tokio::spawn(async move { caller.shutdown(ms(50)) }).await;
+                let called = tokio::spawn(async move { caller.request_shutdown(ms(50)) }).await;
                 assert!(called.is_err_and(|e| e.is_panic()), "the destructor's panic did not surface in the caller");
                 Ok::<(), ()>(())
             })

@@ -177,7 +177,7 @@ mod dispatcher_loses_no_job_on_shutdown {
                         permit.spawn(async move {
                             if job == 4 {
                                 // Arrives while the dispatcher waits for a slot.
-                                stopper.shutdown(Duration::from_secs(60));
+                                stopper.request_shutdown(Duration::from_secs(60));
                             }
                             sleep(ms(10)).await;
                             f.lock().unwrap().push(job);
@@ -250,7 +250,7 @@ async fn a_permit_used_after_cancel_refuses() {
 async fn a_permit_reserved_before_shutdown_still_spawns() {
     let out = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
         let permit = tg.reserve().await.unwrap();
-        tg.shutdown(Duration::from_secs(5));
+        tg.request_shutdown(Duration::from_secs(5));
         assert!(tg.try_reserve().unwrap_err().is_closed());
         Ok(permit.spawn(async { Ok(5) }).await.unwrap())
     })

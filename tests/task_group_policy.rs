@@ -454,7 +454,7 @@ both_runtimes! {
                     quattro::shutdown_requested().await;
                     Err::<(), _>(String::from("gave up"))
                 });
-                tg.shutdown(Duration::from_secs(1));
+                tg.request_shutdown(Duration::from_secs(1));
                 Ok(finisher.await.unwrap())
             })
             .await;
@@ -477,7 +477,7 @@ both_runtimes! {
                     sleep(NEVER).await;
                     Ok(())
                 });
-                tg.shutdown(ms(100));
+                tg.request_shutdown(ms(100));
                 Ok(())
             })
             .await

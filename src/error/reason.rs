@@ -32,7 +32,7 @@ use std::fmt;
 /// let err = TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
 ///     // Ignores the shutdown request: it is cut when the grace runs out.
 ///     *slot = Some(tg.task("worker").spawn(std::future::pending::<Result<(), _>>()));
-///     tg.shutdown(Duration::from_secs(5));
+///     tg.request_shutdown(Duration::from_secs(5));
 ///     Ok(())
 /// })
 /// .await
@@ -73,18 +73,18 @@ pub enum CancelReason {
     /// [`CancelScope`]: crate::CancelScope
     /// [`CancelScope::cancel`]: crate::CancelScope::cancel
     Cancelled,
-    /// A graceful shutdown of the group was requested ([`TaskGroup::shutdown`] and the
+    /// A graceful shutdown of the group was requested ([`TaskGroup::request_shutdown`] and the
     /// triggers on [`GroupScope`]): the task was waiting for a slot under the concurrency
     /// limit, and a group that shuts down starts nothing new. Tasks that run are not cancelled
     /// by the request, only by the end of its grace ([`GraceRanOut`](Self::GraceRanOut)).
     ///
-    /// [`TaskGroup::shutdown`]: crate::TaskGroup::shutdown
+    /// [`TaskGroup::request_shutdown`]: crate::TaskGroup::request_shutdown
     /// [`GroupScope`]: crate::GroupScope
     ShutdownRequested,
     /// The grace period of a graceful shutdown ran out: of the group itself, or of a cancel
-    /// scope around it ([`CancelScope::shutdown`]).
+    /// scope around it ([`CancelScope::request_shutdown`]).
     ///
-    /// [`CancelScope::shutdown`]: crate::CancelScope::shutdown
+    /// [`CancelScope::request_shutdown`]: crate::CancelScope::request_shutdown
     GraceRanOut,
     /// The deadline of a cancel scope around the group was reached (`move_on_after`,
     /// `fail_at`, [`CancelScope::set_deadline`], ...).

@@ -427,7 +427,7 @@ impl<E> TaskError<E> {
     ///     .scope(|tg: TaskGroup<Infallible>| async move {
     ///         tg.spawn(async { Ok(()) });
     ///         let queued = tg.task("later").spawn(async { Ok(()) }); // waits for the slot
-    ///         tg.shutdown(Duration::from_secs(1)); // a shutting-down group starts nothing new
+    ///         tg.request_shutdown(Duration::from_secs(1)); // a shutting-down group starts nothing new
     ///         let err = queued.await.unwrap_err();
     ///         assert!(err.is_unstarted());
     ///         assert_eq!(err.cancel_reason(), Some(CancelReason::ShutdownRequested));

@@ -24,11 +24,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///   dropped unpolled at the request: they have nothing to finish. Their handles resolve to
     ///   a cancelled [`TaskError`] ([`is_unstarted`](crate::TaskError::is_unstarted), for
     ///   [`CancelReason::ShutdownRequested`]).
-    /// - **New tasks**: from the request on, the group no longer queues: a spawn that would
-    ///   have to wait for a slot is refused (its handle resolves to a cancelled `TaskError`),
-    ///   and so is a [`spawn_when_free`](Self::spawn_when_free) that is waiting or would wait.
-    ///   A spawn that finds a free slot (or a group without a limit) still runs — work in
-    ///   flight may fan out to finish — and sees the request at once.
+    /// - **New tasks**: from the request on, the group no longer queues. A
+    ///   [`spawn`](Self::spawn) that would have to wait for a slot is refused (its handle
+    ///   resolves to a cancelled `TaskError`); one that finds a free slot (or a group without
+    ///   a limit) still runs, so work in flight may fan out to finish, and sees the request at
+    ///   once. The producer tools ([`spawn_when_free`](Self::spawn_when_free),
+    ///   [`reserve`](Self::reserve), [`try_reserve`](Self::try_reserve),
+    ///   [`try_spawn`](Self::try_spawn)) are refused even with a slot free, so that a producer
+    ///   loop ends.
     /// - **Within the grace**, the group completes as usual when the body and the normal tasks
     ///   are done: it returns the body's value, or a [`GroupError`] with every error (a task
     ///   that fails during the grace still fails the group).
@@ -63,7 +66,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///         sleep(Duration::from_millis(100)).await; // finish the job in hand
     ///         Ok("finished")
     ///     });
-    ///     tg.shutdown(Duration::from_secs(1));
+    ///     tg.request_shutdown(Duration::from_secs(1));
     ///     Ok(worker.await.unwrap())
     /// })
     /// .await;
@@ -77,7 +80,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// [`current_effective_deadline`]: crate::current_effective_deadline
     /// [`GroupError`]: crate::GroupError
     /// [`TaskError`]: crate::TaskError
-    pub fn shutdown(&self, grace: Duration) {
+    pub fn request_shutdown(&self, grace: Duration) {
         let shared = &self.shared;
         if shared.is_closed() {
             return;
@@ -115,32 +118,6 @@ impl<E: Send + 'static> TaskGroup<E> {
         drop(dropping);
     }
 
-    /// Whether a graceful shutdown was requested for this group (with
-    /// [`shutdown`](Self::shutdown) or a trigger on its [`GroupScope`]). Requests for
-    /// enclosing scopes are not counted: code inside asks
-    /// [`is_shutdown_requested`](crate::is_shutdown_requested).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use std::convert::Infallible;
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// quattro::TaskGroup::scope(|tg: quattro::TaskGroup<Infallible>| async move {
-    ///     tg.shutdown(std::time::Duration::from_secs(1));
-    ///     assert!(tg.is_shutdown_requested());
-    ///     assert!(quattro::is_shutdown_requested()); // the body sees it too
-    ///     Ok(())
-    /// })
-    /// .await
-    /// .unwrap();
-    /// # }
-    /// ```
-    pub fn is_shutdown_requested(&self) -> bool {
-        self.shared.node.own_shutdown_requested()
-    }
-
     /// A token that is cancelled when a graceful shutdown is requested for this group, for
     /// code that takes a `CancellationToken`. Cancelling the token does not request a
     /// shutdown. Inside the group, [`shutdown_token`](crate::shutdown_token) also covers
@@ -159,7 +136,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///         token.cancelled().await; // e.g. a library loop that takes a token
     ///         Ok(())
     ///     });
-    ///     tg.shutdown(std::time::Duration::from_secs(1));
+    ///     tg.request_shutdown(std::time::Duration::from_secs(1));
     ///     Ok(())
     /// })
     /// .await
@@ -173,7 +150,7 @@ impl<E: Send + 'static> TaskGroup<E> {
 
 impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// Runs the group until `trigger` completes, then requests its graceful shutdown with
-    /// `grace` (see [`TaskGroup::shutdown`]): "serve until ctrl-c, give the connections 5
+    /// `grace` (see [`TaskGroup::request_shutdown`]): "serve until ctrl-c, give the connections 5
     /// seconds, then cut".
     ///
     /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
@@ -212,7 +189,7 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     ) -> ShutdownOn<Self, T> {
         // `false` until the group has started: `ShutdownOn` then retries.
         ShutdownOn::new(self, trigger, grace, |scope, grace| {
-            scope.group().map(|group| group.shutdown(grace)).is_some()
+            scope.group().map(|group| group.request_shutdown(grace)).is_some()
         })
     }
 

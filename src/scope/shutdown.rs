@@ -37,7 +37,7 @@ impl CancelScope {
     /// let handle = scope.clone();
     /// let out = scope
     ///     .move_on(async move {
-    ///         handle.shutdown(Duration::from_secs(1));
+    ///         handle.request_shutdown(Duration::from_secs(1));
     ///         quattro::shutdown_requested().await; // at once
     ///         sleep(Duration::from_millis(10)).await; // finish up
     ///         "clean exit"
@@ -52,40 +52,23 @@ impl CancelScope {
     /// [`is_shutdown_requested`]: crate::is_shutdown_requested
     /// [`shutdown_token`]: crate::shutdown_token
     /// [`current_effective_deadline`]: crate::current_effective_deadline
-    pub fn shutdown(&self, grace: Duration) {
+    pub fn request_shutdown(&self, grace: Duration) {
         self.node.request_shutdown();
         self.node.shorten_deadline(deadline::deadline_after(grace));
-    }
-
-    /// Whether a graceful shutdown was requested for this scope (with
-    /// [`shutdown`](Self::shutdown) or a trigger). Requests for enclosing scopes are not
-    /// counted: code inside asks [`is_shutdown_requested`](crate::is_shutdown_requested).
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// let scope = quattro::CancelScope::new();
-    /// scope.shutdown(std::time::Duration::from_secs(1));
-    /// assert!(scope.is_shutdown_requested());
-    /// assert!(!scope.is_cancelled()); // not yet: there is a grace
-    /// ```
-    pub fn is_shutdown_requested(&self) -> bool {
-        self.node.own_shutdown_requested()
     }
 
     /// A token that is cancelled when a graceful shutdown is requested for this scope, for
     /// code that takes a `CancellationToken`. Cancelling the token does not request a shutdown.
     ///
-    /// Like [`is_shutdown_requested`](Self::is_shutdown_requested), it covers this scope's own
-    /// requests; inside the scope, [`shutdown_token`](crate::shutdown_token) also covers the
-    /// enclosing ones.
+    /// It covers this scope's own requests; inside the scope,
+    /// [`quattro::shutdown_token`](crate::shutdown_token) also covers the enclosing ones.
     ///
     /// # Examples
     ///
     /// ```
     /// let scope = quattro::CancelScope::new();
     /// let token = scope.shutdown_token();
-    /// scope.shutdown(std::time::Duration::from_secs(1));
+    /// scope.request_shutdown(std::time::Duration::from_secs(1));
     /// assert!(token.is_cancelled());
     /// ```
     pub fn shutdown_token(&self) -> CancellationToken {

@@ -226,7 +226,7 @@ impl<F: fmt::Debug, T> fmt::Debug for ShutdownOn<F, T> {
 
 impl<F: Future> MoveOn<F> {
     /// Runs this scope until `trigger` completes, then requests its graceful shutdown with
-    /// `grace` (see [`CancelScope::shutdown`](crate::CancelScope::shutdown)).
+    /// `grace` (see [`CancelScope::request_shutdown`](crate::CancelScope::request_shutdown)).
     ///
     /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
     /// error from it triggers the shutdown too).
@@ -254,7 +254,7 @@ impl<F: Future> MoveOn<F> {
     /// See [`ShutdownOn`].
     pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
         ShutdownOn::new(self, trigger, grace, |scope, grace| {
-            scope.cancel_scope().shutdown(grace);
+            scope.cancel_scope().request_shutdown(grace);
             true
         })
     }
@@ -352,7 +352,7 @@ impl<F: Future> Fail<F> {
     /// See [`ShutdownOn`].
     pub fn shutdown_on<T: Future>(self, trigger: T, grace: Duration) -> ShutdownOn<Self, T> {
         ShutdownOn::new(self, trigger, grace, |scope, grace| {
-            scope.cancel_scope().shutdown(grace);
+            scope.cancel_scope().request_shutdown(grace);
             true
         })
     }
