@@ -682,6 +682,25 @@ on_both_runtimes! {
         clock.assert_elapsed(start, 1);
     }
 
+    /// A combinator that gives each future its own waker (`FuturesUnordered`, as
+    /// `buffer_unordered` and `join_all` use) hides which task armed the outer timer; the
+    /// outer scope still wins the tie.
+    async fn same_deadline_under_futures_unordered_outer_wins(clock) {
+        use futures::StreamExt;
+        let start = Instant::now();
+        let deadline = start + clock.t(1);
+        let out = move_on_at(deadline, async move {
+            let mut set = futures::stream::FuturesUnordered::new();
+            set.push(move_on_at(deadline, clock.forever()));
+            set.push(move_on_at(deadline, clock.forever()));
+            set.next().await;
+            unreachable!("an inner scope claimed the outer deadline");
+        })
+        .await;
+        assert_eq!(out, None::<()>);
+        clock.assert_elapsed(start, 1);
+    }
+
     /// The outermost and the innermost deadlines tie, and the middle one is later.
     async fn same_deadline_skipping_a_later_middle_scope_outer_wins(clock) {
         let start = Instant::now();

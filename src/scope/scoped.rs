@@ -362,8 +362,12 @@ fn poll_cancel<F: Future>(
         return Poll::Pending;
     }
     // An enclosing scope that is cancelled too claims the cancellation: it drops this future,
-    // and its timer or `cancel()` has woken (or will wake) this task.
+    // and its timer or `cancel()` has woken (or will wake) this task. A fixed deadline in the
+    // frame was set by a scope on this poll's stack (a task edge resets it), so when it has
+    // passed, that scope (or one further out with an earlier timer) claims it as soon as this
+    // poll returns to it, even when a combinator gave this future a waker of its own.
     let outer_expired = outer.flags & frame::CANCELLED != 0
+        || outer.fixed.is_some_and(|fixed| fixed <= Instant::now())
         || covered.is_some_and(|covered| covered <= Instant::now())
         || frame::links_expired();
     if outer_expired {
