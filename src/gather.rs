@@ -29,7 +29,7 @@ use crate::error::{GroupError, TaskError, TaskLabel};
 use crate::group::{GroupScope, TaskGroup};
 
 pub(crate) use driver::{Collector, Driver, GatherBody, ItemNamer};
-pub use settled::Settled;
+pub(crate) use settled::Settled;
 pub use unordered::{GatherSettledUnordered, GatherUnordered};
 
 /// Runs every future of `iter` as a task and yields their values in input order, or, at the
@@ -614,7 +614,7 @@ macro_rules! gather {
 macro_rules! gather_settled {
     ($($fut:expr),+ $(,)?) => {{
         // Evaluated here, where they are written, as for `gather!`.
-        let __quattro_futs = ($($crate::gather::Settled::new($fut),)+);
+        let __quattro_futs = ($($crate::__private::Settled::new($fut),)+);
         async move {
             let __quattro_out = $crate::TaskGroup::scope(move |__quattro_tg| async move {
                 let __quattro_handles =
@@ -639,6 +639,8 @@ pub mod __private {
     use std::future::Future;
 
     use crate::{TaskGroup, TaskHandle};
+
+    pub use super::settled::Settled;
 
     /// Spawns a tuple of futures into a group, for [`gather!`](crate::gather!): a tuple of
     /// handles.

@@ -11,22 +11,8 @@ use pin_project::pin_project;
 
 use crate::error::TaskError;
 
-/// Wraps a future so that it never fails: its `Err` and its panic become a
-/// [`TaskError`] value. What [`gather_settled`](crate::gather_settled()) runs each item in.
-///
-/// # Examples
-///
-/// ```
-/// use quattro::gather::Settled;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let out = Settled::new(async { Err::<(), _>("bad") }).await;
-/// assert_eq!(out.unwrap().unwrap_err().into_error(), Some("bad"));
-/// # }
-/// ```
-///
-/// # Cancel safety
+/// Wraps a future so that it never fails: its `Err` and its panic become a [`TaskError`]
+/// value. What `gather_settled` and `gather_settled!` run each item in; not public API.
 ///
 /// Dropping it drops the inner future.
 #[pin_project]
@@ -38,26 +24,6 @@ pub struct Settled<F> {
 
 impl<F> Settled<F> {
     /// Wraps `inner`.
-    ///
-    /// # Examples
-    ///
-    /// Spawned into a group, a settled future cannot fail it: the group's error type is
-    /// [`Infallible`].
-    ///
-    /// ```
-    /// use quattro::{TaskGroup, gather::Settled};
-    ///
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() {
-    /// let slot = TaskGroup::scope(|tg| async move {
-    ///     let handle = tg.spawn(Settled::new(async { Err::<u8, _>("bad") }));
-    ///     Ok(handle.await.unwrap())
-    /// })
-    /// .await
-    /// .unwrap();
-    /// assert_eq!(slot.unwrap_err().into_error(), Some("bad"));
-    /// # }
-    /// ```
     pub fn new(inner: F) -> Settled<F> {
         Settled { inner: Some(inner) }
     }
