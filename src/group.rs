@@ -31,7 +31,8 @@ pub use background::BackgroundBuilder;
 pub use handle::TaskHandle;
 pub use permit::{SpawnError, SpawnPermit};
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
-pub use scope::{GroupBody, GroupScope};
+pub use scope::GroupScope;
+pub(crate) use scope::GroupBody;
 pub use task_set::TaskSet;
 
 pub(crate) use child::Deliver;

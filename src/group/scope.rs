@@ -40,10 +40,14 @@ pub(crate) struct Options {
     pub(crate) capture_panics: bool,
 }
 
-/// Future returned by [`TaskGroup::scope`] and [`Builder::scope`]: runs the body and every
-/// task of the group, and yields the body's value once all of them are done.
+/// Future returned by [`TaskGroup::scope`] and [`Builder::scope`].
 ///
-/// See [`TaskGroup`] for the semantics.
+/// It runs the body and every task of the group, and yields the body's value once all of them
+/// are done. See [`TaskGroup`] for the semantics.
+///
+/// The type parameters are the body closure `B`, its future `Fut`, its value `R` and the
+/// group's error type `E`. Code that stores or returns the future rarely needs to spell them:
+/// `impl Future<Output = Result<R, GroupError<E>>>` names it.
 ///
 /// # Examples
 ///
@@ -124,9 +128,9 @@ pub struct GroupScope<B, Fut, R, E> {
 
 /// The body of a task group: what [`TaskGroup::scope`] runs with a handle to the new group.
 ///
-/// Implemented for every `FnOnce(TaskGroup<E>) -> impl Future<Output = Result<R, E>>`; it is
-/// sealed, and only exists so that the crate's own bodies (such as `gather`'s) can be named
-/// types.
+/// Implemented for every `FnOnce(TaskGroup<E>) -> impl Future<Output = Result<R, E>>`. It is
+/// not public API: it lets the crate's own bodies (such as `gather`'s) be named types, and it
+/// appears in [`GroupScope`]'s `Future` impl only as a bound that every closure meets.
 ///
 /// # Examples
 ///
