@@ -267,6 +267,7 @@ impl<F> InCurrentScope<F> {
     /// assert!(InCurrentScope::get_mut(fut.as_mut()).is_none()); // completed
     /// # }
     /// ```
+    #[must_use]
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().inner.as_pin_mut()
     }

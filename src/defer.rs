@@ -197,6 +197,7 @@ impl Deferrer {
     /// assert!(cleanups.is_empty());
     /// # }
     /// ```
+    #[must_use]
     pub fn new() -> Deferrer {
         Deferrer {
             shared: Arc::default(),
@@ -605,6 +606,7 @@ impl Deferrer {
     /// assert_eq!(*log.lock().unwrap(), ["close a", "close b", "close a"]);
     /// # }
     /// ```
+    #[must_use]
     pub fn pop_all(&self) -> Deferrer {
         Deferrer {
             shared: Arc::new(Shared::with_cleanups(self.shared.take_all())),
@@ -662,6 +664,7 @@ impl Deferrer {
     /// .await;
     /// # }
     /// ```
+    #[must_use]
     pub fn len(&self) -> usize {
         self.shared.len()
     }
@@ -678,6 +681,7 @@ impl Deferrer {
     /// Deferrer::enable(|defer| async move { assert!(defer.is_empty()) }).await;
     /// # }
     /// ```
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -593,6 +593,7 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 #[inline]
+#[must_use]
 pub fn current_effective_deadline() -> Option<Instant> {
     let (deadline, cancelled) = lookup();
     if cancelled {

@@ -503,6 +503,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert!(tg.spawn(async { Ok(()) }).await.unwrap_err().is_cancelled());
     /// # }
     /// ```
+    #[must_use]
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
     }
@@ -532,6 +533,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert_eq!(out.unwrap(), 3);
     /// # }
     /// ```
+    #[must_use]
     pub fn len(&self) -> usize {
         self.shared.lock().normal_len()
     }
@@ -558,6 +560,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert_eq!(out.unwrap(), "done");
     /// # }
     /// ```
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -586,6 +589,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert!(err.is_cancelled());
     /// # }
     /// ```
+    #[must_use]
     pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
         self.shared.node.token()
     }

@@ -111,6 +111,7 @@ impl CancelScope {
     /// let scope = quattro::CancelScope::new();
     /// assert_eq!(scope.deadline(), None);
     /// ```
+    #[must_use]
     pub fn new() -> CancelScope {
         CancelScope::from_raw(NO_DEADLINE)
     }
@@ -129,6 +130,7 @@ impl CancelScope {
     /// let at = Instant::now() + Duration::from_secs(3);
     /// assert_eq!(quattro::CancelScope::with_deadline(at).deadline(), Some(at));
     /// ```
+    #[must_use]
     pub fn with_deadline(deadline: Instant) -> CancelScope {
         CancelScope::from_raw(deadline::encode(deadline))
     }
@@ -147,6 +149,7 @@ impl CancelScope {
     /// let scope = quattro::CancelScope::with_timeout(Duration::MAX); // "never"; no panic
     /// assert!(scope.deadline().is_some());
     /// ```
+    #[must_use]
     pub fn with_timeout(timeout: Duration) -> CancelScope {
         CancelScope::with_deadline(deadline::deadline_after(timeout))
     }
@@ -193,6 +196,7 @@ impl CancelScope {
     /// ```
     /// assert_eq!(quattro::CancelScope::new().deadline(), None);
     /// ```
+    #[must_use]
     pub fn deadline(&self) -> Option<Instant> {
         self.node.deadline()
     }
@@ -247,6 +251,7 @@ impl CancelScope {
     /// assert!(scope.cancelled_caught());
     /// # }
     /// ```
+    #[must_use]
     pub fn cancelled_caught(&self) -> bool {
         self.node.state() & CAUGHT != 0
     }
@@ -261,6 +266,7 @@ impl CancelScope {
     /// scope.cancel();
     /// assert!(scope.is_cancelled());
     /// ```
+    #[must_use]
     pub fn is_cancelled(&self) -> bool {
         self.node.is_cancelled()
     }
@@ -355,6 +361,7 @@ impl CancelScope {
     /// scope.cancel();
     /// assert!(token.is_cancelled());
     /// ```
+    #[must_use]
     pub fn cancellation_token(&self) -> CancellationToken {
         self.node.token()
     }

@@ -240,6 +240,7 @@ impl Node {
 /// assert_eq!(served, Some(3));
 /// # }
 /// ```
+#[must_use]
 pub fn is_shutdown_requested() -> bool {
     frame::current().flags & FRAME_SHUTDOWN != 0
         || frame::with_link(|node| node.is_some_and(|node| node.shutdown_requested_in_chain()))
@@ -341,6 +342,7 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
 /// assert_eq!(out, Some("stopped"));
 /// # }
 /// ```
+#[must_use]
 pub fn shutdown_token() -> CancellationToken {
     frame::with_link(|node| {
         node.map_or_else(CancellationToken::new, |node| {

@@ -85,6 +85,7 @@ impl Outcome {
     ///
     /// [`Deferrer::try_enable`]: super::Deferrer::try_enable
     /// [`AsyncExit`]: super::AsyncExit
+    #[must_use]
     pub const fn ok() -> Outcome {
         Outcome { repr: Repr::Ok }
     }
@@ -100,6 +101,7 @@ impl Outcome {
     /// ```
     ///
     /// [`Deferrer::try_enable`]: super::Deferrer::try_enable
+    #[must_use]
     pub const fn err() -> Outcome {
         Outcome { repr: Repr::Err }
     }
@@ -113,6 +115,7 @@ impl Outcome {
     ///
     /// assert!(Outcome::panicked().is_panic());
     /// ```
+    #[must_use]
     pub const fn panicked() -> Outcome {
         Outcome {
             repr: Repr::Panicked,
@@ -128,6 +131,7 @@ impl Outcome {
     ///
     /// assert!(Outcome::cancelled().is_cancelled());
     /// ```
+    #[must_use]
     pub const fn cancelled() -> Outcome {
         Outcome {
             repr: Repr::Cancelled,
@@ -154,6 +158,7 @@ impl Outcome {
     ///
     /// [`Deferrer::enable`]: super::Deferrer::enable
     /// [`Deferrer::try_enable`]: super::Deferrer::try_enable
+    #[must_use]
     pub const fn is_ok(&self) -> bool {
         matches!(self.repr, Repr::Ok)
     }
@@ -177,6 +182,7 @@ impl Outcome {
     /// ```
     ///
     /// [`Deferrer::try_enable`]: super::Deferrer::try_enable
+    #[must_use]
     pub const fn is_err(&self) -> bool {
         matches!(self.repr, Repr::Err)
     }
@@ -199,6 +205,7 @@ impl Outcome {
     /// assert!(AssertUnwindSafe(fut).catch_unwind().await.is_err());
     /// # }
     /// ```
+    #[must_use]
     pub const fn is_panic(&self) -> bool {
         matches!(self.repr, Repr::Panicked)
     }
@@ -220,6 +227,7 @@ impl Outcome {
     /// drop(fut); // the exit runs in the drop
     /// # }
     /// ```
+    #[must_use]
     pub const fn is_cancelled(&self) -> bool {
         matches!(self.repr, Repr::Cancelled)
     }

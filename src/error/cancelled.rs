@@ -41,7 +41,7 @@ impl Cancelled {
         Cancelled(Cause::Deadline)
     }
 
-    pub(crate) fn cancelled() -> Cancelled {
+    pub(crate) fn cancel_called() -> Cancelled {
         Cancelled(Cause::Cancelled)
     }
 

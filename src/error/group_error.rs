@@ -108,6 +108,7 @@ impl<E> GroupError<E> {
     /// assert_eq!(err.failures()[0].to_string(), "task `a`: boom");
     /// # }
     /// ```
+    #[must_use]
     pub fn failures(&self) -> &[Failure<E>] {
         &self.failures
     }
@@ -135,6 +136,7 @@ impl<E> GroupError<E> {
     /// assert_eq!(owned, ["boom"]);
     /// # }
     /// ```
+    #[must_use]
     pub fn into_failures(self) -> Vec<Failure<E>> {
         self.failures
     }
@@ -185,6 +187,7 @@ impl<E> GroupError<E> {
     /// assert_eq!(err.to_string(), "task group was cancelled");
     /// # }
     /// ```
+    #[must_use]
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.is_some()
     }
@@ -229,6 +232,7 @@ impl<E> GroupError<E> {
     ///
     /// [`TaskGroup::cancel`]: crate::TaskGroup::cancel
     /// [`TaskError`]: crate::TaskError
+    #[must_use]
     pub fn cancel_reason(&self) -> Option<CancelReason> {
         self.cancelled
     }

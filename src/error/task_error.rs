@@ -159,6 +159,7 @@ impl Reported {
     /// .await;
     /// # }
     /// ```
+    #[must_use]
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }

@@ -155,6 +155,7 @@ impl<E: Send + 'static> TaskGroup<E> {
 }
 
 /// Spawns `fut` under a slot reserved with `key`, named by where it was spawned (`at`).
+#[track_caller]
 pub(crate) fn spawn_under<F, T, E>(
     shared: &Arc<Shared<E>>,
     key: TaskKey,

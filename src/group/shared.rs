@@ -483,7 +483,7 @@ impl<E: Send + 'static> Shared<E> {
             return Err(fut);
         }
         if role == Role::Normal && state.is_full(self.limit) {
-            // After a shutdown request the group no longer queues (see `TaskGroup::shutdown`).
+            // After a shutdown request the group no longer queues (see `TaskGroup::request_shutdown`).
             if !queue_if_full || self.node.own_shutdown_requested() {
                 return Err(fut);
             }

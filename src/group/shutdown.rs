@@ -143,6 +143,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// .unwrap();
     /// # }
     /// ```
+    #[must_use]
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shared.node.own_shutdown_token().child_token()
     }

@@ -131,6 +131,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert_eq!(out.unwrap(), "a");
     /// # }
     /// ```
+    #[must_use]
     pub fn task_set<T: Send + 'static>(&self) -> TaskSet<T, E> {
         TaskSet {
             group: self.clone(),
@@ -550,6 +551,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// assert_eq!(out.unwrap(), 0);
     /// # }
     /// ```
+    #[must_use]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -571,6 +573,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// assert!(out.unwrap());
     /// # }
     /// ```
+    #[must_use]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -115,6 +115,7 @@ impl<F: Future> Fail<F> {
     /// assert!(quattro::Fail::get_mut(fut.as_mut()).is_none()); // completed
     /// # }
     /// ```
+    #[must_use]
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
     }

@@ -109,6 +109,7 @@ impl<F: Future> MoveOn<F> {
     /// assert!(quattro::MoveOn::get_mut(fut.as_mut()).is_none()); // completed
     /// # }
     /// ```
+    #[must_use]
     pub fn get_mut(self: Pin<&mut Self>) -> Option<Pin<&mut F>> {
         self.project().scoped.inner_pin_mut()
     }

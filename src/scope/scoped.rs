@@ -376,7 +376,7 @@ fn poll_cancel<F: Future>(
 
     *this.caught = true;
     let err = if cancel {
-        Cancelled::cancelled()
+        Cancelled::cancel_called()
     } else {
         Cancelled::deadline()
     };

@@ -71,6 +71,7 @@ impl CancelScope {
     /// scope.request_shutdown(std::time::Duration::from_secs(1));
     /// assert!(token.is_cancelled());
     /// ```
+    #[must_use]
     pub fn shutdown_token(&self) -> CancellationToken {
         self.node.own_shutdown_token().child_token()
     }
