@@ -31,8 +31,8 @@ pub use background::BackgroundBuilder;
 pub use handle::TaskHandle;
 pub use permit::{SpawnError, SpawnPermit};
 pub use policy::{CancelOnFailure, FailurePolicy, IsolateFailures};
-pub use scope::GroupScope;
 pub(crate) use scope::GroupBody;
+pub use scope::GroupScope;
 pub use task_set::TaskSet;
 
 pub(crate) use child::Deliver;
@@ -623,7 +623,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 }
 
-impl<E: Send + 'static> fmt::Debug for TaskGroup<E> {
+impl<E> fmt::Debug for TaskGroup<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskGroup")
             .field("id", &self.shared.id)

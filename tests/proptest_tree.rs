@@ -1451,7 +1451,9 @@ fn build(node: &Node, ctx: &Arc<Ctx>) -> BoxFut {
                             ctx.violation(format!("#{id}: Cancelled neither or both: {e:?}"));
                         }
                         if !scope.cancelled_caught() {
-                            ctx.violation(format!("#{id}: Err(Cancelled) but not cancelled_caught"));
+                            ctx.violation(format!(
+                                "#{id}: Err(Cancelled) but not cancelled_caught"
+                            ));
                         }
                         Err(vec![Ev::Cancelled {
                             scope: id,

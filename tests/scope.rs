@@ -1299,7 +1299,10 @@ async fn elapsed_displays_in_lowercase_and_converts_to_io_timed_out() {
         let io: std::io::Error = err.into();
         assert_eq!(io.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(io.to_string(), text);
-        assert_eq!(io.get_ref().unwrap().downcast_ref::<Cancelled>(), Some(&err));
+        assert_eq!(
+            io.get_ref().unwrap().downcast_ref::<Cancelled>(),
+            Some(&err)
+        );
     }
     assert_eq!(by_deadline.to_string(), "deadline has elapsed");
     assert_ne!(by_deadline.to_string(), by_cancel.to_string());

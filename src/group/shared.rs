@@ -81,6 +81,10 @@ pub(crate) struct State<E> {
 
 // What needs no `E: 'static`: the group future's `Drop` calls these.
 impl<E> Shared<E> {
+    pub(crate) fn limit(&self) -> Option<usize> {
+        self.limit
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
         // A panic while the lock was held cannot leave the state torn: every update is a
         // single push or pop. Keep going rather than turn one panic into many.
@@ -696,10 +700,6 @@ impl<E: Send + 'static> Shared<E> {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
-    }
-
-    pub(crate) fn limit(&self) -> Option<usize> {
-        self.limit
     }
 }
 

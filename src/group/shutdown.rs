@@ -190,7 +190,10 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     ) -> ShutdownOn<Self, T> {
         // `false` until the group has started: `ShutdownOn` then retries.
         ShutdownOn::new(self, trigger, grace, |scope, grace| {
-            scope.group().map(|group| group.request_shutdown(grace)).is_some()
+            scope
+                .group()
+                .map(|group| group.request_shutdown(grace))
+                .is_some()
         })
     }
 
