@@ -1,6 +1,11 @@
 //! The services of `examples/service.rs`: a frontend, backends, a client, and the line protocol
 //! they speak over TCP. `tests/service.rs` includes this file too, so everything the tests need
-//! is `pub`.
+//! is `pub`. It does not run by itself: `cargo run --example service` runs it and prints what
+//! happened, `cargo test --test service` checks it.
+//!
+//! Besides their work, the servers keep notes for the printout: each backend records what it
+//! did with each request ([`Record`]), and the frontend when each call got its fan-out slot
+//! ([`Slot`]).
 //!
 //! # Protocol
 //!
