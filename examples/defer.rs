@@ -1,10 +1,13 @@
 //! Go-style `defer` with quattro: cleanup that runs when a body ends, however it ends.
 //!
 //! Pretend connections are opened, used and closed, and a pretend transaction commits or rolls
-//! back depending on how its body ended. Five short scenes: `Deferrer::enable` with cleanup
-//! registered by `enter_with`, `callback` and `push`; `try_enable`, whose cleanup sees `Ok` or
-//! `Err`; `pop_all`, which hands the cleanup to the caller; the task-local `defer::enable`; and
-//! the error when there is no `defer::enable` around.
+//! back depending on how its body ended. Five short scenes:
+//!
+//! 1. `Deferrer::enable`, with cleanup registered by `enter_with`, `callback` and `push`.
+//! 2. `try_enable`, whose cleanup sees whether the body returned `Ok` or `Err`.
+//! 3. `pop_all`, which gives the cleanup to the caller.
+//! 4. The task-local form, `defer::enable` and `defer::enter`.
+//! 5. The error you get with no `defer::enable` around.
 //!
 //! Run with `cargo run --example defer`.
 //!

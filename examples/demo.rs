@@ -1,19 +1,18 @@
-//! The main demo: a request with a deadline fans out to slow pretend backends through a
-//! `TaskGroup` with a concurrency limit and a background heartbeat; then nested cancel scopes;
-//! then `gather`, where one failure cancels the rest.
+//! The main demo, in three parts. Each line starts with the time since its part began.
+//!
+//! 1. A request with a 400 ms deadline (`fail_after`) fans out to 8 slow pretend backends
+//!    through a `TaskGroup` that runs 3 at once, beside a background heartbeat. Look for: the
+//!    others wait for a free slot and start as one ends. At the deadline the running ones are
+//!    cut off, and the one still waiting never starts.
+//! 2. Nested cancel scopes. Look for: an inner scope's earlier deadline applies inside it, and
+//!    a later one does not push back the outer deadline.
+//! 3. `gather` over four backends. Look for: backend 99 fails at 90 ms, and the backends still
+//!    running are cancelled at that moment.
 //!
 //! ```text
 //! cargo run --example demo
 //! RUST_LOG=quattro=debug cargo run --example demo   # with the crate's tracing
 //! ```
-//!
-//! Each line starts with the time since the part began. What to look for:
-//!
-//! 1. Only 3 backends run at once; the others wait for a free slot and start as one ends. At
-//!    the 400 ms deadline the running ones are cut off, and the one still waiting never starts.
-//! 2. An inner scope's earlier deadline applies inside it; a later one does not push back the
-//!    outer deadline.
-//! 3. Backend 99 fails at 90 ms, and the backends still running are cancelled at that moment.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

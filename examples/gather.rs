@@ -12,7 +12,7 @@
 //! Each line starts with the time since the scene began. What to look for:
 //!
 //! - Scene 1: the lookups finish in the order 2, 3, 1, but the result lists them in input order.
-//! - Scene 2: lookup -2 fails at 20 ms; lookups 3 and 4 are cancelled at that moment, and the
+//! - Scene 2: lookup -2 fails at 20 ms. Lookups 3 and 4 are cancelled at that moment, and the
 //!   error names the failed item by its input position.
 //! - Scene 3: every outcome comes back, the failure included, and lookup 3 still finishes.
 //! - Scene 5: when item 250 starts, only about 250 of the 1000 inputs have been pulled. The

@@ -4,11 +4,11 @@
 //!
 //! Six clients talk to the server in the same process, and a timer stands in for ctrl-c after
 //! 700 ms. The protocol is one line per request: `WORK <ms>` is answered with `DONE <ms>` after
-//! that much work; anything else is answered with `ERR`, and that connection fails.
+//! that much work. Anything else is answered with `ERR`, and that connection fails.
 //!
 //! Run with `cargo run --example graceful_server`. It exits by itself within about two seconds.
 //!
-//! Each line starts with the time since the start; the server names a connection by the
+//! Each line starts with the time since the start. The server names a connection by the
 //! client's address, which the client prints when it connects. What to look for:
 //!
 //! - Client 4 connects while the 4 slots are busy: the server waits for a free slot before it

@@ -3,11 +3,11 @@
 //! One command starts a frontend and three backends on loopback ports, which speak a small line
 //! protocol over TCP, and sends them seven requests with different budgets, one after the other:
 //!
-//! - the **client** sends its budget in a `grpc-timeout` header;
-//! - the **frontend** runs the request under `fail_at(deadline)` and calls the backends two at
+//! - The **client** sends its budget in a `grpc-timeout` header.
+//! - The **frontend** runs the request under `fail_at(deadline)` and calls the backends two at
 //!   a time (`gather(..).concurrency_limit(2)`), sending each the time left in the same header.
-//!   It also counts its connections with a `Deferrer` and logs metrics from a background task;
-//! - each **backend** runs its work under `fail_at` with the deadline it received, so it stops
+//!   It also counts its connections with a `Deferrer` and logs metrics from a background task.
+//! - Each **backend** runs its work under `fail_at` with the deadline it received, so it stops
 //!   at the caller's deadline instead of working for nobody.
 //!
 //! ```text

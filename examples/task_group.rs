@@ -17,7 +17,7 @@
 //! - Scene 4: the heartbeat stops as soon as the normal work is done.
 //! - Scene 5: items 1 and 2 take both slots for 20 ms, so the producer waits about that long
 //!   for a free slot before item 3, and again before item 5.
-//! - Scene 6: both tasks see the 50 ms deadline; the slow one is cut off when it passes.
+//! - Scene 6: both tasks see the 50 ms deadline, and the slow one is cut off when it passes.
 //!
 //! It runs for about half a second.
 

@@ -1,6 +1,6 @@
 //! A deadline crossing three tonic services, with no deadline code at the call sites.
 //!
-//! A calls B with a budget; B's handler calls C without passing any deadline; C works. The
+//! A calls B with a budget. B's handler calls C without passing any deadline, and C works. The
 //! servers run under `quattro::tower::ServerLayer` and B's channel to C under `ClientLayer`, so
 //! each hop's handler runs under what is left of A's budget, C's work is cut when it runs out,
 //! and A gets `DEADLINE_EXCEEDED`.
