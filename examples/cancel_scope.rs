@@ -1,13 +1,23 @@
 //! Nested cancel scopes with deadlines, on a pretend request that takes too long.
 //!
-//! Each line shows the time since the start, then, indented by nesting level, what started,
-//! what finished (✓) and what was cut off (✗), and the deadline in force with the
-//! `grpc-timeout` value an outgoing call would carry.
+//! The request gets 800 ms (`move_on_after`). Inside it, the avatar gets 300 ms (`fail_after`:
+//! running out is an error the request can handle) and the recommendations 200 ms
+//! (`move_on_after`: running out just skips them). The code inside reads the deadline in force
+//! with `current_effective_deadline` and `propagate::header_value`.
 //!
 //! ```text
 //! cargo run --example cancel_scope
 //! RUST_LOG=quattro=trace cargo run --example cancel_scope   # with the crate's own tracing
 //! ```
+//!
+//! Each line starts with the time since the start, and is indented by nesting level. What to
+//! look for:
+//!
+//! - ✓ marks work that finished, ✗ work cut off by its scope's deadline (its future was dropped,
+//!   so none of its code ran after that point).
+//! - The thumbnail asks for 1000 ms, but the deadline in force stays the avatar's: an inner
+//!   scope can shorten the deadline, never extend it.
+//! - The `grpc-timeout` value is the time left, as a gRPC call made there would send it.
 //!
 //! It runs for about 0.8 s of real time.
 
@@ -57,7 +67,10 @@ async fn request() {
     })
     .await;
     if recommendations.is_none() {
-        say(1, "recommendations skipped: their scope moved on");
+        say(
+            1,
+            "recommendations skipped: their 200 ms ran out, move_on_after gave None",
+        );
     }
 
     work(1, "render page", 300).await;
@@ -73,9 +86,17 @@ async fn avatar() {
     work(2, "download avatar", 100).await;
 
     say(2, "move_on_after(1000 ms): thumbnail");
-    move_on_after(ms(1000), async {
+    let own_deadline = Instant::now() + ms(1000);
+    move_on_after(ms(1000), async move {
         // The enclosing avatar deadline is earlier, so it stays in force.
         say_deadline(3);
+        say(
+            3,
+            format!(
+                "(not at {} ms: the avatar's earlier deadline stays in force)",
+                since_start(own_deadline)
+            ),
+        );
         work(3, "resize thumbnail", 500).await;
     })
     .await;
@@ -108,7 +129,11 @@ struct Report {
 impl Drop for Report {
     fn drop(&mut self) {
         let outcome = if self.finished { "✓" } else { "✗" };
-        let verb = if self.finished { "done" } else { "cut off" };
+        let verb = if self.finished {
+            "done"
+        } else {
+            "cut off at the deadline"
+        };
         say(self.depth, format!("{outcome} {} {verb}", self.name));
     }
 }
@@ -125,17 +150,39 @@ fn say(depth: usize, message: impl Display) {
     println!("{:>4} ms  {indent}{message}", since_start(Instant::now()));
 }
 
+/// Says when the deadline in force falls (in ms since the start), and the `grpc-timeout`
+/// value a call made here would send: the time left, spelled out.
 fn say_deadline(depth: usize) {
     match (current_effective_deadline(), propagate::header_value()) {
         (Some(deadline), Some(header)) => say(
             depth,
             format!(
-                "deadline in force: +{} ms (grpc-timeout: {header})",
-                since_start(deadline)
+                "deadline in force: at {} ms, {} ms from now (grpc-timeout: {header}, {})",
+                since_start(deadline),
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis(),
+                spelled_out(header)
             ),
         ),
         _ => say(depth, "no deadline in force"),
     }
+}
+
+/// A `grpc-timeout` value is a number and a unit letter: `198554u` is 198554 microseconds.
+fn spelled_out(header: impl Display) -> String {
+    let header = header.to_string();
+    let (number, unit) = header.split_at(header.len() - 1);
+    let unit = match unit {
+        "H" => "hours",
+        "M" => "minutes",
+        "S" => "seconds",
+        "m" => "milliseconds",
+        "u" => "microseconds",
+        "n" => "nanoseconds",
+        _ => "(unknown unit)",
+    };
+    format!("i.e. {number} {unit}")
 }
 
 fn ms(millis: u64) -> Duration {

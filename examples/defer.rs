@@ -1,8 +1,19 @@
-//! Go-style `defer` with quattro: fake connections are opened, used and closed, a transaction
-//! commits or rolls back depending on how the body ended, and every step is printed in the
-//! order it happens.
+//! Go-style `defer` with quattro: cleanup that runs when a body ends, however it ends.
+//!
+//! Pretend connections are opened, used and closed, and a pretend transaction commits or rolls
+//! back depending on how its body ended. Five short scenes:
+//!
+//! 1. `Deferrer::enable`, with cleanup registered by `enter_with`, `callback` and `push`.
+//! 2. `try_enable`, whose cleanup sees whether the body returned `Ok` or `Err`.
+//! 3. `pop_all`, which gives the cleanup to the caller.
+//! 4. The task-local form, `defer::enable` and `defer::enter`.
+//! 5. The error you get with no `defer::enable` around.
 //!
 //! Run with `cargo run --example defer`.
+//!
+//! What to look for: every step prints as it happens, indented under its scene. The cleanup
+//! runs after the body's last line, the last registered first (`close orders` before
+//! `close users`). The second transaction rolls back because its body returned an error.
 
 use std::time::Duration;
 
@@ -80,7 +91,7 @@ impl Report {
 
             let n = users.query("select * from users").await
                 + orders.query("select * from orders").await;
-            println!("  {}: {n}", self.title);
+            println!("  {} report: {n}; the body ends here", self.title);
             Ok(n)
         })
         .await
@@ -127,28 +138,29 @@ impl AsyncExit for AuditLog {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    println!("closure form:");
+    println!("1. Deferrer::enable: the cleanup runs when the body ends, last registered first");
     let report = Report {
         title: "daily".into(),
     };
     let n = report.build().await.unwrap();
     println!("returned {n}");
 
-    println!("commit or rollback:");
+    println!("\n2. try_enable: the transaction commits if the body returns Ok, else rolls back");
     println!("returned {:?}", save(&["a", "b"]).await);
     println!("returned {:?}", save(&["a", ""]).await);
 
-    println!("pop_all and aclose:");
+    println!("\n3. pop_all: the setup worked, so the caller takes over the closing (aclose)");
     let (mut conn, closing) = connect_checked().await.unwrap();
+    println!("  setup returned; the connection is still open");
     conn.query("select 2").await;
     drop(conn);
     closing.aclose().await;
 
-    println!("task-local form:");
+    println!("\n4. defer::enable and defer::enter: the task-local form, no Deferrer to pass");
     let n = defer::enable(audit()).await;
     println!("returned {n}");
 
-    println!("outside defer::enable:");
+    println!("\n5. defer::callback outside defer::enable: an error, not a panic");
     match defer::callback(|| ()) {
         Ok(()) => unreachable!(),
         Err(err) => println!("  error: {err}"),

@@ -9,6 +9,15 @@
 //! RUST_LOG=quattro=debug cargo run --example gather   # with the crate's tracing
 //! ```
 //!
+//! Each line starts with the time since the scene began. What to look for:
+//!
+//! - Scene 1: the lookups finish in the order 2, 3, 1, but the result lists them in input order.
+//! - Scene 2: lookup -2 fails at 20 ms. Lookups 3 and 4 are cancelled at that moment, and the
+//!   error names the failed item by its input position.
+//! - Scene 3: every outcome comes back, the failure included, and lookup 3 still finishes.
+//! - Scene 5: when item 250 starts, only about 250 of the 1000 inputs have been pulled. The
+//!   input is read as slots free, not all at once, and never more than 4 run at once.
+//!
 //! It runs for about a quarter of a second.
 
 use std::sync::Arc;
@@ -48,7 +57,10 @@ struct Dropped {
 impl Drop for Dropped {
     fn drop(&mut self) {
         if !self.done {
-            say(self.start, format!("lookup {} cancelled", self.id));
+            say(
+                self.start,
+                format!("lookup {} cancelled (another lookup failed)", self.id),
+            );
         }
     }
 }
@@ -78,6 +90,7 @@ async fn main() {
     say(start, format!("gather returned {items:?}\n"));
 
     println!("2. the first failure cancels the rest and comes back in a GroupError");
+    println!("   (the error names the item by its input position, counting from 0)");
     let start = Instant::now();
     let items = gather(
         [(1, 10), (-2, 20), (3, 200), (4, 300)].map(|(id, took)| guarded_lookup(start, id, took)),
@@ -96,11 +109,11 @@ async fn main() {
             .await;
     for (i, slot) in slots.into_iter().enumerate() {
         match slot {
-            Ok(item) => say(start, format!("slot {i}: {item}")),
+            Ok(item) => say(start, format!("result {i}: {item}")),
             Err(err) => say(
                 start,
                 format!(
-                    "slot {i}: failed: {:?}",
+                    "result {i}: failed: {:?}",
                     err.into_error().unwrap_or_default()
                 ),
             ),

@@ -1,20 +1,23 @@
-//! A TCP server with graceful shutdown: per-connection tasks in a task group limited to 4
-//! connections (the accept loop waits for a free slot: backpressure), and on a trigger it stops
-//! accepting, lets every connection finish the request it is serving within a grace period,
-//! cuts what is still running when the grace runs out, and exits.
+//! A TCP server with graceful shutdown, built on a `TaskGroup`: one task per connection, at most
+//! 4 at once, a failing connection isolated from the others (`isolate_failures`), and
+//! `shutdown_on` with a grace period of 1 s.
 //!
-//! The group isolates failures (`isolate_failures`): a connection that fails (an I/O error, a
-//! bad request, even a panic in its handler) is handed to a failure handler that logs it, frees
-//! its slot, and leaves the other connections and the accept loop running.
+//! Six clients talk to the server in the same process, and a timer stands in for ctrl-c after
+//! 700 ms. The protocol is one line per request: `WORK <ms>` is answered with `DONE <ms>` after
+//! that much work. Anything else is answered with `ERR`, and that connection fails.
 //!
-//! The protocol is one line per request: `WORK <ms>` is answered with `DONE <ms>` after that
-//! much work; anything else is answered with `ERR`, and the connection fails. Between two
-//! requests a connection checks for the shutdown request and says `BYE`.
+//! Run with `cargo run --example graceful_server`. It exits by itself within about two seconds.
 //!
-//! Runs by itself: the clients and the trigger (a timer, or ctrl-c if you are quicker) are in
-//! the same process, and it exits within about two seconds.
+//! Each line starts with the time since the start. The server names a connection by the
+//! client's address, which the client prints when it connects. What to look for:
 //!
-//! Run with `cargo run --example graceful_server`.
+//! - Client 4 connects while the 4 slots are busy: the server waits for a free slot before it
+//!   serves it, and accepts no one else meanwhile (client 5 is accepted only after). Client 5
+//!   is still waiting for a slot when the shutdown comes, and is refused.
+//! - Client 1's bad request fails its own connection only; the other clients go on.
+//! - At the shutdown request the server stops accepting. Each connection finishes the request
+//!   it is serving and says `BYE`, except client 0's 5 s request, which outlasts the grace and
+//!   is cut off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -128,7 +131,10 @@ async fn serve(
         // The handler runs in the failed connection's task: keep it short.
         .isolate_failures(move |failure: Failure<std::io::Error>| {
             failures.failed.fetch_add(1, Ordering::SeqCst);
-            log(start, format!("server: {failure} (the others go on)"));
+            log(
+                start,
+                format!("server: a connection failed: {failure} (its slot is freed, the others go on)"),
+            );
             Ok(())
         })
         .scope(|tg| async move {
@@ -137,7 +143,16 @@ async fn serve(
                     _ = shutdown_requested() => break,
                     accepted = listener.accept() => accepted?,
                 };
-                log(start, format!("server: accepted {peer}"));
+                // For the log only: whether this connection will wait for a slot.
+                let busy = tg.len() >= MAX_CONNECTIONS;
+                if busy {
+                    log(
+                        start,
+                        format!("server: accepted {peer}; all {MAX_CONNECTIONS} slots are busy, it waits for one"),
+                    );
+                } else {
+                    log(start, format!("server: accepted {peer}"));
+                }
                 // Backpressure: wait for a free slot. At the shutdown request the wait ends
                 // and the connection is refused (dropped: the client sees it closed).
                 let handle = tg
@@ -146,7 +161,12 @@ async fn serve(
                     .await;
                 if handle.id().is_none() {
                     stats.refused.fetch_add(1, Ordering::SeqCst);
-                    log(start, format!("server: {peer} refused, shutting down"));
+                    log(
+                        start,
+                        format!("server: {peer} refused: it was still waiting for a slot at the shutdown request"),
+                    );
+                } else if busy {
+                    log(start, format!("server: {peer} got a free slot"));
                 }
             }
             log(start, "server: stopped accepting");
@@ -166,7 +186,10 @@ async fn trigger(start: Instant) {
     }
     log(
         start,
-        format!("shutdown requested, grace {} ms", GRACE.as_millis()),
+        format!(
+            "shutdown requested: stop accepting, and give the requests in progress {} ms",
+            GRACE.as_millis()
+        ),
     );
 }
 
@@ -177,6 +200,9 @@ async fn client(start: Instant, addr: SocketAddr, id: usize, requests: Vec<Strin
         log(start, format!("client {id}: could not connect"));
         return;
     };
+    if let Ok(local) = stream.local_addr() {
+        log(start, format!("client {id}: connected from {local}"));
+    }
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let mut answers = 0;
@@ -203,7 +229,9 @@ async fn client(start: Instant, addr: SocketAddr, id: usize, requests: Vec<Strin
             Ok(None) | Err(_) => {
                 log(
                     start,
-                    format!("client {id}: connection closed after {answers} answers"),
+                    format!(
+                        "client {id}: the server closed the connection; answers received: {answers}"
+                    ),
                 );
                 return;
             }

@@ -1,14 +1,13 @@
 //! The main example: a request deadline that crosses the network.
 //!
-//! One command starts, on ephemeral loopback ports, a frontend and three backends that speak a
-//! small line protocol over TCP, sends a workload of requests with different budgets, and
-//! prints, for each request, what every backend did with it:
+//! One command starts a frontend and three backends on loopback ports, which speak a small line
+//! protocol over TCP, and sends them seven requests with different budgets, one after the other:
 //!
-//! - the **client** sends its budget in a `grpc-timeout` header;
-//! - the **frontend** runs the request under `fail_at(deadline)`, fans out to the backends with
-//!   `gather(..).concurrency_limit(2)`, passes the time left on to each backend in the same
-//!   header, counts connections with a `Deferrer`, and logs metrics from a background task;
-//! - each **backend** reads the header and runs its work under `fail_at` with it, so it stops
+//! - The **client** sends its budget in a `grpc-timeout` header.
+//! - The **frontend** runs the request under `fail_at(deadline)` and calls the backends two at
+//!   a time (`gather(..).concurrency_limit(2)`), sending each the time left in the same header.
+//!   It also counts its connections with a `Deferrer` and logs metrics from a background task.
+//! - Each **backend** runs its work under `fail_at` with the deadline it received, so it stops
 //!   at the caller's deadline instead of working for nobody.
 //!
 //! ```text
@@ -16,6 +15,15 @@
 //! RUST_LOG=info cargo run --example service                   # + the servers' logs
 //! RUST_LOG=debug,quattro=trace cargo run --example service    # + every hop and the crate
 //! ```
+//!
+//! What to look for:
+//!
+//! - In the table, a backend too slow for the budget is cut off at the deadline (search, at
+//!   200 ms in request 2), and when the ranker fails (request 4) search is cancelled at once.
+//! - Under "on the wire", each backend gets a little less time than the client's budget: the
+//!   time already spent when its call goes out. The ranker, third in line, also waited for a
+//!   slot, so it gets visibly less.
+//! - The last line: nothing is left running, and no backend stopped long after its deadline.
 //!
 //! It runs for about two seconds and stops by itself: the servers are background tasks of one
 //! task group, which ends when the workload does. The services live in `examples/service/app.rs`,
@@ -28,7 +36,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use app::{Budget, Config, Outcome, Reply, System, ms};
+use app::{Budget, Config, Outcome, Reply, Slot, System, ms};
+use quattro::propagate::decode_timeout;
 use tracing_subscriber::EnvFilter;
 
 /// The workload: one request per row, sent one after the other so latencies are clean.
@@ -95,8 +104,9 @@ fn print_setup(config: &Config) {
         );
     }
     println!(
-        "frontend: fan-out gather(..).concurrency_limit({}), default budget {} ms when the client \
-         sends none\n",
+        "frontend: calls the backends {} at a time (gather(..).concurrency_limit({})), so a call \
+         may\n          wait for a free slot. Its budget is {} ms when the client sends none.\n",
+        config.fan_out_limit,
         config.fan_out_limit,
         config.default_budget.as_millis()
     );
@@ -110,22 +120,31 @@ struct Row {
     reply: Reply,
     /// One per backend: what it did, or `None` if it was never called.
     did: Vec<Option<app::Record>>,
+    /// One per backend: how the frontend's call fared with its fan-out slot, or `None` if the
+    /// request never reached the fan-out.
+    slots: Vec<Option<Slot>>,
 }
 
 impl Row {
     fn collect(system: &System, id: u64, label: &'static str, budget: Budget, reply: Reply) -> Row {
         let did = system.backends.iter().map(|b| b.stats.record(id)).collect();
+        let slots = system
+            .backends
+            .iter()
+            .map(|b| system.frontend.stats.slot(id, b.spec.name))
+            .collect();
         Row {
             id,
             label,
             budget,
             reply,
             did,
+            slots,
         }
     }
 }
 
-const BACKEND_WIDTH: usize = 16;
+const BACKEND_WIDTH: usize = 17;
 
 fn print_table(system: &Arc<System>, rows: &[Row]) {
     let mut header = format!("{:>2}  {:<17} {:<8}", "#", "request", "budget");
@@ -136,10 +155,14 @@ fn print_table(system: &Arc<System>, rows: &[Row]) {
     let mut lines = Vec::new();
     for row in rows {
         let mut line = format!("{:>2}  {:<17} {:<8}", row.id, row.label, row.budget);
-        for did in &row.did {
-            let text = match did {
-                None => "not called".to_string(),
-                Some(record) => record.outcome.to_string(),
+        for (position, (did, slot)) in row.did.iter().zip(&row.slots).enumerate() {
+            // The first calls get a slot at once; the later ones wait for one to free.
+            let queued = position >= system.frontend.fan_out_limit;
+            let text = match (did, slot) {
+                (Some(record), _) => record.outcome.to_string(),
+                (None, Some(Slot::Waiting)) if queued => "never got a slot".to_string(),
+                (None, Some(_)) => "not sent".to_string(),
+                (None, None) => "not called".to_string(),
             };
             line += &format!(" {text:<BACKEND_WIDTH$}");
         }
@@ -160,11 +183,23 @@ fn print_table(system: &Arc<System>, rows: &[Row]) {
     for line in lines {
         println!("{line}");
     }
-    println!(
-        "\nanswered: did its work and replied; cut off: stopped by the deadline it received; \
-         failed: its own error;\ncancelled: stopped when the frontend hung up (a sibling failed); \
-         not called: waiting for a slot, or\nthe deadline had passed before the call."
-    );
+    let legend = [
+        "",
+        "budget: the client's grpc-timeout (a quoted value is sent as is).",
+        "A backend's column says what it did, and how long after it started:",
+        "  answered   did its work and replied",
+        "  cut off    stopped by the deadline it received",
+        "  failed     its own error",
+        "  cancelled  stopped before the deadline, when the frontend hung up (another backend failed)",
+        "or why the frontend did not call it:",
+        "  never got a slot  the call still waited for a fan-out slot when the request ended",
+        "  not sent          the request ended before the call went out (here: the deadline had",
+        "                    already passed)",
+        "  not called        the frontend rejected the request before calling any backend",
+    ];
+    for line in legend {
+        println!("{line}");
+    }
 }
 
 /// The reply, shortened to fit the table: `OK`, or the error code (and who failed).
@@ -182,33 +217,92 @@ fn outcome(reply: &Reply) -> String {
 
 fn print_wire(system: &Arc<System>, rows: &[Row]) {
     println!(
-        "\non the wire: the grpc-timeout each hop received (the frontend re-encodes the time left"
+        "\non the wire: the grpc-timeout the frontend and each backend received. A value is a \
+         number\nand a unit letter: n nanoseconds, u microseconds, m milliseconds, S seconds, \
+         M minutes, H hours.\nThe frontend sends each backend the time left when the call goes \
+         out: the budget minus\nthe time already spent, waiting for a slot included."
     );
-    println!("right before each call), and the frontend's reply:");
+    let default = system.frontend.default_budget;
     for row in rows {
-        let sent = row.budget.header().unwrap_or_else(|| "-".to_string());
-        let mut line = format!("{:>2}  frontend {sent:<9} ->", row.id);
-        let mut any = false;
-        for (backend, did) in system.backends.iter().zip(&row.did) {
-            if let Some(header) = did.as_ref().and_then(|record| record.header.as_ref()) {
-                line += &format!("  {} {header}", backend.spec.name);
-                any = true;
+        let budget = match row.budget.header() {
+            None => {
+                println!(
+                    "{:>2}  the client sent no grpc-timeout: the frontend's default of {} applies",
+                    row.id,
+                    millis(default)
+                );
+                Some(default)
             }
+            Some(header) => match decode_timeout(&header) {
+                Ok(budget) => {
+                    let expired = if budget.is_zero() {
+                        ": already expired"
+                    } else {
+                        ""
+                    };
+                    println!(
+                        "{:>2}  the client sent {header} = {}{expired}",
+                        row.id,
+                        millis(budget)
+                    );
+                    Some(budget)
+                }
+                Err(_) => {
+                    println!(
+                        "{:>2}  the client sent {header:?}: not a valid value",
+                        row.id
+                    );
+                    None
+                }
+            },
+        };
+        let mut any = false;
+        let calls = system.backends.iter().zip(&row.did).zip(&row.slots);
+        for (position, ((backend, did), slot)) in calls.enumerate() {
+            let Some(record) = did else { continue };
+            any = true;
+            let name = backend.spec.name;
+            let Some(header) = &record.header else {
+                println!("    {name:<7} no grpc-timeout");
+                continue;
+            };
+            let Ok(received) = decode_timeout(header) else {
+                println!("    {name:<7} {header:>10}");
+                continue;
+            };
+            let mut line = format!("    {name:<7} {header:>10} = {:>9}", millis(received));
+            if let Some(budget) = budget {
+                let spent = budget.saturating_sub(received);
+                line += &format!("  {:>8} spent before the call", millis(spent));
+                // The first calls get a slot at once; the later ones wait for one to free.
+                let queued = position >= system.frontend.fan_out_limit;
+                match slot {
+                    Some(Slot::Got(waited)) if queued => {
+                        line += &format!(", {} of it waiting for a slot", millis(*waited));
+                    }
+                    _ => {}
+                }
+            }
+            println!("{line}");
         }
         if !any {
-            line += "  (no backend called)";
+            println!("    (no backend received the request)");
         }
-        println!("{line}");
         println!("    reply: {}", row.reply.line);
     }
+}
+
+/// A duration in milliseconds, to a tenth: `967.8 ms`.
+fn millis(time: Duration) -> String {
+    format!("{:.1} ms", time.as_secs_f64() * 1000.0)
 }
 
 fn print_summary(system: &Arc<System>, idle: bool) {
     let stats = &system.frontend.stats;
     let get = app::FrontendStats::get;
     println!(
-        "\nfrontend: {} requests, {} ok, {} deadline exceeded, {} failed, {} invalid; the metrics \
-         loop ticked {} times",
+        "\nfrontend: {} requests: {} ok, {} deadline exceeded, {} failed, {} invalid.\n          \
+         Its background metrics loop ticked {} times.",
         get(&stats.requests),
         get(&stats.ok),
         get(&stats.deadline_exceeded),
@@ -227,13 +321,13 @@ fn print_summary(system: &Arc<System>, idle: bool) {
         .filter(|r| r.outcome == Outcome::Running)
         .count();
     let state = if idle && running == 0 {
-        "nothing in flight, no connection open".to_string()
+        "no work still running, no connection left open".to_string()
     } else {
         format!("STILL BUSY: {running} requests running")
     };
     println!(
-        "backends: {state} (drop guards count both); the latest stop came {} ms after its \
-         deadline",
+        "backends: {state} (as counted by drop guards).\n          \
+         The latest any backend stopped after its deadline: {} ms.",
         late.as_millis()
     );
 }

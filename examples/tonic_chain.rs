@@ -1,13 +1,19 @@
-//! A deadline crossing three tonic services with no code at the call sites.
+//! A deadline crossing three tonic services, with no deadline code at the call sites.
 //!
-//! A calls B with a budget; B's handler calls C without passing any deadline; C works. The
+//! A calls B with a budget. B's handler calls C without passing any deadline, and C works. The
 //! servers run under `quattro::tower::ServerLayer` and B's channel to C under `ClientLayer`, so
-//! each hop's handler sees what is left of A's budget, C's work is cut when it runs out, and A
-//! gets `DEADLINE_EXCEEDED`. Each hop prints its remaining budget as it starts.
+//! each hop's handler runs under what is left of A's budget, C's work is cut when it runs out,
+//! and A gets `DEADLINE_EXCEEDED`.
 //!
 //! ```text
 //! cargo run --example tonic_chain --features tower
 //! ```
+//!
+//! What to look for: each hop prints the `grpc-timeout` it received and the time it has left.
+//! C receives what B had left, so the budget only shrinks along the chain. On A's first call,
+//! B may have some 40 ms less than A sent: the deadline starts when the request's headers
+//! arrive, and on a new connection its body can follow them that much later. In the second
+//! scene, C's 2 s of work is cut at A's 300 ms.
 //!
 //! Everything runs on ephemeral loopback ports, for about a second. The gRPC messages are
 //! hand-written prost structs and the route a hand-written tower service (what tonic-build
@@ -55,15 +61,16 @@ const PATH: &str = "/chain.Hop/Call";
 #[derive(Clone)]
 struct Hop {
     name: &'static str,
+    /// Who calls this hop, for the printout.
+    caller: &'static str,
     next: Option<tonic::client::Grpc<ClientDeadline<Channel>>>,
 }
 
 impl Hop {
-    async fn handle(self, work: Work) -> Result<Done, Status> {
-        match propagate::remaining() {
-            Some(left) => println!("  [{}] remaining budget: {left:.1?}", self.name),
-            None => println!("  [{}] no deadline", self.name),
-        }
+    /// `received` is the request's `grpc-timeout` header, read for the printout only: the
+    /// server layer has already put the handler under that deadline.
+    async fn handle(self, work: Work, received: Option<String>) -> Result<Done, Status> {
+        self.say_budget(received.as_deref());
         let mut done = match self.next {
             // No deadline is passed here: the client layer reads it from the scope that the
             // server layer runs this handler in.
@@ -91,6 +98,70 @@ impl Hop {
         done.hops.insert(0, self.name.to_owned());
         Ok(done)
     }
+
+    /// Prints the `grpc-timeout` this hop received and the time it has left.
+    fn say_budget(&self, received: Option<&str>) {
+        let (name, caller) = (self.name, self.caller);
+        let sent = match received {
+            Some(header) => {
+                // A is the client; a caller that is a hop sends on the time it has left.
+                let relayed = if caller == "A" {
+                    String::new()
+                } else {
+                    format!(": what {caller} had left when it called {name}")
+                };
+                println!(
+                    "  [{name}] grpc-timeout from {caller}: {header} ({}){relayed}",
+                    spelled_out(header)
+                );
+                propagate::decode_timeout(header).ok()
+            }
+            None => {
+                println!(
+                    "  [{name}] no grpc-timeout from {caller}: the server layer's default applies"
+                );
+                None
+            }
+        };
+        let Some(left) = propagate::remaining() else {
+            println!("  [{name}] no deadline");
+            return;
+        };
+        // The server layer starts the deadline when the headers arrive; the handler starts once
+        // the whole request is in.
+        match sent.and_then(|sent| sent.checked_sub(left)) {
+            Some(gap) if gap >= Duration::from_millis(1) => println!(
+                "  [{name}] {} left when the handler starts: {} went on waiting for the \
+                 request's body",
+                in_ms(left),
+                in_ms(gap)
+            ),
+            _ => println!("  [{name}] {} left when the handler starts", in_ms(left)),
+        }
+    }
+}
+
+/// A duration in milliseconds, to a tenth: `455.1 ms`.
+fn in_ms(time: Duration) -> String {
+    format!("{:.1} ms", time.as_secs_f64() * 1000.0)
+}
+
+/// A `grpc-timeout` value is a number and a unit letter: `455039u` is 455039 microseconds.
+fn spelled_out(header: &str) -> String {
+    let Some(unit) = header.chars().last() else {
+        return "empty".to_string();
+    };
+    let number = &header[..header.len() - unit.len_utf8()];
+    let unit = match unit {
+        'H' => "hours",
+        'M' => "minutes",
+        'S' => "seconds",
+        'm' => "milliseconds",
+        'u' => "microseconds",
+        'n' => "nanoseconds",
+        _ => "(unknown unit)",
+    };
+    format!("{number} {unit}")
 }
 
 /// Says how C's work ended: finished, or dropped when the deadline passed.
@@ -108,9 +179,9 @@ impl Drop for Report {
             "cut at the deadline"
         };
         println!(
-            "  [{}] work {ended} after {:.1?}",
+            "  [{}] work {ended} after {}",
             self.hop,
-            self.started.elapsed()
+            in_ms(self.started.elapsed())
         );
     }
 }
@@ -140,7 +211,16 @@ impl Service<http::Request<Body>> for HopService {
             }
             let method = tower::service_fn(move |request: Request<Work>| {
                 let hop = hop.clone();
-                async move { hop.handle(request.into_inner()).await.map(Response::new) }
+                let received = request
+                    .metadata()
+                    .get(propagate::HEADER_NAME)
+                    .and_then(|value| value.to_str().ok())
+                    .map(str::to_owned);
+                async move {
+                    hop.handle(request.into_inner(), received)
+                        .await
+                        .map(Response::new)
+                }
             });
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Done, Work>::default());
             Ok(grpc.unary(method, request).await)
@@ -166,6 +246,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let c = serve(
         Hop {
             name: "C",
+            caller: "B",
             next: None,
         },
         ServerLayer::new(),
@@ -179,6 +260,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let b = serve(
         Hop {
             name: "B",
+            caller: "A",
             next: Some(to_c),
         },
         b_layer,
@@ -216,15 +298,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await;
         match outcome {
             Ok(done) => println!(
-                "  [A] ok from {:?} after {:.1?}",
-                done.into_inner().hops,
-                started.elapsed()
+                "  [A] OK, answered by {}, after {}",
+                done.into_inner().hops.join(" and "),
+                in_ms(started.elapsed())
             ),
             Err(status) => println!(
-                "  [A] {:?} ({}) after {:.1?}",
+                "  [A] B answered {:?} ({}) after {}",
                 status.code(),
                 status.message(),
-                started.elapsed()
+                in_ms(started.elapsed())
             ),
         }
         println!();

@@ -1,6 +1,11 @@
 //! The services of `examples/service.rs`: a frontend, backends, a client, and the line protocol
 //! they speak over TCP. `tests/service.rs` includes this file too, so everything the tests need
-//! is `pub`.
+//! is `pub`. It does not run by itself: `cargo run --example service` runs it and prints what
+//! happened, `cargo test --test service` checks it.
+//!
+//! Besides their work, the servers keep notes for the printout: each backend records what it
+//! did with each request ([`Record`]), and the frontend when each call got its fan-out slot
+//! ([`Slot`]).
 //!
 //! # Protocol
 //!
@@ -435,6 +440,8 @@ pub struct FrontendStats {
     pub invalid: AtomicUsize,
     pub connections: AtomicUsize,
     pub metrics_ticks: AtomicUsize,
+    /// Per request and backend: how the call fared with its fan-out slot.
+    slots: Mutex<HashMap<(u64, &'static str), Slot>>,
 }
 
 impl FrontendStats {
@@ -445,6 +452,26 @@ impl FrontendStats {
     pub fn get(counter: &AtomicUsize) -> usize {
         counter.load(Ordering::SeqCst)
     }
+
+    /// How the call to `backend` for request `id` fared with its fan-out slot; `None` if the
+    /// request never reached the fan-out.
+    pub fn slot(&self, id: u64, backend: &str) -> Option<Slot> {
+        self.slots.lock().unwrap().get(&(id, backend)).copied()
+    }
+
+    fn note_slot(&self, id: u64, backend: &'static str, slot: Slot) {
+        self.slots.lock().unwrap().insert((id, backend), slot);
+    }
+}
+
+/// A backend call waits for one of the fan-out's slots (`Config::fan_out_limit`) before it
+/// starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// Still waiting, or dropped while waiting: the call never started.
+    Waiting,
+    /// Got one, this long after the request arrived.
+    Got(Duration),
 }
 
 /// What the frontend knows: where the backends are.
@@ -528,6 +555,7 @@ pub enum CallError {
 
 /// Handles one request line; returns the reply line.
 async fn handle_request(frontend: &Frontend, line: &str) -> String {
+    let arrived = Instant::now();
     let stats = &frontend.stats;
     stats.count(&stats.requests);
     let Some(request) = RequestLine::parse(line).filter(|r| r.verb == "REQ") else {
@@ -548,11 +576,15 @@ async fn handle_request(frontend: &Frontend, line: &str) -> String {
     let id = request.id;
     debug!(id, header = ?request.timeout, "request received");
 
-    // Every backend call runs as a task of the gather, under this deadline.
+    // Every backend call runs as a task of the gather, under this deadline. A call starts when
+    // it gets a slot; the notes say when that was, for the example's printout.
     let calls: Vec<_> = frontend
         .backends
         .iter()
-        .map(|&(name, addr)| call_backend(name, addr, id))
+        .map(|&(name, addr)| {
+            stats.note_slot(id, name, Slot::Waiting);
+            call_in_slot(stats.clone(), arrived, name, addr, id)
+        })
         .collect();
     let answers = fail_at(
         deadline,
@@ -587,6 +619,18 @@ async fn handle_request(frontend: &Frontend, line: &str) -> String {
             format!("ERR {DEADLINE_EXCEEDED} {elapsed}")
         }
     }
+}
+
+/// Notes that the call got its fan-out slot, then makes it.
+async fn call_in_slot(
+    stats: Arc<FrontendStats>,
+    arrived: Instant,
+    name: &'static str,
+    addr: SocketAddr,
+    id: u64,
+) -> Result<String, CallError> {
+    stats.note_slot(id, name, Slot::Got(arrived.elapsed()));
+    call_backend(name, addr, id).await
 }
 
 /// Calls one backend with the deadline in force (the request's, seen from inside the gather).
