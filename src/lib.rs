@@ -159,6 +159,12 @@
 //! handle aborted it, a sibling failed, `cancel()` was called, a shutdown's grace ran out, a
 //! deadline around the group was reached, the group was dropped... (see [`CancelReason`]).
 //!
+//! # Internals
+//!
+//! `src/README.md` in the crate's source is a short guide to how this works inside: the
+//! per-poll deadline frame, how dropped groups' tasks are awaited, the group's slot and queue
+//! accounting, who wakes whom, and which test file guards which promise.
+//!
 //! [`JoinSet`]: tokio::task::JoinSet
 //! [`TaskGroup::spawn`]: crate::TaskGroup::spawn
 //! [`CancellationToken`]: tokio_util::sync::CancellationToken
