@@ -10,9 +10,7 @@
 //! ```
 //!
 //! What to look for: each hop prints the `grpc-timeout` it received and the time it has left.
-//! C receives what B had left, so the budget only shrinks along the chain. On A's first call,
-//! B may have some 40 ms less than A sent: the deadline starts when the request's headers
-//! arrive, and on a new connection its body can follow them that much later. In the second
+//! C receives what B had left, so the budget only shrinks along the chain. In the second
 //! scene, C's 2 s of work is cut at A's 300 ms.
 //!
 //! Everything runs on ephemeral loopback ports, for about a second. The gRPC messages are
@@ -270,9 +268,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // A sends its budget the standard gRPC way. It talks over a plain hyper HTTP/2 client
     // rather than a tonic channel, which would enforce the timeout itself and report its own
     // expiry as CANCELLED before B's answer arrives: here A prints the status B answered.
+    // Without TCP_NODELAY, the request's body can follow its headers some 40 ms later on a
+    // new connection, and B's deadline already runs from the headers.
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
     let a = Client::builder(TokioExecutor::new())
         .http2_only(true)
-        .build_http();
+        .build(connector);
     let mut a = tonic::client::Grpc::with_origin(a, format!("http://{b}").parse()?);
 
     let scenes = [
