@@ -1,11 +1,15 @@
-//! Task groups: structured fan-out where no task outlives the group and no error is lost.
+//! Task groups, whose tasks never outlive the group and whose errors are never lost.
 //!
 //! [`TaskGroup`], [`TaskHandle`] and [`GroupScope`] are re-exported at the crate root. The
-//! rest is reached through a group's methods: [`Builder`] ([`TaskGroup::builder`]),
-//! [`TaskBuilder`] ([`TaskGroup::task`]), [`BackgroundBuilder`] ([`TaskGroup::background`]),
-//! [`SpawnPermit`] and [`SpawnError`] ([`TaskGroup::reserve`], [`TaskGroup::try_spawn`]),
-//! [`TaskSet`] ([`TaskGroup::task_set`]); the failure policies a `Builder` carries
-//! ([`CancelOnFailure`], [`IsolateFailures`], [`FailurePolicy`]) are only named in types.
+//! other types are reached through a group's methods:
+//!
+//! - [`Builder`], from [`TaskGroup::builder`], and its failure policies ([`CancelOnFailure`],
+//!   [`IsolateFailures`], [`FailurePolicy`]).
+//! - [`TaskBuilder`], from [`TaskGroup::task`], and [`BackgroundBuilder`], from
+//!   [`TaskGroup::background`].
+//! - [`SpawnPermit`] and [`SpawnError`], from [`TaskGroup::reserve`] and
+//!   [`TaskGroup::try_spawn`].
+//! - [`TaskSet`], from [`TaskGroup::task_set`].
 
 mod background;
 mod blocking;
@@ -39,11 +43,16 @@ pub(crate) use child::Deliver;
 use scope::Options;
 use shared::{Role, Shared};
 
-/// A handle to a running task group: spawns tasks into it and cancels it.
+/// A handle to a running task group, used to spawn tasks into it and to cancel it.
 ///
-/// A group is the tokio form of Python's `async with TaskGroup() as tg:` and Trio's nursery.
-/// [`TaskGroup::scope`] runs a *body* with a handle to a new group and returns when the body
-/// and every task spawned into the group are done:
+/// A group is the tokio form of Python's `async with TaskGroup() as tg:` and of Trio's
+/// nursery. [`TaskGroup::scope`] runs a *body* with a handle to a new group, and returns when
+/// the body and every task spawned into the group are done.
+///
+/// The handle is cheap to clone, and is `Send + Sync` when `E: Send`. Move clones into tasks
+/// to let them spawn siblings.
+///
+/// # Examples
 ///
 /// ```
 /// use std::time::Duration;
@@ -53,7 +62,7 @@ use shared::{Role, Shared};
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
 /// # async fn main() -> Result<(), quattro::GroupError<std::io::Error>> {
 /// let total = TaskGroup::builder()
-///     .concurrency_limit(4) // at most 4 fetches at once; the rest wait, unspawned
+///     .concurrency_limit(4) // at most 4 fetches run at once, the rest wait unspawned
 ///     .scope(|tg| async move {
 ///         tg.spawn_background(async {
 ///             loop {
@@ -75,51 +84,49 @@ use shared::{Role, Shared};
 ///
 /// # Semantics
 ///
-/// - **No leaked tasks.** `scope` returns when the body and every *normal* task have finished;
-///   *background* tasks (see [`spawn_background`](Self::spawn_background)) are then aborted and
-///   dropped before it returns. When the group is cancelled (by a failure, by
-///   [`cancel`](Self::cancel), or by an enclosing cancel scope), every task is aborted, and the
-///   group (or the enclosing scope) returns only once every task's future has been dropped.
-/// - **No lost errors.** A task that returns `Err`, and a body that returns `Err`, cancel the
-///   group: the other tasks are aborted, the body is dropped, queued tasks are dropped
-///   unspawned. `scope` then returns a [`GroupError`] holding *every* error, in order of
-///   occurrence, each labelled with its task's id and name; errors that arrive while the
-///   group is cancelling are kept too. Aborted tasks add nothing to it. (This is the default
-///   failure policy; see [Failure policy](#failure-policy) for servers.)
-/// - **Panics propagate.** A panicking task or body cancels the group the same way; once every
-///   task is dropped, the first panic is resumed in the task awaiting `scope` (the other
-///   failures, which that panic keeps from being returned, are logged with
-///   `tracing::error!`). [`Builder::capture_panics`] returns panics in the `GroupError`
-///   instead; it does not keep the group running.
-/// - **Deadlines flow.** Every task runs with the deadlines of the cancel scopes that enclose
-///   the *group* (Trio's rule): [`current_effective_deadline`] inside a task, and inside its
-///   destructors, is the one around the group.
-/// - **Concurrency limit.** With [`Builder::concurrency_limit`], at most `n` normal tasks run at
-///   once; the others wait in a FIFO queue as plain futures and are spawned when a slot frees,
-///   so a million queued items cost a million futures, not a million tasks. A group checks for
-///   a failure before it starts the next queued task.
-/// - **Spawning into a finished or cancelling group** never runs the future and never panics:
-///   the returned handle resolves to a cancelled [`TaskError`].
-/// - **Blocking and `!Send` work.** [`spawn_blocking`](Self::spawn_blocking) runs a closure
-///   on tokio's blocking thread pool, and [`spawn_local`](Self::spawn_local) a `!Send` future
-///   on the current `LocalSet`, as normal tasks: same limit and queue, same failures, same
-///   deadlines. A closure cannot be interrupted: when a blocking task is cancelled its handle
-///   resolves at once, but the group (or the enclosing scope that cancelled it) returns only
-///   once the closure has returned, and its slot stays taken until then.
-/// - **Tracing.** The group has a `task_group` span (parented to the span that was current
-///   when the group first ran) and every task a `task` span inside it, with the task's name.
-///
-/// The handle is cheap to clone and `Send + Sync` (when `E: Send`): move clones into tasks to
-/// let them spawn siblings.
+/// - **No leaked tasks.** `scope` returns when the body and every *normal* task have
+///   finished. *Background* tasks (see [`spawn_background`](Self::spawn_background)) are
+///   then aborted, and dropped before it returns. When the group is cancelled, by a failure,
+///   by [`cancel`](Self::cancel) or by an enclosing cancel scope, every task is aborted. The
+///   group, or the enclosing scope, returns only once every task's future has been dropped.
+/// - **No lost errors.** A task or a body that returns `Err` cancels the group. The other
+///   tasks are aborted, the body is dropped, and queued tasks are dropped unspawned. `scope`
+///   then returns a [`GroupError`] holding *every* error in order of occurrence, each labelled
+///   with its task's id and name. Errors that arrive while the group is cancelling are kept
+///   too, and aborted tasks add none. This is the default failure policy; servers want the
+///   other one (see [Failure policy](#failure-policy)).
+/// - **Panics propagate.** A panicking task or body cancels the group the same way. Once
+///   every task is dropped, the first panic is resumed in the task awaiting `scope`, and the
+///   other failures are logged with `tracing::error!`. With [`Builder::capture_panics`], the
+///   panics are returned in the `GroupError` instead, and the group is still cancelled.
+/// - **Deadlines flow.** Every task runs under the deadlines of the cancel scopes around the
+///   *group*, as in Trio. Inside a task, and in its destructors, [`current_effective_deadline`]
+///   returns the deadline around the group.
+/// - **Concurrency limit.** With [`Builder::concurrency_limit`], at most `n` normal tasks run
+///   at once. The others wait in a FIFO queue as plain futures and are spawned when a slot
+///   frees, so a million queued items cost a million futures, not a million tasks. A queued
+///   task never starts after a failure that cancels the group.
+/// - **Spawning into a closed group**, one that finished or is cancelling, never runs the
+///   future and never panics. The returned handle resolves to a cancelled [`TaskError`].
+/// - **Blocking and `!Send` work.** [`spawn_blocking`](Self::spawn_blocking) runs a closure on
+///   tokio's blocking thread pool, and [`spawn_local`](Self::spawn_local) runs a `!Send`
+///   future on the current `LocalSet`. Both are normal tasks, with the same limit and queue,
+///   the same failures and the same deadlines. A closure cannot be interrupted: when a
+///   blocking task is cancelled its handle resolves at once, but the group (or the enclosing
+///   scope that cancelled it) returns only after the closure has returned, and the closure
+///   keeps its slot until then.
+/// - **Tracing.** The group has a `task_group` span, whose parent is the span that was
+///   current when the group was first polled. Every task has a `task` span inside it, with
+///   the task's name.
 ///
 /// # Failure policy
 ///
-/// By default one failure cancels the whole group, as in Trio, asyncio and Python quattro
-/// (Erlang's `one_for_all`): right for a request that fans out, where one failed part spoils
-/// the whole. A server wants the opposite for its connections (Erlang's `one_for_one`):
-/// [`Builder::isolate_failures`] hands each task's `Err` or panic to a handler, and the body
-/// and the other tasks run on; memory does not grow with the number of failures handled. The
-/// handler can pass a failure back to fail the group after all. Shutdown, the concurrency
+/// By default one failure cancels the whole group, as in Trio, asyncio and Python's quattro
+/// (Erlang's `one_for_all`). That suits a request that fans out, where one failed part spoils
+/// the whole. A server wants the opposite for its connections (Erlang's `one_for_one`). With
+/// [`Builder::isolate_failures`], each task's `Err` or panic goes to a handler, and the body
+/// and the other tasks run on. Memory does not grow with the number of failures handled, and
+/// the handler can return a failure to fail the group after all. Shutdown, the concurrency
 /// limit, deadlines and the structured drop work the same under both policies.
 ///
 /// | | default ([`CancelOnFailure`]) | [`isolate_failures`](Builder::isolate_failures) |
@@ -127,11 +134,11 @@ use shared::{Role, Shared};
 /// | a task returns `Err` | the group is cancelled; the error is in the `GroupError` | the handler gets it; nothing else happens |
 /// | a task panics | cancelled; the panic is resumed (or returned, with `capture_panics`) | the handler gets it (`is_panic()`) |
 /// | the body returns `Err` or panics | cancelled; returned or resumed | the same: the body owns the group |
-/// | the failed task's handle yields | a [`TaskError`] (failed, with the error's text, or panicked) — if the body still runs | the same [`TaskError`] |
+/// | the failed task's handle yields | a [`TaskError`] (failed, with the error's text, or panicked), if the body still runs | the same [`TaskError`] |
 ///
-/// Under the default policy the body rarely sees a failed task's handle resolve: the failure
-/// cancels the body at its next `.await` (Trio's rule). Either way awaiting a handle never
-/// panics.
+/// Under the default policy the body rarely sees a failed task's handle resolve, because the
+/// failure cancels the body at its next `.await` (Trio's rule). Under either policy, awaiting
+/// a handle never panics.
 ///
 /// ```
 /// use quattro::{Failure, TaskGroup};
@@ -162,9 +169,9 @@ use shared::{Role, Shared};
 /// # Groups that never fail
 ///
 /// When neither the body nor any task ever returns `Err`, nothing tells Rust the error type.
-/// Name it once, on the handle, as [`Infallible`](std::convert::Infallible) (the standard
-/// library's "cannot happen" error type): every `Ok(..)` in the body and the tasks is then
-/// inferred, with no turbofish. The group can still end in a [`GroupError`], for a
+/// Name it once, on the handle, as [`Infallible`](std::convert::Infallible), the standard
+/// library's "cannot happen" error type. Every `Ok(..)` in the body and the tasks is then
+/// inferred without a turbofish. The group can still end in a [`GroupError`], for a
 /// cancellation or a captured panic.
 ///
 /// ```
@@ -208,7 +215,10 @@ impl<E> Clone for TaskGroup<E> {
 }
 
 impl TaskGroup<()> {
-    /// Options for a new group: a concurrency limit, capturing panics.
+    /// Returns a [`Builder`] to configure a new group.
+    ///
+    /// The builder sets the concurrency limit, how panics are returned, and the failure
+    /// policy.
     ///
     /// # Examples
     ///
@@ -235,8 +245,12 @@ impl TaskGroup<()> {
         }
     }
 
-    /// Runs `body` with a handle to a new group, with no concurrency limit; see
-    /// [`Builder::scope`].
+    /// Runs `body` with a handle to a new group with default options.
+    ///
+    /// This is `TaskGroup::builder().scope(body)`: the group has no concurrency limit, and a
+    /// failure cancels it. The future returns the body's value once the body and every normal
+    /// task are done, or a [`GroupError`]. See [`GroupScope`] for when it panics and what its
+    /// error holds.
     ///
     /// # Examples
     ///
@@ -255,6 +269,12 @@ impl TaskGroup<()> {
     /// assert_eq!(err.errors().collect::<Vec<_>>(), [&"no"]);
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`GroupScope`].
+    ///
+    /// [`GroupError`]: crate::GroupError
     pub fn scope<B, Fut, R, E>(body: B) -> GroupScope<B, Fut, R, E>
     where
         B: FnOnce(TaskGroup<E>) -> Fut,
@@ -270,14 +290,16 @@ impl<E: Send + 'static> TaskGroup<E> {
         TaskGroup { shared }
     }
 
-    /// Spawns a normal task: the group waits for it, and its `Err` cancels the group.
+    /// Spawns a normal task into the group, returning a [`TaskHandle`] to await its value.
     ///
-    /// Under a concurrency limit, a task that finds every slot taken waits in the group's FIFO
-    /// queue as a plain future (it is not spawned, and not polled, until a slot frees). Use
-    /// [`spawn_when_free`](Self::spawn_when_free) to make the caller wait instead.
+    /// The group waits for the task before it completes, and the task's `Err` or panic is a
+    /// failure of the group. Under a concurrency limit, a task that finds every slot taken
+    /// waits in the group's FIFO queue as a plain future, neither spawned nor polled until a
+    /// slot frees. Use [`spawn_when_free`](Self::spawn_when_free) to make the caller wait
+    /// instead.
     ///
-    /// Works from the body, from other tasks of the group and from anywhere else holding a
-    /// clone of the handle.
+    /// It can be called from the body, from the group's tasks, or from anywhere else that holds
+    /// a clone of the handle.
     ///
     /// # Examples
     ///
@@ -298,8 +320,10 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Panics
     ///
-    /// Never. Spawning into a group that has finished or is cancelling drops `fut` without
-    /// polling it and returns a handle that resolves to a cancelled [`TaskError`].
+    /// This method does not panic. Spawning into a group that has finished or is cancelling
+    /// drops `fut` without polling it, and the handle resolves to a cancelled [`TaskError`].
+    /// So does a spawn that would have to wait for a slot after
+    /// [`request_shutdown`](Self::request_shutdown).
     ///
     /// [`TaskError`]: crate::TaskError
     #[track_caller]
@@ -312,14 +336,16 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.spawn_role(fut, None, Role::Normal)
     }
 
-    /// Spawns a background task: like [`spawn`](Self::spawn), but the group does not wait for
-    /// it: once the body and every normal task are done, background tasks are aborted (that is
-    /// not an error) and dropped before the group returns. An `Err` from a background task
-    /// cancels the group like any other. Background tasks do not count against the
-    /// concurrency limit.
+    /// Spawns a background task, which the group does not wait for.
     ///
-    /// A background task yields `Result<(), E>`: it is there for its effects, and its output
-    /// type is then inferred even for a `loop` that never ends.
+    /// Once the body and every normal task are done, the group aborts its background tasks,
+    /// and they are dropped before it returns. That is not an error. A background task's `Err`
+    /// or panic is a failure of the group like any other task's, and background tasks do not
+    /// count against the concurrency limit.
+    ///
+    /// The task yields `Result<(), E>`, since it runs for its effects, so its type is inferred
+    /// even for a `loop` that never ends. Use [`background`](Self::background) for a
+    /// background task that returns a value.
     ///
     /// # Examples
     ///
@@ -345,7 +371,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Panics
     ///
-    /// Never; see [`spawn`](Self::spawn).
+    /// This method does not panic; see [`spawn`](Self::spawn).
     #[track_caller]
     pub fn spawn_background<F>(&self, fut: F) -> TaskHandle<()>
     where
@@ -355,11 +381,12 @@ impl<E: Send + 'static> TaskGroup<E> {
     }
 
     /// Spawns a normal task once a slot is free under the concurrency limit, waiting until
-    /// then: backpressure for producers that would otherwise queue without bound.
+    /// then.
     ///
-    /// Without a limit it spawns at once. After a graceful shutdown was requested
-    /// ([`request_shutdown`](Self::request_shutdown)) it spawns nothing, even with a slot free:
-    /// the handle resolves to a cancelled [`TaskError`], so a producer loop ends.
+    /// This gives backpressure to producers that would otherwise queue tasks without bound.
+    /// Without a limit it spawns at once. After [`request_shutdown`](Self::request_shutdown)
+    /// it spawns nothing, even with a slot free, and the handle resolves to a cancelled
+    /// [`TaskError`], so that a producer loop ends.
     ///
     /// # Examples
     ///
@@ -385,9 +412,10 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the returned future before it completes drops `fut` unpolled, and the place it
-    /// held in the wait is lost. A group that closes while the caller waits ends the wait: the
-    /// handle then resolves to a cancelled [`TaskError`].
+    /// Dropping the returned future before it completes drops `fut` unpolled and gives up its
+    /// place in line. A slot granted at that moment goes back to the group. If the group
+    /// closes while the caller waits, the future completes with a handle that resolves to a
+    /// cancelled [`TaskError`].
     ///
     /// [`TaskError`]: crate::TaskError
     #[track_caller]
@@ -408,7 +436,9 @@ impl<E: Send + 'static> TaskGroup<E> {
         }
     }
 
-    /// Options for one task: its name, used in errors and tracing spans.
+    /// Returns a [`TaskBuilder`] that gives the task it spawns a name.
+    ///
+    /// The name appears in the group's errors and in the task's tracing span.
     ///
     /// # Examples
     ///
@@ -433,15 +463,17 @@ impl<E: Send + 'static> TaskGroup<E> {
         }
     }
 
-    /// Cancels the group: the body is dropped and every task is aborted. The group's future
-    /// then returns a [`GroupError`] for which
-    /// [`is_cancelled`](crate::GroupError::is_cancelled) is true (holding any failures that
-    /// happened before). Its [`cancel_reason`](crate::GroupError::cancel_reason), like that of
-    /// the aborted tasks' [`TaskError`](crate::TaskError)s, is [`CancelReason::Cancelled`],
-    /// unless the group was already cancelling for another reason (the first cause wins).
+    /// Cancels the group, dropping the body and aborting every task.
     ///
-    /// Callable from the body, a task, or anywhere else; idempotent; does nothing once the
-    /// group has finished.
+    /// The group's future then returns a [`GroupError`] for which
+    /// [`is_cancelled`](crate::GroupError::is_cancelled) is true, holding any failures that
+    /// happened before. Its [`cancel_reason`](crate::GroupError::cancel_reason) is
+    /// [`CancelReason::Cancelled`], and so is that of the aborted tasks'
+    /// [`TaskError`](crate::TaskError)s.
+    ///
+    /// It can be called from the body, from a task, or from anywhere else. It is idempotent,
+    /// and does nothing if the group has already finished or is already cancelling: the first
+    /// cause wins.
     ///
     /// # Examples
     ///
@@ -483,7 +515,11 @@ impl<E: Send + 'static> TaskGroup<E> {
         }
     }
 
-    /// Whether the group accepts no more tasks: it finished, or it is cancelling.
+    /// Returns `true` if the group is closed to new tasks, because it has finished or is
+    /// cancelling.
+    ///
+    /// A group that is shutting down is not closed, though it refuses a task that would have
+    /// to wait for a slot (see [`request_shutdown`](Self::request_shutdown)).
     ///
     /// # Examples
     ///
@@ -508,8 +544,11 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.shared.is_closed()
     }
 
-    /// How many normal tasks are running: spawned, and not yet ended (a task leaves the count
-    /// as its future is dropped, before its handle resolves). Queued tasks do not count.
+    /// Returns the number of normal tasks running in the group.
+    ///
+    /// A task counts from when it is spawned until its future is dropped, which happens before
+    /// its handle resolves. Queued tasks do not count. A slot held by a [`SpawnPermit`], or by
+    /// the closure of a cancelled blocking task that is still running, counts as a task.
     ///
     /// # Examples
     ///
@@ -538,7 +577,9 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.shared.lock().normal_len()
     }
 
-    /// Whether no normal task is running.
+    /// Returns `true` if no normal task is running.
+    ///
+    /// See [`len`](Self::len) for what counts.
     ///
     /// # Examples
     ///
@@ -565,9 +606,13 @@ impl<E: Send + 'static> TaskGroup<E> {
         self.len() == 0
     }
 
-    /// A `CancellationToken` that is cancelled when the group is cancelling (a failure,
-    /// [`cancel`](Self::cancel), or the group's future dropped from outside), for code that
-    /// takes a token.
+    /// Returns a `CancellationToken` that is cancelled when the group is cancelled.
+    ///
+    /// Hand it to code that takes a token. It fires on a failure that cancels the group, on
+    /// [`cancel`](Self::cancel), when the grace of a shutdown runs out, and when the group's
+    /// future is dropped before it finishes. It does not fire when the group finishes
+    /// normally. Cancelling the token does not cancel the group. Every call returns a clone of
+    /// the same token.
     ///
     /// # Examples
     ///
@@ -632,16 +677,16 @@ impl<E> fmt::Debug for TaskGroup<E> {
     }
 }
 
-/// Options for a new [`TaskGroup`], from [`TaskGroup::builder`].
+/// A builder for a new [`TaskGroup`], returned by [`TaskGroup::builder`].
 ///
-/// The type parameter is the group's failure policy: [`CancelOnFailure`] (the default: a
-/// failure cancels the group), or [`IsolateFailures`] after
+/// The type parameter is the group's failure policy. It is [`CancelOnFailure`] by default,
+/// under which a failure cancels the group, and [`IsolateFailures`] after
 /// [`isolate_failures`](Builder::isolate_failures). See
 /// [Failure policy](TaskGroup#failure-policy).
 ///
 /// # Examples
 ///
-/// A builder is `Clone`: one set of options for several groups.
+/// A builder is `Clone`, so one set of options can build several groups.
 ///
 /// ```
 /// use std::convert::Infallible;
@@ -670,9 +715,10 @@ pub struct Builder<P = CancelOnFailure> {
 }
 
 impl<P> Builder<P> {
-    /// Lets at most `limit` normal tasks run at once; further tasks wait in a FIFO queue, as
-    /// futures, until a slot frees (a task finishes, fails, panics or is aborted). Background
-    /// tasks never count.
+    /// Lets at most `limit` normal tasks run at once.
+    ///
+    /// Further tasks wait in a FIFO queue, as futures, until a running task finishes, fails,
+    /// panics or is aborted, and frees its slot. Background tasks never count.
     ///
     /// # Examples
     ///
@@ -682,7 +728,7 @@ impl<P> Builder<P> {
     ///
     /// # Panics
     ///
-    /// Panics if `limit` is 0: such a group could never run a task.
+    /// Panics if `limit` is 0, since such a group could never run a task.
     #[track_caller]
     pub fn concurrency_limit(mut self, limit: usize) -> Builder<P> {
         assert!(
@@ -693,17 +739,19 @@ impl<P> Builder<P> {
         self
     }
 
-    /// Puts the panics of the body and the tasks into the [`GroupError`] instead of resuming
-    /// the first one in the task awaiting the group.
+    /// Makes the group return the panics of the body and the tasks in its [`GroupError`],
+    /// instead of resuming the first one.
     ///
     /// This changes only how a panic that *fails the group* is returned, not whether it fails
-    /// it: a panicking task still cancels the group like an `Err` (under the default
-    /// [`CancelOnFailure`] policy), and the caller gets an `Err(GroupError)` whose
-    /// [`has_panic`](crate::GroupError::has_panic) is true, from which
-    /// [`resume_panic`](crate::GroupError::resume_panic) can still re-raise it. To keep a group
-    /// running when one of its tasks panics (a server and its connections), use
-    /// [`isolate_failures`](Self::isolate_failures); with both, a panic the failure handler
-    /// passes back (or a panic of the handler itself) is captured rather than resumed.
+    /// it. Under the default [`CancelOnFailure`] policy, a panicking task still cancels the
+    /// group like an `Err`. The caller then gets an `Err(GroupError)` whose
+    /// [`has_panic`](crate::GroupError::has_panic) is true, and
+    /// [`resume_panic`](crate::GroupError::resume_panic) can still re-raise the panic.
+    ///
+    /// To keep a group running when one of its tasks panics, as a server does for its
+    /// connections, use [`isolate_failures`](Self::isolate_failures). With both, a panic that
+    /// the failure handler returns, or a panic of the handler itself, is captured rather than
+    /// resumed.
     ///
     /// # Examples
     ///
@@ -732,39 +780,15 @@ impl<P> Builder<P> {
         self
     }
 
-    /// Isolates failures: a task's `Err` or panic goes to `handler` instead of cancelling the
-    /// group, and the body and the other tasks run on (Erlang's `one_for_one`, without
-    /// restarts), as a server wants for its connections.
+    /// Makes each task's `Err` or panic go to `handler` instead of cancelling the group.
     ///
-    /// The handler gets the [`Failure`] by value: the task's name and id, and its error or
-    /// panic ([`is_panic`](Failure::is_panic)). It returns `Ok(())` when the failure is
-    /// handled (the group forgets it: memory does not grow with the number of failures
-    /// handled), or `Err(failure)` to escalate it: the failure then fails the group as under
-    /// the default policy, and the group's [`GroupError`] holds it (no failure is lost:
-    /// each one either is handed to you or comes back in the error).
-    ///
-    /// - **Every task**, normal or background, hands its failures to the handler: its `Err`,
-    ///   its panic (caught at the task, as always: the process never aborts because of it),
-    ///   and a panic of its future's destructor. A failed task frees its slot under the
-    ///   concurrency limit, and the next queued task starts.
-    /// - **The body** is the group's owner: its own `Err` or panic still ends the group as
-    ///   under the default policy (the tasks are cancelled, and the group returns the error or
-    ///   resumes the panic).
-    /// - **The handler runs synchronously in the task that failed**, before that task's
-    ///   handle resolves, and outside the group's locks. Keep it short and never block in it
-    ///   (log, count, send on a channel with `try_send`): it holds up that task's worker
-    ///   thread. It may run on several threads at once, hence `Fn + Send + Sync`.
-    /// - **A panic inside the handler** is caught and fails the group, as a panic of the task
-    ///   it was handling: the group is cancelled, and the panic is resumed in the task
-    ///   awaiting the group (or returned in the `GroupError` with
-    ///   [`capture_panics`](Self::capture_panics)). The failure it was handling is lost with
-    ///   it (it was the handler's).
-    /// - **Handles**: awaiting the handle of a failed task yields a [`TaskError`], as under
-    ///   the default policy: [`is_failed`](crate::TaskError::is_failed) with the error's text,
-    ///   or [`is_panic`](crate::TaskError::is_panic). The body sees it and decides.
-    /// - **Everything else is unchanged**: [`cancel`](TaskGroup::cancel), shutdown requests
-    ///   and their grace, the concurrency limit, deadlines, and the structured drop (no task
-    ///   outlives the group).
+    /// The body and the other tasks run on, as a server wants for its connections (Erlang's
+    /// `one_for_one`, without restarts). The handler gets the [`Failure`] by value, with the
+    /// task's name and id and its error or panic ([`is_panic`](Failure::is_panic)). It
+    /// returns `Ok(())` when it has handled the failure, and the group forgets it, so memory
+    /// does not grow with the number of failures handled. It returns `Err(failure)` to
+    /// escalate it: the failure then fails the group as under the default policy, and the
+    /// group's [`GroupError`] holds it. Either way, no failure is lost.
     ///
     /// Calling it again replaces the handler.
     ///
@@ -829,6 +853,31 @@ impl<P> Builder<P> {
     /// # }
     /// ```
     ///
+    /// # Semantics
+    ///
+    /// - **Every task**, normal or background, sends its failures to the handler: its `Err`,
+    ///   its panic, and a panic of its future's destructor. Panics are caught in the task, as
+    ///   always, so the process never aborts because of one. A failed task frees its slot
+    ///   under the concurrency limit, and the next queued task starts.
+    /// - **The body** owns the group. Its own `Err` or panic still ends the group as under the
+    ///   default policy: the tasks are cancelled, and the group returns the error or resumes
+    ///   the panic.
+    /// - **The handler runs synchronously in the task that failed**, before that task's handle
+    ///   resolves and outside the group's locks. It holds up that task's worker thread, so
+    ///   keep it short and never block in it: log, count, or `try_send` on a channel. It may
+    ///   run on several threads at once, hence `Fn + Send + Sync`.
+    /// - **A panic in the handler** is caught and fails the group, as a panic of the task it
+    ///   was handling would. The group is cancelled, and the panic is resumed in the task
+    ///   awaiting the group, or returned in the `GroupError` with
+    ///   [`capture_panics`](Self::capture_panics). The failure the handler was given is lost
+    ///   with it.
+    /// - **Handles** of failed tasks yield a [`TaskError`], as under the default policy:
+    ///   [`is_failed`](crate::TaskError::is_failed) with the error's text, or
+    ///   [`is_panic`](crate::TaskError::is_panic). The body sees it and decides what to do.
+    /// - **Everything else is unchanged**: [`cancel`](TaskGroup::cancel), shutdown requests
+    ///   and their grace, the concurrency limit, deadlines, and the structured drop (no task
+    ///   outlives the group).
+    ///
     /// [`GroupError`]: crate::GroupError
     /// [`TaskError`]: crate::TaskError
     pub fn isolate_failures<E, H>(self, handler: H) -> Builder<IsolateFailures<H, E>>
@@ -841,16 +890,16 @@ impl<P> Builder<P> {
         }
     }
 
-    /// Runs `body` with a handle to a new group and returns, once the body and every normal
-    /// task are done, the body's value, or a [`GroupError`].
+    /// Runs `body` with a handle to a new group built with these options.
     ///
-    /// Building the future touches nothing: the group captures the runtime when it is first
-    /// polled, and reads the enclosing deadlines on every poll, so the future can be built outside a runtime, or
-    /// built first and wrapped in a cancel scope afterwards.
-    ///
-    /// A task's failure cancels the group, or goes to the handler given to
+    /// The future returns the body's value once the body and every normal task are done, or a
+    /// [`GroupError`]. A task's failure cancels the group, or goes to the handler given to
     /// [`isolate_failures`](Self::isolate_failures), as the builder's policy says. See
-    /// [`GroupScope`] for panics, errors and cancel safety.
+    /// [`GroupScope`] for when the future panics and what its error holds.
+    ///
+    /// Building the future does nothing yet. The group captures the runtime when it is first
+    /// polled, and reads the enclosing deadlines on every poll. So the future can be built
+    /// outside a runtime, or built first and wrapped in a cancel scope afterwards.
     ///
     /// # Examples
     ///
@@ -868,6 +917,10 @@ impl<P> Builder<P> {
     /// assert_eq!(out.unwrap(), "done");
     /// # }
     /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// See [`GroupScope`].
     ///
     /// [`GroupError`]: crate::GroupError
     pub fn scope<B, Fut, R, E>(self, body: B) -> GroupScope<B, Fut, R, E>
@@ -892,7 +945,9 @@ impl<P> Builder<P> {
     }
 }
 
-/// Options for one task, from [`TaskGroup::task`].
+/// A builder for one named task of a group, returned by [`TaskGroup::task`].
+///
+/// The name appears in the group's errors and in the task's tracing span.
 ///
 /// # Examples
 ///
@@ -924,7 +979,7 @@ impl<'a, E> TaskBuilder<'a, E> {
 }
 
 impl<E: Send + 'static> TaskBuilder<'_, E> {
-    /// [`TaskGroup::spawn`] with this task's options.
+    /// Spawns a normal task with this name; see [`TaskGroup::spawn`].
     ///
     /// # Examples
     ///
@@ -949,7 +1004,7 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
         self.group.spawn_role(fut, Some(self.name), Role::Normal)
     }
 
-    /// [`TaskGroup::spawn_background`] with this task's options.
+    /// Spawns a background task with this name; see [`TaskGroup::spawn_background`].
     ///
     /// # Examples
     ///
@@ -974,7 +1029,8 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
             .spawn_role(fut, Some(self.name), Role::Background)
     }
 
-    /// [`TaskGroup::spawn_when_free`] with this task's options.
+    /// Spawns a normal task with this name once a slot is free; see
+    /// [`TaskGroup::spawn_when_free`].
     ///
     /// # Examples
     ///
@@ -995,7 +1051,7 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     ///
     /// # Cancel safety
     ///
-    /// As for [`TaskGroup::spawn_when_free`].
+    /// The same as for [`TaskGroup::spawn_when_free`].
     pub async fn spawn_when_free<F, T>(self, fut: F) -> TaskHandle<T>
     where
         F: Future<Output = Result<T, E>> + Send + 'static,

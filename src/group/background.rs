@@ -1,4 +1,4 @@
-//! [`BackgroundBuilder`]: background tasks that return a value.
+//! Background tasks that return a value, spawned with a [`BackgroundBuilder`].
 
 use std::fmt;
 use std::future::Future;
@@ -7,14 +7,16 @@ use std::sync::Arc;
 use super::shared::Role;
 use super::{TaskBuilder, TaskGroup, TaskHandle};
 
-/// A background task that returns a value, from [`TaskGroup::background`] or
-/// [`TaskBuilder::background`]: Python quattro's `create_background_task`, which returns a
-/// `Task[T]`.
+/// A builder for a background task that returns a value.
+///
+/// It is returned by [`TaskGroup::background`] and [`TaskBuilder::background`], and is the
+/// counterpart of Python quattro's `create_background_task`, which returns a `Task[T]`.
 ///
 /// [`TaskGroup::spawn_background`] yields `()`, so that an endless `loop` needs no type
-/// annotation; this builder spawns one whose handle yields its value, when it finishes before
-/// the group does. Background rules apply: the group does not wait for it, aborts it once the
-/// body and every normal task are done, and it does not count against the concurrency limit.
+/// annotation. This builder spawns a background task whose handle yields its value, if it
+/// finishes before the group does. The background rules apply: the group does not wait for
+/// the task, aborts it once the body and every normal task are done, and does not count it
+/// against the concurrency limit.
 ///
 /// # Examples
 ///
@@ -39,7 +41,7 @@ pub struct BackgroundBuilder<'a, E> {
 }
 
 impl<E: Send + 'static> TaskGroup<E> {
-    /// Options for a background task that returns a value; see [`BackgroundBuilder`].
+    /// Returns a [`BackgroundBuilder`] for a background task that returns a value.
     ///
     /// # Examples
     ///
@@ -55,7 +57,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///         tokio::time::sleep(Duration::from_secs(60)).await;
     ///         Ok(42)
     ///     });
-    ///     Ok(slow) // the body is done: the group aborts the background task
+    ///     Ok(slow) // the body is done, so the group aborts the background task
     /// })
     /// .await;
     /// assert!(out.unwrap().await.unwrap_err().is_cancelled());
@@ -70,7 +72,7 @@ impl<E: Send + 'static> TaskGroup<E> {
 }
 
 impl<'a, E: Send + 'static> TaskBuilder<'a, E> {
-    /// Makes this a background task that returns a value; see [`BackgroundBuilder`].
+    /// Returns a [`BackgroundBuilder`] for a background task with this name.
     ///
     /// # Examples
     ///
@@ -98,7 +100,10 @@ impl<'a, E: Send + 'static> TaskBuilder<'a, E> {
 }
 
 impl<E: Send + 'static> BackgroundBuilder<'_, E> {
-    /// Spawns the background task; its handle yields its value.
+    /// Spawns the background task, returning a [`TaskHandle`] that yields its value.
+    ///
+    /// If the group finishes first, the task is aborted and the handle resolves to a
+    /// cancelled [`TaskError`](crate::TaskError).
     ///
     /// # Examples
     ///
@@ -123,7 +128,7 @@ impl<E: Send + 'static> BackgroundBuilder<'_, E> {
     ///
     /// # Panics
     ///
-    /// Never; see [`TaskGroup::spawn`].
+    /// This method does not panic; see [`TaskGroup::spawn`].
     #[track_caller]
     pub fn spawn<F, T>(self, fut: F) -> TaskHandle<T>
     where

@@ -1,14 +1,15 @@
-//! Blocking tasks: a closure run on tokio's blocking thread pool as a normal task of a group.
+//! Blocking tasks, which run a closure on tokio's blocking thread pool as a normal task of a
+//! group.
 //!
 //! The task is an ordinary child task (a `Child` around [`Blocking`]), so it is queued under
 //! the limit, named, failed, aborted and counted like any other. Its first poll sends the
-//! closure to the blocking pool; then it waits for the closure's outcome.
+//! closure to the blocking pool, then it waits for the closure's outcome.
 //!
 //! A closure cannot be interrupted. When the task is cancelled, its future is dropped at once
-//! (its handle resolves), and from then on the closure's thread is counted by a slot of its own
-//! ([`Shared::hold_slot`]), which the thread gives back when the closure has returned and its
-//! outcome has been dropped: the group, and whoever waits for its aborted tasks, waits for the
-//! thread as it waits for any task's future to be dropped.
+//! and its handle resolves. From then on the closure's thread is counted by a slot of its own
+//! ([`Shared::hold_slot`]), which the thread gives back once the closure has returned and its
+//! outcome has been dropped. So the group, and whoever waits for its aborted tasks, waits for
+//! the thread as it waits for any task's future to be dropped.
 
 use std::any::Any;
 use std::future::Future;
@@ -26,29 +27,14 @@ use crate::node::Node;
 
 impl<E: Send + 'static> TaskGroup<E> {
     /// Runs the blocking closure `f` on tokio's blocking thread pool as a normal task of the
-    /// group: the group waits for it, and its `Err` or panic is a failure of the group, as for
-    /// a task spawned with [`spawn`](Self::spawn).
+    /// group.
     ///
-    /// For work that would stall an async worker thread: CPU-heavy computation, blocking I/O, a
-    /// synchronous library. The closure runs through [`tokio::task::spawn_blocking`] once the
-    /// task starts.
-    ///
-    /// - **Concurrency limit.** A blocking task counts like any normal task. When every slot
-    ///   is taken, it waits in the group's FIFO queue with the other tasks, unstarted: the
-    ///   closure holds no thread until a slot frees. Its slot stays taken until the closure
-    ///   has returned, also after the task was cancelled, so a group with a limit of `n` never
-    ///   has more than `n` closures running.
-    /// - **Failures.** An `Err` from the closure, or its panic, fails the group as an async
-    ///   task's would: under the default policy it cancels the group (the panic is resumed in
-    ///   the task awaiting the group, or captured with
-    ///   [`capture_panics`](super::Builder::capture_panics)); under
-    ///   [`isolate_failures`](super::Builder::isolate_failures) it goes to the handler.
-    /// - **Deadlines and shutdown.** Inside the closure, [`current_effective_deadline`] is the
-    ///   deadline in force for the group's tasks, read live (a deadline moved while the
-    ///   closure runs shows at once), and [`is_shutdown_requested`] tells whether a graceful
-    ///   shutdown was requested for the group or an enclosing scope. Once the task is
-    ///   cancelled, `current_effective_deadline()` is no later than now: a closure that checks
-    ///   it between two units of work stops when its result is no longer wanted.
+    /// Use it for work that would stall an async worker thread: CPU-heavy computation,
+    /// blocking I/O, a synchronous library. The group waits for the task, and the closure's
+    /// `Err` or panic is a failure of the group, as for a task spawned with
+    /// [`spawn`](Self::spawn). The closure goes to [`tokio::task::spawn_blocking`] when the
+    /// task starts. Once it runs it cannot be interrupted, and the group waits for it even
+    /// when the task is cancelled (see *Cancellation* below).
     ///
     /// # Examples
     ///
@@ -105,32 +91,49 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # }
     /// ```
     ///
-    /// # Cancel safety
+    /// # Semantics
     ///
-    /// A blocking closure cannot be interrupted. When the task is cancelled — its handle
-    /// [aborted](TaskHandle::abort), the group cancelled (by [`cancel`](Self::cancel), a
-    /// failure, or the grace of a shutdown running out), or the group's future dropped by an
-    /// enclosing cancel scope:
+    /// - **Concurrency limit.** A blocking task counts like any normal task. When every slot
+    ///   is taken, it waits unstarted in the group's FIFO queue with the other tasks, so the
+    ///   closure holds no thread until a slot frees. Its slot stays taken until the closure
+    ///   has returned, even after the task was cancelled, so a group with a limit of `n` never
+    ///   has more than `n` closures running.
+    /// - **Failures.** An `Err` or a panic from the closure fails the group as an async task's
+    ///   would. Under the default policy it cancels the group, and the panic is resumed in the
+    ///   task awaiting the group, or captured with
+    ///   [`capture_panics`](super::Builder::capture_panics). Under
+    ///   [`isolate_failures`](super::Builder::isolate_failures) it goes to the handler.
+    /// - **Deadlines and shutdown.** Inside the closure, [`current_effective_deadline`]
+    ///   returns the deadline in force for the group's tasks. It is read live, so a deadline
+    ///   moved while the closure runs shows at once. [`is_shutdown_requested`] tells whether a
+    ///   graceful shutdown was requested for the group or an enclosing scope. Once the task is
+    ///   cancelled, `current_effective_deadline()` is no later than now, so a closure that
+    ///   checks it between two units of work stops when its result is no longer wanted.
     ///
-    /// - if the closure has not started (it waits in the queue, or its task was never polled),
-    ///   it is dropped without running;
-    /// - otherwise its handle resolves at once to a cancelled [`TaskError`], and nothing waits
-    ///   for its value any more; the closure runs on until it returns, and what it returns is
-    ///   then dropped: a value, an `Err` (logged at DEBUG) or a panic (logged at WARN; the
-    ///   panic hook has printed it already). It was cancelled: like an async task
-    ///   that is aborted, it adds nothing to the group's error. A panic in the destructor of
-    ///   that value is a failure of the task, as a destructor's panic is for any task;
-    /// - **the group does not return before the closure has returned** and its value has been
+    /// # Cancellation
+    ///
+    /// The task is cancelled when its handle is [aborted](TaskHandle::abort), when the group
+    /// is cancelled (by [`cancel`](Self::cancel), a failure, or the end of a shutdown's
+    /// grace), or when an enclosing cancel scope drops the group's future. Then:
+    ///
+    /// - If the closure has not started, because its task waits in the queue or was never
+    ///   polled, it is dropped without running.
+    /// - Otherwise the handle resolves at once to a cancelled [`TaskError`], but the closure
+    ///   runs on until it returns. What it returns is then dropped: a value, an `Err` (logged
+    ///   at DEBUG) or a panic (logged at WARN, after the panic hook has printed it). Like an
+    ///   aborted async task, it adds nothing to the group's error. A panic in the destructor
+    ///   of that value is a failure of the task, as for any task.
+    /// - **The group does not return before the closure has returned** and its value has been
     ///   dropped, as tokio's runtime waits for its blocking threads when it shuts down. The
-    ///   same holds for an enclosing quattro scope that cancels the group: it waits for the
-    ///   group's aborted tasks, threads included. Until then the closure keeps its slot under
-    ///   the concurrency limit, and counts in [`len`](Self::len).
+    ///   same holds for an enclosing quattro scope that cancels the group, since it waits for
+    ///   the group's aborted tasks. Until then the closure keeps its slot under the
+    ///   concurrency limit, and counts in [`len`](Self::len).
     ///
     /// So a closure that may run long should check [`current_effective_deadline`] (or
     /// [`is_shutdown_requested`]) now and then, or depend on something the cancellation
-    /// closes (a channel whose sender the group's body holds). A group dropped outside any
-    /// quattro scope (in a plain `tokio::select!`, say) has nobody to wait for its aborted
-    /// tasks: a running closure then finishes on its own, detached.
+    /// closes, such as a channel whose sender the body holds. A group dropped outside any
+    /// quattro scope, in a plain `tokio::select!` say, has nobody to wait for its aborted
+    /// tasks, and a running closure then finishes on its own, detached.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -165,7 +168,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Panics
     ///
-    /// Never; see [`spawn`](Self::spawn). (A panic of the closure is a failure of the task.)
+    /// This method does not panic; see [`spawn`](Self::spawn). A panic of the closure is a
+    /// failure of the task.
     ///
     /// [`current_effective_deadline`]: crate::current_effective_deadline
     /// [`is_shutdown_requested`]: crate::is_shutdown_requested
@@ -182,8 +186,11 @@ impl<E: Send + 'static> TaskGroup<E> {
 }
 
 impl<E: Send + 'static> TaskBuilder<'_, E> {
-    /// [`TaskGroup::spawn_blocking`] with this task's options: the name shows in the group's
-    /// errors and in the `task` span, which the closure runs in.
+    /// Runs the blocking closure `f` as a normal task with this name; see
+    /// [`TaskGroup::spawn_blocking`].
+    ///
+    /// The name shows in the group's errors and in the task's `task` span, which the closure
+    /// runs in. Cancellation works as for [`TaskGroup::spawn_blocking`].
     ///
     /// # Examples
     ///
@@ -201,10 +208,6 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     /// assert_eq!(err.to_string(), "task group failed: task `parse-config`: bad syntax");
     /// # }
     /// ```
-    ///
-    /// # Cancel safety
-    ///
-    /// As for [`TaskGroup::spawn_blocking`].
     #[track_caller]
     pub fn spawn_blocking<F, T>(self, f: F) -> TaskHandle<T>
     where

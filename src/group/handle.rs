@@ -1,4 +1,4 @@
-//! Handles to the tasks of a group, and the sink that hands a task's value to its handle.
+//! Task handles, and the sink that delivers a task's value to its handle.
 
 use std::fmt;
 use std::future::Future;
@@ -37,25 +37,46 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
     }
 }
 
-/// A handle to one task of a [`TaskGroup`]: await it for the task's value.
+/// A handle to a task of a [`TaskGroup`], which can be awaited for the task's value.
 ///
-/// Awaiting yields `Ok(value)` when the task succeeded, or a [`TaskError`] when it was
-/// cancelled (aborted, refused by a finished group, or cancelled with its group: its
-/// [`cancel_reason`] says which), failed (its error went to the group's [`GroupError`]) or
-/// panicked.
+/// Awaiting it yields `Ok(value)` when the task succeeded. It yields a [`TaskError`] when the
+/// task failed (its error went to the group), panicked, or was cancelled: aborted, refused by
+/// the group, or cancelled with it. The error's [`cancel_reason`] says why it was cancelled.
+///
+/// Dropping the handle does **not** cancel the task, since the group owns its tasks. Use
+/// [`abort`](Self::abort) for that.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let sum = TaskGroup::scope(|tg| async move {
+///     let a = tg.spawn(async { Ok::<_, std::io::Error>(1) });
+///     let b = tg.spawn(async { Ok(2) });
+///     Ok(a.await.unwrap() + b.await.unwrap())
+/// })
+/// .await
+/// .unwrap();
+/// assert_eq!(sum, 3);
+/// # }
+/// ```
 ///
 /// # When the task failed
 ///
-/// The task's error value belongs to the group: it goes to the [`GroupError`] (and cancels the
-/// group), once; or, in a group built with [`isolate_failures`], to the failure handler, and
-/// the body runs on to see the handle resolve. The handle yields a [`TaskError`] that says which task failed and carries the
-/// error's *text* ([`Reported`]), so `let v = handle.await?;` in a body whose error type is
-/// `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` compiles and keeps the
-/// message: ``task `fetch` failed: connection refused``. The text is written when the task
-/// fails, for the error types listed under [`Reported`]; for others the message says that the
-/// error went to the group. Whatever the body returns with that `?` is recorded after the
-/// task's own failure, so the group's error reads, in order, the task's error and then the
-/// body's.
+/// A failed task's error value belongs to the group. It goes once to the group's
+/// [`GroupError`], and cancels the group. In a group built with [`isolate_failures`], it goes
+/// to the failure handler instead, and the body runs on to see the handle resolve.
+///
+/// The handle yields a [`TaskError`] that names the failed task and carries the error's
+/// *text* ([`Reported`]). So `let v = handle.await?;` compiles in a body whose error type is
+/// `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error`, and keeps the message:
+/// ``task `fetch` failed: connection refused``. The text is written when the task fails, for
+/// the error types listed under [`Reported`]. For other types, the message says that the
+/// error went to the group. Whatever the body returns through that `?` is recorded after the
+/// task's own failure, so the group's error lists the task's error first, then the body's.
 ///
 /// ```
 /// use quattro::TaskGroup;
@@ -79,27 +100,6 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// # }
 /// ```
 ///
-/// Dropping the handle does **not** cancel the task (use [`abort`](Self::abort)): the group
-/// owns its tasks.
-///
-/// # Examples
-///
-/// ```
-/// use quattro::TaskGroup;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let sum = TaskGroup::scope(|tg| async move {
-///     let a = tg.spawn(async { Ok::<_, std::io::Error>(1) });
-///     let b = tg.spawn(async { Ok(2) });
-///     Ok(a.await.unwrap() + b.await.unwrap())
-/// })
-/// .await
-/// .unwrap();
-/// assert_eq!(sum, 3);
-/// # }
-/// ```
-///
 /// # Panics
 ///
 /// Polling the handle again after it yielded its result panics, like polling any finished
@@ -107,8 +107,8 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 ///
 /// # Cancel safety
 ///
-/// Awaiting a handle is cancel safe: dropping the `.await` loses nothing, the task runs on and
-/// a later `.await` of the same handle still gets the value (poll it by `&mut`).
+/// Awaiting a handle is cancel safe. Dropping the `.await` loses nothing: the task runs on,
+/// and a later `.await` of the same handle, polled by `&mut`, still gets the value.
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`GroupError`]: crate::GroupError
@@ -183,14 +183,15 @@ impl<T> TaskHandle<T> {
         self.group.as_ref().and_then(|node| node.cancel_reason())
     }
 
-    /// Cancels this one task. This is not a failure of the group: the group goes on, and the
-    /// handle resolves to a cancelled [`TaskError`].
+    /// Aborts the task.
     ///
-    /// A task still waiting for a free slot (under a concurrency limit) is never polled.
-    /// Aborting a finished task does nothing.
+    /// This is not a failure of the group, which goes on. The handle resolves to a cancelled
+    /// [`TaskError`] whose [`cancel_reason`](TaskError::cancel_reason) is
+    /// [`CancelReason::Aborted`], unless the group was already cancelling its tasks for a
+    /// reason of its own: the first cause wins.
     ///
-    /// The handle's [`TaskError::cancel_reason`] is then [`CancelReason::Aborted`], unless the
-    /// group was already cancelling its tasks for a reason of its own (the first cause wins).
+    /// A task still waiting for a slot under a concurrency limit is never polled. Aborting a
+    /// finished task does nothing.
     ///
     /// # Examples
     ///
@@ -210,7 +211,6 @@ impl<T> TaskHandle<T> {
     /// # }
     /// ```
     ///
-    /// [`TaskError::cancel_reason`]: crate::TaskError::cancel_reason
     /// [`CancelReason::Aborted`]: crate::CancelReason::Aborted
     pub fn abort(&self) {
         let reason = self.group_reason();
@@ -227,8 +227,12 @@ impl<T> TaskHandle<T> {
         }
     }
 
-    /// The tokio id of the task; `None` while it waits in the queue, unspawned, or when the
-    /// group refused it.
+    /// Returns the tokio [`Id`] of the task, or `None` if it has not been spawned.
+    ///
+    /// The id is `None` while the task waits in the group's queue, and stays `None` if the
+    /// group refused the task or it was cancelled before it started. A queued local task is
+    /// the exception: it has an id while it waits (see
+    /// [`TaskGroup::spawn_local`](crate::TaskGroup::spawn_local)).
     ///
     /// # Examples
     ///
@@ -261,7 +265,9 @@ impl<T> TaskHandle<T> {
         }
     }
 
-    /// Whether the task has ended (its result, whatever it is, is ready).
+    /// Returns `true` if the task has ended.
+    ///
+    /// Its result, whatever it is, is then ready, or was already taken.
     ///
     /// # Examples
     ///

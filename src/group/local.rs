@@ -1,13 +1,13 @@
-//! Local tasks: `!Send` futures spawned into a group that runs inside a `LocalSet`.
+//! Local tasks, which run `!Send` futures as tasks of a group on the current `LocalSet`.
 //!
 //! A local task with a free slot is an ordinary child task, spawned with
-//! `tokio::task::spawn_local`. One that must wait for a slot cannot wait in the group's queue:
-//! the queue is shared with other threads, and its future is not `Send`. So the task is spawned
+//! `tokio::task::spawn_local`. One that must wait for a slot cannot wait in the group's queue,
+//! which is shared with other threads, since its future is not `Send`. So the task is spawned
 //! on the `LocalSet` at once, as a [`Queued`] future that holds the user's future unpolled,
 //! and a `Send` entry ([`LocalEntry`]) takes its place in the group's queue. When the queue
-//! reaches the entry, the slot is handed to the waiting task, which then runs the future as a
-//! child under that slot. While it waits, the task is counted by a background key: the entry
-//! keeps the group open, the key makes the group wait for (and abort) the task.
+//! reaches the entry, the waiting task gets the slot and runs the future as a child under it.
+//! While it waits, the task is counted by a background key. The entry keeps the group open,
+//! and the key makes the group wait for the task (and abort it).
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
@@ -29,27 +29,19 @@ use crate::frame::Drains;
 
 impl<E: Send + 'static> TaskGroup<E> {
     /// Spawns a `!Send` future as a normal task of the group, on the current
-    /// [`LocalSet`](tokio::task::LocalSet): for a group that runs inside a `LocalSet` (or a
-    /// `LocalRuntime`) and whose tasks hold `Rc`s, `RefCell`s or a client that is not `Send`.
+    /// [`LocalSet`](tokio::task::LocalSet).
     ///
-    /// The rules of [`spawn`](Self::spawn) hold: the group waits for the task; its `Err` or
-    /// panic is a failure of the group; [aborting](TaskHandle::abort) its handle cancels it
-    /// alone; it runs in the group's frame, so it sees the group's deadlines and shutdown
-    /// requests; and it is aborted, and awaited until its future is dropped, when the group is
-    /// cancelled. Its value must be `Send`, as for every [`TaskHandle`].
+    /// Use it in a group that runs inside a `LocalSet` or a `LocalRuntime`, for tasks that
+    /// hold `Rc`s, `RefCell`s or a client that is not `Send`. The `LocalSet` must keep
+    /// running until the group returns, so run the group inside it, with
+    /// `LocalSet::run_until` or in a task spawned on it, as below.
     ///
-    /// **Under a concurrency limit** it waits for a slot in the same FIFO queue as the tasks
-    /// of `spawn` and [`spawn_blocking`](Self::spawn_blocking), in the order of the calls: at
-    /// most `n` normal tasks run, local or not. A `!Send` future cannot wait in that queue
-    /// itself (other threads take tasks out of it), so a local task that must wait is spawned
-    /// on the `LocalSet` at once, and its future waits there, unpolled, until the queue
-    /// reaches it. So a queued local task costs a tokio task, where a queued `spawn` costs
-    /// only its future, and its handle has an [`id`](TaskHandle::id) while it waits. Aborting
-    /// it drops its future at once; its place in the queue is skipped when it comes up. After
-    /// a shutdown request, a local task that would have to wait is refused, as with `spawn`.
-    ///
-    /// The `LocalSet` must go on running until the group returns: run the group inside it
-    /// (with `LocalSet::run_until`, or in a task spawned on it), as below.
+    /// The rules of [`spawn`](Self::spawn) hold. The group waits for the task, and the task's
+    /// `Err` or panic is a failure of the group. [Aborting](TaskHandle::abort) its handle
+    /// cancels it alone. It runs in the group's frame, so it sees the group's deadlines and
+    /// shutdown requests. When the group is cancelled, the task is aborted, and the group
+    /// waits until its future is dropped. Its value must be `Send`, as for every
+    /// [`TaskHandle`].
     ///
     /// # Examples
     ///
@@ -84,15 +76,28 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// # }
     /// ```
     ///
+    /// # Concurrency limit
+    ///
+    /// Under a concurrency limit, a local task waits for a slot in the same FIFO queue as the
+    /// tasks of `spawn` and [`spawn_blocking`](Self::spawn_blocking), in call order, and at
+    /// most `n` normal tasks run, local or not. A `!Send` future cannot wait in that queue
+    /// itself, because other threads take tasks out of it. So a local task that must wait is
+    /// spawned on the `LocalSet` at once, and its future waits there, unpolled, until the
+    /// queue reaches it. A queued local task therefore costs a tokio task, where a queued
+    /// `spawn` costs only its future, and its handle has an [`id`](TaskHandle::id) while it
+    /// waits. Aborting it drops its future at once, and its place in the queue is skipped when
+    /// it comes up. After a shutdown request, a local task that would have to wait is refused,
+    /// as with `spawn`.
+    ///
     /// # Panics
     ///
-    /// Panics when called outside a `LocalSet` or a `LocalRuntime` (for instance from a task
-    /// spawned with `spawn`, which runs on the runtime's worker threads), as
-    /// [`tokio::task::spawn_local`] does: whether a `LocalSet` is running cannot be asked
-    /// beforehand. The group is left as it was: `fut` is dropped, and the slot it took is
-    /// freed (or its place in the queue skipped). Spawning into a group that has finished or
-    /// is cancelling does not panic: `fut` is dropped unpolled and the handle resolves to a
-    /// cancelled [`TaskError`].
+    /// Panics if called outside a `LocalSet` or a `LocalRuntime`, as
+    /// [`tokio::task::spawn_local`] does: for instance from a task spawned with `spawn`,
+    /// which runs on the runtime's worker threads. The group is left as it was: `fut` is
+    /// dropped, and the slot it took is freed (or its place in the queue skipped).
+    ///
+    /// Spawning into a group that has finished or is cancelling does not panic. `fut` is
+    /// dropped unpolled, and the handle resolves to a cancelled [`TaskError`].
     ///
     /// [`TaskError`]: crate::TaskError
     #[track_caller]
@@ -106,7 +111,8 @@ impl<E: Send + 'static> TaskGroup<E> {
 }
 
 impl<E: Send + 'static> TaskBuilder<'_, E> {
-    /// [`TaskGroup::spawn_local`] with this task's options.
+    /// Spawns a `!Send` future as a normal task with this name; see
+    /// [`TaskGroup::spawn_local`].
     ///
     /// # Examples
     ///
@@ -131,7 +137,8 @@ impl<E: Send + 'static> TaskBuilder<'_, E> {
     ///
     /// # Panics
     ///
-    /// As [`TaskGroup::spawn_local`]: outside a `LocalSet` or a `LocalRuntime`.
+    /// Panics if called outside a `LocalSet` or a `LocalRuntime`, as
+    /// [`TaskGroup::spawn_local`] does.
     #[track_caller]
     pub fn spawn_local<F, T>(self, fut: F) -> TaskHandle<T>
     where

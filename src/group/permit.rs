@@ -1,8 +1,9 @@
-//! Slots before the work: [`SpawnPermit`] (`reserve`, `try_reserve`) and `try_spawn`.
+//! Spawn permits, which reserve a slot before the work is taken, and `try_spawn`.
 //!
 //! `spawn_when_free` waits for a slot with the future in hand. A dispatcher that must take a
 //! job from a channel, or a server that must `accept()` a connection, wants the slot *first*,
-//! so that nothing it holds is lost if the group shuts down while it waits.
+//! so that nothing it holds is lost if the group shuts down while it waits. A [`SpawnPermit`]
+//! (`reserve`, `try_reserve`) is that slot. `try_spawn` spawns only if a slot is free.
 
 use std::error::Error;
 use std::fmt;
@@ -18,9 +19,9 @@ use super::shared::{Refusal, Role, Shared};
 impl<E: Send + 'static> TaskGroup<E> {
     /// Waits for a free slot under the concurrency limit and reserves it for a task to come.
     ///
-    /// The permit counts as a running task until it is used with [`SpawnPermit::spawn`] or
-    /// dropped (which frees the slot for the next in line). Reservations wait in the same
-    /// FIFO as [`spawn_when_free`](Self::spawn_when_free). Without a limit, a permit is
+    /// The permit counts as a running task until it is used with [`SpawnPermit::spawn`], or
+    /// dropped, which frees the slot for the next in line. Reservations wait in the same FIFO
+    /// line as [`spawn_when_free`](Self::spawn_when_free). Without a limit, a permit is
     /// granted at once.
     ///
     /// # Examples
@@ -54,13 +55,14 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`] for which [`is_closed`](SpawnError::is_closed) is true when the group
-    /// is closed (finished or cancelling) or asked to shut down, before or while waiting.
+    /// Returns a [`SpawnError`] for which [`is_closed`](SpawnError::is_closed) is true if the
+    /// group is closed (finished or cancelling), or a graceful shutdown of the group was
+    /// requested, before or while the caller waits.
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future gives up the place in line, and a slot granted at that
-    /// moment goes back to the group.
+    /// This method is cancel safe. Dropping the future gives up its place in line, and a slot
+    /// granted at that moment goes back to the group.
     pub async fn reserve(&self) -> Result<SpawnPermit<'_, E>, SpawnError> {
         match self.shared.acquire().await {
             Some(key) => Ok(SpawnPermit::new(self, key)),
@@ -70,7 +72,7 @@ impl<E: Send + 'static> TaskGroup<E> {
 
     /// Reserves a free slot without waiting; see [`reserve`](Self::reserve).
     ///
-    /// FIFO-fair: while producers wait in [`reserve`](Self::reserve) or
+    /// It is FIFO-fair: while producers wait in [`reserve`](Self::reserve) or
     /// [`spawn_when_free`](Self::spawn_when_free), no slot is free for a newcomer.
     ///
     /// # Examples
@@ -97,8 +99,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`] that [`is_full`](SpawnError::is_full) when no slot is free, or
-    /// [`is_closed`](SpawnError::is_closed) when the group is closed or shutting down.
+    /// Returns a [`SpawnError`] for which [`is_full`](SpawnError::is_full) is true if no slot
+    /// is free, or [`is_closed`](SpawnError::is_closed) if the group is closed or a shutdown
+    /// of the group was requested.
     pub fn try_reserve(&self) -> Result<SpawnPermit<'_, E>, SpawnError> {
         match self.shared.try_acquire() {
             Ok(key) => Ok(SpawnPermit::new(self, key)),
@@ -106,11 +109,11 @@ impl<E: Send + 'static> TaskGroup<E> {
         }
     }
 
-    /// Spawns a normal task if a slot is free, never waiting and never queueing; otherwise
-    /// hands the future back. Go's `errgroup.TryGo`.
+    /// Spawns a normal task if a slot is free, or returns the future without waiting.
     ///
-    /// FIFO-fair like [`try_reserve`](Self::try_reserve). Without a limit it spawns unless
-    /// the group is closed or shutting down.
+    /// It never waits and never queues, like Go's `errgroup.TryGo`, and it is FIFO-fair like
+    /// [`try_reserve`](Self::try_reserve). Without a limit it spawns unless the group is
+    /// closed or a shutdown of the group was requested.
     ///
     /// # Examples
     ///
@@ -138,9 +141,9 @@ impl<E: Send + 'static> TaskGroup<E> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`] holding `fut`, unpolled: [`is_full`](SpawnError::is_full) when no slot
-    /// is free, [`is_closed`](SpawnError::is_closed) when the group is closed or shutting
-    /// down.
+    /// Returns a [`SpawnError`] holding `fut`, unpolled. Its [`is_full`](SpawnError::is_full)
+    /// is true if no slot is free, and [`is_closed`](SpawnError::is_closed) if the group is
+    /// closed or a shutdown of the group was requested.
     #[track_caller]
     pub fn try_spawn<F, T>(&self, fut: F) -> Result<TaskHandle<T>, SpawnError<F>>
     where
@@ -171,11 +174,11 @@ where
     TaskHandle::spawned(join, &shared.node)
 }
 
-/// A slot reserved under a group's concurrency limit, from [`TaskGroup::reserve`] or
-/// [`TaskGroup::try_reserve`]: spawns one task without waiting.
+/// A slot reserved under a group's concurrency limit, used to spawn one task without waiting.
 ///
-/// Dropping an unused permit frees the slot for the next task in line. While it lives, the
-/// permit counts as a running task: the group does not complete before it is used or dropped.
+/// It is returned by [`TaskGroup::reserve`] and [`TaskGroup::try_reserve`]. While it lives,
+/// the permit counts as a running task, and the group does not complete before it is used or
+/// dropped. Dropping an unused permit frees the slot for the next task in line.
 ///
 /// # Examples
 ///
@@ -211,12 +214,12 @@ impl<'a, E: Send + 'static> SpawnPermit<'a, E> {
         }
     }
 
-    /// Spawns a normal task in the reserved slot, at once.
+    /// Spawns a normal task in the reserved slot.
     ///
-    /// A shutdown requested after the slot was reserved does not refuse it: the work taken
-    /// with the permit in hand still runs (within the grace period). A group that was
-    /// cancelled meanwhile refuses it like any spawn: `fut` is dropped unpolled and the handle
-    /// resolves to a cancelled [`TaskError`](crate::TaskError).
+    /// A shutdown requested after the slot was reserved does not refuse it, so the work taken
+    /// with the permit in hand still runs, within the grace period. A group cancelled
+    /// meanwhile refuses it like any spawn: `fut` is dropped unpolled, and the handle resolves
+    /// to a cancelled [`TaskError`](crate::TaskError).
     ///
     /// # Examples
     ///
@@ -273,10 +276,12 @@ impl<E> fmt::Debug for SpawnPermit<'_, E> {
     }
 }
 
-/// The group gave no slot: it is full, or closed. Holds the future that was not spawned
-/// ([`into_inner`](Self::into_inner)), if any.
+/// Error returned when a group gives no slot for a task, because it is full or closed.
 ///
-/// `Display` reads `no free slot in the task group` or `the task group is closed`.
+/// It is returned by [`TaskGroup::try_spawn`], [`TaskGroup::reserve`],
+/// [`TaskGroup::try_reserve`] and [`TaskSet::try_spawn`](super::TaskSet::try_spawn). It
+/// holds the future that was not spawned, if there is one ([`into_inner`](Self::into_inner)).
+/// Its `Display` reads `no free slot in the task group` or `the task group is closed`.
 ///
 /// # Examples
 ///
@@ -304,7 +309,9 @@ impl<F> SpawnError<F> {
         SpawnError { fut, refusal }
     }
 
-    /// Every slot is taken, or promised to producers waiting before this one.
+    /// Returns `true` if the group refused because no slot was free.
+    ///
+    /// A slot promised to a producer already waiting counts as taken.
     ///
     /// # Examples
     ///
@@ -313,7 +320,9 @@ impl<F> SpawnError<F> {
         self.refusal == Refusal::Full
     }
 
-    /// The group is closed (finished or cancelling) or shutting down: no slot will come.
+    /// Returns `true` if the group refused because it is closed or shutting down.
+    ///
+    /// A closed group has finished or is cancelling. Either way, no slot will come.
     ///
     /// # Examples
     ///
@@ -327,7 +336,9 @@ impl<F> SpawnError<F> {
         SpawnError::new(fut, self.refusal)
     }
 
-    /// The future that was not spawned, never polled.
+    /// Returns the future that was not spawned.
+    ///
+    /// The future was never polled.
     ///
     /// # Examples
     ///

@@ -1,4 +1,4 @@
-//! Failure policies: what a task's `Err` or panic does to its group.
+//! Failure policies, which decide what a task's `Err` or panic does to its group.
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -9,19 +9,19 @@ use crate::error::Failure;
 /// A type-erased failure handler, as the group's shared state keeps it.
 pub(crate) type Handler<E> = Arc<dyn Fn(Failure<E>) -> Result<(), Failure<E>> + Send + Sync>;
 
-/// What a task's `Err` or panic does to its group; the type parameter of
-/// [`Builder`](super::Builder).
+/// A failure policy, which decides what a task's `Err` or panic does to its group.
 ///
-/// Two policies exist, the two of Erlang/OTP's supervisors that do not restart anything:
+/// It is the type parameter of [`Builder`](super::Builder). There are two policies, those of
+/// Erlang/OTP's supervisors that restart nothing:
 ///
-/// - [`CancelOnFailure`], the default (`one_for_all`, Trio's and asyncio's rule): the first
-///   failure cancels the group.
-/// - [`IsolateFailures`], from [`Builder::isolate_failures`](super::Builder::isolate_failures)
-///   (`one_for_one`): each failure goes to a handler, and the rest of the group runs on.
+/// - [`CancelOnFailure`], the default (`one_for_all`, the rule of Trio and asyncio). The
+///   first failure cancels the group.
+/// - [`IsolateFailures`], set by
+///   [`Builder::isolate_failures`](super::Builder::isolate_failures) (`one_for_one`). Each
+///   failure goes to a handler, and the rest of the group runs on.
 ///
-/// The trait is sealed: it only exists to name these two in [`Builder::scope`]'s bounds.
-///
-/// [`Builder::scope`]: super::Builder::scope
+/// The trait is sealed. It exists only to name these two policies in [`Builder::scope`]'s
+/// bounds.
 ///
 /// # Examples
 ///
@@ -32,6 +32,8 @@ pub(crate) type Handler<E> = Arc<dyn Fn(Failure<E>) -> Result<(), Failure<E>> + 
 /// let default: Builder<CancelOnFailure> = TaskGroup::builder();
 /// let same: Builder = TaskGroup::builder(); // `CancelOnFailure` is the default parameter
 /// ```
+///
+/// [`Builder::scope`]: super::Builder::scope
 pub trait FailurePolicy<E>: sealed::Sealed<E> {}
 
 pub(crate) mod sealed {
@@ -44,11 +46,11 @@ pub(crate) mod sealed {
     }
 }
 
-/// The default failure policy: a task's `Err` or panic cancels its group.
+/// The default failure policy, under which a task's `Err` or panic cancels its group.
 ///
-/// The other tasks are aborted, the body is dropped, queued tasks are dropped unspawned, and
-/// the group returns every failure in its [`GroupError`] (or resumes the first panic; see
-/// [`Builder::capture_panics`]). Erlang's `one_for_all`, without the restart.
+/// The other tasks are aborted, the body is dropped, and queued tasks are dropped unspawned.
+/// The group returns every failure in its [`GroupError`], or resumes the first panic (see
+/// [`Builder::capture_panics`]). This is Erlang's `one_for_all`, without the restart.
 ///
 /// # Examples
 ///
@@ -82,12 +84,12 @@ impl<E> sealed::Sealed<E> for CancelOnFailure {
 
 impl<E> FailurePolicy<E> for CancelOnFailure {}
 
-/// The isolating failure policy, from
-/// [`Builder::isolate_failures`](super::Builder::isolate_failures): each task's `Err` or panic
-/// goes to a handler, and the rest of the group runs on.
+/// The isolating failure policy, under which each task's `Err` or panic goes to a handler and
+/// the rest of the group runs on.
 ///
-/// Holds the handler behind an `Arc`, so a builder with this policy is cheap to clone, and
-/// every group built from the clones shares the handler.
+/// It is set by [`Builder::isolate_failures`](super::Builder::isolate_failures). It holds the
+/// handler behind an `Arc`, so a builder with this policy is cheap to clone, and every group
+/// built from the clones shares the handler.
 ///
 /// # Examples
 ///

@@ -1,13 +1,13 @@
-//! The waiting side of a limited group: tasks queued for a slot, and producers waiting to spawn.
+//! The queue of a limited group, for tasks waiting for a slot and producers waiting to spawn.
 //!
 //! A queued task is one allocation, shared by the group's queue and the task's handle. The
-//! future waits in it until a slot frees; the same allocation then hands the handle the task's
-//! `JoinHandle`. Aborting a queued task takes its future out at once (O(1)); the queue skips the
-//! empty entry when it comes up.
+//! future waits in it until a slot frees, and the same allocation then gives the handle the
+//! task's `JoinHandle`. Aborting a queued task takes its future out at once (O(1)), and the
+//! queue skips the empty entry when it comes up.
 //!
 //! Producers waiting in `spawn_when_free` queue in arrival order, and a freed slot is *granted*
-//! to exactly one of them: reserved under the group's lock, so that nobody else can take it
-//! before that producer runs.
+//! to exactly one of them. It is reserved under the group's lock, so that nobody else can take
+//! it before that producer runs.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! The live tasks of a group: how many there are of each role, and how to abort them.
+//! The registry of a group's live tasks, which counts them by role and keeps their abort
+//! handles.
 //!
 //! This replaces a `JoinSet`. A group never needs its tasks' outputs through a join set (values
 //! go to handles or collectors, failures are reported by the tasks themselves), only a count to

@@ -1,4 +1,4 @@
-//! The future that runs a task group: [`GroupScope`].
+//! The future that runs a task group, [`GroupScope`].
 
 use std::fmt;
 use std::future::Future;
@@ -20,8 +20,9 @@ use crate::node::{self, CANCEL_REQUESTED, Node};
 
 /// Where the group is in its life.
 enum Phase<B> {
-    /// Built, not polled: holds the body closure. The group captures the runtime and the
-    /// context it runs in on every poll, so the future can be built anywhere.
+    /// Built, not polled: holds the body closure. The group captures the runtime on its first
+    /// poll and reads the context it runs in on every poll, so the future can be built
+    /// anywhere.
     Idle(B),
     /// The body and the tasks run.
     Running,
@@ -46,8 +47,8 @@ pub(crate) struct Options {
 /// are done. See [`TaskGroup`] for the semantics.
 ///
 /// The type parameters are the body closure `B`, its future `Fut`, its value `R` and the
-/// group's error type `E`. Code that stores or returns the future rarely needs to spell them:
-/// `impl Future<Output = Result<R, GroupError<E>>>` names it.
+/// group's error type `E`. Code that stores or returns the future rarely needs to spell them,
+/// since `impl Future<Output = Result<R, GroupError<E>>>` names it.
 ///
 /// # Examples
 ///
@@ -68,31 +69,36 @@ pub(crate) struct Options {
 /// # }
 /// ```
 ///
-/// # Panics
-///
-/// - On its first poll outside a tokio runtime: the group needs one to spawn its tasks.
-/// - When the body or a child panicked (and the group was not built with
-///   [`Builder::capture_panics`]): after every other task was aborted and dropped, the first
-///   panic is resumed in the task awaiting the group, like `std::thread::scope` does. Under
-///   [`Builder::isolate_failures`], a child's panic goes to the failure handler instead, and
-///   only a panic the handler passes back, or a panic of the handler itself, is resumed.
-/// - When polled after it completed.
-///
 /// # Errors
 ///
-/// [`GroupError`] holding every error of the body and the children, in order of occurrence,
-/// when any failed, and marked cancelled when [`TaskGroup::cancel`] was called or a graceful
-/// shutdown's grace ran out ([`GroupError::cancel_reason`] says which). Under
-/// [`Builder::isolate_failures`], the children's failures that the handler handled are not in
-/// it (the handler has them); the body's are.
+/// Returns a [`GroupError`] if the body or a task failed, holding every error in order of
+/// occurrence, and with [`Builder::capture_panics`] every panic. Under
+/// [`Builder::isolate_failures`], it holds the body's failures and those the handler returned
+/// or panicked on, not those it handled.
+///
+/// The error is also returned, marked cancelled, when [`TaskGroup::cancel`] was called or a
+/// graceful shutdown's grace ran out. [`GroupError::cancel_reason`] says which.
+///
+/// # Panics
+///
+/// - Panics on its first poll outside a tokio runtime, since the group needs one to spawn
+///   its tasks.
+/// - When the body or a task panicked, and the group was not built with
+///   [`Builder::capture_panics`], the first panic is resumed in the task awaiting the group,
+///   as `std::thread::scope` does. That happens after every other task was aborted and
+///   dropped. Under [`Builder::isolate_failures`], a task's panic goes to the failure handler
+///   instead, and only a panic the handler returns, or a panic of the handler itself, is
+///   resumed.
+/// - Panics if polled after it completed.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future (for example in a `tokio::select!`, or because an enclosing cancel
-/// scope fired) drops the body at once and aborts every task; queued tasks are dropped
-/// unpolled. When an enclosing quattro scope or group is what drops it, that scope waits for
-/// the aborted tasks to be dropped before it completes; otherwise they are aborted but not
-/// awaited. No task outlives the group either way.
+/// Dropping the future, in a `tokio::select!` or because an enclosing cancel scope fired,
+/// drops the body at once and aborts every task. Queued tasks are dropped unpolled. When an
+/// enclosing quattro scope or group drops it, that scope waits for the aborted tasks to be
+/// dropped before it completes. Otherwise nothing waits for them: a task being polled on
+/// another thread at that moment, or a running blocking closure, may end after the drop.
+/// Failures that reach a dropped group are logged at ERROR, since nobody can receive them.
 ///
 /// [`GroupError::cancel_reason`]: crate::GroupError::cancel_reason
 /// [`Builder::scope`]: crate::group::Builder::scope
@@ -117,7 +123,8 @@ pub struct GroupScope<B, Fut, R, E> {
     options: Options,
     /// The failure handler of an isolating group, until the group starts.
     handler: Option<Handler<E>>,
-    /// Whether `TaskGroup::cancel` (not a failure) started the cancellation.
+    /// Whether a cancellation request (`TaskGroup::cancel`, or the end of a shutdown's grace),
+    /// not a failure, started the cancellation.
     cancelled: bool,
     /// Aborted tasks of groups dropped inside the body, awaited before the group completes.
     drains: Drains,

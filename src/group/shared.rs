@@ -1,5 +1,7 @@
-//! The state a group's handles and its scope future share: the live tasks, the queue of tasks
-//! waiting for a slot, and the failures seen so far.
+//! The state shared by a group's handles and its future.
+//!
+//! It holds the live tasks, the queue of tasks waiting for a slot, and the failures seen so
+//! far.
 
 use std::cell::Cell;
 use std::future::Future;

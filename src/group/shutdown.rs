@@ -14,41 +14,17 @@ use crate::frame as deadline;
 use crate::shutdown::{ShutdownOn, SoftDeadline};
 
 impl<E: Send + 'static> TaskGroup<E> {
-    /// Requests a graceful shutdown of the group: the body, every task (background tasks
-    /// included) and everything nested in them see the request
-    /// ([`shutdown_requested`], [`is_shutdown_requested`], [`shutdown_token`]) and may finish
-    /// on their own within `grace`; when `grace` runs out, the group is cancelled hard, as by
-    /// [`cancel`](Self::cancel).
+    /// Requests a graceful shutdown of the group, which is cancelled if it has not finished
+    /// within `grace`.
     ///
-    /// - **Queued tasks** (waiting for a slot under the concurrency limit, never started) are
-    ///   dropped unpolled at the request: they have nothing to finish. Their handles resolve to
-    ///   a cancelled [`TaskError`] ([`is_unstarted`](crate::TaskError::is_unstarted), for
-    ///   [`CancelReason::ShutdownRequested`]).
-    /// - **New tasks**: from the request on, the group no longer queues. A
-    ///   [`spawn`](Self::spawn) that would have to wait for a slot is refused (its handle
-    ///   resolves to a cancelled `TaskError`); one that finds a free slot (or a group without
-    ///   a limit) still runs, so work in flight may fan out to finish, and sees the request at
-    ///   once. The producer tools ([`spawn_when_free`](Self::spawn_when_free),
-    ///   [`reserve`](Self::reserve), [`try_reserve`](Self::try_reserve),
-    ///   [`try_spawn`](Self::try_spawn)) are refused even with a slot free, so that a producer
-    ///   loop ends.
-    /// - **Within the grace**, the group completes as usual when the body and the normal tasks
-    ///   are done: it returns the body's value, or a [`GroupError`] with every error (a task
-    ///   that fails during the grace still fails the group).
-    /// - **When the grace runs out**, every task is aborted, and the group returns, once every
-    ///   task has been dropped, a [`GroupError`] for which
-    ///   [`is_cancelled`](crate::GroupError::is_cancelled) is true, and whose
-    ///   [`cancel_reason`](crate::GroupError::cancel_reason) (like that of the aborted tasks'
-    ///   [`TaskError`]s) is [`CancelReason::GraceRanOut`], where [`cancel`](Self::cancel) gives
-    ///   [`CancelReason::Cancelled`]. The end of the grace is the group's deadline meanwhile:
-    ///   [`current_effective_deadline`] in its tasks shows it. `Duration::ZERO` is a hard cancel
-    ///   at once (a grace that ran out at once).
+    /// The body, every task (background tasks included) and everything nested in them see the
+    /// request through [`shutdown_requested`], [`is_shutdown_requested`] and
+    /// [`shutdown_token`], and may finish on their own within `grace`. When `grace` runs out,
+    /// the group is cancelled as by [`cancel`](Self::cancel), for
+    /// [`CancelReason::GraceRanOut`]. `Duration::ZERO` cancels it at once.
     ///
-    /// Only this group drops its queue: a request for an enclosing scope or group reaches this
-    /// group's tasks (they observe it) but leaves this group's queue alone, since a group
-    /// nested in work that is finishing is part of that work. Callable from anywhere;
-    /// idempotent (later calls can shorten the grace, never extend it); does nothing once the
-    /// group is finishing or cancelling.
+    /// It can be called from anywhere. Later calls can shorten the grace, never extend it. It
+    /// does nothing once the group is finishing or cancelling.
     ///
     /// # Examples
     ///
@@ -73,6 +49,34 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// assert_eq!(out.unwrap(), "finished");
     /// # }
     /// ```
+    ///
+    /// # Semantics
+    ///
+    /// - **Queued tasks**, which wait for a slot and never started, are dropped unpolled at
+    ///   the request, since they have nothing to finish. Their handles resolve to a cancelled
+    ///   [`TaskError`] that [`is_unstarted`](crate::TaskError::is_unstarted), for
+    ///   [`CancelReason::ShutdownRequested`].
+    /// - **New tasks.** From the request on, the group no longer queues. A
+    ///   [`spawn`](Self::spawn) that would have to wait for a slot is refused, and its handle
+    ///   resolves to a cancelled `TaskError`. One that finds a free slot, or a group without a
+    ///   limit, still runs and sees the request at once, so work in flight can fan out to
+    ///   finish. The producer tools ([`spawn_when_free`](Self::spawn_when_free),
+    ///   [`reserve`](Self::reserve), [`try_reserve`](Self::try_reserve),
+    ///   [`try_spawn`](Self::try_spawn)) are refused even with a slot free, so that a
+    ///   producer loop ends.
+    /// - **Within the grace**, the group completes as usual when the body and the normal
+    ///   tasks are done. It returns the body's value, or a [`GroupError`] with every error,
+    ///   since a task that fails during the grace still fails the group.
+    /// - **When the grace runs out**, every task is aborted. Once every task has been dropped,
+    ///   the group returns a [`GroupError`] for which
+    ///   [`is_cancelled`](crate::GroupError::is_cancelled) is true. Its
+    ///   [`cancel_reason`](crate::GroupError::cancel_reason), like that of the aborted tasks'
+    ///   [`TaskError`]s, is [`CancelReason::GraceRanOut`], where [`cancel`](Self::cancel)
+    ///   gives [`CancelReason::Cancelled`]. Until then, the end of the grace is the group's
+    ///   deadline, and [`current_effective_deadline`] shows it in the group's tasks.
+    /// - **Nested groups.** Only this group drops its queue. A request for an enclosing scope
+    ///   or group reaches this group's tasks, which observe it, but leaves this group's queue
+    ///   alone: a group nested in work that is finishing is part of that work.
     ///
     /// [`shutdown_requested`]: crate::shutdown_requested
     /// [`is_shutdown_requested`]: crate::is_shutdown_requested
@@ -118,10 +122,12 @@ impl<E: Send + 'static> TaskGroup<E> {
         drop(dropping);
     }
 
-    /// A token that is cancelled when a graceful shutdown is requested for this group, for
-    /// code that takes a `CancellationToken`. Cancelling the token does not request a
-    /// shutdown. Inside the group, [`shutdown_token`](crate::shutdown_token) also covers
-    /// requests for the enclosing scopes and groups.
+    /// Returns a `CancellationToken` that is cancelled when a graceful shutdown of this group
+    /// is requested.
+    ///
+    /// Hand it to code that takes a token. Cancelling the token does not request a shutdown.
+    /// Inside the group, [`shutdown_token`](crate::shutdown_token) also covers requests for
+    /// the enclosing scopes and groups.
     ///
     /// # Examples
     ///
@@ -151,11 +157,12 @@ impl<E: Send + 'static> TaskGroup<E> {
 
 impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
     /// Runs the group until `trigger` completes, then requests its graceful shutdown with
-    /// `grace` (see [`TaskGroup::request_shutdown`]): "serve until ctrl-c, give the connections 5
-    /// seconds, then cut".
+    /// `grace`.
     ///
-    /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
-    /// error from it triggers the shutdown too). It is polled beside the group, not inside it.
+    /// This is "serve until ctrl-c, give the connections 5 seconds, then cut" (see
+    /// [`TaskGroup::request_shutdown`]). `trigger` is any future, such as
+    /// `tokio::signal::ctrl_c()`. Its output is ignored, so an error from it triggers the
+    /// shutdown too. It is polled beside the group, not inside it.
     ///
     /// # Examples
     ///
@@ -197,8 +204,11 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
         })
     }
 
-    /// A soft deadline: requests the group's graceful shutdown at `deadline`, with `grace`.
-    /// The timer is armed on the first poll, so the future can still be built anywhere.
+    /// Requests the group's graceful shutdown at `deadline`, with `grace`.
+    ///
+    /// This is a soft deadline: a group that has not finished `grace` after `deadline` is
+    /// cancelled. The timer is armed on the first poll, so the future can still be built
+    /// outside a runtime.
     ///
     /// # Examples
     ///
@@ -230,8 +240,10 @@ impl<B, Fut, R, E: Send + 'static> GroupScope<B, Fut, R, E> {
         self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
-    /// A soft timeout: requests the group's graceful shutdown `timeout` from now (computed at
-    /// the call), with `grace`.
+    /// Requests the group's graceful shutdown `timeout` from now, with `grace`.
+    ///
+    /// This is a soft timeout, measured from this call rather than from the first poll. A
+    /// group that has not finished `grace` after the timeout is cancelled.
     ///
     /// # Examples
     ///

@@ -1,4 +1,4 @@
-//! [`TaskSet`]: a group's tasks whose results are taken as they complete, like a `JoinSet`.
+//! Task sets, which return the results of a group's tasks as they complete, like a `JoinSet`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,19 +13,20 @@ use tokio::task::Id;
 use super::{TaskGroup, TaskHandle};
 use crate::error::TaskError;
 
-/// Tasks of a [`TaskGroup`] whose results are taken as they complete: the group's
-/// `JoinSet`.
+/// A set of tasks of a [`TaskGroup`], whose results are returned in the order they complete.
 ///
-/// The tasks belong to the group like any other: they count against its concurrency limit,
-/// see its deadlines, and their `Err` or panic is a failure of the group (under the default
-/// policy it cancels the group, and with it the body that holds the set; under
-/// [`isolate_failures`] the handler gets it and the set yields a failed [`TaskError`] with
-/// its text). The set only changes where values go: to [`join_next`](Self::join_next), in
-/// the order the tasks finish, so a body consumes results with memory bounded by what is in
-/// flight, never by how many tasks it ran.
+/// It is the group's `JoinSet`. The tasks belong to the group like any other: they count
+/// against its concurrency limit, see its deadlines, and their `Err` or panic is a failure of
+/// the group. Under the default policy, a failure cancels the group, and with it the body that
+/// holds the set. Under [`isolate_failures`], the handler gets it, and the set yields a failed
+/// [`TaskError`] with the error's text.
 ///
-/// Dropping the set aborts the tasks it has not yielded, as dropping a `JoinSet` does (that
-/// is a cancellation, not a failure); the group still waits for them to be dropped.
+/// The set changes only where values go: to [`join_next`](Self::join_next), in the order the
+/// tasks finish. So a body can consume results with memory bounded by what is in flight, not
+/// by how many tasks it ran.
+///
+/// Dropping the set aborts the tasks it has not yielded, as dropping a `JoinSet` does. That is
+/// a cancellation, not a failure, and the group still waits for them to be dropped.
 ///
 /// # Examples
 ///
@@ -112,7 +113,7 @@ impl Ended {
 }
 
 impl<E: Send + 'static> TaskGroup<E> {
-    /// A new, empty [`TaskSet`] of this group: its tasks' results are taken as they complete.
+    /// Creates an empty [`TaskSet`] for tasks of this group.
     ///
     /// # Examples
     ///
@@ -147,8 +148,10 @@ impl<E: Send + 'static> TaskGroup<E> {
 }
 
 impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
-    /// Spawns a normal task into the group, its result to be taken from this set. Under a
-    /// full concurrency limit it waits in the group's queue, as with [`TaskGroup::spawn`].
+    /// Spawns a normal task into the group, with its result returned by this set.
+    ///
+    /// Under a full concurrency limit, the task waits in the group's queue, as with
+    /// [`TaskGroup::spawn`].
     ///
     /// # Examples
     ///
@@ -177,7 +180,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     ///
     /// # Panics
     ///
-    /// Never; spawning into a closed group yields a cancelled result from the set.
+    /// This method does not panic. Spawning into a closed group yields a cancelled result
+    /// from the set.
     #[track_caller]
     pub fn spawn<F>(&mut self, fut: F)
     where
@@ -189,7 +193,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     }
 
     /// Spawns a normal task once a slot is free under the concurrency limit, waiting until
-    /// then; see [`TaskGroup::spawn_when_free`].
+    /// then.
+    ///
+    /// See [`TaskGroup::spawn_when_free`]. After a shutdown request, or once the group has
+    /// closed, nothing is spawned and the set yields a cancelled result for the task.
     ///
     /// # Examples
     ///
@@ -219,8 +226,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes drops `fut` unpolled (the set yields nothing
-    /// for it).
+    /// Dropping the future before it completes drops `fut` unpolled, and the set yields
+    /// nothing for it. A slot granted at that moment goes back to the group.
     #[track_caller]
     pub fn spawn_when_free<F>(&mut self, fut: F) -> impl Future<Output = ()> + '_
     where
@@ -243,7 +250,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         }
     }
 
-    /// Spawns a normal task if a slot is free, never waiting; otherwise hands the future back.
+    /// Spawns a normal task if a slot is free, or returns the future without waiting.
+    ///
     /// See [`TaskGroup::try_spawn`].
     ///
     /// # Examples
@@ -269,8 +277,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     ///
     /// # Errors
     ///
-    /// A [`SpawnError`](super::SpawnError) holding `fut` when no slot is free or the group is
-    /// closed or shutting down.
+    /// Returns a [`SpawnError`](super::SpawnError) holding `fut` if no slot is free, if the
+    /// group is closed, or if a shutdown of the group was requested.
     #[track_caller]
     pub fn try_spawn<F>(&mut self, fut: F) -> Result<(), super::SpawnError<F>>
     where
@@ -288,11 +296,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         Ok(())
     }
 
-    /// Waits for the next task to finish and takes its result; `None` when the set is empty.
+    /// Waits until one of the tasks in the set completes and returns its result.
     ///
-    /// A task that failed yields a failed [`TaskError`] with its error's text (its error
-    /// itself goes to the group); one that was aborted or cancelled with the group yields a
-    /// cancelled one.
+    /// Returns `None` if the set is empty. A task that failed yields a failed [`TaskError`]
+    /// with its error's text, since the error itself goes to the group. A task that was
+    /// aborted, or cancelled with the group, yields a cancelled one.
     ///
     /// # Examples
     ///
@@ -315,13 +323,18 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a result is taken only when it is returned; in a `select!` that picks
-    /// another branch, the result stays in the set.
+    /// This method is cancel safe. A result is removed from the set only when it is returned,
+    /// so if `join_next` is used in a `tokio::select!` and another branch completes first, the
+    /// result stays in the set.
     pub async fn join_next(&mut self) -> Option<Result<T, TaskError>> {
         std::future::poll_fn(|cx| self.poll_join_next(cx)).await
     }
 
-    /// [`join_next`](Self::join_next), with the tokio id of the task that finished.
+    /// Waits until one of the tasks in the set completes and returns its result, with the
+    /// tokio id of the task.
+    ///
+    /// Returns `None` if the set is empty. A failed or cancelled task yields a [`TaskError`]
+    /// without an id, as for [`join_next`](Self::join_next).
     ///
     /// # Examples
     ///
@@ -345,13 +358,14 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe, as [`join_next`](Self::join_next).
+    /// This method is cancel safe, as [`join_next`](Self::join_next) is.
     pub async fn join_next_with_id(&mut self) -> Option<Result<(Id, T), TaskError>> {
         std::future::poll_fn(|cx| self.poll_join_next_with_id(cx)).await
     }
 
-    /// Takes the result of a task that already finished, without waiting; `None` when none
-    /// has (or the set is empty).
+    /// Returns the result of a task that has already completed, without waiting.
+    ///
+    /// Returns `None` if no task has completed, or if the set is empty.
     ///
     /// # Examples
     ///
@@ -377,7 +391,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
             .map(|r| r.map(|(_, value)| value))
     }
 
-    /// [`try_join_next`](Self::try_join_next), with the tokio id of the task that finished.
+    /// Returns the result of a task that has already completed, with the tokio id of the
+    /// task, without waiting.
+    ///
+    /// Returns `None` if no task has completed, or if the set is empty. See
+    /// [`try_join_next`](Self::try_join_next).
     ///
     /// # Examples
     ///
@@ -405,8 +423,12 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         }
     }
 
-    /// Polls for the next result; the form of [`join_next`](Self::join_next) for hand-written
-    /// futures and streams.
+    /// Polls for one of the tasks in the set to complete.
+    ///
+    /// This is the form of [`join_next`](Self::join_next) for hand-written futures and
+    /// streams. It returns `Poll::Ready(None)` if the set is empty. Like
+    /// `JoinSet::poll_join_next`, it may return `Poll::Pending` when tokio's coop budget is
+    /// spent, even if a task has completed.
     ///
     /// # Examples
     ///
@@ -431,7 +453,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
             .map(|r| r.map(|r| r.map(|(_, value)| value)))
     }
 
-    /// Polls for the next result with its task's id; see
+    /// Polls for one of the tasks in the set to complete, returning its result with the
+    /// tokio id of the task.
+    ///
+    /// See [`poll_join_next`](Self::poll_join_next) and
     /// [`join_next_with_id`](Self::join_next_with_id).
     ///
     /// # Examples
@@ -465,8 +490,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         Poll::Ready(next)
     }
 
-    /// Aborts every task of the set that has not finished. Their results (cancelled) are
-    /// still yielded by [`join_next`](Self::join_next).
+    /// Aborts every task of the set that has not finished.
+    ///
+    /// This does not remove the tasks from the set. Their cancelled results are still
+    /// returned by [`join_next`](Self::join_next).
     ///
     /// # Examples
     ///
@@ -492,9 +519,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         }
     }
 
-    /// Removes every task from the set without aborting it, as `JoinSet::detach_all` does:
-    /// the tasks run on (they still belong to the group, which waits for them), and the set
-    /// forgets them: it yields nothing for them, and dropping it does not abort them.
+    /// Removes every task from the set without aborting it.
+    ///
+    /// As with `JoinSet::detach_all`, the tasks run on. They still belong to the group, which
+    /// waits for them. The set forgets them: it yields nothing for them, and dropping it does
+    /// not abort them.
     ///
     /// # Examples
     ///
@@ -529,8 +558,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         self.joining = None;
     }
 
-    /// How many tasks of the set have not been yielded yet: running, queued, or finished
-    /// and waiting in the set.
+    /// Returns the number of tasks in the set.
+    ///
+    /// A task stays in the set, running, queued, or finished, until its result is returned or
+    /// it is detached.
     ///
     /// # Examples
     ///
@@ -556,7 +587,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         self.len
     }
 
-    /// Whether every task of the set was yielded.
+    /// Returns `true` if the set holds no task.
     ///
     /// # Examples
     ///
