@@ -611,8 +611,8 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// Hand it to code that takes a token. It fires on a failure that cancels the group, on
     /// [`cancel`](Self::cancel), when the grace of a shutdown runs out, and when the group's
     /// future is dropped before it finishes. It does not fire when the group finishes
-    /// normally. Cancelling the token does not cancel the group. Every call returns a clone of
-    /// the same token.
+    /// normally. Cancelling the returned token cancels neither the group nor the tokens given
+    /// to other callers (each call returns a child of the group's token).
     ///
     /// # Examples
     ///
@@ -636,7 +636,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// ```
     #[must_use]
     pub fn cancellation_token(&self) -> tokio_util::sync::CancellationToken {
-        self.shared.node.token()
+        self.shared.node.token().child_token()
     }
 
     /// Spawns a normal task that hands its value to `sink` instead of a handle; `false` when

@@ -1312,3 +1312,19 @@ both_runtimes! {
         assert_eq!(drops.get(), 3, "group returned before its child's nested group's children were dropped");
     }
 }
+
+#[tokio::test]
+async fn cancelling_a_handed_out_token_touches_neither_the_group_nor_other_tokens() {
+    let out = TaskGroup::scope(|tg| async move {
+        let mine = tg.cancellation_token();
+        tg.cancellation_token().cancel(); // a library cancels its own copy
+        assert!(!mine.is_cancelled());
+        assert!(!tg.cancellation_token().is_cancelled());
+        let value = tg.spawn(async { Ok::<_, ()>(7) }).await.unwrap();
+        Ok((value, mine))
+    })
+    .await;
+    let (value, mine) = out.unwrap();
+    assert_eq!(value, 7);
+    assert!(!mine.is_cancelled(), "a group that finishes normally does not cancel it");
+}
