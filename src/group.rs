@@ -550,6 +550,10 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// its handle resolves. Queued tasks do not count. A slot held by a [`SpawnPermit`], or by
     /// the closure of a cancelled blocking task that is still running, counts as a task.
     ///
+    /// This is the meaning of tokio's `TaskTracker::len` (tasks not yet ended), not of
+    /// `JoinSet::len` (tasks whose result was not yet taken): for that, see
+    /// [`TaskSet::len`](crate::group::TaskSet::len).
+    ///
     /// # Examples
     ///
     /// ```

@@ -561,7 +561,8 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// Returns the number of tasks in the set.
     ///
     /// A task stays in the set, running, queued, or finished, until its result is returned or
-    /// it is detached.
+    /// it is detached, as in tokio's `JoinSet::len`. [`TaskGroup::len`] counts the group's
+    /// running tasks instead.
     ///
     /// # Examples
     ///
