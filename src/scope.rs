@@ -312,8 +312,7 @@ impl CancelScope {
         MoveOn::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
-    /// Runs `fut` in this scope, yielding `Ok(output)`, or `Err(Cancelled)` if the scope is
-    /// cancelled first.
+    /// Runs `fut` in this scope, yielding `Ok(output)`, or `Err(Cancelled)` if cancelled first.
     ///
     /// The returned [`Fail`] future drops `fut` as soon as the scope is cancelled. A scope runs
     /// once: create a new one for each run.
@@ -477,8 +476,7 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
     MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with a deadline `timeout` from now, yielding `Err(Cancelled)` if the deadline passes
-/// first.
+/// Runs `fut` with a deadline `timeout` from now, yielding `Err(Cancelled)` if it passes first.
 ///
 /// The deadline is computed when this function is called. `Duration::MAX` means "never". Use
 /// [`Fail::cancel_scope`] to get a handle on the scope.
