@@ -281,8 +281,7 @@ impl CancelScope {
         self.node.is_cancelled()
     }
 
-    /// Runs `fut` in this scope, yielding `Some(output)`, or `None` if the scope is cancelled
-    /// first.
+    /// Runs `fut` in this scope, yielding `Some(output)`, or `None` if cancelled first.
     ///
     /// The returned [`MoveOn`] future drops `fut` as soon as the scope is cancelled. A scope runs
     /// once: create a new one for each run.

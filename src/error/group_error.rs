@@ -341,7 +341,7 @@ impl<E: fmt::Display> fmt::Display for GroupError<E> {
     }
 }
 
-/// `source()` is `None`: `Display` holds every failure's text; see the type's docs.
+/// The error has no `source()`, since `Display` already holds every failure's text.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for GroupError<E> {}
 
 /// Converts a group's error into an `io::Error` of kind [`Other`](std::io::ErrorKind::Other).
@@ -669,5 +669,5 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
     }
 }
 
-/// No `source()`, as for [`GroupError`].
+/// The failure has no `source()`, like [`GroupError`].
 impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}

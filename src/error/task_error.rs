@@ -599,7 +599,7 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
     }
 }
 
-/// No `source()`: `Display` holds the error's text; see the type's docs.
+/// The error has no `source()`, since `Display` already holds the error's text.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
 
 /// Converts a task's error into an `io::Error` of kind [`Other`](std::io::ErrorKind::Other).
