@@ -1,8 +1,12 @@
-//! Carrying the context of the enclosing scopes and groups into a future that runs without
-//! structure: [`WithScope::in_current_scope`] and its future, [`InCurrentScope`].
+//! The [`WithScope`] extension trait and its [`InCurrentScope`] future.
+//!
+//! They carry the context of the enclosing scopes and groups into a future that runs without
+//! structure, such as one spawned with plain `tokio::spawn`.
+//!
+//! # Design
 //!
 //! The context lives in the per-poll frame ([`crate::frame`]) that scopes and groups install
-//! around the code they poll. A task of a group gets it from its group; a task started with
+//! around the code they poll. A task of a group gets it from its group. A task started with
 //! plain `tokio::spawn` is polled by the runtime alone and gets nothing. The wrapper captures
 //! the context where it is made, in a *carrier* node (see [`crate::node`]):
 //!
@@ -11,22 +15,22 @@
 //!   requests), skipping the ones that finished, as the core does for a group's chain.
 //! - the carrier's publication: the fixed deadline and the cancelled and shutdown flags of the
 //!   frame there. Scopes without a handle (`move_on_after` and friends) have no shared state, so
-//!   their deadlines can only be copied; they cannot move, so the copy reads as the original
-//!   while the scope runs. The copy counts while `carried` has not finished (everything inside
-//!   a handle or group ends before it does); with no handle or group around the capture it
-//!   counts for the wrapper's whole life.
+//!   their deadlines can only be copied. They cannot move, so the copy reads as the original
+//!   while the scope runs. The copy counts while `carried` has not finished, since everything
+//!   inside a handle or group ends before it does. With no handle or group around the capture,
+//!   it counts for the wrapper's whole life.
 //!
 //! On every poll (and drop) of the inner future, the wrapper pushes the carrier as the innermost
 //! link of the frame in force there, and sets its `parent` to what encloses the wrapper *there*.
-//! The deadline and shutdown lookups follow both links; whatever decides that an enclosing
-//! scope will drop the future follows `parent` only: nothing on the carried side ever drops it.
-//! A shutdown *token* hangs from one chain, the carried one; so while the future is polled
-//! inside a handle or group, a request there is forwarded to the carrier ([`forward`]).
+//! The deadline and shutdown lookups follow both links. Whatever decides that an enclosing scope
+//! will drop the future follows `parent` only: nothing on the carried side ever drops it. A
+//! shutdown *token* hangs from one chain, the carried one. So while the future is polled inside a
+//! handle or group, a request there is forwarded to the carrier ([`forward`]).
 //!
 //! Two things are deliberately not carried:
-//! - the `OWNER` flag: a group dropped inside the future hands its aborted tasks to an owner
-//!   only when one really polls the wrapper (the frame in force where it is polled); in a plain
-//!   task they are released, as in any plain task;
+//! - the `OWNER` flag: a group dropped inside the future gives its aborted tasks to an owner only
+//!   when one really polls the wrapper (the frame in force where it is polled). In a plain task
+//!   they are released, as in any plain task.
 //! - the captured `CANCELLED` flag, into the frame flags: it is seen through the carrier's
 //!   publication (a deadline of "now"), but a scope inside the future must not wait for an
 //!   enclosing cancellation to drop it, since none will.
@@ -43,23 +47,22 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 use crate::frame::{self, Data, Enter};
 use crate::node::Node;
 
-/// Extension trait that carries the context of the enclosing cancel scopes and task groups into
-/// a future that will run elsewhere, such as in a task started with plain `tokio::spawn`.
+/// An extension trait that carries the context of enclosing scopes and groups into a future.
 ///
-/// The context (the effective deadline and graceful shutdown requests) follows the futures that
-/// scopes and groups poll. [`TaskGroup::spawn`] carries it into its tasks. A task started with
-/// plain `tokio::spawn`, by your code or by a library, sees none of it:
-/// [`current_effective_deadline`] returns `None` there and [`shutdown_requested`] never
-/// completes. `fut.in_current_scope()` captures the context where it is called, and the
-/// [`InCurrentScope`] it returns installs that context on every poll of `fut`, wherever it runs.
-/// The name follows tracing's `Instrument::in_current_span`, which does the same for a span.
+/// The context is the effective deadline and any graceful shutdown request. It follows the futures
+/// that scopes and groups poll, and [`TaskGroup::spawn`] carries it into its tasks. A task started
+/// with plain `tokio::spawn`, by your code or by a library, sees none of it:
+/// [`current_effective_deadline`] returns `None` there and [`shutdown_requested`] never completes.
+/// `fut.in_current_scope()` captures the context where it is called, and the returned
+/// [`InCurrentScope`] installs that context on every poll of `fut`, wherever it runs. The name
+/// follows tracing's `Instrument::in_current_span`, which does the same for a span.
 ///
-/// Only the *view* is carried. Plain `tokio::spawn` is not structured: the task is not
-/// cancelled at the deadline or when the scope is cancelled, and it can outlive the scope. To
-/// tie a task's life to the scope, spawn it in a [`TaskGroup`] instead. See [`InCurrentScope`]
-/// for exactly what is carried, and what happens once the scope has ended.
+/// Only the view is carried. Plain `tokio::spawn` is not structured: the task is not cancelled at
+/// the deadline or with the scope, and it can outlive the scope. To tie a task's life to the scope,
+/// spawn it in a [`TaskGroup`] instead. See [`InCurrentScope`] for exactly what is carried, and
+/// what happens once the scope has ended.
 ///
-/// Implemented for every [`Future`].
+/// This trait is implemented for every [`Future`].
 ///
 /// # Examples
 ///
@@ -90,12 +93,12 @@ use crate::node::Node;
 /// [`current_effective_deadline`]: crate::current_effective_deadline
 /// [`shutdown_requested`]: crate::shutdown_requested
 pub trait WithScope: Future + Sized {
-    /// Wraps the future so that it runs in the context of the scopes and groups that enclose
-    /// this call: see the [trait docs](WithScope) and [`InCurrentScope`].
+    /// Wraps the future so that it runs in the context of the scopes and groups around this call.
     ///
-    /// The context is captured here, not when the future is first polled. Called outside any
-    /// scope or group, nothing is captured (and nothing allocated): the future runs in the
-    /// context it is polled in, as it would unwrapped.
+    /// The context is captured by this call, not when the future is first polled. Outside any scope
+    /// or group nothing is captured or allocated, and the future runs in the context it is polled
+    /// in, as it would unwrapped. See the [trait docs](WithScope) and [`InCurrentScope`] for what
+    /// is carried.
     ///
     /// # Examples
     ///
@@ -125,47 +128,14 @@ pub trait WithScope: Future + Sized {
 
 impl<F: Future> WithScope for F {}
 
-/// Future returned by [`WithScope::in_current_scope`]: runs a future in the context of the
-/// cancel scopes and task groups around the place where it was made, wherever it is polled.
+/// Future returned by [`WithScope::in_current_scope`].
 ///
-/// Inside it, [`current_effective_deadline`], [`is_shutdown_requested`],
-/// [`shutdown_requested`] and [`shutdown_token`] answer as they did where it was made, and a
-/// scope or group nested inside nests under that context: deadlines combine, and a group
+/// It runs a future in the context of the cancel scopes and task groups around the place where it
+/// was created, wherever it is polled. Inside it, [`current_effective_deadline`],
+/// [`is_shutdown_requested`], [`shutdown_requested`] and [`shutdown_token`] answer as they did
+/// there. A scope or group created inside nests under that context: deadlines combine, and a group
 /// carries them into its tasks. The context is installed on every poll of the inner future and
 /// while it is dropped, so its destructors see it too.
-///
-/// # What is carried
-///
-/// - **Live**: the enclosing [`CancelScope`] handles and task groups. A later
-///   [`set_deadline`](crate::CancelScope::set_deadline), [`cancel`](crate::CancelScope::cancel) or
-///   [`request_shutdown`](crate::CancelScope::request_shutdown) on any of them is seen at once, as it is in the code
-///   they enclose.
-/// - **A copy**: the deadlines of enclosing scopes without a handle ([`move_on_after`],
-///   [`fail_at`], ...), which have no shared state to read. They cannot move, so the copy reads
-///   as the original while those scopes run. It counts until the innermost handle or group
-///   around the call finishes (everything inside it has ended by then), or for the future's
-///   whole life when there is none. For a deadline that stops with its scope, give the scope a
-///   handle ([`CancelScope::with_timeout`] and [`CancelScope::move_on`]).
-///
-/// # Once the scope has ended
-///
-/// The rule is the core's: a scope or group that has finished no longer counts. When the
-/// future runs on after the scopes around its making have ended (a detached task, or a future
-/// awaited again later), their deadlines and cancellations drop out of the view, and what
-/// still runs further out (a server's group, say) still counts. A shutdown request stays seen
-/// once made, as the tokens handed out for it stay cancelled.
-///
-/// # Not structured
-///
-/// Only the view is carried. The future is not dropped at the deadline or when a scope is
-/// cancelled, and a task it runs in is not awaited by anyone: plain `tokio::spawn` is not
-/// structured. Spawn it in a [`TaskGroup`] to tie its life to the scope. A group dropped inside
-/// the future aborts its tasks without waiting for them, as it does in any plain task.
-///
-/// Polled inside another scope or group (awaited in place, or run by a task of a group), the
-/// future sees both contexts: the earlier deadline, and the shutdown requests of either. Only
-/// the scopes and groups around it *there* can drop it, and only they wait for the tasks of a
-/// group dropped inside it.
 ///
 /// # Examples
 ///
@@ -195,13 +165,48 @@ impl<F: Future> WithScope for F {}
 /// # }
 /// ```
 ///
+/// # What is carried
+///
+/// - **Live**: the enclosing [`CancelScope`] handles and task groups. A later
+///   [`set_deadline`](crate::CancelScope::set_deadline), [`cancel`](crate::CancelScope::cancel) or
+///   [`request_shutdown`](crate::CancelScope::request_shutdown) on any of them is seen at once, as
+///   in the code they enclose.
+/// - **A copy**: the deadlines of enclosing scopes without a handle ([`move_on_after`],
+///   [`fail_at`], ...), which have no shared state to read. They cannot move, so the copy matches
+///   the original while those scopes run. The copy counts until the innermost handle or group
+///   around the call finishes, since everything inside it has ended by then. With no handle or
+///   group around the call, it counts for the future's whole life. For a deadline that ends with
+///   its scope, give the scope a handle ([`CancelScope::with_timeout`] and
+///   [`CancelScope::move_on`]).
+///
+/// # Once the scope has ended
+///
+/// A scope or group that has finished no longer counts. When the future runs on after the scopes
+/// around its creation have ended, in a detached task or awaited again later, their deadlines and
+/// cancellations drop out of the view. Scopes and groups further out that still run, such as a
+/// server's group, still count. A shutdown request stays seen once made, as the tokens for it stay
+/// cancelled.
+///
+/// # Not structured
+///
+/// Only the view is carried. The future is not dropped at the deadline or when a scope is
+/// cancelled, and nobody awaits a task it runs in: plain `tokio::spawn` is not structured. Spawn it
+/// in a [`TaskGroup`] to tie its life to the scope. A group dropped inside the future aborts its
+/// tasks without waiting for them, as it does in any plain task.
+///
+/// Polled inside another scope or group, awaited in place or run by a task of a group, the future
+/// sees both contexts: the earlier deadline, and the shutdown requests of either. Only the scopes
+/// and groups around it *there* can drop it, and only they wait for the tasks of a group dropped
+/// inside it.
+///
 /// # Panics
 ///
-/// Panics when polled after it completed.
+/// Panics if polled after it completed.
 ///
 /// # Cancel safety
 ///
-/// Dropping it drops the inner future at once, in the carried context, and waits for nothing.
+/// Dropping it drops the inner future at once, in the carried context. It does not wait for
+/// anything.
 ///
 /// [`current_effective_deadline`]: crate::current_effective_deadline
 /// [`is_shutdown_requested`]: crate::is_shutdown_requested
@@ -238,7 +243,9 @@ impl<F> InCurrentScope<F> {
         }
     }
 
-    /// The inner future, unless it completed.
+    /// Gets a reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed.
     ///
     /// # Examples
     ///
@@ -252,7 +259,9 @@ impl<F> InCurrentScope<F> {
         self.inner.as_ref()
     }
 
-    /// The inner future, pinned, unless it completed.
+    /// Gets a pinned mutable reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed.
     ///
     /// # Examples
     ///
@@ -272,8 +281,9 @@ impl<F> InCurrentScope<F> {
         self.project().inner.as_pin_mut()
     }
 
-    /// Consumes the wrapper, returning the inner future (`None` once it completed). The
-    /// captured context is let go.
+    /// Consumes this wrapper, returning the inner future.
+    ///
+    /// Returns `None` once the inner future completed. The captured context is released.
     ///
     /// # Examples
     ///

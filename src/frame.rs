@@ -1,10 +1,12 @@
-//! The deadline context: what a future needs from the scopes and groups that enclose it, kept in
-//! a thread-local *frame* that each scope, group body and group child installs for the duration
-//! of one poll (and of the drop of its inner future), and restores afterwards, also on unwind.
+//! The deadline context that scopes and groups pass to the futures they poll.
 //!
-//! Nothing here is fixed when a future is first polled: every poll reads the frame in force at
-//! that moment. A scope moved to another task, or awaited again after an enclosing scope ended,
-//! sees the context it is polled in now, never a stale one.
+//! The context is kept in a thread-local *frame* that each scope, group body and group child
+//! installs for the duration of one poll (and of the drop of its inner future), and restores
+//! afterwards, also on unwind. Nothing is fixed when a future is first polled: every poll reads
+//! the frame in force at that moment. A scope moved to another task, or awaited again after an
+//! enclosing scope ended, sees the context it is polled in now, never a stale one.
+//!
+//! # The frame
 //!
 //! ```text
 //!   task A                                        task B (a group child)
@@ -15,28 +17,30 @@
 //!
 //! A frame holds:
 //! - `fixed`: the earliest deadline of the enclosing scopes whose deadline cannot move (those
-//!   made by `move_on_after` and friends, and what a group child inherits);
+//!   made by `move_on_after` and friends, and what a group child inherits).
 //! - `local` and `task`: the earliest deadline whose timer is armed by a scope polled in the
-//!   same task (identified by its waker), which an inner scope with a later or equal deadline can
-//!   lean on instead of arming a timer of its own (the outer one fires first and wins the tie);
+//!   same task (identified by its waker). An inner scope with a later or equal deadline can lean
+//!   on it instead of arming a timer of its own, since the outer one fires first and wins the
+//!   tie.
 //! - flags: an enclosing scope is cancelled (counts as a deadline of "now"), a shutdown was
-//!   requested, and whether some owner collects *drains* (below);
-//! - `links`: the shared state of the enclosing scopes that have a handle, and of the
-//!   enclosing groups, innermost last. Their deadlines can move and they can be cancelled from
-//!   anywhere, so they are read live: [`current_effective_deadline`] is the minimum of `fixed`
-//!   and their deadlines, and a `cancel()` or `set_deadline()` shows at once, before any
-//!   suspension.
+//!   requested, and whether some owner collects *drains* (below).
+//! - `links`: the shared state of the enclosing scopes that have a handle, and of the enclosing
+//!   groups, innermost last. Their deadlines can move and they can be cancelled from anywhere, so
+//!   they are read live. [`current_effective_deadline`] is the minimum of `fixed` and their
+//!   deadlines, and a `cancel()` or `set_deadline()` shows at once, before any suspension.
 //!
 //! A task started with plain `tokio::spawn` runs in an empty frame. A future wrapped with
 //! `in_current_scope` ([`crate::context`]) brings one along: a *carrier* node, pushed as a link,
-//! through which the lookups reach the context it was captured in (see [`visit`]); nothing
-//! that decides whether an enclosing scope will drop the future ([`links_expired`]) looks there.
+//! through which the lookups reach the context it was captured in (see [`visit`]). Nothing that
+//! decides whether an enclosing scope will drop the future ([`links_expired`]) looks there.
 //!
-//! **Drains.** A group dropped inside a poll aborts its tasks and hands a [`Drain`] to the
-//! innermost owner (a scope, a group body or a group child), which awaits it before it
-//! completes and releases it as soon as it is empty. Handing goes through a thread-local list:
-//! an owner notes its length when it installs its frame and takes what was added when it
-//! restores the outer one.
+//! # Drains
+//!
+//! A group dropped inside a poll aborts its tasks and hands a [`Drain`] to the innermost owner
+//! (a scope, a group body or a group child). The owner awaits it before it completes and
+//! releases it as soon as it is empty. Handing goes through a thread-local list: an owner notes
+//! its length when it installs its frame, and takes what was added when it restores the outer
+//! one.
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -538,26 +542,27 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
     }
 }
 
-/// Returns the deadline in force for the code that calls it: the earliest deadline among the
-/// cancel scopes that enclose it, or `None` when none has a deadline.
+/// Returns the earliest deadline of the cancel scopes that enclose the caller.
 ///
-/// Deadlines continue into tasks spawned by a [`TaskGroup`]: a child sees the deadlines of the
-/// scopes that enclose the *group* (Trio's rule), so a deadline set where a request enters a
-/// service reaches every task that works for it. A scope that has been cancelled counts as a
-/// deadline of "now", so code that hands the deadline on to another service tells it not to
-/// start.
+/// Returns `None` when no enclosing scope has a deadline, and outside any scope or runtime. A scope
+/// that has been cancelled counts as a deadline of "now", so code that passes the deadline on to
+/// another service tells it not to start. The end of a graceful shutdown's grace period counts as a
+/// deadline too.
 ///
-/// This is the value to propagate on outgoing calls (see [`propagate`](crate::propagate)).
-/// It is one thread-local read, set while the enclosing scopes poll; it also works while a
-/// future inside a scope is being dropped by that scope's cancellation (in a `Drop` impl).
+/// Deadlines continue into tasks spawned by a [`TaskGroup`]: a task sees the deadlines of the
+/// scopes that enclose its group (Trio's rule). So a deadline set where a request enters a service
+/// reaches every task that works for it.
 ///
-/// **Plain `tokio::spawn` does not carry the deadline.** The context follows the futures that
-/// scopes and groups poll, not the thread: a task started with `tokio::spawn`, by your code or
-/// inside a library, is polled by the runtime alone and gets `None` here, whatever scopes
-/// surround the spawn. Spawn it with [`TaskGroup::spawn`] instead (structured: the task is also
-/// cancelled with the group), or, when a library does the spawning, hand it
-/// [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which carries the deadline
-/// (and shutdown requests) into the task without tying the task's life to the scope.
+/// This is the value to pass on with outgoing calls (see [`propagate`](crate::propagate)). The
+/// lookup is cheap: a thread-local read, plus the shared state of the enclosing scope handles and
+/// groups, if any. It also works in a `Drop` impl while a scope's cancellation drops the future
+/// inside.
+///
+/// A task started with plain `tokio::spawn`, by your code or inside a library, sees no enclosing
+/// scope, so this returns `None` there. Spawn it with [`TaskGroup::spawn`] instead, which also
+/// cancels the task with the group. When a library does the spawning, wrap its future with
+/// [`in_current_scope`](crate::WithScope::in_current_scope), which carries the deadline and
+/// shutdown requests into the task without tying the task's life to the scope.
 ///
 /// # Examples
 ///
@@ -585,10 +590,6 @@ pub(crate) fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant
 /// .await;
 /// # }
 /// ```
-///
-/// # Panics
-///
-/// Never. Outside any runtime or any scope it returns `None`.
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`TaskGroup::spawn`]: crate::TaskGroup::spawn

@@ -20,39 +20,40 @@ pub use fail::Fail;
 pub use move_on::MoveOn;
 use scoped::Scoped;
 
-/// A region of async code that can be cancelled, by a call to [`cancel`](Self::cancel) or
-/// when its deadline passes.
+/// A region of async code that can be cancelled, explicitly or when a deadline passes.
 ///
-/// A `CancelScope` is a cheap, cloneable handle (`Send + Sync`). It runs one future, with
-/// [`move_on`](Self::move_on) (the output is `None` when the scope was cancelled) or
-/// [`fail`](Self::fail) (the output is `Err(Cancelled)`). The free functions [`move_on_after`],
-/// [`move_on_at`], [`fail_after`] and [`fail_at`] build a scope and run a future in one step.
+/// A `CancelScope` is a cheap, cloneable handle, and it is `Send + Sync`. It runs one future,
+/// with [`move_on`](Self::move_on), which yields `None` if the scope was cancelled, or with
+/// [`fail`](Self::fail), which yields `Err(Cancelled)`. The scope is cancelled when
+/// [`cancel`](Self::cancel) is called or when its deadline passes. The functions
+/// [`move_on_after`], [`move_on_at`], [`fail_after`] and [`fail_at`] create a scope and run a
+/// future in it in one step.
 ///
 /// # Semantics
 ///
-/// - **Level-triggered.** When the scope is cancelled, the future inside it is *dropped* at
-///   once: no code in the scope runs after the cancellation point. (Python's asyncio can only
-///   deliver a `CancelledError` that the code may catch and ignore; Rust's drop gives the
-///   stronger guarantee for free.)
-/// - **Polled first.** The inner future is polled before the scope looks at its deadline, so a
+/// - **The future is dropped.** When the scope is cancelled, the future inside it is dropped at
+///   once, so no code in the scope runs after the cancellation point. Unlike asyncio's
+///   `CancelledError`, this cannot be caught and ignored.
+/// - **Polled first.** The inner future is polled before the scope checks its deadline. A
 ///   future that completes without suspending returns its value even if the deadline has
-///   passed or [`cancel`](Self::cancel) was called; [`cancelled_caught`](Self::cancelled_caught)
-///   then stays `false`. Cancellation is delivered at the next suspension point, as in Trio and
-///   `tokio::time::timeout`.
-/// - **Nesting.** When an enclosing scope is cancelled it drops the inner scopes with it; only
-///   the outer one reports `cancelled_caught() == true`. When inner and outer deadlines fall at
-///   the same instant, the *outer* wins (naively nested `tokio::time::timeout`s get this wrong:
-///   the inner one is polled first and claims it).
-/// - **One timer.** The deadline is read and written while the scope runs:
-///   [`set_deadline`](Self::set_deadline) moves the scope's single timer entry, moving it into
-///   the past cancels promptly, and `None` removes it. A scope whose deadline is no earlier than
-///   an enclosing scope's in the same task arms no timer at all.
-/// - **Deadlines flow.** [`current_effective_deadline`] returns the earliest deadline of all
-///   enclosing scopes, also inside tasks spawned by a [`TaskGroup`] in the scope. Not inside a
-///   task started with plain `tokio::spawn`, unless its future was wrapped with
+///   passed or [`cancel`](Self::cancel) was called, and
+///   [`cancelled_caught`](Self::cancelled_caught) then stays `false`. Cancellation takes effect
+///   at the next suspension point, as in Trio and `tokio::time::timeout`.
+/// - **Nesting.** Cancelling an enclosing scope drops the scopes inside it, and only the outer
+///   one reports `cancelled_caught() == true`. When an inner and an outer deadline fall at the
+///   same instant, the outer scope wins. (Nested `tokio::time::timeout`s get this wrong: the
+///   inner one is polled first and claims it.)
+/// - **One timer.** The deadline can be read and changed while the scope runs.
+///   [`set_deadline`](Self::set_deadline) resets the scope's single timer entry, a deadline in
+///   the past cancels the scope promptly, and `None` removes it. A scope whose deadline is no
+///   earlier than that of an enclosing scope in the same task arms no timer at all.
+/// - **Deadlines flow into tasks.** [`current_effective_deadline`] returns the earliest deadline
+///   of all enclosing scopes, also inside tasks spawned by a [`TaskGroup`] in the scope. A task
+///   started with plain `tokio::spawn` does not see it, unless its future was wrapped with
 ///   [`in_current_scope`](crate::WithScope::in_current_scope).
-/// - **Relative timeouts** become deadlines when the scope is created (as with
-///   `tokio::time::timeout`), saturating: `Duration::MAX` means "never" and never panics.
+/// - **Relative timeouts** become deadlines when the scope is created, as with
+///   `tokio::time::timeout`. The addition saturates: `Duration::MAX` means "never" and does not
+///   panic.
 /// - All times are [`tokio::time::Instant`]s, so tokio's paused test clock applies.
 ///
 /// # Examples
@@ -103,7 +104,9 @@ pub struct CancelScope {
 }
 
 impl CancelScope {
-    /// A scope with no deadline, cancelled only by [`cancel`](Self::cancel).
+    /// Creates a scope with no deadline.
+    ///
+    /// It is cancelled only by [`cancel`](Self::cancel).
     ///
     /// # Examples
     ///
@@ -116,10 +119,10 @@ impl CancelScope {
         CancelScope::from_raw(NO_DEADLINE)
     }
 
-    /// A scope that is cancelled at `deadline`.
+    /// Creates a scope that is cancelled at `deadline`.
     ///
-    /// A deadline in the past is allowed: the scope cancels at the first suspension of the
-    /// future it runs (a future that is ready on its first poll still returns its value).
+    /// A deadline in the past is allowed. The scope then cancels at the first suspension of the
+    /// future it runs, and a future that is ready on its first poll still returns its value.
     ///
     /// # Examples
     ///
@@ -135,18 +138,18 @@ impl CancelScope {
         CancelScope::from_raw(deadline::encode(deadline))
     }
 
-    /// A scope that is cancelled `timeout` from now.
+    /// Creates a scope that is cancelled `timeout` from now.
     ///
-    /// The deadline is computed here, not when the scope starts running. A timeout too large
-    /// to add to the current instant (such as `Duration::MAX`) gives a deadline about thirty
-    /// years away instead of panicking.
+    /// The deadline is computed here, not when the scope starts running. A timeout too large to add
+    /// to the current instant, such as `Duration::MAX`, gives a deadline about thirty years away
+    /// instead of panicking.
     ///
     /// # Examples
     ///
     /// ```
     /// use std::time::Duration;
     ///
-    /// let scope = quattro::CancelScope::with_timeout(Duration::MAX); // "never"; no panic
+    /// let scope = quattro::CancelScope::with_timeout(Duration::MAX); // "never", without panicking
     /// assert!(scope.deadline().is_some());
     /// ```
     #[must_use]
@@ -166,10 +169,11 @@ impl CancelScope {
 
     /// Cancels the scope.
     ///
-    /// Idempotent, callable from any thread, before the scope runs (it is then *precancelled*
-    /// and cancels at the first suspension of its future) or while it runs (the task running it
-    /// is woken and drops the inner future). After the scope finished, it does nothing but make
-    /// [`is_cancelled`](Self::is_cancelled) true.
+    /// This is idempotent and can be called from any thread. Before the scope runs, it precancels
+    /// the scope, which then cancels at the first suspension of its future. While the scope runs,
+    /// it wakes the task running the scope, which drops the inner future. After the scope finished,
+    /// it only makes [`is_cancelled`](Self::is_cancelled) return `true` and cancels the token from
+    /// [`cancellation_token`](Self::cancellation_token).
     ///
     /// # Examples
     ///
@@ -188,8 +192,10 @@ impl CancelScope {
         self.node.cancel();
     }
 
-    /// The scope's own deadline (not the effective one, which also depends on the enclosing
-    /// scopes: see [`current_effective_deadline`](crate::current_effective_deadline)).
+    /// Returns the scope's own deadline.
+    ///
+    /// This is not the effective deadline, which also depends on the enclosing scopes: that one is
+    /// returned by [`current_effective_deadline`](crate::current_effective_deadline).
     ///
     /// # Examples
     ///
@@ -201,12 +207,12 @@ impl CancelScope {
         self.node.deadline()
     }
 
-    /// Moves the deadline, or removes it with `None`.
+    /// Sets the scope's deadline, or removes it with `None`.
     ///
-    /// While the scope runs this takes effect at once: the task running it is woken and resets
-    /// the scope's one timer entry (thousands of moves still leave one timer). A deadline in the
-    /// past cancels the scope at its next suspension. After the scope finished, the call only
-    /// changes what [`deadline`](Self::deadline) returns.
+    /// While the scope runs, the change takes effect at once: the task running the scope is woken
+    /// and resets the scope's single timer entry, so even thousands of changes use one timer. A
+    /// deadline in the past cancels the scope at its next suspension. After the scope finished,
+    /// this only changes what [`deadline`](Self::deadline) returns.
     ///
     /// # Examples
     ///
@@ -232,11 +238,12 @@ impl CancelScope {
         self.node.set_deadline(deadline);
     }
 
-    /// Whether the scope ended because of its *own* cancellation (its deadline or
-    /// [`cancel`](Self::cancel)), dropping the future it ran.
+    /// Returns `true` if the scope ended because of its own cancellation.
     ///
-    /// False while the scope runs, when its future completed (even after a cancellation that
-    /// came too late to interrupt it), and when an enclosing scope's cancellation ended it.
+    /// That is, its deadline passed or [`cancel`](Self::cancel) was called, and the scope dropped
+    /// the future it ran. It is `false` while the scope runs, when its future completed (even if a
+    /// cancellation came too late to interrupt it), and when the cancellation of an enclosing scope
+    /// ended it.
     ///
     /// # Examples
     ///
@@ -256,7 +263,10 @@ impl CancelScope {
         self.node.state() & CAUGHT != 0
     }
 
-    /// Whether [`cancel`](Self::cancel) was called or the deadline has passed.
+    /// Returns `true` if [`cancel`](Self::cancel) was called or the deadline has passed.
+    ///
+    /// A token linked with [`cancel_on`](Self::cancel_on) counts once the running scope has seen
+    /// its cancellation.
     ///
     /// # Examples
     ///
@@ -271,8 +281,10 @@ impl CancelScope {
         self.node.is_cancelled()
     }
 
-    /// Runs `fut` in this scope; yields `Some(output)`, or `None` if the scope was cancelled
-    /// first.
+    /// Runs `fut` in this scope, yielding `Some(output)`, or `None` if cancelled first.
+    ///
+    /// The returned [`MoveOn`] future drops `fut` as soon as the scope is cancelled. A scope runs
+    /// once: create a new one for each run.
     ///
     /// # Examples
     ///
@@ -289,14 +301,20 @@ impl CancelScope {
     ///
     /// # Panics
     ///
-    /// The returned future panics when it is polled and this scope has already run (a scope
-    /// runs once; create a new one for each run).
+    /// The returned future panics if this scope has already run, if it is polled after it
+    /// completed, or if it must arm a timer outside a tokio runtime with the time driver enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future drops `fut` at once.
     pub fn move_on<F: IntoFuture>(&self, fut: F) -> MoveOn<F::IntoFuture> {
         MoveOn::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
-    /// Runs `fut` in this scope; yields `Ok(output)`, or `Err(Cancelled)` if the scope was
-    /// cancelled first.
+    /// Runs `fut` in this scope, yielding `Ok(output)`, or `Err(Cancelled)` if cancelled first.
+    ///
+    /// The returned [`Fail`] future drops `fut` as soon as the scope is cancelled. A scope runs
+    /// once: create a new one for each run.
     ///
     /// # Examples
     ///
@@ -311,22 +329,28 @@ impl CancelScope {
     /// # }
     /// ```
     ///
-    /// # Panics
-    ///
-    /// The returned future panics when it is polled and this scope has already run.
-    ///
     /// # Errors
     ///
-    /// The future yields [`Cancelled`](crate::Cancelled) when this scope is cancelled before `fut`
-    /// completes; the error says whether the deadline or `cancel()` did it.
+    /// The future yields [`Cancelled`](crate::Cancelled) if this scope is cancelled before `fut`
+    /// completes. The error says whether the deadline or `cancel()` did it.
+    ///
+    /// # Panics
+    ///
+    /// The returned future panics if this scope has already run, if it is polled after it
+    /// completed, or if it must arm a timer outside a tokio runtime with the time driver enabled.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the returned future drops `fut` at once.
     pub fn fail<F: IntoFuture>(&self, fut: F) -> Fail<F::IntoFuture> {
         Fail::new(Scoped::with_node(self.node.clone(), fut.into_future()))
     }
 
-    /// Cancels this scope when `token` is cancelled (at once if it already is).
+    /// Cancels this scope when `token` is cancelled.
     ///
-    /// Any number of tokens can be linked, before or while the scope runs. The scope notices the
-    /// token when its future is polled; the token's cancellation then wakes it.
+    /// Any number of tokens can be linked, before or while the scope runs. The running scope
+    /// watches them when its future is polled, and a token's cancellation wakes it. A token that is
+    /// already cancelled cancels the scope at the next suspension of its future.
     ///
     /// # Examples
     ///
@@ -347,11 +371,11 @@ impl CancelScope {
         self.node.link_token(token);
     }
 
-    /// A token that is cancelled when this scope is: by [`cancel`](Self::cancel), or when the
-    /// running scope sees its deadline pass.
+    /// Returns a `CancellationToken` that is cancelled when this scope is cancelled.
     ///
-    /// Hand it to code that takes a `CancellationToken`. Cancelling the token does *not*
-    /// cancel the scope (link it with [`cancel_on`](Self::cancel_on) for that).
+    /// The token is cancelled by [`cancel`](Self::cancel), by a linked token, and when the running
+    /// scope sees its deadline pass. Pass it to code that takes a `CancellationToken`. Cancelling
+    /// the token does not cancel the scope: link it with [`cancel_on`](Self::cancel_on) for that.
     ///
     /// # Examples
     ///
@@ -383,9 +407,9 @@ impl fmt::Debug for CancelScope {
     }
 }
 
-/// Runs `fut` with a deadline `timeout` from now; yields `None` if the deadline passes first.
+/// Runs `fut` with a deadline `timeout` from now, yielding `None` if the deadline passes first.
 ///
-/// The deadline is computed at the call. `Duration::MAX` means "never". Use
+/// The deadline is computed when this function is called. `Duration::MAX` means "never". Use
 /// [`MoveOn::cancel_scope`] to get a handle on the scope.
 ///
 /// # Examples
@@ -407,6 +431,11 @@ impl fmt::Debug for CancelScope {
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// The returned future panics if it is polled after it completed, or if it must arm its timer
+/// outside a tokio runtime with the time driver enabled.
+///
 /// # Cancel safety
 ///
 /// Dropping the returned future drops `fut` at once.
@@ -415,9 +444,10 @@ pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::Into
     MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with the given deadline; yields `None` if the deadline passes first.
+/// Runs `fut` with the given deadline, yielding `None` if the deadline passes first.
 ///
-/// A deadline in the past cancels at the first suspension of `fut`.
+/// A deadline in the past cancels at the first suspension of `fut`. Use [`MoveOn::cancel_scope`] to
+/// get a handle on the scope.
 ///
 /// # Examples
 ///
@@ -433,6 +463,11 @@ pub fn move_on_after<F: IntoFuture>(timeout: Duration, fut: F) -> MoveOn<F::Into
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// The returned future panics if it is polled after it completed, or if it must arm its timer
+/// outside a tokio runtime with the time driver enabled.
+///
 /// # Cancel safety
 ///
 /// Dropping the returned future drops `fut` at once.
@@ -440,10 +475,10 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
     MoveOn::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with a deadline `timeout` from now; yields `Err(Cancelled)` if the deadline passes
-/// first.
+/// Runs `fut` with a deadline `timeout` from now, yielding `Err(Cancelled)` if it passes first.
 ///
-/// The deadline is computed at the call. `Duration::MAX` means "never".
+/// The deadline is computed when this function is called. `Duration::MAX` means "never". Use
+/// [`Fail::cancel_scope`] to get a handle on the scope.
 ///
 /// # Examples
 ///
@@ -460,8 +495,13 @@ pub fn move_on_at<F: IntoFuture>(deadline: Instant, fut: F) -> MoveOn<F::IntoFut
 ///
 /// # Errors
 ///
-/// [`Cancelled`](crate::Cancelled) when the deadline passes (or the scope is cancelled through
-/// [`Fail::cancel_scope`]) before `fut` completes.
+/// Yields [`Cancelled`](crate::Cancelled) if the deadline passes, or the scope is cancelled through
+/// [`Fail::cancel_scope`], before `fut` completes.
+///
+/// # Panics
+///
+/// The returned future panics if it is polled after it completed, or if it must arm its timer
+/// outside a tokio runtime with the time driver enabled.
 ///
 /// # Cancel safety
 ///
@@ -471,9 +511,10 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
     Fail::new(Scoped::new(Some(deadline), fut.into_future()))
 }
 
-/// Runs `fut` with the given deadline; yields `Err(Cancelled)` if the deadline passes first.
+/// Runs `fut` with the given deadline, yielding `Err(Cancelled)` if the deadline passes first.
 ///
-/// This is the form for request deadlines: pass the deadline the request came with.
+/// This is the form for request deadlines: pass the deadline the request came with. A deadline in
+/// the past cancels at the first suspension of `fut`.
 ///
 /// # Examples
 ///
@@ -491,8 +532,13 @@ pub fn fail_after<F: IntoFuture>(timeout: Duration, fut: F) -> Fail<F::IntoFutur
 ///
 /// # Errors
 ///
-/// [`Cancelled`](crate::Cancelled) when the deadline passes (or the scope is cancelled through
-/// [`Fail::cancel_scope`]) before `fut` completes.
+/// Yields [`Cancelled`](crate::Cancelled) if the deadline passes, or the scope is cancelled through
+/// [`Fail::cancel_scope`], before `fut` completes.
+///
+/// # Panics
+///
+/// The returned future panics if it is polled after it completed, or if it must arm its timer
+/// outside a tokio runtime with the time driver enabled.
 ///
 /// # Cancel safety
 ///

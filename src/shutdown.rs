@@ -1,34 +1,32 @@
-//! Graceful shutdown: a soft request that travels down to everything inside, then a hard cut
-//! when the grace period runs out.
+//! Graceful shutdown of cancel scopes and task groups.
 //!
-//! Deadlines and `cancel()` are *hard*: the future is dropped where it stands. A server also
-//! needs a *soft* phase: "stop taking work, finish what you are doing, then exit". Any cancel
-//! scope or task group can be asked to shut down with a grace period:
+//! Deadlines and `cancel()` are hard: the future is dropped where it stands. A server also needs a
+//! soft phase: stop taking work, finish what is in progress, then exit. Any cancel scope or task
+//! group can be asked to shut down with a grace period:
 //!
-//! - **The request** reaches the code running inside — the scope's future, the group's body,
-//!   every task of the group and every task and scope nested in those — which observes it
-//!   cooperatively with [`shutdown_requested`] (await it, for example in a `select!` between
-//!   two requests of a connection), [`is_shutdown_requested`] (a cheap check) or
-//!   [`shutdown_token`] (a `CancellationToken`, for code that takes one). Nothing is dropped by
-//!   the request itself. **A task started with plain `tokio::spawn` is not inside**: it never
-//!   sees the request, unless its future was wrapped with
-//!   [`in_current_scope`](crate::WithScope::in_current_scope) (see [`shutdown_requested`]).
-//! - **The grace period** starts with the request: whatever has not finished when it runs out
-//!   is cancelled *hard*, with the usual structured guarantee (every task of a group has been
-//!   dropped before the group's or scope's future returns). The end of the grace is the hard
-//!   deadline of the scope or group, so [`current_effective_deadline`] inside shows it, ready to
-//!   be passed on. Work that finishes within the grace is a normal completion: its value and
-//!   its errors are returned as usual.
-//! - **Triggers**: an explicit call ([`CancelScope::request_shutdown`], [`TaskGroup::request_shutdown`]), a soft
-//!   deadline ([`MoveOn::shutdown_at`](crate::MoveOn::shutdown_at), [`GroupScope::shutdown_after`], …) or any future, such as
-//!   `tokio::signal::ctrl_c()` ([`MoveOn::shutdown_on`](crate::MoveOn::shutdown_on), [`GroupScope::shutdown_on`], …).
+//! - **The request** reaches the code running inside: the scope's future, the group's body, every
+//!   task of the group, and every task and scope nested in those. That code observes it with
+//!   [`shutdown_requested`] (a future, for example in a `select!` between two requests of a
+//!   connection), [`is_shutdown_requested`] (a cheap check) or [`shutdown_token`] (a
+//!   `CancellationToken`). The request itself drops nothing. A task started with plain
+//!   `tokio::spawn` is not inside and never sees the request, unless its future was wrapped with
+//!   [`in_current_scope`](crate::WithScope::in_current_scope).
+//! - **The grace period** starts with the request. Whatever has not finished when it runs out is
+//!   cancelled, with the usual structured guarantee: every task of a group has been dropped before
+//!   the group's or scope's future returns. The end of the grace is the hard deadline of the scope
+//!   or group, so [`current_effective_deadline`] inside returns it, ready to be passed on. Work
+//!   that finishes within the grace completes normally, with its value or its errors.
+//! - **Triggers** are an explicit call ([`CancelScope::request_shutdown`],
+//!   [`TaskGroup::request_shutdown`]), a soft deadline ([`MoveOn::shutdown_at`],
+//!   [`GroupScope::shutdown_after`], …) or any future, such as `tokio::signal::ctrl_c()`
+//!   ([`MoveOn::shutdown_on`], [`GroupScope::shutdown_on`], …).
 //!
-//! How the caller tells whether the grace ran out: a cancel scope reports it as its own
-//! cancellation ([`CancelScope::cancelled_caught`] is true; `move_on` yields `None`, `fail`
-//! yields a [`Cancelled`](crate::Cancelled) for which `is_deadline_reached()` is true); a task group
-//! returns a [`GroupError`](crate::GroupError) for which `is_cancelled()` is true.
+//! When the grace runs out, a cancel scope reports its own cancellation:
+//! [`CancelScope::cancelled_caught`] returns `true`, `move_on` yields `None`, and `fail` yields a
+//! [`Cancelled`] whose `is_deadline_reached()` is `true`. A task group returns a [`GroupError`]
+//! whose `is_cancelled()` is `true`.
 //!
-//! # Example
+//! # Examples
 //!
 //! Run a server until a trigger fires (here a timer standing in for `ctrl_c()`), then give its
 //! connections 5 seconds to finish the request they are serving:
@@ -74,6 +72,10 @@
 //! [`TaskGroup::request_shutdown`]: crate::TaskGroup::request_shutdown
 //! [`GroupScope::shutdown_on`]: crate::GroupScope::shutdown_on
 //! [`GroupScope::shutdown_after`]: crate::GroupScope::shutdown_after
+//! [`MoveOn::shutdown_at`]: crate::MoveOn::shutdown_at
+//! [`MoveOn::shutdown_on`]: crate::MoveOn::shutdown_on
+//! [`Cancelled`]: crate::Cancelled
+//! [`GroupError`]: crate::GroupError
 
 use std::fmt;
 use std::future::Future;
@@ -201,20 +203,21 @@ impl Node {
     }
 }
 
-/// Whether a graceful shutdown has been requested for the code that calls it: for any cancel
-/// scope or task group that encloses it, across task boundaries (a task of a group sees the
-/// requests for the group and for every scope and group around the group).
+/// Returns `true` if a graceful shutdown has been requested for the calling code.
 ///
-/// A cheap check (the current frame, then the enclosing handles and groups; no lock, no
-/// allocation) for loops that look between two units of work. `false` outside any scope or
-/// group.
+/// A request counts when it is made for any cancel scope or task group that encloses the caller,
+/// also across task boundaries: a task of a group sees the requests for its group and for every
+/// scope and group around the group. Outside any scope or group this returns `false`.
 ///
-/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
-/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
-/// or group, so this stays `false` there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
-/// (structured: the task is also cut at the end of the grace), or, when a library does the
-/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
-/// carries the request (and the deadline) into the task.
+/// The check is cheap and does not allocate, so it suits loops that look between two units of
+/// work.
+///
+/// A task started with plain `tokio::spawn`, by your code or inside a library, sees no enclosing
+/// scope or group, so this returns `false` there. Spawn it with
+/// [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead, which also cuts the task at the end of
+/// the grace. When a library does the spawning, wrap its future with
+/// [`in_current_scope`](crate::WithScope::in_current_scope), which carries the request and the
+/// deadline into the task.
 ///
 /// # Examples
 ///
@@ -246,19 +249,19 @@ pub fn is_shutdown_requested() -> bool {
         || frame::with_link(|node| node.is_some_and(|node| node.shutdown_requested_in_chain()))
 }
 
-/// A future that completes when a graceful shutdown is requested for the code that created it
-/// (see [`is_shutdown_requested`]), at once if it already was.
+/// Waits until a graceful shutdown is requested for the calling code.
 ///
-/// The enclosing scopes and groups are looked up when the future is created (or, if it was
-/// created outside any, on its first poll); outside any scope or group it never completes.
-/// The first call in a scope or group allocates its token; later calls clone it.
+/// The future completes at once if a request was already made. See [`is_shutdown_requested`] for
+/// which requests count. The enclosing scopes and groups are looked up when the future is created,
+/// or on its first poll if it was created outside any. Outside any scope or group it never
+/// completes. The first call in a scope or group allocates its token, and later calls clone it.
 ///
-/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
-/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
-/// or group, so this future never completes there. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
-/// (structured: the task is also cut at the end of the grace), or, when a library does the
-/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
-/// carries the request (and the deadline) into the task.
+/// A task started with plain `tokio::spawn`, by your code or inside a library, sees no enclosing
+/// scope or group, so this future never completes there. Spawn it with
+/// [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead, which also cuts the task at the end of
+/// the grace. When a library does the spawning, wrap its future with
+/// [`in_current_scope`](crate::WithScope::in_current_scope), which carries the request and the
+/// deadline into the task.
 ///
 /// # Examples
 ///
@@ -295,8 +298,8 @@ pub fn is_shutdown_requested() -> bool {
 ///
 /// # Cancel safety
 ///
-/// Cancel safe: dropping it loses nothing, and the request is level-triggered (a new
-/// `shutdown_requested()` completes at once once a request was made).
+/// This method is cancel safe. Dropping the future loses nothing, and a new `shutdown_requested()`
+/// completes at once after a request was made.
 pub fn shutdown_requested() -> ShutdownRequested {
     ShutdownRequested {
         wait: current_wait(),
@@ -308,18 +311,18 @@ fn current_wait() -> Option<WaitForCancellationFutureOwned> {
     frame::with_link(|node| node.map(|node| node.chain_shutdown_token().cancelled_owned()))
 }
 
-/// A `CancellationToken` that is cancelled when a graceful shutdown is requested for the code
-/// that calls this (see [`is_shutdown_requested`]), for code that already takes a token.
+/// Returns a `CancellationToken` that is cancelled when a graceful shutdown reaches the caller.
 ///
-/// The token is a child of the one the crate watches: cancelling it yourself does not request
-/// a shutdown. Outside any scope or group it is a fresh token that nothing cancels.
+/// See [`is_shutdown_requested`] for which requests count. The token is a child of the one the
+/// crate watches, so cancelling it does not request a shutdown. Outside any scope or group it is a
+/// fresh token that nothing cancels.
 ///
-/// **Plain `tokio::spawn` does not carry the request.** A task started with `tokio::spawn`, by
-/// your code or inside a library, is polled by the runtime alone: it sees no enclosing scope
-/// or group, so the token it gets there is never cancelled. Spawn it with [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead
-/// (structured: the task is also cut at the end of the grace), or, when a library does the
-/// spawning, hand it [`fut.in_current_scope()`](crate::WithScope::in_current_scope), which
-/// carries the request (and the deadline) into the task.
+/// A task started with plain `tokio::spawn`, by your code or inside a library, sees no enclosing
+/// scope or group, so the token it gets is never cancelled there. Spawn it with
+/// [`TaskGroup::spawn`](crate::TaskGroup::spawn) instead, which also cuts the task at the end of
+/// the grace. When a library does the spawning, wrap its future with
+/// [`in_current_scope`](crate::WithScope::in_current_scope), which carries the request and the
+/// deadline into the task.
 ///
 /// # Examples
 ///
@@ -373,7 +376,7 @@ pub fn shutdown_token() -> CancellationToken {
 ///
 /// # Cancel safety
 ///
-/// Cancel safe; see [`shutdown_requested`].
+/// This future is cancel safe (see [`shutdown_requested`]).
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct ShutdownRequested {

@@ -1,13 +1,15 @@
-//! [`Cancelled`]: the error of a `fail` scope that was cancelled.
+//! The [`Cancelled`] error, returned by a `fail` scope that was cancelled.
 
 use std::fmt;
 
 /// Error returned by a [`Fail`] future whose scope was cancelled.
 ///
-/// A scope is cancelled when its deadline is reached or when [`CancelScope::cancel`] is called.
-/// The error says which: see [`is_deadline_reached`](Cancelled::is_deadline_reached) and
-/// [`is_cancel_called`](Cancelled::is_cancel_called). (Python's quattro raises `TimeoutError`
-/// for both; tokio's `time::error::Elapsed` only knows deadlines.)
+/// A scope is cancelled when its deadline is reached or when [`CancelScope::cancel`] is called, and
+/// the error says which: see [`is_deadline_reached`](Cancelled::is_deadline_reached) and
+/// [`is_cancel_called`](Cancelled::is_cancel_called). Python's quattro raises `TimeoutError` for
+/// both, and tokio's `time::error::Elapsed` only knows deadlines.
+///
+/// It converts into an `io::Error` of kind [`TimedOut`](std::io::ErrorKind::TimedOut).
 ///
 /// # Examples
 ///
@@ -47,6 +49,9 @@ impl Cancelled {
 
     /// Returns `true` if the scope's deadline was reached.
     ///
+    /// This includes the end of the grace period of a graceful shutdown
+    /// ([`CancelScope::request_shutdown`]).
+    ///
     /// # Examples
     ///
     /// ```
@@ -61,13 +66,17 @@ impl Cancelled {
     /// assert!(!err.is_cancel_called());
     /// # }
     /// ```
+    ///
+    /// [`CancelScope::request_shutdown`]: crate::CancelScope::request_shutdown
     #[must_use]
     pub fn is_deadline_reached(&self) -> bool {
         self.0 == Cause::Deadline
     }
 
-    /// Returns `true` if the scope was cancelled by [`CancelScope::cancel`] (or a linked
-    /// `CancellationToken`) before its deadline.
+    /// Returns `true` if the scope was cancelled by [`CancelScope::cancel`] or a linked token.
+    ///
+    /// A linked token is one passed to [`CancelScope::cancel_on`]. When both `cancel()` and the
+    /// deadline came before the scope noticed, this one is reported.
     ///
     /// # Examples
     ///
@@ -85,6 +94,7 @@ impl Cancelled {
     /// ```
     ///
     /// [`CancelScope::cancel`]: crate::CancelScope::cancel
+    /// [`CancelScope::cancel_on`]: crate::CancelScope::cancel_on
     #[must_use]
     pub fn is_cancel_called(&self) -> bool {
         self.0 == Cause::Cancelled
@@ -108,6 +118,7 @@ impl fmt::Display for Cancelled {
 
 impl std::error::Error for Cancelled {}
 
+/// Converts the error into an `io::Error` of kind [`TimedOut`](std::io::ErrorKind::TimedOut).
 impl From<Cancelled> for std::io::Error {
     fn from(err: Cancelled) -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::TimedOut, err)

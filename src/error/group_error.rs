@@ -1,4 +1,4 @@
-//! [`GroupError`] and [`Failure`]: what a task group returns when it failed.
+//! The [`GroupError`] and [`Failure`] errors of a task group that failed.
 
 use std::any::Any;
 use std::fmt;
@@ -7,29 +7,50 @@ use super::label::TaskLabel;
 use super::panic::Payload;
 use super::reason::CancelReason;
 
-/// What a task group returns when it did not complete normally: every failure of its body and
-/// children, in order of occurrence, and whether it was cancelled.
+/// Error returned by a task group that failed or was cancelled.
 ///
-/// The type is the same whether one task or many failed (Trio's "strict" groups), so callers
-/// handle one shape. Children that were aborted because of a failure or a cancellation add
-/// nothing: only real errors (and, with [`Builder::capture_panics`], panics) are listed.
+/// It holds every failure of the body and the tasks, in order of occurrence, and whether the group
+/// was cancelled. The type is the same whether one task or many failed (Trio's "strict" groups), so
+/// callers handle one shape. Tasks that were aborted because of a failure or a cancellation add
+/// nothing: only real errors, and panics with [`Builder::capture_panics`], are listed.
 ///
-/// `Display` lists every failure with who failed (`body`, the task's name, or a `gather`
-/// item's position) and its error's text, so the message alone tells what went wrong.
+/// `Display` lists every failure with who failed (`body`, the task's name, or a `gather` item's
+/// position) and its error's text, so the message alone tells what went wrong.
+///
+/// # Examples
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let err = TaskGroup::scope(|tg| async move {
+///     tg.task("a").spawn(async { Err::<(), _>("boom") });
+///     tg.spawn(async { Ok(()) });
+///     Ok(())
+/// })
+/// .await
+/// .unwrap_err();
+/// assert_eq!(err.failures().len(), 1);
+/// assert_eq!(err.failures()[0].task_name(), Some("a"));
+/// assert_eq!(err.failures()[0].error(), Some(&"boom"));
+/// assert!(!err.is_cancelled());
+/// # }
+/// ```
 ///
 /// # With `?`
 ///
-/// `GroupError<E>` is `Send + Sync` when `E` is (a captured panic's payload is kept in a
-/// form that is `Sync`), and implements [`std::error::Error`] for every `E: Debug + Display`:
-/// `io::Error`, `String`, `&str`, `anyhow::Error` and `Box<dyn Error + Send + Sync>` alike. So
-/// `?` carries it into `anyhow::Error`, into `Box<dyn Error + Send + Sync>`, and (through
-/// `From`) into `io::Error`.
+/// `GroupError<E>` is `Send + Sync` when `E` is, since a captured panic's payload is kept in a
+/// form that is `Sync`. It implements [`std::error::Error`] for every `E: Debug + Display`, such
+/// as `io::Error`, `String`, `&str`, `anyhow::Error` and `Box<dyn Error + Send + Sync>`. So `?`
+/// carries it into `anyhow::Error`, into `Box<dyn Error + Send + Sync>`, and, through `From`,
+/// into `io::Error`.
 ///
-/// [`source`](std::error::Error::source) is `None`, for every `E`: a group may hold many
-/// failures, some of them panics, and an impl for every `Debug + Display` type cannot hand
-/// one out as a `dyn Error`. Nothing is lost by it: `Display` already holds every failure's
-/// text (an error-chain printer such as anyhow's `{:#}` would otherwise repeat the first
-/// one), and [`errors`](Self::errors) and [`failures`](Self::failures) give the values.
+/// Its [`source`](std::error::Error::source) is `None` for every `E`. A group may hold many
+/// failures, some of them panics, and an impl for every `Debug + Display` type cannot return one
+/// as a `dyn Error`. Nothing is lost: `Display` already holds every failure's text (an
+/// error-chain printer such as anyhow's `{:#}` would otherwise repeat the first one), and
+/// [`errors`](Self::errors) and [`failures`](Self::failures) give the values.
 ///
 /// ```
 /// use quattro::TaskGroup;
@@ -53,27 +74,6 @@ use super::reason::CancelReason;
 /// # }
 /// ```
 ///
-/// # Examples
-///
-/// ```
-/// use quattro::TaskGroup;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let err = TaskGroup::scope(|tg| async move {
-///     tg.task("a").spawn(async { Err::<(), _>("boom") });
-///     tg.spawn(async { Ok(()) });
-///     Ok(())
-/// })
-/// .await
-/// .unwrap_err();
-/// assert_eq!(err.failures().len(), 1);
-/// assert_eq!(err.failures()[0].task_name(), Some("a"));
-/// assert_eq!(err.failures()[0].error(), Some(&"boom"));
-/// assert!(!err.is_cancelled());
-/// # }
-/// ```
-///
 /// [`Builder::capture_panics`]: crate::group::Builder::capture_panics
 pub struct GroupError<E> {
     failures: Vec<Failure<E>>,
@@ -89,7 +89,7 @@ impl<E> GroupError<E> {
         }
     }
 
-    /// Every failure, in order of occurrence.
+    /// Returns every failure, in order of occurrence.
     ///
     /// # Examples
     ///
@@ -113,7 +113,7 @@ impl<E> GroupError<E> {
         &self.failures
     }
 
-    /// Every failure, in order of occurrence, by value.
+    /// Consumes the error, returning every failure in order of occurrence.
     ///
     /// # Examples
     ///
@@ -141,7 +141,9 @@ impl<E> GroupError<E> {
         self.failures
     }
 
-    /// The errors returned by the body and the children, in order, leaving out panics.
+    /// Returns an iterator over the errors of the body and the tasks, in order of occurrence.
+    ///
+    /// Panics are left out.
     ///
     /// # Examples
     ///
@@ -164,10 +166,11 @@ impl<E> GroupError<E> {
         self.failures.iter().filter_map(Failure::error)
     }
 
-    /// Whether the group was cancelled with [`TaskGroup::cancel`](crate::TaskGroup::cancel),
-    /// or by the end of a graceful shutdown's grace period;
-    /// [`cancel_reason`](Self::cancel_reason) says which. A cancelled group may still report
-    /// failures that happened before or during the cancellation.
+    /// Returns `true` if the group was cancelled.
+    ///
+    /// It was cancelled with [`TaskGroup::cancel`](crate::TaskGroup::cancel), or by the end of a
+    /// graceful shutdown's grace period, and [`cancel_reason`](Self::cancel_reason) says which. A
+    /// cancelled group may still report failures that happened before or during the cancellation.
     ///
     /// # Examples
     ///
@@ -192,14 +195,15 @@ impl<E> GroupError<E> {
         self.cancelled.is_some()
     }
 
-    /// What cancelled the group: [`CancelReason::Cancelled`] for
-    /// [`TaskGroup::cancel`], [`CancelReason::GraceRanOut`] when a graceful shutdown's grace
-    /// period ran out; `None` unless [`is_cancelled`](Self::is_cancelled).
+    /// Returns why the group was cancelled.
     ///
-    /// A group cancelled by a failure is not "cancelled" here (its failures say what
-    /// happened), and a group cancelled from outside (a deadline or a `cancel()` of a scope
-    /// around it, a `select!`) is dropped and returns nothing: its tasks' [`TaskError`]s carry
-    /// those reasons.
+    /// The reason is [`CancelReason::Cancelled`] for [`TaskGroup::cancel`], and
+    /// [`CancelReason::GraceRanOut`] when a graceful shutdown's grace period ran out. Returns
+    /// `None` unless [`is_cancelled`](Self::is_cancelled) is `true`.
+    ///
+    /// A group cancelled by a failure is not "cancelled" here: its failures say what happened. A
+    /// group cancelled from outside, by the deadline or `cancel()` of a scope around it or by a
+    /// `select!`, is dropped and returns nothing. Its tasks' [`TaskError`]s carry those reasons.
     ///
     /// # Examples
     ///
@@ -237,7 +241,7 @@ impl<E> GroupError<E> {
         self.cancelled
     }
 
-    /// Whether one of the failures is a captured panic.
+    /// Returns `true` if one of the failures is a captured panic.
     ///
     /// # Examples
     ///
@@ -262,7 +266,7 @@ impl<E> GroupError<E> {
         self.failures.iter().any(Failure::is_panic)
     }
 
-    /// Resumes the first captured panic, if there is one; otherwise gives the error back.
+    /// Resumes the first captured panic, if there is one, and otherwise returns the error.
     ///
     /// # Examples
     ///
@@ -287,7 +291,8 @@ impl<E> GroupError<E> {
     ///
     /// # Panics
     ///
-    /// Resumes the first captured panic (that is its purpose).
+    /// Resumes the first captured panic, if the error holds one. That is its purpose. The other
+    /// failures are dropped with the error.
     pub fn resume_panic(self) -> GroupError<E> {
         let mut this = self;
         if let Some(i) = this.failures.iter().position(Failure::is_panic) {
@@ -336,11 +341,13 @@ impl<E: fmt::Display> fmt::Display for GroupError<E> {
     }
 }
 
-/// `source()` is `None`: `Display` holds every failure's text; see the type's docs.
+/// The error has no `source()`, since `Display` already holds every failure's text.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for GroupError<E> {}
 
-/// A group's error as an `io::Error` of kind [`Other`](std::io::ErrorKind::Other), with the
-/// group's `Display` as its message, for `?` in functions that return `io::Result`.
+/// Converts a group's error into an `io::Error` of kind [`Other`](std::io::ErrorKind::Other).
+///
+/// The message is the group's `Display`. This lets `?` work in functions that return
+/// `io::Result`.
 ///
 /// # Examples
 ///
@@ -372,14 +379,15 @@ where
     }
 }
 
-/// One failure in a [`GroupError`]: which task failed, and its error or panic.
+/// A single failure in a [`GroupError`].
 ///
-/// `Display` reads `<who>: <error>` or `<who> panicked: <message>`, where `<who>` is `body`,
-/// ``task `name` `` for a task named with [`TaskGroup::task`], `item 7` for the eighth item of
-/// a `gather`, or `task <id> spawned at <file>:<line>` for an unnamed task. `Failure<E>` is
-/// `Send + Sync` when `E` is,
-/// and implements [`std::error::Error`] for every `E: Debug + Display`, with no
-/// [`source`](std::error::Error::source) (as [`GroupError`]).
+/// It says which task failed, and holds its error or panic. `Display` reads `<who>: <error>` or
+/// `<who> panicked: <message>`. `<who>` is `body`, ``task `name` `` for a task named with
+/// [`TaskGroup::task`], `item 7` for the eighth item of a `gather`, or
+/// `task <id> spawned at <file>:<line>` for an unnamed task.
+///
+/// `Failure<E>` is `Send + Sync` when `E` is, and implements [`std::error::Error`] for every
+/// `E: Debug + Display`, with no [`source`](std::error::Error::source), like [`GroupError`].
 ///
 /// # Examples
 ///
@@ -430,7 +438,7 @@ impl<E> Failure<E> {
         &self.task
     }
 
-    /// Whether the group's body (not a child task) failed.
+    /// Returns `true` if the group's body failed, rather than a task.
     ///
     /// # Examples
     ///
@@ -450,7 +458,10 @@ impl<E> Failure<E> {
         matches!(self.task, TaskLabel::Body)
     }
 
-    /// The name given to the failed task with [`TaskGroup::task`](crate::TaskGroup::task).
+    /// Returns the name of the failed task, if it has one.
+    ///
+    /// That is the name given with [`TaskGroup::task`](crate::TaskGroup::task), or a gather item's
+    /// name. Returns `None` for the body and for an unnamed task.
     ///
     /// # Examples
     ///
@@ -472,7 +483,9 @@ impl<E> Failure<E> {
         self.task.name()
     }
 
-    /// The tokio id of the failed task; `None` for the body.
+    /// Returns the tokio id of the failed task.
+    ///
+    /// Returns `None` for the body.
     ///
     /// # Examples
     ///
@@ -497,8 +510,10 @@ impl<E> Failure<E> {
         self.task.id()
     }
 
-    /// The position in the input (from 0) of the failed item, when the failure comes from a
-    /// [`gather`](crate::gather()); `None` for a group's body and tasks.
+    /// Returns the position in the input of the failed item, when the failure comes from a gather.
+    ///
+    /// Positions count from 0. Returns `None` for a group's body and tasks, which are not items of
+    /// a [`gather`](crate::gather()).
     ///
     /// # Examples
     ///
@@ -520,7 +535,7 @@ impl<E> Failure<E> {
         self.task.item()
     }
 
-    /// The error, unless this failure is a panic.
+    /// Returns the error, unless this failure is a panic.
     ///
     /// # Examples
     ///
@@ -545,7 +560,7 @@ impl<E> Failure<E> {
         }
     }
 
-    /// The error by value, unless this failure is a panic.
+    /// Consumes the failure, returning the error unless it is a panic.
     ///
     /// # Examples
     ///
@@ -571,9 +586,10 @@ impl<E> Failure<E> {
         }
     }
 
-    /// Whether the task panicked (a `GroupError` holds panics only with
-    /// [`Builder::capture_panics`]; a failure handler of
-    /// [`Builder::isolate_failures`] sees them too).
+    /// Returns `true` if the task panicked.
+    ///
+    /// A `GroupError` holds panics only with [`Builder::capture_panics`]. A failure handler of
+    /// [`Builder::isolate_failures`] sees them too.
     ///
     /// # Examples
     ///
@@ -601,8 +617,9 @@ impl<E> Failure<E> {
         matches!(self.kind, FailureKind::Panic(_))
     }
 
-    /// The panic payload, if the task panicked; pass it to `std::panic::resume_unwind` to
-    /// re-raise it.
+    /// Consumes the failure, returning the panic payload if the task panicked.
+    ///
+    /// Pass the payload to `std::panic::resume_unwind` to re-raise the panic.
     ///
     /// # Examples
     ///
@@ -652,5 +669,5 @@ impl<E: fmt::Display> fmt::Display for Failure<E> {
     }
 }
 
-/// No `source()`, as for [`GroupError`].
+/// The failure has no `source()`, like [`GroupError`].
 impl<E: fmt::Debug + fmt::Display> std::error::Error for Failure<E> {}

@@ -1,4 +1,4 @@
-//! [`TaskLabel`]: who failed, as a reader of the error sees it.
+//! The [`TaskLabel`] that names who failed in an error.
 
 use std::fmt;
 use std::panic::Location;

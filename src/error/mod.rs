@@ -1,8 +1,8 @@
 //! Error types.
 //!
 //! Every error of this crate is `Send + Sync` when its error parameter is, and implements
-//! [`std::error::Error`] when that parameter is `Debug + Display`, so `?` carries a
-//! [`GroupError`] or a [`TaskError`] into `anyhow::Error` or `Box<dyn Error + Send + Sync>`.
+//! [`std::error::Error`] when that parameter is `Debug + Display`. So `?` carries a [`GroupError`]
+//! or a [`TaskError`] into `anyhow::Error` or `Box<dyn Error + Send + Sync>`.
 
 mod cancelled;
 mod group_error;

@@ -1,4 +1,4 @@
-//! [`Payload`]: a captured panic payload that can be shared between threads.
+//! The [`Payload`] of a captured panic, which can be shared between threads.
 
 use std::any::Any;
 use std::fmt;

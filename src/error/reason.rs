@@ -1,22 +1,22 @@
-//! [`CancelReason`]: why a task or a task group was cancelled.
+//! The [`CancelReason`] of a cancelled task or task group.
 
 use std::fmt;
 
-/// Why a task, or a task group, was cancelled.
+/// The reason a task or a task group was cancelled.
 ///
-/// A cancelled [`TaskError`] says why with [`TaskError::cancel_reason`], and a cancelled
-/// [`GroupError`] with [`GroupError::cancel_reason`]: a shutdown whose grace period ran out is
-/// then told apart from [`TaskGroup::cancel`], a sibling's failure from a deadline.
+/// A cancelled [`TaskError`] gives its reason with [`TaskError::cancel_reason`], and a cancelled
+/// [`GroupError`] with [`GroupError::cancel_reason`]. This tells a shutdown whose grace ran out
+/// apart from [`TaskGroup::cancel`], and a sibling's failure apart from a deadline.
 ///
-/// The first cause wins. A group records its reason once, when its cancellation starts and
-/// before it aborts its tasks; a task that was already being cancelled for one reason keeps it
-/// when another comes along. A group that is dropped inside another one that is cancelling (with
-/// the body or the task that held it) takes the enclosing group's reason.
+/// The first cause wins. A group records its reason once, when its cancellation starts and before
+/// it aborts its tasks. A task that is already being cancelled for one reason keeps it when another
+/// comes along. A group that is dropped inside an enclosing group that is cancelling, with the body
+/// or the task that held it, takes the enclosing group's reason.
 ///
-/// Whether the task ever ran is a separate question, answered by [`TaskError::is_unstarted`]:
-/// a task waiting in the queue of a limited group that is cancelled has a reason like any other.
+/// Whether the task ever ran is a separate question, answered by [`TaskError::is_unstarted`]. A
+/// task waiting in the queue of a limited group that is cancelled has a reason like any other.
 ///
-/// More reasons may be added (the enum is `#[non_exhaustive]`): match with a wildcard arm.
+/// More reasons may be added, since the enum is `#[non_exhaustive]`: match with a wildcard arm.
 ///
 /// # Examples
 ///
@@ -55,52 +55,69 @@ use std::fmt;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CancelReason {
-    /// The task's own handle aborted it ([`TaskHandle::abort`]).
+    /// The task's own handle aborted it with [`TaskHandle::abort`].
     ///
     /// [`TaskHandle::abort`]: crate::TaskHandle::abort
     Aborted,
-    /// A task of the group, or its body, failed (returned `Err` or panicked), and the failure
-    /// cancelled the group: the default failure policy, or a failure the handler of
-    /// [`isolate_failures`] passed back.
+    /// A task of the group, or its body, failed, and the failure cancelled the group.
+    ///
+    /// A failure is a returned `Err` or a panic. It cancels the group under the default failure
+    /// policy, or when the handler of [`isolate_failures`] passes it back.
     ///
     /// [`isolate_failures`]: crate::group::Builder::isolate_failures
     Failure,
-    /// The group was cancelled on request: [`TaskGroup::cancel`], or a [`CancelScope`] around
-    /// the group was cancelled with [`CancelScope::cancel`] (or a `CancellationToken` linked to
-    /// it).
+    /// The group was cancelled on request.
+    ///
+    /// [`TaskGroup::cancel`] was called, or a [`CancelScope`] around the group was cancelled with
+    /// [`CancelScope::cancel`] or a linked `CancellationToken`.
     ///
     /// [`TaskGroup::cancel`]: crate::TaskGroup::cancel
     /// [`CancelScope`]: crate::CancelScope
     /// [`CancelScope::cancel`]: crate::CancelScope::cancel
     Cancelled,
-    /// A graceful shutdown of the group was requested ([`TaskGroup::request_shutdown`] and the
-    /// triggers on [`GroupScope`]): the task was waiting for a slot under the concurrency
-    /// limit, and a group that shuts down starts nothing new. Tasks that run are not cancelled
-    /// by the request, only by the end of its grace ([`GraceRanOut`](Self::GraceRanOut)).
+    /// A graceful shutdown of the group was requested before the task started.
+    ///
+    /// A group that shuts down queues nothing. A task waiting for a slot under the concurrency
+    /// limit is dropped at the request, and a spawn that would have to wait for a slot is refused,
+    /// as are the producer tools such as [`TaskGroup::spawn_when_free`]. The request comes from
+    /// [`TaskGroup::request_shutdown`] or a trigger on [`GroupScope`]. Running tasks are not
+    /// cancelled by the request, only by the end of its grace ([`GraceRanOut`](Self::GraceRanOut)).
     ///
     /// [`TaskGroup::request_shutdown`]: crate::TaskGroup::request_shutdown
+    /// [`TaskGroup::spawn_when_free`]: crate::TaskGroup::spawn_when_free
     /// [`GroupScope`]: crate::GroupScope
     ShutdownRequested,
-    /// The grace period of a graceful shutdown ran out: of the group itself, or of a cancel
-    /// scope around it ([`CancelScope::request_shutdown`]).
+    /// The grace period of a graceful shutdown ran out.
+    ///
+    /// The shutdown was requested for the group itself, or for a cancel scope or group around it
+    /// (such as [`CancelScope::request_shutdown`]).
     ///
     /// [`CancelScope::request_shutdown`]: crate::CancelScope::request_shutdown
     GraceRanOut,
-    /// The deadline of a cancel scope around the group was reached (`move_on_after`,
-    /// `fail_at`, [`CancelScope::set_deadline`], ...).
+    /// The deadline of a cancel scope around the group was reached.
     ///
+    /// For example the deadline of [`move_on_after`] or [`fail_at`], or one set with
+    /// [`CancelScope::set_deadline`].
+    ///
+    /// [`move_on_after`]: crate::move_on_after
+    /// [`fail_at`]: crate::fail_at
     /// [`CancelScope::set_deadline`]: crate::CancelScope::set_deadline
     DeadlineReached,
-    /// The group's future was dropped before it finished, by something other than a quattro
-    /// scope or group: a `tokio::select!` branch that lost, a `JoinHandle::abort` of the task
-    /// running it, a plain `drop`.
+    /// The group's future was dropped early by something other than a quattro scope or group.
+    ///
+    /// For example a `tokio::select!` branch that lost, a `JoinHandle::abort` of the task running
+    /// the group, or a plain `drop`.
     GroupDropped,
-    /// The group finished normally: a background task is aborted once the body and every
-    /// normal task are done, and a task spawned after that is refused.
+    /// The group finished normally.
+    ///
+    /// Background tasks are aborted once the body and every normal task are done, and a task
+    /// spawned after that is refused.
     GroupFinished,
-    /// The runtime dropped the task: it shut down (or was shut down when the task was
-    /// spawned). When the runtime also drops the group's future first, the tasks report
-    /// [`GroupDropped`](Self::GroupDropped) instead: whichever the runtime dropped first.
+    /// The runtime dropped the task.
+    ///
+    /// The runtime shut down, or was already shut down when the task was spawned. When the runtime
+    /// drops the group's future first, the tasks report [`GroupDropped`](Self::GroupDropped)
+    /// instead.
     RuntimeShutdown,
 }
 
@@ -137,7 +154,7 @@ impl CancelReason {
     }
 }
 
-/// A clause that completes "task `fetch` was cancelled: ...".
+/// Formats the reason as a clause that completes "task `fetch` was cancelled: …".
 ///
 /// # Examples
 ///

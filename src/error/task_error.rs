@@ -1,4 +1,4 @@
-//! [`TaskError`] and [`Reported`]: why a task's value is not available.
+//! The [`TaskError`] and [`Reported`] errors of a task whose value is not available.
 
 use std::any::Any;
 use std::fmt;
@@ -9,40 +9,19 @@ use super::label::TaskLabel;
 use super::panic::Payload;
 use super::reason::CancelReason;
 
-/// Why a task's result is not available: it was cancelled, it failed, or it panicked.
+/// Error returned for a task that did not produce its value.
 ///
-/// A [`TaskHandle`] yields `TaskError` (with `E = Reported`: the error itself went to the
-/// group's [`GroupError`], and the handle gets its text); [`gather_settled`] yields
-/// `TaskError<E>` holding each item's own error or panic.
+/// The task was cancelled, returned an error, or panicked. A [`TaskHandle`] yields `TaskError` with
+/// `E = Reported`: the error itself went to the group's [`GroupError`], and the handle gets its
+/// text. [`gather_settled`] yields `TaskError<E>`, holding each item's own error or panic.
 ///
-/// `Display` reads ``task `fetch` failed: <the error's text>`` for a named task's handle
-/// (`task <id> spawned at <file>:<line> failed: ..` for an unnamed one, `item 7 failed: ..` for a
-/// `gather_settled` slot, with the item's name if the gather names its items),
-/// `task was cancelled: <why>` (`task was cancelled before it started: <why>` for one that
-/// never ran; see [`CancelReason`]), or `task panicked: <message>`.
-///
-/// # With `?`
-///
-/// `TaskError<E>` is `Send + Sync` when `E` is, and implements [`std::error::Error`] for every
-/// `E: Debug + Display`, with no [`source`](std::error::Error::source) (`Display` already holds
-/// the error's text). So in a group's body, `let v = handle.await?;` compiles when the body's
-/// error type is `anyhow::Error`, `Box<dyn Error + Send + Sync>` or `io::Error` (through the
-/// `From` impl below).
-///
-/// ```
-/// use quattro::TaskGroup;
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() {
-/// let out = TaskGroup::scope(|tg| async move {
-///     let handle = tg.spawn(async { Ok::<_, std::io::Error>(20) });
-///     let v = handle.await?; // TaskError into io::Error
-///     Ok(v + 1)
-/// })
-/// .await;
-/// assert_eq!(out.unwrap(), 21);
-/// # }
-/// ```
+/// `Display` names the task and says what happened, as in
+/// ``task `fetch` failed: <the error's text>``. An unnamed task shows as
+/// `task <id> spawned at <file>:<line>`, a `gather_settled` slot as `item 7` (with the item's
+/// name if the gather names its items), and a task that is not known as just `task`. What
+/// happened reads `failed: <the error's text>`, `was cancelled: <why>`, `panicked: <message>`,
+/// or, for a task that never ran, `was cancelled before it started: <why>` (see
+/// [`CancelReason`]).
 ///
 /// # Examples
 ///
@@ -63,6 +42,29 @@ use super::reason::CancelReason;
 /// # }
 /// ```
 ///
+/// # With `?`
+///
+/// `TaskError<E>` is `Send + Sync` when `E` is, and implements [`std::error::Error`] for every
+/// `E: Debug + Display`. Its [`source`](std::error::Error::source) is `None`, since `Display`
+/// already holds the error's text. So in a group's body, `let v = handle.await?;` compiles when
+/// the body's error type is `anyhow::Error`, `Box<dyn Error + Send + Sync>`, or `io::Error`
+/// through the `From` impl below.
+///
+/// ```
+/// use quattro::TaskGroup;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let out = TaskGroup::scope(|tg| async move {
+///     let handle = tg.spawn(async { Ok::<_, std::io::Error>(20) });
+///     let v = handle.await?; // TaskError into io::Error
+///     Ok(v + 1)
+/// })
+/// .await;
+/// assert_eq!(out.unwrap(), 21);
+/// # }
+/// ```
+///
 /// [`TaskHandle`]: crate::TaskHandle
 /// [`GroupError`]: crate::GroupError
 /// [`gather_settled`]: crate::gather_settled()
@@ -74,22 +76,12 @@ pub struct TaskError<E = Reported> {
     repr: TaskErrorRepr<E>,
 }
 
-/// Stands in a [`TaskError`] for an error that was reported to the task group (in its
-/// [`GroupError`]) rather than kept for the task's handle; carries the error's text when
-/// quattro could write it.
+/// Stand-in for a task's error that was reported to its task group.
 ///
-/// A group owns its tasks' errors: the error value goes to the [`GroupError`], once, in order
-/// of occurrence with the others. The handle gets the error's text, written once when the task
-/// fails, so that `handle.await?` or `handle.await.unwrap()` in the body still says what went
-/// wrong. A group's error type is not required to implement `Display` (`TaskGroup<()>` is
-/// fine), so the text is known for the error types quattro recognises at run time: `String`,
-/// `&'static str`, `Box<str>`, `Arc<str>`, `Cow<'static, str>`, `std::io::Error`,
-/// `std::fmt::Error`, `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`,
-/// `Arc<dyn Error + Send + Sync>`, quattro's [`Cancelled`], [`TaskError`] and [`Reported`], and
-/// `anyhow::Error` with the `anyhow` cargo feature. For any other type, [`message`] is `None`
-/// and `Display` says where the error went (the [`GroupError`] still holds the error itself);
-/// to get the text at the handle too, give the group one of those error types (a
-/// `Box<dyn Error + Send + Sync>` holds any error).
+/// A group owns its tasks' errors: each error value goes to the [`GroupError`] once, in order of
+/// occurrence with the others. The task's handle gets a `Reported` instead, with the error's text,
+/// written once when the task fails. So `handle.await?` or `handle.await.unwrap()` in the body
+/// still says what went wrong.
 ///
 /// # Examples
 ///
@@ -114,6 +106,18 @@ pub struct TaskError<E = Reported> {
 /// # }
 /// ```
 ///
+/// # Which errors have a text
+///
+/// A group's error type does not need to implement `Display` (`TaskGroup<()>` is fine), so the
+/// text is known only for the error types quattro recognizes at run time: `String`,
+/// `&'static str`, `Box<str>`, `Arc<str>`, `Cow<'static, str>`, `std::io::Error`,
+/// `std::fmt::Error`, `Box<dyn Error + Send + Sync>`, `Box<dyn Error + Send>`,
+/// `Arc<dyn Error + Send + Sync>`, quattro's [`Cancelled`], [`TaskError`] and [`Reported`], and
+/// `anyhow::Error` with the `anyhow` cargo feature. For any other type, [`message`] returns
+/// `None`, and `Display` says where the error went (the [`GroupError`] still holds the error
+/// itself). To get the text at the handle too, give the group one of those error types. A
+/// `Box<dyn Error + Send + Sync>` holds any error.
+///
 /// [`GroupError`]: crate::GroupError
 /// [`Cancelled`]: crate::Cancelled
 /// [`message`]: Reported::message
@@ -130,8 +134,9 @@ impl Reported {
         }
     }
 
-    /// The text of the task's error, when quattro could write it (see the type's docs for the
-    /// error types it knows).
+    /// Returns the text of the task's error, if quattro could write it.
+    ///
+    /// See the type's docs for the error types it recognizes.
     ///
     /// # Examples
     ///
@@ -292,9 +297,11 @@ impl<E> TaskError<E> {
         self.task = Some(Box::new(label));
     }
 
-    /// The name of the task: the name given with [`TaskGroup::task`], or a gather item's name
-    /// (see [`Gather::name_items`]); `None` when it has none, or the error does not know
-    /// which task it comes from.
+    /// Returns the name of the task, if it has one.
+    ///
+    /// That is the name given with [`TaskGroup::task`], or a gather item's name (see
+    /// [`Gather::name_items`]). Returns `None` when the task has no name, or when the error does
+    /// not know which task it comes from.
     ///
     /// # Examples
     ///
@@ -318,8 +325,10 @@ impl<E> TaskError<E> {
         self.task.as_deref().and_then(TaskLabel::name)
     }
 
-    /// The position in the input (from 0) of the item this error comes from, for a
-    /// [`gather_settled`](crate::gather_settled()) slot; `None` for a task's handle.
+    /// Returns the position in the input of the item this error comes from.
+    ///
+    /// Positions count from 0. Only a [`gather_settled`](crate::gather_settled()) slot knows it: a
+    /// task's handle returns `None`.
     ///
     /// # Examples
     ///
@@ -337,7 +346,9 @@ impl<E> TaskError<E> {
         self.task.as_deref().and_then(TaskLabel::item)
     }
 
-    /// The task was cancelled: aborted, dropped unspawned, or cancelled with its group;
+    /// Returns `true` if the task was cancelled.
+    ///
+    /// It was aborted, dropped before it started, or cancelled with its group.
     /// [`cancel_reason`](Self::cancel_reason) says why.
     ///
     /// # Examples
@@ -361,9 +372,10 @@ impl<E> TaskError<E> {
         matches!(self.repr, TaskErrorRepr::Cancelled { .. })
     }
 
-    /// Why the task was cancelled; `None` unless [`is_cancelled`](Self::is_cancelled).
+    /// Returns why the task was cancelled.
     ///
-    /// See [`CancelReason`] for the causes, and for which wins when there are several.
+    /// Returns `None` unless [`is_cancelled`](Self::is_cancelled) is `true`. See [`CancelReason`]
+    /// for the causes, and for which wins when there are several.
     ///
     /// # Examples
     ///
@@ -403,16 +415,16 @@ impl<E> TaskError<E> {
         }
     }
 
-    /// The task was cancelled before it started: it waited for a slot under the group's
-    /// concurrency limit and was dropped from the queue, or the group refused it (closed or
-    /// shutting down). Its future was never polled.
+    /// Returns `true` if the task was cancelled before it started.
     ///
-    /// `false` does not promise the task ran: a task aborted right after it was spawned may
+    /// Its future was never polled. It waited for a slot under the group's concurrency limit and
+    /// was dropped from the queue, or the group refused it because it was closed or shutting down.
+    /// `false` does not promise that the task ran: a task aborted right after it was spawned may
     /// not have been polled either.
     ///
-    /// A separate question from [`cancel_reason`](Self::cancel_reason): a queued task is
-    /// dropped when its handle aborts it, when a graceful shutdown is requested, when the
-    /// group fails, and so on, and says which.
+    /// This is a separate question from [`cancel_reason`](Self::cancel_reason). A queued task is
+    /// dropped when its handle aborts it, when a graceful shutdown is requested, when the group
+    /// fails, and so on, and its reason says which.
     ///
     /// # Examples
     ///
@@ -428,7 +440,7 @@ impl<E> TaskError<E> {
     ///     .scope(|tg: TaskGroup<Infallible>| async move {
     ///         tg.spawn(async { Ok(()) });
     ///         let queued = tg.task("later").spawn(async { Ok(()) }); // waits for the slot
-    ///         tg.request_shutdown(Duration::from_secs(1)); // a shutting-down group starts nothing new
+    ///         tg.request_shutdown(Duration::from_secs(1)); // drops the queue
     ///         let err = queued.await.unwrap_err();
     ///         assert!(err.is_unstarted());
     ///         assert_eq!(err.cancel_reason(), Some(CancelReason::ShutdownRequested));
@@ -452,7 +464,7 @@ impl<E> TaskError<E> {
         )
     }
 
-    /// The task returned an error.
+    /// Returns `true` if the task returned an error.
     ///
     /// # Examples
     ///
@@ -473,7 +485,7 @@ impl<E> TaskError<E> {
         matches!(self.repr, TaskErrorRepr::Failed(_))
     }
 
-    /// The task panicked.
+    /// Returns `true` if the task panicked.
     ///
     /// # Examples
     ///
@@ -492,7 +504,10 @@ impl<E> TaskError<E> {
         matches!(self.repr, TaskErrorRepr::Panicked(_))
     }
 
-    /// The task's error, if it failed and the error is held here.
+    /// Consumes the error, returning the task's error if it failed.
+    ///
+    /// Returns `None` if the task did not fail. For a [`TaskHandle`](crate::TaskHandle), the error
+    /// is a [`Reported`] with the error's text, since the value itself went to the group.
     ///
     /// # Examples
     ///
@@ -513,8 +528,10 @@ impl<E> TaskError<E> {
         }
     }
 
-    /// The panic payload, if the task panicked and the payload is held here (for a
-    /// [`TaskHandle`](crate::TaskHandle) it went to the group instead).
+    /// Consumes the error, returning the panic payload if the task panicked.
+    ///
+    /// Returns `None` if the task did not panic. It also returns `None` for a
+    /// [`TaskHandle`](crate::TaskHandle), since the payload went to the group.
     ///
     /// # Examples
     ///
@@ -582,14 +599,14 @@ impl<E: fmt::Display> fmt::Display for TaskError<E> {
     }
 }
 
-/// No `source()`: `Display` holds the error's text; see the type's docs.
+/// The error has no `source()`, since `Display` already holds the error's text.
 impl<E: fmt::Debug + fmt::Display> std::error::Error for TaskError<E> {}
 
-/// A task's error as an `io::Error` of kind [`Other`](std::io::ErrorKind::Other), with the
-/// `TaskError`'s `Display` as its message: `handle.await?` in a body that returns `io::Result`.
+/// Converts a task's error into an `io::Error` of kind [`Other`](std::io::ErrorKind::Other).
 ///
-/// Use [`TaskError::into_error`] first to get a `gather_settled` slot's own `io::Error` back
-/// with its kind.
+/// The message is the `TaskError`'s `Display`. This lets `handle.await?` work in a body that
+/// returns `io::Result`. To get a `gather_settled` slot's own `io::Error` back with its kind, use
+/// [`TaskError::into_error`] first.
 ///
 /// # Examples
 ///

@@ -1,4 +1,4 @@
-//! [`Fail`]: a future in a cancel scope that yields `Err(Cancelled)` when the scope is cancelled.
+//! The [`Fail`] future, which yields `Err(Cancelled)` if its scope is cancelled.
 
 use std::fmt;
 use std::future::Future;
@@ -10,12 +10,11 @@ use pin_project::pin_project;
 use super::scoped::{Scoped, debug_scoped};
 use crate::{CancelScope, Cancelled};
 
-/// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`]: runs a future
-/// inside a cancel scope and yields `Ok(output)`, or `Err(Cancelled)` when the scope was
-/// cancelled first.
+/// Future returned by [`CancelScope::fail`], [`fail_after`] and [`fail_at`].
 ///
-/// The error tells whether the deadline was reached or [`CancelScope::cancel`] was called.
-/// See [`CancelScope`] for the semantics.
+/// It runs a future inside a cancel scope and yields `Ok(output)`, or `Err(Cancelled)` if the scope
+/// is cancelled first. The error tells whether the deadline was reached or [`CancelScope::cancel`]
+/// was called. See [`CancelScope`] for the semantics.
 ///
 /// # Examples
 ///
@@ -31,22 +30,22 @@ use crate::{CancelScope, Cancelled};
 /// # }
 /// ```
 ///
-/// # Panics
-///
-/// Panics when polled after it completed, when its scope was already run by another
-/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
-/// future is pending) outside a tokio runtime with the time driver.
-///
 /// # Errors
 ///
-/// [`Cancelled`] when the scope was cancelled (deadline or `cancel()`) before the inner future
-/// completed. A cancellation of an *enclosing* scope is not this future's error: the
+/// Yields [`Cancelled`] if the scope is cancelled, by its deadline or by `cancel()`, before the
+/// inner future completes. The cancellation of an enclosing scope is not this future's error: the
 /// enclosing scope drops this future instead.
+///
+/// # Panics
+///
+/// Panics if polled after it completed, or if its scope was already run by another future (a scope
+/// runs once). Also panics if it must arm its timer outside a tokio runtime with the time driver
+/// enabled, which happens when the scope has a deadline and the inner future is pending.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future drops the inner future at once (while the scope's deadline is still
-/// visible to its destructors) and does not wait for anything.
+/// Dropping the future drops the inner future at once, while the scope's deadline is still visible
+/// to its destructors. It does not wait for anything.
 ///
 /// [`fail_after`]: crate::fail_after
 /// [`fail_at`]: crate::fail_at
@@ -62,8 +61,10 @@ impl<F: Future> Fail<F> {
         Fail { scoped }
     }
 
-    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
-    /// completed, ask whether it was cancelled.
+    /// Returns a handle to the scope this future runs.
+    ///
+    /// Use it to cancel the scope or move its deadline, or, after the future completed, to ask
+    /// whether the scope was cancelled.
     ///
     /// # Examples
     ///
@@ -83,7 +84,9 @@ impl<F: Future> Fail<F> {
         CancelScope::from_node(self.scoped.node().clone())
     }
 
-    /// The inner future, unless it completed or was dropped by a cancellation.
+    /// Gets a reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///
@@ -100,7 +103,9 @@ impl<F: Future> Fail<F> {
         self.scoped.get_ref()
     }
 
-    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    /// Gets a pinned mutable reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///
@@ -120,8 +125,9 @@ impl<F: Future> Fail<F> {
         self.project().scoped.inner_pin_mut()
     }
 
-    /// Consumes the scope future, returning the inner future (`None` once it completed or was
-    /// dropped by a cancellation).
+    /// Consumes this future, returning the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///

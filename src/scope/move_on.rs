@@ -1,4 +1,4 @@
-//! [`MoveOn`]: a future in a cancel scope that yields `None` when the scope is cancelled.
+//! The [`MoveOn`] future, which yields `None` if its scope is cancelled.
 
 use std::fmt;
 use std::future::Future;
@@ -10,11 +10,10 @@ use pin_project::pin_project;
 use super::scoped::{Scoped, debug_scoped};
 use crate::CancelScope;
 
-/// Future returned by [`CancelScope::move_on`], [`move_on_after`] and [`move_on_at`]: runs a
-/// future inside a cancel scope and yields `Some(output)`, or `None` when the scope was
-/// cancelled first.
+/// Future returned by [`CancelScope::move_on`], [`move_on_after`] and [`move_on_at`].
 ///
-/// See [`CancelScope`] for the semantics.
+/// It runs a future inside a cancel scope and yields `Some(output)`, or `None` if the scope is
+/// cancelled first. See [`CancelScope`] for the semantics.
 ///
 /// # Examples
 ///
@@ -33,14 +32,14 @@ use crate::CancelScope;
 ///
 /// # Panics
 ///
-/// Panics when polled after it completed, when its scope was already run by another
-/// future (a scope runs once), and when it must arm its timer (a deadline, and the inner
-/// future is pending) outside a tokio runtime with the time driver.
+/// Panics if polled after it completed, or if its scope was already run by another future (a scope
+/// runs once). Also panics if it must arm its timer outside a tokio runtime with the time driver
+/// enabled, which happens when the scope has a deadline and the inner future is pending.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future drops the inner future at once (while the scope's deadline is still
-/// visible to its destructors) and does not wait for anything.
+/// Dropping the future drops the inner future at once, while the scope's deadline is still visible
+/// to its destructors. It does not wait for anything.
 ///
 /// [`move_on_after`]: crate::move_on_after
 /// [`move_on_at`]: crate::move_on_at
@@ -56,8 +55,10 @@ impl<F: Future> MoveOn<F> {
         MoveOn { scoped }
     }
 
-    /// A handle to the scope this future runs, to cancel it, move its deadline or, after it
-    /// completed, ask whether it was cancelled.
+    /// Returns a handle to the scope this future runs.
+    ///
+    /// Use it to cancel the scope or move its deadline, or, after the future completed, to ask
+    /// whether the scope was cancelled.
     ///
     /// # Examples
     ///
@@ -77,7 +78,9 @@ impl<F: Future> MoveOn<F> {
         CancelScope::from_node(self.scoped.node().clone())
     }
 
-    /// The inner future, unless it completed or was dropped by a cancellation.
+    /// Gets a reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///
@@ -94,7 +97,9 @@ impl<F: Future> MoveOn<F> {
         self.scoped.get_ref()
     }
 
-    /// The inner future, pinned, unless it completed or was dropped by a cancellation.
+    /// Gets a pinned mutable reference to the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///
@@ -114,8 +119,9 @@ impl<F: Future> MoveOn<F> {
         self.project().scoped.inner_pin_mut()
     }
 
-    /// Consumes the scope future, returning the inner future (`None` once it completed or was
-    /// dropped by a cancellation).
+    /// Consumes this future, returning the inner future.
+    ///
+    /// Returns `None` once the inner future completed or was dropped by a cancellation.
     ///
     /// # Examples
     ///

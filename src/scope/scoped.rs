@@ -1,14 +1,15 @@
-//! [`Scoped`]: the future that runs a cancel scope, under the public [`MoveOn`] and [`Fail`].
-//!
-//! [`MoveOn`]: super::MoveOn
-//! [`Fail`]: super::Fail
+//! The [`Scoped`] future, which runs a cancel scope under [`MoveOn`] and [`Fail`].
 //!
 //! A scope keeps its deadline in the future itself and allocates nothing unless a
 //! [`CancelScope`] handle is asked for. On every poll it reads the frame in force
-//! ([`crate::frame`]), installs its own (the earlier deadline of the two) around the inner
-//! future, and decides afresh whether it needs a timer of its own: none when an enclosing scope
-//! polled by the same task has an earlier or equal deadline, since that one fires first and
-//! wins the tie.
+//! ([`crate::frame`]) and installs its own around the inner future, with the earlier deadline of
+//! the two. It also decides afresh whether it needs a timer of its own. It needs none when an
+//! enclosing scope polled by the same task has an earlier or equal deadline, since that one
+//! fires first and wins the tie.
+//!
+//! [`MoveOn`]: super::MoveOn
+//! [`Fail`]: super::Fail
+//! [`CancelScope`]: crate::CancelScope
 
 use std::fmt;
 use std::future::Future;

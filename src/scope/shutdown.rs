@@ -8,21 +8,23 @@ use super::CancelScope;
 use crate::frame as deadline;
 
 impl CancelScope {
-    /// Requests a graceful shutdown of the scope: the code running inside — its future, and
-    /// every task and scope nested in it — sees the request ([`shutdown_requested`],
-    /// [`is_shutdown_requested`], [`shutdown_token`]) and may finish on its own within
-    /// `grace`; when `grace` runs out, the scope is cancelled hard.
+    /// Requests a graceful shutdown of the scope, with `grace` to finish.
     ///
-    /// The grace is implemented by moving the scope's deadline to `now + grace` (unless it is
-    /// already earlier), so [`current_effective_deadline`] inside shows the cut, and a task
+    /// The request reaches the code running inside the scope: its future, and every task and scope
+    /// nested in it. That code sees the request through [`shutdown_requested`],
+    /// [`is_shutdown_requested`] and [`shutdown_token`], and may finish on its own. A future that
+    /// finishes within the grace completes normally. When the grace runs out, the scope is
+    /// cancelled: [`cancelled_caught`](Self::cancelled_caught) returns `true`, and `fail` yields a
+    /// [`Cancelled`] whose `is_deadline_reached()` is `true`. `Duration::ZERO` cancels the scope at
+    /// its next suspension.
+    ///
+    /// The grace works by moving the scope's deadline to `now + grace`, unless it is already
+    /// earlier. So [`current_effective_deadline`] inside the scope returns the cut, and a task
     /// group nested in the scope is cut with the usual guarantee: the scope returns only after
-    /// every task has been dropped. A future that finishes within the grace is a normal
-    /// completion; when the grace runs out, [`cancelled_caught`](Self::cancelled_caught) is
-    /// true (and `fail` reports a reached deadline). `Duration::ZERO` is a hard cancel at the
-    /// next suspension.
+    /// every task has been dropped.
     ///
-    /// Callable from any thread, before the scope runs (the grace still counts from the call)
-    /// or while it runs. Later calls can shorten the grace, never extend it.
+    /// This can be called from any thread, before the scope runs or while it runs. The grace counts
+    /// from the call. Later calls can shorten the grace, never extend it.
     ///
     /// # Examples
     ///
@@ -52,16 +54,17 @@ impl CancelScope {
     /// [`is_shutdown_requested`]: crate::is_shutdown_requested
     /// [`shutdown_token`]: crate::shutdown_token
     /// [`current_effective_deadline`]: crate::current_effective_deadline
+    /// [`Cancelled`]: crate::Cancelled
     pub fn request_shutdown(&self, grace: Duration) {
         self.node.request_shutdown();
         self.node.shorten_deadline(deadline::deadline_after(grace));
     }
 
-    /// A token that is cancelled when a graceful shutdown is requested for this scope, for
-    /// code that takes a `CancellationToken`. Cancelling the token does not request a shutdown.
+    /// Returns a `CancellationToken` that is cancelled when this scope's shutdown is requested.
     ///
-    /// It covers this scope's own requests; inside the scope,
-    /// [`quattro::shutdown_token`](crate::shutdown_token) also covers the enclosing ones.
+    /// Cancelling the token does not request a shutdown. The token covers the requests for this
+    /// scope only. Inside the scope, [`quattro::shutdown_token`](crate::shutdown_token) also covers
+    /// the requests for the enclosing scopes and groups.
     ///
     /// # Examples
     ///

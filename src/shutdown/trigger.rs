@@ -1,6 +1,4 @@
-//! Triggers for a graceful shutdown: [`ShutdownOn`] runs a scope or group and asks it to shut
-//! down when a trigger future completes; [`SoftDeadline`] is the trigger of `shutdown_at` and
-//! `shutdown_after`.
+//! The [`ShutdownOn`] and [`SoftDeadline`] futures, which trigger a graceful shutdown.
 
 use std::fmt;
 use std::future::Future;
@@ -14,9 +12,11 @@ use tokio::time::{Instant, Sleep, sleep_until};
 use crate::frame;
 use crate::scope::{Fail, MoveOn};
 
-/// A trigger that fires at a deadline: the soft deadline of [`MoveOn::shutdown_at`] and the
-/// like. Its timer is armed on the first poll, so the future it triggers can be built outside
-/// a runtime.
+/// A shutdown trigger that fires at a deadline.
+///
+/// It is the trigger of the `shutdown_at` and `shutdown_after` methods, such as
+/// [`MoveOn::shutdown_at`]. Its timer is armed on its first poll, so the future it triggers can be
+/// built outside a runtime.
 ///
 /// # Examples
 ///
@@ -35,6 +35,14 @@ use crate::scope::{Fail, MoveOn};
 ///     .unwrap();
 /// assert_eq!(rt.block_on(run), Some("stopped"));
 /// ```
+///
+/// # Panics
+///
+/// Panics if polled outside a tokio runtime with the time driver enabled.
+///
+/// # Cancel safety
+///
+/// Dropping it only drops its timer.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 #[derive(Debug)]
@@ -67,13 +75,15 @@ impl Future for SoftDeadline {
     }
 }
 
-/// Future returned by the `shutdown_on`, `shutdown_at` and `shutdown_after` methods of
-/// [`MoveOn`], [`Fail`] and [`GroupScope`](crate::GroupScope): runs the scope or group, and
-/// requests its graceful shutdown with the given grace when the trigger completes. Yields what
+/// Future returned by the `shutdown_on`, `shutdown_at` and `shutdown_after` methods.
+///
+/// It runs the scope or group ([`MoveOn`], [`Fail`] or [`GroupScope`](crate::GroupScope)), and
+/// requests its graceful shutdown with the given grace when the trigger completes. It yields what
 /// the scope or group yields.
 ///
-/// The trigger is polled beside the scope or group, outside it (it does not see the scope's
-/// deadlines), until it completes once or the scope or group finishes; its output is ignored.
+/// The trigger is polled beside the scope or group, outside it, so it does not see the scope's
+/// deadlines. It is polled until it completes once or the scope or group finishes, and its output
+/// is ignored.
 ///
 /// # Examples
 ///
@@ -101,6 +111,11 @@ impl Future for SoftDeadline {
 /// assert!(scope.cancelled_caught()); // the grace ran out
 /// # }
 /// ```
+///
+/// # Panics
+///
+/// Panics if polled after it completed. It also panics when the scope or group future inside, or
+/// the trigger, panics when polled: see their own `# Panics`.
 ///
 /// # Cancel safety
 ///
@@ -136,7 +151,7 @@ impl<F, T> ShutdownOn<F, T> {
         }
     }
 
-    /// The future the shutdown is for.
+    /// Gets a reference to the scope or group future that the shutdown is for.
     ///
     /// # Examples
     ///
@@ -159,7 +174,7 @@ impl<F, T> ShutdownOn<F, T> {
         &self.inner
     }
 
-    /// Whether the trigger has fired.
+    /// Returns `true` if the trigger has fired.
     ///
     /// # Examples
     ///
@@ -225,11 +240,12 @@ impl<F: fmt::Debug, T> fmt::Debug for ShutdownOn<F, T> {
 }
 
 impl<F: Future> MoveOn<F> {
-    /// Runs this scope until `trigger` completes, then requests its graceful shutdown with
-    /// `grace` (see [`CancelScope::request_shutdown`](crate::CancelScope::request_shutdown)).
+    /// Requests a graceful shutdown of this scope when `trigger` completes.
     ///
-    /// `trigger` is any future, such as `tokio::signal::ctrl_c()` (its output is ignored: an
-    /// error from it triggers the shutdown too).
+    /// The scope runs as usual until then, and the request gives it `grace` to finish (see
+    /// [`CancelScope::request_shutdown`](crate::CancelScope::request_shutdown)). `trigger` is any
+    /// future, such as `tokio::signal::ctrl_c()`. Its output is ignored, so an error from it
+    /// triggers the shutdown too.
     ///
     /// # Examples
     ///
@@ -259,8 +275,10 @@ impl<F: Future> MoveOn<F> {
         })
     }
 
-    /// A soft deadline: requests the scope's graceful shutdown at `deadline`, with `grace`;
-    /// the scope is cut off at `deadline + grace` at the latest.
+    /// Requests a graceful shutdown of this scope at `deadline`.
+    ///
+    /// This is a soft deadline: the scope is asked to finish at `deadline`, with `grace`, and is
+    /// cancelled at `deadline + grace` at the latest.
     ///
     /// # Examples
     ///
@@ -292,8 +310,10 @@ impl<F: Future> MoveOn<F> {
         self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
-    /// A soft timeout: requests the scope's graceful shutdown `timeout` from now (computed at
-    /// the call), with `grace`.
+    /// Requests a graceful shutdown of this scope `timeout` from now.
+    ///
+    /// This is a soft timeout, computed when this method is called: the scope is asked to finish
+    /// `timeout` from now, with `grace`.
     ///
     /// # Examples
     ///
@@ -326,8 +346,10 @@ impl<F: Future> MoveOn<F> {
 }
 
 impl<F: Future> Fail<F> {
-    /// [`MoveOn::shutdown_on`] for a `fail` scope: when the grace runs out, the scope yields
-    /// a [`Cancelled`](crate::Cancelled) for which `is_deadline_reached()` is true.
+    /// Requests a graceful shutdown of this scope when `trigger` completes.
+    ///
+    /// See [`MoveOn::shutdown_on`]. When the grace runs out, the scope yields a
+    /// [`Cancelled`](crate::Cancelled) whose `is_deadline_reached()` is `true`.
     ///
     /// # Examples
     ///
@@ -357,7 +379,9 @@ impl<F: Future> Fail<F> {
         })
     }
 
-    /// [`MoveOn::shutdown_at`] for a `fail` scope.
+    /// Requests a graceful shutdown of this scope at `deadline`.
+    ///
+    /// See [`MoveOn::shutdown_at`].
     ///
     /// # Examples
     ///
@@ -386,7 +410,9 @@ impl<F: Future> Fail<F> {
         self.shutdown_on(SoftDeadline::at(deadline), grace)
     }
 
-    /// [`MoveOn::shutdown_after`] for a `fail` scope.
+    /// Requests a graceful shutdown of this scope `timeout` from now.
+    ///
+    /// See [`MoveOn::shutdown_after`].
     ///
     /// # Examples
     ///
