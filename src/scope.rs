@@ -375,7 +375,9 @@ impl CancelScope {
     ///
     /// The token is cancelled by [`cancel`](Self::cancel), by a linked token, and when the running
     /// scope sees its deadline pass. Pass it to code that takes a `CancellationToken`. Cancelling
-    /// the token does not cancel the scope: link it with [`cancel_on`](Self::cancel_on) for that.
+    /// the returned token cancels neither the scope (link a token with
+    /// [`cancel_on`](Self::cancel_on) for that) nor the tokens given to other callers: each call
+    /// returns a child of the scope's token.
     ///
     /// # Examples
     ///
@@ -387,7 +389,7 @@ impl CancelScope {
     /// ```
     #[must_use]
     pub fn cancellation_token(&self) -> CancellationToken {
-        self.node.token()
+        self.node.token().child_token()
     }
 }
 

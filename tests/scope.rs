@@ -1169,6 +1169,15 @@ async fn cancelling_the_handed_out_token_does_not_cancel_the_scope() {
     assert_eq!(scope.move_on(sleep(secs(1))).await, Some(()));
     assert!(!scope.cancelled_caught());
     assert!(!scope.is_cancelled());
+    // Nor the tokens handed to other callers: a library that cancels its own copy must not
+    // make another caller believe the scope was cancelled.
+    let scope = CancelScope::new();
+    let mine = scope.cancellation_token();
+    scope.cancellation_token().cancel();
+    assert!(!mine.is_cancelled());
+    assert!(!scope.cancellation_token().is_cancelled());
+    scope.cancel();
+    assert!(mine.is_cancelled());
 }
 
 #[tokio::test(start_paused = true)]

@@ -1326,5 +1326,8 @@ async fn cancelling_a_handed_out_token_touches_neither_the_group_nor_other_token
     .await;
     let (value, mine) = out.unwrap();
     assert_eq!(value, 7);
-    assert!(!mine.is_cancelled(), "a group that finishes normally does not cancel it");
+    assert!(
+        !mine.is_cancelled(),
+        "a group that finishes normally does not cancel it"
+    );
 }
