@@ -1,29 +1,33 @@
-//! Go-style `defer`: cleanups — sync or async — that run when an async function's future
-//! ends, last registered first, so that resource handling stays flat.
+//! Cleanups, sync or async, that run when a future ends, last registered first.
 //!
-//! Two forms, as in Python quattro:
-//! - **Closure form**: [`Deferrer::enable`] hands the body a [`Deferrer`]; the body registers
-//!   cleanups on it. Explicit and type-checked; the body may borrow from the caller (`&self`).
-//! - **Task-local form**: [`enable`] wraps any future; the free functions [`push`],
-//!   [`callback`] and [`enter`] register cleanups from anywhere it calls, for functions whose
-//!   signature must stay as it is. Called where nothing is enabled, they return
-//!   [`NotEnabled`].
+//! This is Go's `defer` for async code: register a cleanup right after acquiring a resource,
+//! and it runs when the function's future ends, so resource handling stays flat. There are two
+//! forms, as in Python quattro:
 //!
-//! Values with an async exit (the analog of async context managers) implement [`AsyncExit`]
-//! and are entered with [`Deferrer::enter`] or [`enter`], several at once as a tuple; any
-//! other value is entered with a closure to close it ([`Deferrer::enter_with`],
-//! [`Deferrer::enter_context`]). Entering lends the value to the body through an [`Entered`]
-//! guard and closes it once the guard is back: use it, then close it, with no `Arc`.
+//! - **Closure form**: [`Deferrer::enable`] passes a [`Deferrer`] to the body, which registers
+//!   cleanups on it. It is explicit and type-checked, and the body may borrow from the caller
+//!   (`&self`).
+//! - **Task-local form**: [`enable`] wraps any future, and the free functions [`push`],
+//!   [`callback`] and [`enter`] register cleanups from any function it calls. Use it for
+//!   functions whose signature must stay as it is. Called where nothing is enabled, these
+//!   functions return [`NotEnabled`].
 //!
-//! The cleanups run after the body ends with a value, an `Err` or a panic (resumed after
-//! them). Exit callbacks ([`Deferrer::push_exit`], [`Deferrer::callback_exit`],
-//! [`AsyncExit::exit`]) see how it ended, as an [`Outcome`], to commit or roll back. If the
-//! future is dropped before it ends, the sync cleanups run at once and the async ones are
-//! spawned on the runtime; dropped inside a cancel scope or a task group, that one waits for
-//! them before it returns (bounded by the deadlines in force): see [`Enabled`]'s
-//! `# Cancel safety`.
+//! Values with an async exit, the analog of async context managers, implement [`AsyncExit`].
+//! They are entered with [`Deferrer::enter`] or [`enter`], several at once as a tuple. Any
+//! other value is entered with a closure that closes it ([`Deferrer::enter_with`],
+//! [`Deferrer::enter_context`]). The body uses an entered value through an [`Entered`] guard,
+//! and once the guard is dropped the deferrer closes the value in its turn, with no `Arc`.
 //!
-//! The [`Deferrer`] has the API of Python's `AsyncExitStack`:
+//! The cleanups run after the body returns a value or an `Err`, or panics. A panic is resumed
+//! after them. Exit callbacks ([`Deferrer::push_exit`], [`Deferrer::callback_exit`],
+//! [`AsyncExit::exit`]) see how the body ended, as an [`Outcome`], to commit or roll back.
+//!
+//! If the future is dropped before it ends, the sync cleanups run at once and the async ones
+//! are spawned on the runtime. When the drop happens inside a quattro cancel scope or task
+//! group, that scope or group waits for them before it returns, within the deadlines in force.
+//! See [`Enabled`]'s `# Cancel safety`.
+//!
+//! [`Deferrer`] has the API of Python's `AsyncExitStack`:
 //!
 //! | `AsyncExitStack` | [`Deferrer`] |
 //! |---|---|
@@ -37,10 +41,10 @@
 //! | `aclose()` | [`aclose().await`](Deferrer::aclose) |
 //! | `async with AsyncExitStack() as stack` | [`Deferrer::enable`], or [`Deferrer::new`] then `aclose` |
 //!
-//! An exit cannot suppress the body's error or panic (Python's `__aexit__` returning true):
-//! the body's output is what the future yields.
+//! Unlike Python's `__aexit__`, an exit cannot suppress the body's error or panic: the future
+//! returns the body's output.
 //!
-//! Do not mix the two forms in one function: each [`Enabled`] future has its own stack, and
+//! Do not mix the two forms in one function. Each [`Enabled`] future has its own stack, and
 //! the free functions reach only the innermost one of the task-local form.
 //!
 //! # Examples
@@ -91,58 +95,24 @@ use entered::ExitFn;
 use future::{any_value_is_ok, ok_or_err};
 use stack::{Cleanup, Shared};
 
-/// A stack of cleanups deferred to the end of the body run by [`Deferrer::enable`]: Python's
-/// `AsyncExitStack`.
+/// A stack of cleanups that run when the body of [`Deferrer::enable`] ends.
 ///
-/// Cleanups run last registered first, sync and async mixed, once the body ends; a cleanup
-/// may register more, which then run next. The handle is `Send + Sync`; it can be cloned
-/// into tasks, but a cleanup registered after the body's cleanups have all run is no longer
-/// collected: it runs at once (sync) or is spawned (async), as on cancellation.
+/// This is the analog of Python's `AsyncExitStack`. Cleanups run last registered first, sync
+/// and async mixed, once the body ends. A cleanup may register more, which then run next.
 ///
-/// # Cancellation
+/// The handle is `Send + Sync` and can be cloned into tasks. A cleanup registered after the
+/// body's cleanups have all run is no longer collected: it runs at once if it is sync, or is
+/// spawned if it is async, and an exit sees the outcome the last cleanups saw.
 ///
-/// If the body's future is dropped before it ends, nobody can await the async cleanups: the
-/// sync ones run at once, in the drop, and the async ones are spawned as one task. Dropped
-/// inside a quattro cancel scope or task group (by its deadline, `cancel()`, a `select!`, an
-/// aborted task), that scope or group returns only after the task ended, so cleanups stay
-/// inside the structure: a `fail_after` that cut a body returns once its connections are
-/// closed. The task is bounded by the deadline in force where the future was dropped if that
-/// is still ahead, and by the deadline in force where the scope or group waits for it (a
-/// deadline that already passed is the cancellation that dropped the body: the cleanups are
-/// shielded from it). Dropped outside any quattro scope or group, the task is detached. See
-/// [`Enabled`]'s `# Cancel safety` for the details.
+/// Cleanups return `()`, so an error cannot be dropped by accident: a cleanup handles its
+/// error (logs it, or sends it where the caller looks) or panics. A panicking cleanup does not
+/// stop the others, and the first panic is resumed once all have run (see [`Enabled`]'s
+/// `# Panics`).
 ///
-/// ```
-/// use std::sync::Arc;
-/// use std::sync::atomic::{AtomicBool, Ordering};
-/// use std::time::Duration;
-/// use quattro::{defer::Deferrer, fail_after};
-///
-/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
-/// # async fn main() {
-/// let closed = Arc::new(AtomicBool::new(false));
-/// let c = closed.clone();
-/// let transfer = Deferrer::enable(|defer| async move {
-///     defer.push(async move {
-///         tokio::time::sleep(Duration::from_millis(100)).await; // closing the connection
-///         c.store(true, Ordering::SeqCst);
-///     });
-///     std::future::pending::<()>().await // stuck
-/// });
-/// let err = fail_after(Duration::from_secs(1), transfer).await.unwrap_err();
-/// assert!(err.is_deadline_reached());
-/// assert!(closed.load(Ordering::SeqCst)); // closed before `fail_after` returned
-/// # }
-/// ```
-///
-/// Cleanups cannot fail by their type (`()` output), so an error cannot be dropped by
-/// accident: a cleanup handles its error (logs it, sends it somewhere the caller looks) or
-/// panics. A panicking cleanup does not stop the others; the first panic is resumed once all
-/// have run (see [`Enabled`]'s `# Panics`).
-///
-/// A deferrer made by [`Deferrer::new`] or [`Deferrer::pop_all`] belongs to no body: its
-/// cleanups run when it is closed ([`aclose`], or entered into another deferrer), or, if its
-/// last handle is dropped first, then — as on cancellation, seeing [`Outcome::is_cancelled`].
+/// A deferrer made by [`Deferrer::new`] or [`Deferrer::pop_all`] belongs to no body. Its
+/// cleanups run when it is closed with [`aclose`] or entered into another deferrer. If its
+/// last handle is dropped first, they run then, as on cancellation, and see
+/// [`Outcome::is_cancelled`].
 ///
 /// # Examples
 ///
@@ -170,6 +140,39 @@ use stack::{Cleanup, Shared};
 /// # }
 /// ```
 ///
+/// # Cancellation
+///
+/// If the body's future is dropped before it ends, nobody can await the async cleanups. The
+/// sync ones run at once, in the drop, and the async ones are spawned as one task. When the
+/// drop happens inside a quattro cancel scope or task group (by its deadline, `cancel()`, a
+/// `select!` or an aborted task), that scope or group returns only after the task ended. A
+/// `fail_after` that cut a body thus returns once its connections are closed. The task is
+/// bounded by the deadlines in force, as [`Enabled`]'s `# Cancel safety` explains. Dropped
+/// outside any quattro scope or group, the task is detached.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::Duration;
+/// use quattro::{defer::Deferrer, fail_after};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() {
+/// let closed = Arc::new(AtomicBool::new(false));
+/// let c = closed.clone();
+/// let transfer = Deferrer::enable(|defer| async move {
+///     defer.push(async move {
+///         tokio::time::sleep(Duration::from_millis(100)).await; // closing the connection
+///         c.store(true, Ordering::SeqCst);
+///     });
+///     std::future::pending::<()>().await // stuck
+/// });
+/// let err = fail_after(Duration::from_secs(1), transfer).await.unwrap_err();
+/// assert!(err.is_deadline_reached());
+/// assert!(closed.load(Ordering::SeqCst)); // closed before `fail_after` returned
+/// # }
+/// ```
+///
 /// [`aclose`]: Deferrer::aclose
 #[derive(Clone)]
 pub struct Deferrer {
@@ -179,9 +182,10 @@ pub struct Deferrer {
 impl Deferrer {
     /// Creates a standalone deferrer, tied to no body.
     ///
-    /// Its cleanups run when [`aclose`](Deferrer::aclose) is awaited, when it is entered into
-    /// another deferrer (whose turn then closes it), or, as on cancellation, when its last
-    /// handle is dropped. For a body, prefer [`Deferrer::enable`], which cannot forget to close.
+    /// Its cleanups run when [`aclose`](Deferrer::aclose) is awaited, or when it is entered
+    /// into another deferrer and that one's turn comes. If its last handle is dropped first,
+    /// they run then, as on cancellation. For a body, prefer [`Deferrer::enable`], which
+    /// cannot forget to close.
     ///
     /// # Examples
     ///
@@ -204,14 +208,14 @@ impl Deferrer {
         }
     }
 
-    /// Runs `body` with a [`Deferrer`], then the cleanups registered on it, last first.
+    /// Runs `body` with a new [`Deferrer`], then the cleanups registered on it, last first.
     ///
-    /// `body` is called at once to build the future; the returned [`Enabled`] future yields
-    /// the body's output once every cleanup has run. The body may borrow from the caller; only
+    /// `body` is called at once to build its future. The returned [`Enabled`] future returns
+    /// the body's output once every cleanup has run. The body may borrow from the caller: only
     /// the cleanups must be `'static`.
     ///
-    /// Exit callbacks see any value the body returns as [`Outcome::is_ok`], an `Err` included:
-    /// use [`Deferrer::try_enable`] for a body whose `Err` must roll back.
+    /// Exit callbacks see any value the body returns, an `Err` included, as
+    /// [`Outcome::is_ok`]. Use [`Deferrer::try_enable`] when an `Err` must roll back.
     ///
     /// # Examples
     ///
@@ -231,14 +235,14 @@ impl Deferrer {
     ///
     /// # Panics
     ///
-    /// A panic of the body or of a cleanup is resumed once every cleanup has run; see
+    /// A panic of the body or of a cleanup is resumed once every cleanup has run. See
     /// [`Enabled`].
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future runs the sync cleanups at once and spawns the async ones, which an
-    /// enclosing cancel scope or task group then waits for (bounded by the deadlines in
-    /// force); see [`Enabled`].
+    /// Dropping the future runs the sync cleanups at once and spawns the async ones. An
+    /// enclosing quattro cancel scope or task group waits for them, within the deadlines in
+    /// force. See [`Enabled`].
     pub fn enable<B, F>(body: B) -> Enabled<F>
     where
         B: FnOnce(Deferrer) -> F,
@@ -249,10 +253,11 @@ impl Deferrer {
         Enabled::new(body(deferrer), shared, false, any_value_is_ok)
     }
 
-    /// Like [`Deferrer::enable`], for a body that returns a `Result`: exit callbacks see an
-    /// `Err` as [`Outcome::is_err`] and an `Ok` as [`Outcome::is_ok`].
+    /// Runs `body`, which returns a `Result`, with a new [`Deferrer`], then its cleanups.
     ///
-    /// This is the form for commit-or-rollback cleanups.
+    /// This is [`Deferrer::enable`], except that exit callbacks see an `Err` as
+    /// [`Outcome::is_err`] and an `Ok` as [`Outcome::is_ok`]. It is the form for
+    /// commit-or-rollback cleanups.
     ///
     /// # Examples
     ///
@@ -302,9 +307,9 @@ impl Deferrer {
 
     /// Defers an async cleanup.
     ///
-    /// It must be `Send + 'static` because, if the [`Enabled`] future is dropped before it
-    /// ends, the cleanup is spawned on the runtime instead of being awaited (and awaited by the
-    /// enclosing cancel scope or task group, if any; see [`Enabled`]).
+    /// The cleanup must be `Send + 'static` because, if the [`Enabled`] future is dropped
+    /// before it ends, the cleanup is spawned on the runtime rather than awaited in place (see
+    /// [`Enabled`]).
     ///
     /// # Examples
     ///
@@ -330,10 +335,10 @@ impl Deferrer {
         self.shared.push(Cleanup::Async(Box::pin(cleanup)));
     }
 
-    /// Defers an async cleanup built by a closure when its turn comes.
+    /// Defers an async cleanup that a closure builds when its turn comes.
     ///
-    /// The same as `push(async move { f().await })`: handy for `defer.push_fn(|| conn.close())`
-    /// when `close` takes `conn` by value.
+    /// This is the same as `push(async move { f().await })`. It is handy for
+    /// `defer.push_fn(|| conn.close())` when `close` takes `conn` by value.
     ///
     /// # Examples
     ///
@@ -365,11 +370,12 @@ impl Deferrer {
         self.push(async move { f().await });
     }
 
-    /// Defers an async exit: a closure that gets the body's [`Outcome`] when its turn comes
-    /// and returns the cleanup to await. Python's `push_async_exit`.
+    /// Defers an async cleanup that gets the body's [`Outcome`].
     ///
-    /// The outcome is the body's, or a panic if a cleanup that ran before this one panicked,
-    /// or a cancellation if the [`Enabled`] future was dropped first.
+    /// When its turn comes, `exit` is called with the outcome, and the future it returns is
+    /// awaited. This is Python's `push_async_exit`. The outcome is the body's, a panic if a
+    /// cleanup that ran before this one panicked, or a cancellation if the [`Enabled`] future
+    /// was dropped before it completed.
     ///
     /// # Examples
     ///
@@ -401,7 +407,8 @@ impl Deferrer {
 
     /// Defers a sync callback.
     ///
-    /// On cancellation it runs at once, in the drop of the [`Enabled`] future.
+    /// If the [`Enabled`] future is dropped before it completes, the callback runs at once, in
+    /// the drop.
     ///
     /// # Examples
     ///
@@ -423,10 +430,10 @@ impl Deferrer {
         self.shared.push(Cleanup::Sync(Box::new(move |_| f())));
     }
 
-    /// Defers a sync exit: a callback that gets the body's [`Outcome`]. Python's `push`.
+    /// Defers a sync callback that gets the body's [`Outcome`].
     ///
-    /// On cancellation it runs at once, in the drop of the [`Enabled`] future, and sees
-    /// [`Outcome::is_cancelled`].
+    /// This is Python's `push`. If the [`Enabled`] future is dropped before it completes, the
+    /// callback runs at once, in the drop, and sees [`Outcome::is_cancelled`].
     ///
     /// # Examples
     ///
@@ -448,11 +455,11 @@ impl Deferrer {
         self.shared.push(Cleanup::Sync(Box::new(f)));
     }
 
-    /// Enters a value with an async exit, or a tuple of up to six: lends it to the body through
-    /// an [`Entered`] guard (a tuple of guards for a tuple), and runs its
-    /// [`exit`](AsyncExit::exit) once the guard is back. Python's `enter_async_context`.
+    /// Enters a value with an async exit and returns an [`Entered`] guard to use it through.
     ///
-    /// See [`Entered`] for what happens when the guard outlives the body.
+    /// A tuple of up to six values returns a tuple of guards. Once a guard is dropped, the
+    /// deferrer runs the value's [`exit`](AsyncExit::exit) in its turn. This is Python's
+    /// `enter_async_context`. See [`Entered`] for what happens when a guard outlives the body.
     ///
     /// # Examples
     ///
@@ -481,11 +488,10 @@ impl Deferrer {
         value.enter_into(self)
     }
 
-    /// Enters any value with an async closure to close it: lends it to the body through an
-    /// [`Entered`] guard, and once the guard is back awaits `exit(value, outcome)` in its turn.
+    /// Enters a value with an async closure that closes it, and returns an [`Entered`] guard.
     ///
-    /// The shape for "use it, then close it" when the value has an `async fn close(self)` and
-    /// no [`AsyncExit`] implementation.
+    /// Once the guard is dropped, the deferrer awaits `exit(value, outcome)` in its turn. Use
+    /// it for a value that has an `async fn close(self)` and no [`AsyncExit`] implementation.
     ///
     /// # Examples
     ///
@@ -531,12 +537,12 @@ impl Deferrer {
         Entered::new(&self.shared, value, exit)
     }
 
-    /// Enters any value with a sync closure to close it: lends it to the body through an
-    /// [`Entered`] guard, and once the guard is back calls `exit(value, outcome)` in its turn.
-    /// Python's `enter_context`.
+    /// Enters a value with a sync closure that closes it, and returns an [`Entered`] guard.
     ///
-    /// For a value whose closing is sync (a guard to drop, a file to flush): `|value, _|
-    /// drop(value)` closes it in the deferrer's order instead of at the end of the scope.
+    /// Once the guard is dropped, the deferrer calls `exit(value, outcome)` in its turn. This
+    /// is Python's `enter_context`. Use it for a value whose closing is sync, such as a lock
+    /// guard to drop or a file to flush: `|value, _| drop(value)` closes it in the deferrer's
+    /// order instead of at the end of the scope.
     ///
     /// # Examples
     ///
@@ -563,14 +569,14 @@ impl Deferrer {
         Entered::new(&self.shared, value, ExitFn::Sync(Box::new(exit)))
     }
 
-    /// Moves every cleanup registered so far into a new standalone [`Deferrer`], leaving this
-    /// one empty. Python's `pop_all`.
+    /// Moves every cleanup registered so far into a new standalone [`Deferrer`].
     ///
-    /// For handing resources on instead of closing them: register their cleanups as if the
-    /// body might fail, and once it has succeeded, `pop_all` and return the new deferrer with
-    /// the resources. The new one runs them when it is closed, or is entered into another
-    /// deferrer, or (as on cancellation) when its last handle is dropped. Values lent through
-    /// [`Entered`] guards move with their cleanups.
+    /// This deferrer is left empty. This is Python's `pop_all`, for handing resources on
+    /// instead of closing them: register their cleanups as if the body might fail, and once it
+    /// has succeeded, return the result of `pop_all` with the resources. The new deferrer runs
+    /// the cleanups when it is closed or entered into another deferrer, or, as on
+    /// cancellation, when its last handle is dropped. Values behind [`Entered`] guards move
+    /// with their cleanups.
     ///
     /// # Examples
     ///
@@ -613,12 +619,12 @@ impl Deferrer {
         }
     }
 
-    /// Runs every cleanup registered so far, last first, now; the deferrer stays usable.
-    /// Python's `aclose`.
+    /// Runs every cleanup registered so far, last first.
     ///
-    /// The exits see [`Outcome::is_ok`]. Cleanups registered while it runs run too. On an
-    /// enabled body's deferrer this closes its resources before the body goes on; on a
-    /// standalone one ([`Deferrer::new`], [`Deferrer::pop_all`]) it is how they get closed.
+    /// This is Python's `aclose`. The deferrer stays usable, and cleanups registered while it
+    /// runs run too. Exits see [`Outcome::is_ok`]. On an enabled body's deferrer, this closes
+    /// resources before the body goes on. A standalone deferrer ([`Deferrer::new`],
+    /// [`Deferrer::pop_all`]) is closed this way.
     ///
     /// # Examples
     ///
@@ -638,17 +644,17 @@ impl Deferrer {
     ///
     /// # Panics
     ///
-    /// The first panic of a cleanup is resumed once they have all run; see [`Close`].
+    /// The first panic of a cleanup is resumed once they have all run. See [`Close`].
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: dropping the future leaves the cleanups not yet run (and the one running)
-    /// on the stack, in order; see [`Close`].
+    /// This method is cancel safe: dropping the future leaves the cleanups not yet run, and
+    /// the one running, on the stack in order. See [`Close`].
     pub fn aclose(&self) -> Close {
         Close::new(self.shared.clone(), Outcome::ok())
     }
 
-    /// The number of cleanups registered and not yet started.
+    /// Returns the number of cleanups registered and not yet started.
     ///
     /// # Examples
     ///
@@ -669,7 +675,7 @@ impl Deferrer {
         self.shared.len()
     }
 
-    /// Whether no cleanup is waiting to run.
+    /// Returns `true` if no cleanup is waiting to run.
     ///
     /// # Examples
     ///
@@ -688,14 +694,15 @@ impl Deferrer {
 }
 
 impl Default for Deferrer {
-    /// A standalone deferrer: [`Deferrer::new`].
+    /// Creates a standalone deferrer, as [`Deferrer::new`] does.
     fn default() -> Deferrer {
         Deferrer::new()
     }
 }
 
-/// A deferrer is itself a value with an async exit: entered into another, it is closed in that
-/// one's turn, its exits seeing the outer [`Outcome`]. This adopts the cleanups of a
+/// A deferrer entered into another is closed in that one's turn.
+///
+/// Its exits then see the outer [`Outcome`]. This adopts the cleanups of a
 /// [`pop_all`](Deferrer::pop_all) into an enclosing body.
 ///
 /// # Examples

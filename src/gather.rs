@@ -1,4 +1,8 @@
-//! `gather`: run many futures as tasks, get every result in input order, or cancel the rest.
+//! Runs many futures as tasks and collects their results in input order.
+//!
+//! In [`gather`] and [`gather!`](crate::gather!), the first failure cancels the other items.
+//! In [`gather_settled`] and [`gather_settled!`](crate::gather_settled!), no item cancels
+//! another and each result comes back on its own.
 //!
 //! | Python quattro                                  | quattro for tokio                          |
 //! |-------------------------------------------------|--------------------------------------------|
@@ -7,8 +11,8 @@
 //! | `await gather(*coros, concurrency_limit=16)`    | `gather(iter).concurrency_limit(16).await` |
 //! | `a, b = await gather(coro_a, coro_b)`           | [`gather!(fut_a, fut_b)`](crate::gather!)`.await?` |
 //!
-//! Every gather is a [`TaskGroup`] underneath: the items run as tasks, carry
-//! the caller's deadlines, and never outlive the gather.
+//! Every gather is a [`TaskGroup`] underneath: the items run as tasks, see the caller's
+//! deadlines, and never outlive the gather.
 //!
 //! [`TaskGroup`]: crate::TaskGroup
 
@@ -32,16 +36,17 @@ pub(crate) use driver::{Collector, Driver, GatherBody, ItemNamer};
 pub(crate) use settled::Settled;
 pub use unordered::{GatherSettledUnordered, GatherUnordered};
 
-/// Runs every future of `iter` as a task and yields their values in input order, or, at the
-/// first failure, cancels the rest and yields every error that happened.
+/// Runs every future of `iter` as a task and returns their values in input order.
 ///
-/// The Rust form of Python's `await gather(*coros)`. With
-/// [`concurrency_limit`](Gather::concurrency_limit), the iterator is pulled lazily: the next
-/// future is taken only when a running one finishes, so a limited gather over a lazy iterator
-/// of a million items holds `limit` futures at a time, like `buffer_unordered`.
+/// At the first failure, the other items are cancelled and the gather returns every error
+/// that happened. This is the Rust form of Python's `await gather(*coros)`.
 ///
-/// An empty input yields `Ok(vec![])` at once, without spawning anything (and works outside a
-/// runtime).
+/// With [`concurrency_limit`](Gather::concurrency_limit), the iterator is pulled lazily: the
+/// next future is taken only when a running one finishes. A limited gather over a lazy
+/// iterator of a million items holds only `limit` futures at a time, like `buffer_unordered`.
+///
+/// An empty input returns `Ok(vec![])` at once, without spawning anything, even outside a
+/// runtime.
 ///
 /// # Examples
 ///
@@ -62,21 +67,22 @@ pub use unordered::{GatherSettledUnordered, GatherUnordered};
 /// # }
 /// ```
 ///
-/// # Panics
-///
-/// A panicking item cancels the others like a failure; once they are dropped, the panic is
-/// resumed in the caller (see [`TaskGroup`]). Polling outside a tokio runtime
-/// panics, unless the input is empty.
-///
 /// # Errors
 ///
-/// [`GroupError`] with every error that happened (the first one, and any that arrived while
-/// the others were being cancelled), in order of occurrence.
+/// Returns a [`GroupError`] with every error that happened, in order: the first one, and any
+/// that came while the other items were being cancelled.
+///
+/// # Panics
+///
+/// If an item panics, the other items are cancelled as for a failure, and the panic is
+/// resumed in the caller once they are dropped (see [`TaskGroup`]). Polling the future
+/// outside a tokio runtime panics, unless the input is empty.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future aborts every item and drops the ones not yet started. Inside a cancel
-/// scope that fires, the scope returns only once every item was dropped.
+/// Dropping the future aborts every running item and drops the ones not yet started. When a
+/// quattro cancel scope or task group drops it, that scope or group returns only once every
+/// item was dropped.
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 pub fn gather<I, F, T, E>(iter: I) -> Gather<I::IntoIter, T, E>
@@ -89,11 +95,11 @@ where
     Gather::new(iter)
 }
 
-/// Runs every future of `iter` as a task and yields one slot per item, in input order: its
-/// value, or what ended it (its error, a cancellation, or a captured panic). No item cancels
-/// another.
+/// Runs every future of `iter` as a task and returns each one's result, in input order.
 ///
-/// The Rust form of Python's `await gather(*coros, return_exceptions=True)`.
+/// No item cancels another. Each slot holds the item's value, or a [`TaskError`] with its
+/// error or its panic. This is the Rust form of Python's
+/// `await gather(*coros, return_exceptions=True)`.
 ///
 /// # Examples
 ///
@@ -116,12 +122,15 @@ where
 ///
 /// # Panics
 ///
-/// Polling outside a tokio runtime panics, unless the input is empty. Panics of the items are
-/// captured in their slots, not resumed.
+/// Polling the future outside a tokio runtime panics, unless the input is empty.
+///
+/// An item that panics while it is polled gets the panic in its slot. A panic in an item's
+/// destructor, once the item has finished, is not captured: it cancels the other items and is
+/// resumed in the caller, as in [`gather`].
 ///
 /// # Cancel safety
 ///
-/// Dropping the future aborts every item and drops the ones not yet started.
+/// Dropping the future aborts every running item and drops the ones not yet started.
 pub fn gather_settled<I, F, T, E>(iter: I) -> GatherSettled<I::IntoIter, T, E>
 where
     I: IntoIterator<Item = F>,
@@ -138,7 +147,11 @@ where
 type GatherGroup<I, T, E> =
     GroupScope<GatherBody<I, T>, Driver<I, T, E>, std::sync::Arc<Collector<T>>, E>;
 
-/// Future returned by [`gather`]; see there.
+/// Future returned by [`gather`].
+///
+/// Set its options with [`concurrency_limit`](Self::concurrency_limit),
+/// [`name_items`](Self::name_items) or [`unordered`](Self::unordered) before awaiting it. See
+/// [`gather`] for what it returns.
 ///
 /// # Examples
 ///
@@ -157,7 +170,7 @@ type GatherGroup<I, T, E> =
 ///
 /// # Cancel safety
 ///
-/// Dropping the future aborts every item and drops the ones not yet started.
+/// Dropping the future aborts every running item and drops the ones not yet started.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 //
@@ -187,7 +200,9 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    /// A gather over `iter`, with no concurrency limit; the same as [`gather`].
+    /// Creates a gather over `iter`, with no concurrency limit.
+    ///
+    /// This is the same as [`gather`].
     ///
     /// # Examples
     ///
@@ -215,7 +230,10 @@ where
         }
     }
 
-    /// Runs at most `limit` items at once; the iterator is pulled only when a slot frees.
+    /// Runs at most `limit` items at once.
+    ///
+    /// The iterator is then pulled only when a running item finishes, so the gather holds at
+    /// most `limit` futures at a time.
     ///
     /// # Examples
     ///
@@ -230,7 +248,8 @@ where
     ///
     /// # Panics
     ///
-    /// Panics if `limit` is 0 (nothing would ever run), or if the gather was already polled.
+    /// Panics if `limit` is 0, since no item would ever run, or if the gather was already
+    /// polled.
     #[track_caller]
     pub fn concurrency_limit(mut self, limit: usize) -> Self {
         assert!(
@@ -245,13 +264,15 @@ where
         self
     }
 
-    /// Names the items in failures: `namer(index)` gives the name of the item at `index` (from
-    /// 0) in the input.
+    /// Names the items in their failures.
     ///
-    /// An item is always labelled by its position (`item 7`); with a namer, its failure reads
-    /// ``item 7 (`https://example.com/`)``, and [`Failure::task_name`] returns the name. The
-    /// namer is called only for an item that failed, panicked or was cancelled: naming costs
-    /// nothing while items succeed. A namer that panics gives no name.
+    /// `namer(index)` returns the name of the item at position `index` (from 0) in the input.
+    /// A failed item is always labelled by its position, as in `item 7`. With a namer, the
+    /// label reads ``item 7 (`https://example.com/`)`` and [`Failure::task_name`] returns the
+    /// name.
+    ///
+    /// The namer is called only for items that failed, panicked or were cancelled, so naming
+    /// costs nothing while items succeed. A namer that panics gives no name.
     ///
     /// # Examples
     ///
@@ -292,10 +313,11 @@ where
         self
     }
 
-    /// Yields the values as the items finish, with their input positions, instead of all at
-    /// the end in input order: a stream with O(limit) memory under a
-    /// [`concurrency_limit`](Self::concurrency_limit), like `buffer_unordered`. See
-    /// [`GatherUnordered`].
+    /// Returns a stream of the values as the items finish, each with its input position.
+    ///
+    /// The values come in the order the items finish, not all at the end. Under a
+    /// [`concurrency_limit`](Self::concurrency_limit), memory stays O(limit), like
+    /// `buffer_unordered`. See [`GatherUnordered`].
     ///
     /// # Examples
     ///
@@ -383,7 +405,11 @@ impl<I: Iterator, T, E> fmt::Debug for Gather<I, T, E> {
 
 type SettledIter<I> = Map<I, fn(<I as Iterator>::Item) -> Settled<<I as Iterator>::Item>>;
 
-/// Future returned by [`gather_settled`]; see there.
+/// Future returned by [`gather_settled`].
+///
+/// Set its options with [`concurrency_limit`](Self::concurrency_limit),
+/// [`name_items`](Self::name_items) or [`unordered`](Self::unordered) before awaiting it. See
+/// [`gather_settled`] for what it returns.
 ///
 /// # Examples
 ///
@@ -401,7 +427,7 @@ type SettledIter<I> = Map<I, fn(<I as Iterator>::Item) -> Settled<<I as Iterator
 ///
 /// # Cancel safety
 ///
-/// Dropping the future aborts every item and drops the ones not yet started.
+/// Dropping the future aborts every running item and drops the ones not yet started.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct GatherSettled<I: Iterator, T, E> {
@@ -416,7 +442,10 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    /// Runs at most `limit` items at once; the iterator is pulled only when a slot frees.
+    /// Runs at most `limit` items at once.
+    ///
+    /// The iterator is then pulled only when a running item finishes. See
+    /// [`Gather::concurrency_limit`].
     ///
     /// # Examples
     ///
@@ -440,12 +469,12 @@ where
         }
     }
 
-    /// Names the items in their slots' errors: `namer(index)` gives the name of the item at
-    /// `index` (from 0); see [`Gather::name_items`].
+    /// Names the items in their slots' errors.
     ///
-    /// A slot's [`TaskError`] is always labelled by the item's position (`item 7 failed: ..`);
-    /// with a namer, it reads ``item 7 (`name`) failed: ..``. The namer is called only for
-    /// the slots that hold an error.
+    /// `namer(index)` returns the name of the item at position `index` (from 0) in the input.
+    /// A slot's [`TaskError`] is always labelled by the item's position, as in
+    /// `item 7 failed: ..`. With a namer, it reads ``item 7 (`name`) failed: ..``. The namer
+    /// is called only for the slots that hold an error. See [`Gather::name_items`].
     ///
     /// # Examples
     ///
@@ -478,8 +507,9 @@ where
         }
     }
 
-    /// Yields each item's slot as it finishes, with its input position: a stream with
-    /// O(limit) memory under a [`concurrency_limit`](Self::concurrency_limit). See
+    /// Returns a stream of the items' slots as they finish, each with its input position.
+    ///
+    /// Under a [`concurrency_limit`](Self::concurrency_limit), memory stays O(limit). See
     /// [`GatherSettledUnordered`].
     ///
     /// # Examples
@@ -548,13 +578,14 @@ impl<I: Iterator, T, E> fmt::Debug for GatherSettled<I, T, E> {
     }
 }
 
-/// Runs futures of different types as tasks and yields their values as a tuple, or, at the
-/// first failure, cancels the rest and yields every error (a [`GroupError`]).
+/// Runs futures of different types as tasks and returns their values as a tuple.
 ///
-/// All futures must be `Send + 'static` with outputs `Result<_, E>` for one error type `E`.
-/// Up to 12 futures. The arguments are evaluated where the macro is written, as with
-/// `tokio::join!`: `gather!(fetch(client.clone()), ..)` clones `client` there and leaves it
-/// usable after.
+/// At the first failure, the other futures are cancelled and every error that happened is
+/// returned. The futures must be `Send + 'static` and return `Result<_, E>` with the same
+/// error type `E`. The macro takes up to 12 futures.
+///
+/// As with `tokio::join!`, the arguments are evaluated where the macro is written:
+/// `gather!(fetch(client.clone()), ..)` clones `client` there and leaves it usable after.
 ///
 /// # Examples
 ///
@@ -572,9 +603,19 @@ impl<I: Iterator, T, E> fmt::Debug for GatherSettled<I, T, E> {
 /// # }
 /// ```
 ///
+/// # Errors
+///
+/// Returns a [`GroupError`] with every error that happened, in order, as [`gather`] does.
+///
 /// # Panics
 ///
-/// As [`gather`]: a panic is resumed once the other futures were dropped.
+/// If a future panics, the others are cancelled, and the panic is resumed in the caller once
+/// they are dropped. Polling outside a tokio runtime panics.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every task. When a quattro cancel scope or task group drops it,
+/// that scope or group returns only once every task was dropped.
 ///
 /// [`GroupError`]: crate::GroupError
 #[macro_export]
@@ -593,8 +634,11 @@ macro_rules! gather {
     }};
 }
 
-/// Like [`gather!`](crate::gather!), but no future cancels another: yields a tuple with one
-/// `Result<T, TaskError<E>>` per future (its value, error or captured panic).
+/// Runs futures of different types as tasks and returns each one's result in a tuple.
+///
+/// Unlike [`gather!`](crate::gather!), no future cancels another. The tuple holds one
+/// `Result<T, TaskError<E>>` per future: its value, or a [`TaskError`] with its error or its
+/// panic. The arguments are evaluated where the macro is written, as for `gather!`.
 ///
 /// # Examples
 ///
@@ -610,6 +654,21 @@ macro_rules! gather {
 /// assert_eq!(b.unwrap_err().into_error(), Some("no"));
 /// # }
 /// ```
+///
+/// # Panics
+///
+/// Polling outside a tokio runtime panics.
+///
+/// A future that panics while it is polled gets the panic in its slot. A panic in a future's
+/// destructor, once the future has finished, is not captured: it cancels the others and is
+/// resumed in the caller.
+///
+/// # Cancel safety
+///
+/// Dropping the future aborts every task. When a quattro cancel scope or task group drops it,
+/// that scope or group returns only once every task was dropped.
+///
+/// [`TaskError`]: crate::TaskError
 #[macro_export]
 macro_rules! gather_settled {
     ($($fut:expr),+ $(,)?) => {{

@@ -1,11 +1,12 @@
-//! Carry the effective deadline across the wire, as a gRPC `grpc-timeout` header.
+//! Deadline propagation across the wire, in gRPC's `grpc-timeout` header.
 //!
 //! A deadline set where a request enters a system should bound all the work done for it, in
 //! every service the request reaches. Inside one process, [`current_effective_deadline`] gives
-//! the deadline in force; this module turns it into the relative timeout that gRPC (and any
+//! the deadline in force. This module turns it into the relative timeout that gRPC (and any
 //! protocol willing to borrow its header) sends on the wire, and turns a received timeout back
-//! into a deadline. A relative timeout, not an absolute time, goes on the wire because the
-//! clocks of two machines do not agree; the time the request spends in transit is the price.
+//! into a deadline. A relative timeout goes on the wire, not an absolute time, because the
+//! clocks of two machines do not agree. The price is the time the request spends in transit,
+//! which the timeout does not count.
 //!
 //! - A **client** calls [`header_value`] before each outgoing call and, when it returns
 //!   `Some`, sends the value in the [`HEADER_NAME`] header. No header means no deadline.
@@ -15,25 +16,8 @@
 //!   calls, then sees that deadline (or an earlier one it sets itself), so the deadline keeps
 //!   flowing down the call tree.
 //!
-//! A malformed header is the sender's bug: answer it with an error rather than run the
-//! handler without a deadline the caller meant to set.
-//!
-//! # Rounding
-//!
-//! The wire format has at most 8 digits, so [`encode_timeout`] picks the finest unit in which
-//! the timeout fits and **rounds down** to a whole number of that unit. Rounding down is the
-//! safe direction for a deadline: the receiver must never believe it has more time than the
-//! caller will wait, because work done after the caller has given up is thrown away, and each
-//! hop of a call chain would add its own rounding on top. The loss is below one unit, and since
-//! a coarser unit is chosen only when the finer one overflows 8 digits, it is less than one part
-//! in 10⁵ of the timeout: nothing below 0.1 s, under a microsecond below 100 s, under a
-//! millisecond below 27 hours. A timeout that is not zero never rounds down to zero: the finest
-//! unit is the nanosecond, as in [`Duration`].
-//!
-//! An expired deadline (and a cancelled scope, which counts as one) is sent as `0n`, and
-//! [`deadline_from_header`] turns `0n` into "now": a handler run under [`fail_at`] with it is
-//! cancelled at its first suspension. Timeouts longer than the format can carry (about 11,400
-//! years) are sent as `99999999H`, which means "never" in practice.
+//! A malformed header is the sender's bug. Answer it with an error rather than run the handler
+//! without the deadline the caller meant to set.
 //!
 //! # Examples
 //!
@@ -82,6 +66,25 @@
 //! # }
 //! ```
 //!
+//! # Rounding
+//!
+//! The wire format has at most 8 digits, so [`encode_timeout`] picks the finest unit in which
+//! the timeout fits and **rounds down** to a whole number of that unit. Rounding down is the
+//! safe direction for a deadline: the receiver must never believe it has more time than the
+//! caller will wait. Work done after the caller has given up is thrown away, and each hop of a
+//! call chain would add its own rounding on top.
+//!
+//! The loss is below one unit. A coarser unit is chosen only when the finer one overflows 8
+//! digits, so the loss is less than one part in 10⁵ of the timeout: nothing below 0.1 s, under
+//! a microsecond below 100 s, and under a millisecond below 27 hours. A timeout that is not
+//! zero never rounds down to zero, since the finest unit is the nanosecond, as in
+//! [`Duration`].
+//!
+//! An expired deadline is sent as `0n`, and so is a cancelled scope, which counts as one.
+//! [`deadline_from_header`] turns `0n` into "now", so a handler run under [`fail_at`] with it
+//! is cancelled at its first suspension. Timeouts longer than the format can carry (about
+//! 11,400 years) are sent as `99999999H`, which means "never" in practice.
+//!
 //! [`current_effective_deadline`]: crate::current_effective_deadline
 //! [`fail_at`]: crate::fail_at
 
@@ -94,7 +97,7 @@ use tokio::time::Instant;
 use crate::current_effective_deadline;
 use crate::frame::deadline_after;
 
-/// The name of the header that carries the timeout: `grpc-timeout`.
+/// The name of the header that carries the timeout, `grpc-timeout`.
 ///
 /// # Examples
 ///
@@ -109,12 +112,12 @@ const MAX_VALUE: u32 = 99_999_999;
 /// How many digits the wire format allows.
 const MAX_DIGITS: usize = 8;
 
-/// A timeout in the `grpc-timeout` wire format: up to 8 digits and a unit.
+/// A timeout in the `grpc-timeout` wire format, up to 8 digits and a unit.
 ///
-/// Build one with [`encode_timeout`] (or get the one for the deadline in force with
-/// [`header_value`]), send it with its [`Display`](fmt::Display) form, and read one with
-/// [`str::parse`]. A value keeps the unit it was written with, so two values that mean the same
-/// time but use different units (`1S` and `1000m`) are not equal; compare
+/// Build one with [`encode_timeout`], or get the one for the deadline in force with
+/// [`header_value`]. Send it in its [`Display`](fmt::Display) form, and read one with
+/// [`str::parse`]. A value keeps the unit it was written with, so two values that mean the
+/// same time in different units (`1S` and `1000m`) are not equal. Compare
 /// [`to_duration`](Self::to_duration) for that.
 ///
 /// # Examples
@@ -201,7 +204,7 @@ impl Unit {
 }
 
 impl GrpcTimeout {
-    /// The time this value stands for.
+    /// Returns the time this value stands for.
     ///
     /// # Examples
     ///
@@ -217,7 +220,7 @@ impl GrpcTimeout {
         self.unit.duration(self.value)
     }
 
-    /// Whether this value means "already expired" (`0` of any unit).
+    /// Returns `true` if this value means "already expired", which is `0` of any unit.
     ///
     /// # Examples
     ///
@@ -288,11 +291,12 @@ fn parse_digits(digits: &[u8]) -> Result<u32, ParseTimeoutError> {
 
 /// Encodes a timeout in the `grpc-timeout` wire format, rounding down.
 ///
-/// The unit is the finest one (nanoseconds first) in which the timeout fits in 8 digits; the
-/// timeout is rounded down to a whole number of it, so the receiver never gets more time than
-/// `timeout` (see [Rounding](crate::propagate#rounding) for why), and loses less than one unit.
-/// `Duration::ZERO` encodes as `0n`, which the receiver reads as "already expired". A timeout
-/// beyond 99999999 hours saturates to `99999999H`.
+/// The unit is the finest one, nanoseconds first, in which the timeout fits in 8 digits. The
+/// timeout is rounded down to a whole number of that unit, so the receiver never gets more
+/// time than `timeout` and loses less than one unit (see
+/// [Rounding](crate::propagate#rounding) for why). `Duration::ZERO` encodes as `0n`, which the
+/// receiver reads as "already expired". A timeout beyond 99999999 hours saturates to
+/// `99999999H`.
 ///
 /// # Examples
 ///
@@ -342,15 +346,15 @@ pub fn encode_timeout(timeout: Duration) -> GrpcTimeout {
 ///
 /// # Errors
 ///
-/// A [`ParseTimeoutError`] when `s` is empty, has no unit or an unknown one, has no digits,
-/// more than 8 digits, or any other character.
+/// Returns a [`ParseTimeoutError`] if `s` is empty, has no unit or an unknown one, has no
+/// digits or more than 8, or has any other character.
 pub fn decode_timeout(s: &str) -> Result<Duration, ParseTimeoutError> {
     s.parse().map(GrpcTimeout::to_duration)
 }
 
 /// Returns the time left until the deadline in force, or `None` when there is none.
 ///
-/// The deadline is [`current_effective_deadline`]; the result is zero once it has passed, and
+/// The deadline is [`current_effective_deadline`]. The result is zero once it has passed, and
 /// inside a cancelled scope.
 ///
 /// # Examples
@@ -377,12 +381,12 @@ pub fn remaining() -> Option<Duration> {
     Some(deadline.saturating_duration_since(Instant::now()))
 }
 
-/// Returns the `grpc-timeout` value to send for the deadline in force, or `None` when there is
-/// none (then send no header).
+/// Returns the `grpc-timeout` value to send for the deadline in force, or `None` if there is
+/// none.
 ///
-/// This is [`encode_timeout`] applied to [`remaining`]: rounded down, and `0n` once the
-/// deadline has passed or the scope has been cancelled. Call it right before sending, since
-/// the value shrinks as time passes.
+/// With `None`, send no header. The value is [`encode_timeout`] applied to [`remaining`], so it
+/// is rounded down, and `0n` once the deadline has passed or the scope has been cancelled.
+/// Call it right before sending, since the value shrinks as time passes.
 ///
 /// # Examples
 ///
@@ -409,8 +413,8 @@ pub fn header_value() -> Option<GrpcTimeout> {
 ///
 /// The deadline is now plus the timeout, so call this when the request arrives. A timeout too
 /// large to add to now gives a deadline about thirty years away, as with
-/// [`tokio::time::timeout`]; `0` of any unit gives now, which a scope treats as already
-/// expired.
+/// [`tokio::time::timeout`]. A timeout of `0` in any unit gives now, which a scope treats as
+/// already expired.
 ///
 /// # Examples
 ///
@@ -434,15 +438,15 @@ pub fn header_value() -> Option<GrpcTimeout> {
 ///
 /// # Errors
 ///
-/// A [`ParseTimeoutError`] when `s` is not a valid `grpc-timeout` value (see
+/// Returns a [`ParseTimeoutError`] if `s` is not a valid `grpc-timeout` value (see
 /// [`decode_timeout`]).
 pub fn deadline_from_header(s: &str) -> Result<Instant, ParseTimeoutError> {
     decode_timeout(s).map(deadline_after)
 }
 
-/// The error for a malformed `grpc-timeout` value.
+/// Error returned when a `grpc-timeout` value is malformed.
 ///
-/// Its message says what is wrong with the value; it does not repeat the value, which came
+/// Its message says what is wrong with the value. It does not repeat the value, which came
 /// from the network.
 ///
 /// # Examples

@@ -1,4 +1,4 @@
-//! [`Close`]: runs a deferrer's cleanups now, before its function ends.
+//! The future that runs a deferrer's cleanups before its body ends.
 
 use std::fmt;
 use std::future::Future;
@@ -11,13 +11,15 @@ use pin_project::{pin_project, pinned_drop};
 use super::Outcome;
 use super::stack::{self, AsyncCleanup, Cleanup, Run, Shared};
 
-/// A future that runs the cleanups registered on a [`Deferrer`] so far, last registered
-/// first, and leaves it empty and usable.
+/// Future returned by [`Deferrer::aclose`].
 ///
-/// Returned by [`Deferrer::aclose`] (every exit sees [`Outcome::is_ok`], as Python's `aclose`
-/// passes no exception) and by [`AsyncExit::exit`] for a [`Deferrer`] entered into another
-/// (every exit sees the outer outcome). A cleanup registered while it runs — by a cleanup, or
-/// by another task holding the deferrer — runs too, next.
+/// It runs the cleanups registered on a [`Deferrer`] so far, last registered first, and
+/// leaves the deferrer empty and usable. A cleanup registered while it runs, by a cleanup or
+/// by another task holding the deferrer, runs next. Exits see [`Outcome::is_ok`], as Python's
+/// `aclose` passes no exception.
+///
+/// [`AsyncExit::exit`] of a [`Deferrer`] entered into another runs the same way, except that
+/// its exits see the outer outcome.
 ///
 /// # Examples
 ///
@@ -42,17 +44,17 @@ use super::stack::{self, AsyncCleanup, Cleanup, Run, Shared};
 ///
 /// # Panics
 ///
-/// A panicking cleanup does not stop the others; once all have run, the first panic is
-/// resumed from the `Close` future (later ones are logged with `tracing::error!`). Polling
+/// A panicking cleanup does not stop the others. Once all have run, the first panic is
+/// resumed from the `Close` future, and later ones are logged with `tracing::error!`. Polling
 /// after completion panics.
 ///
 /// # Cancel safety
 ///
-/// This future is cancel safe: dropping it before it completes puts the cleanup it was
-/// awaiting back on top of the stack, part-run, so it and the cleanups not yet started run
-/// later, in the same order, where the deferrer's cleanups run (at the end of its body, or
-/// when a standalone deferrer is closed or dropped). A panic already caught is then resumed
-/// from the drop, or logged if the thread is already unwinding.
+/// This future is cancel safe. Dropping it before it completes puts the cleanup it was
+/// awaiting back on top of the stack, part-run. That cleanup and the ones not yet started then
+/// run later, in the same order, with the deferrer's other cleanups: at the end of its body,
+/// or when a standalone deferrer is closed or dropped. A panic already caught is resumed from
+/// the drop, or logged if the thread is already unwinding.
 ///
 /// [`Deferrer`]: super::Deferrer
 /// [`Deferrer::aclose`]: super::Deferrer::aclose

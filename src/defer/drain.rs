@@ -1,16 +1,20 @@
-//! Async cleanups that nobody can await (their enabled future was dropped), kept inside the
-//! structure: spawned as one task whose end is handed, as a [`Drain`](crate::frame::Drain), to
-//! the quattro owner (a cancel scope, a group body or a group child) in whose poll or drop the
-//! future was dropped. The owner returns only after the task ended.
+//! Keeps the async cleanups of a dropped enabled future inside the structure.
 //!
-//! The task is bounded, so that a cleanup that hangs cannot hang its owner forever:
-//! - by the deadline in force where the future was dropped, when that deadline is still
-//!   ahead (dropped by a `select!`, an aborted group task, a failing sibling);
-//! - by the deadline in force where the owner waits for the task, which the drain reads each
-//!   time the owner polls it. A deadline that already passed where the future was dropped is
-//!   the cancellation that dropped it: the cleanups are shielded from it (else they could never
-//!   run), and only the deadlines around the owner bound them, as if the owner awaited them
-//!   right after it ended.
+//! They run as one task. Its end is handed, as a [`Drain`](crate::frame::Drain), to the
+//! quattro owner (a cancel scope, a group body or a group child) in whose poll or drop the
+//! future was dropped, and the owner returns only after the task ended.
+//!
+//! So that a hanging cleanup cannot hang its owner forever, the task is bounded by the earlier
+//! of:
+//! - the deadline in force where the future was dropped, if it is still ahead (dropped by a
+//!   `select!`, an aborted group task, a failing sibling);
+//! - the deadline in force where the owner waits for the task, which the drain reads each
+//!   time the owner polls it.
+//!
+//! A deadline that already passed where the future was dropped, or a `cancel()`, is the
+//! cancellation that dropped it. The cleanups are shielded from it, else they could never run,
+//! and only the deadlines around the owner bound them, as if the owner awaited them right
+//! after it ended.
 //!
 //! With no owner (dropped outside any quattro future), the task is spawned unbounded and
 //! detached.

@@ -1,4 +1,4 @@
-//! [`Entered`]: a value lent to the body by its deferrer, which closes it once it is back.
+//! The guard through which a body uses a value that its deferrer closes later.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -7,30 +7,16 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use super::Outcome;
 use super::stack::{AsyncCleanup, Cleanup, Reach, Run, Shared, run_detached};
 
-/// A value entered into a [`Deferrer`], lent to the body: it derefs to the value, and when it
-/// is dropped the value goes back to the deferrer, which closes it in its turn, last
-/// registered first among the other cleanups.
+/// A guard through which the body uses a value entered into a [`Deferrer`].
+///
+/// It derefs to the value. When the guard is dropped, the value goes back to the deferrer,
+/// which closes it in its turn, last registered first among the other cleanups. This is "use
+/// it, then close it" without `Arc`: the cleanup, which must be `'static`, gets the value back
+/// by value at the end.
 ///
 /// Returned by [`Deferrer::enter`], [`Deferrer::enter_with`], [`Deferrer::enter_context`] and
-/// [`defer::enter`]. This is the "use it, then close it" shape without `Arc`: the body uses the
-/// value through the guard while the cleanup, which must be `'static`, gets it back by value
-/// at the end.
-///
-/// Where the guard ends up decides when the value is closed; it is never closed twice, never
-/// waited for, and never dropped unclosed without a trace:
-///
-/// - **dropped in the body** (the usual case): the value is back before the body ends and is
-///   closed with the deferrer's other cleanups, in order, seeing the body's [`Outcome`];
-/// - **still alive at its turn** (returned from the body, stored elsewhere, moved into a
-///   spawned task, leaked): the deferrer does not wait for it — it logs a `tracing::warn!`,
-///   goes on with the other cleanups, and the value is closed when the guard is dropped,
-///   wherever that is (an async exit is spawned on the current tokio runtime — and, as on
-///   cancellation, awaited by the cancel scope or task group the guard is dropped in, if any —
-///   a sync one runs in the drop), seeing the outcome the deferrer had reached at that turn. A guard passed
-///   to [`std::mem::forget`] keeps its value forever, as `forget` does; only the warning
-///   tells;
-/// - **taken out with [`Entered::into_inner`]**: the value is the caller's, and its exit is
-///   dropped without running (handing it on instead of closing it).
+/// [`defer::enter`]. See [When the value is closed](#when-the-value-is-closed) for a guard
+/// that outlives the body.
 ///
 /// # Examples
 ///
@@ -73,8 +59,27 @@ use super::stack::{AsyncCleanup, Cleanup, Reach, Run, Shared, run_detached};
 ///
 /// # Panics
 ///
-/// Dropping the guard after its turn runs the exit: a sync exit that panics then panics out of
-/// the drop (or is logged if the thread is already unwinding).
+/// Dropping the guard after its turn runs the exit. A sync exit that panics then panics out of
+/// the drop, or is logged if the thread is already unwinding.
+///
+/// # When the value is closed
+///
+/// Where the guard ends up decides when the value is closed. The value is never closed twice,
+/// the deferrer never waits for a guard, and a value is never dropped unclosed without a
+/// trace.
+///
+/// - **Dropped in the body**, the usual case: the value is back before the body ends. It is
+///   closed with the deferrer's other cleanups, in order, and its exit sees the body's
+///   [`Outcome`].
+/// - **Still alive at its turn** (returned from the body, stored elsewhere, moved into a
+///   spawned task): the deferrer logs a `tracing::warn!` and goes on with the other cleanups.
+///   The value is closed when the guard is dropped, wherever that is, and its exit sees the
+///   outcome of that turn. A sync exit runs in the drop. An async exit is spawned on the
+///   current tokio runtime and, as on cancellation, a quattro cancel scope or task group in
+///   which the guard is dropped waits for it.
+/// - **Passed to [`std::mem::forget`]**: the value is never closed. Only the warning tells.
+/// - **Taken out with [`Entered::into_inner`]**: the value is the caller's, and its exit is
+///   dropped without running.
 ///
 /// [`Deferrer`]: super::Deferrer
 /// [`Deferrer::enter`]: super::Deferrer::enter
@@ -188,9 +193,9 @@ impl<T: Send + 'static> Entered<T> {
         }
     }
 
-    /// Takes the value out for good: its exit is dropped without running.
+    /// Takes the value out of the guard for good, without running its exit.
     ///
-    /// For handing a value on instead of closing it. This is an associated function, not a
+    /// Use it to hand a value on instead of closing it. It is an associated function, not a
     /// method, so that it does not hide a method of `T`.
     ///
     /// # Examples

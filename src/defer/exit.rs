@@ -1,21 +1,22 @@
-//! Values with an async exit: the Rust analog of Python's async context managers.
+//! Values with an async exit, the Rust analog of Python's async context managers.
 
 use std::future::Future;
 
 use super::{Deferrer, Entered, Outcome};
 
-/// A value with an async exit that sees how the body ended — the Rust analog of an async
-/// context manager's `__aexit__`.
+/// A value with an async exit that sees how the body ended.
 ///
-/// [`Deferrer::enter`] (or [`defer::enter`]) takes the value, lends it to the body through an
-/// [`Entered`] guard, and once the guard is back calls `exit` with the body's [`Outcome`] —
-/// commit on `is_ok()`, roll back otherwise. Entering is synchronous: do the async part of
-/// acquiring (connecting, beginning a transaction) before, in the constructor.
+/// This is the Rust analog of an async context manager's `__aexit__`. [`Deferrer::enter`] (or
+/// [`defer::enter`]) takes the value and returns an [`Entered`] guard to use it through. Once
+/// the guard is dropped, the deferrer calls `exit` in its turn with the body's [`Outcome`], to
+/// commit on `is_ok()` and roll back otherwise. Entering is synchronous, so do the async part
+/// of acquiring (connecting, beginning a transaction) before, in the constructor.
 ///
-/// `exit` takes the value by value and returns a `Send + 'static` future, so that it can be
-/// handed to the runtime when the [`Enabled`] future running it is dropped (see its `# Cancel
-/// safety`); it can be written as an `async fn`. It cannot report an error by its type, so it
-/// handles or logs one, or panics (see [`Deferrer`] for how panics in cleanups travel).
+/// `exit` can be written as an `async fn`. It takes the value by value and returns a
+/// `Send + 'static` future, so that the future can be spawned on the runtime when the
+/// [`Enabled`] future running it is dropped (see its `# Cancel safety`). It cannot return an
+/// error, so it handles or logs one, or panics (see [`Deferrer`] for how panics in cleanups
+/// travel).
 ///
 /// A value with no exit of its own is entered with [`Deferrer::enter_with`] (an async closure)
 /// or [`Deferrer::enter_context`] (a sync one) instead.
@@ -74,11 +75,12 @@ mod sealed {
     pub trait Sealed {}
 }
 
-/// What [`Deferrer::enter`] accepts: any [`AsyncExit`] value, or a tuple of up to six of them.
+/// A value, or a tuple of values, that [`Deferrer::enter`] accepts.
 ///
-/// A tuple is entered left to right and its exits are registered one by one, so they run
-/// right to left, each as a cleanup of its own (a panic in one does not skip the others) —
-/// like Python's `await defer(cm1, cm2)`. It yields a tuple of [`Entered`] guards.
+/// Any [`AsyncExit`] value implements it, and so does a tuple of two to six of them. A tuple
+/// is entered left to right and returns a tuple of [`Entered`] guards. Its exits are
+/// registered one by one, so they run right to left, each as a cleanup of its own: a panic in
+/// one does not skip the others. This is like Python's `await defer(cm1, cm2)`.
 ///
 /// This trait is sealed: implement [`AsyncExit`] instead.
 ///
@@ -104,7 +106,7 @@ mod sealed {
 /// # }
 /// ```
 pub trait Enter: sealed::Sealed {
-    /// What entering yields: an [`Entered`] guard, or a tuple of them.
+    /// The guard that entering returns: an [`Entered`], or a tuple of them.
     type Output;
 
     #[doc(hidden)]

@@ -1,4 +1,4 @@
-//! [`Enabled`]: runs a future, then its deferred cleanups.
+//! The future that runs a body, then its deferred cleanups.
 
 use std::fmt;
 use std::future::Future;
@@ -13,12 +13,11 @@ use super::Outcome;
 use super::local::Current;
 use super::stack::{self, AsyncCleanup, Run, Shared};
 
-/// A future that runs a body, then the cleanups deferred while it ran, last registered first;
-/// it yields the body's output.
+/// Future returned by [`Deferrer::enable`] and [`defer::enable`], and by their `try_` forms.
 ///
-/// Returned by [`Deferrer::enable`] and [`Deferrer::try_enable`] (closure form), and
-/// [`defer::enable`] and [`defer::try_enable`] (task-local form). Exit callbacks see the
-/// body's [`Outcome`]; the `try_` forms tell an `Err` from an `Ok`.
+/// It runs the body, then the cleanups deferred while the body ran, last registered first,
+/// and returns the body's output. Exit callbacks see the body's [`Outcome`]. The `try_` forms
+/// tell an `Err` from an `Ok`.
 ///
 /// # Examples
 ///
@@ -39,61 +38,72 @@ use super::stack::{self, AsyncCleanup, Run, Shared};
 /// # Panics
 ///
 /// If the body panics, every cleanup still runs, then the body's panic is resumed. If a
-/// cleanup panics, the cleanups after it still run, then the first such panic is resumed
-/// (panics of later cleanups, or all of them if the body panicked, are logged with
-/// `tracing::error!`); the exits that run after a panicking cleanup see
-/// [`Outcome::is_panic`]. Polling after completion panics.
+/// cleanup panics, the cleanups after it still run, and their exits see
+/// [`Outcome::is_panic`]. Then the first such panic is resumed. The panics that are not
+/// resumed (of later cleanups, or of all of them if the body panicked) are logged with
+/// `tracing::error!`. Polling after completion panics.
 ///
 /// # Cancel safety
 ///
-/// Dropping the future before it completes drops the body (in the task-local form, with its
-/// deferrer still current), then runs what is left of the cleanups without being awaited by
-/// whoever dropped it:
-/// - the sync callbacks run at once, in the drop, last registered first;
-/// - the async cleanups — first the one that was already running, if any, then the rest, last
-///   registered first — are spawned as **one** task on the current tokio runtime that awaits
-///   them in that order. A panic in one of them does not stop the others; the first is
-///   resumed at the end of the task (the runtime reports it).
+/// Dropping the future before it completes drops the body, then runs the cleanups left
+/// without awaiting them. In the task-local form, the deferrer is still current while the body
+/// is dropped. Values held by [`Entered`](super::Entered) guards in the body are given back
+/// when the body is dropped, before the cleanups run.
 ///
-/// **Inside quattro the task stays in the structure.** When the future is dropped during the
-/// poll or the drop of a cancel scope ([`move_on_after`], [`fail_after`], ...), a [`TaskGroup`]
-/// body or a group task — by that scope's deadline or `cancel()`, by a `select!` inside it, by
-/// an aborted or failing group task — the task is handed to the innermost of them, which
-/// completes only after the task ended (a group task hands it on to its group): a cancelled
-/// `fail_after(d, transfer())` returns only once `transfer`'s connections are closed. So that a
-/// cleanup that hangs cannot hang that owner forever, the task runs its cleanups in a cancel
-/// scope of its own, bounded by:
+/// - The sync callbacks run at once, in the drop, last registered first.
+/// - The async cleanups are spawned as **one** task on the current tokio runtime. It awaits
+///   the cleanup that was already running, if any, then the rest, last registered first.
+///
+/// So on this path, a sync callback may run before an async cleanup registered after it.
+/// Every exit sees [`Outcome::is_cancelled`], even if the body had already ended, since the
+/// caller never gets its output.
+///
+/// **Inside quattro, the task stays in the structure.** When the future is dropped while a
+/// cancel scope ([`move_on_after`], [`fail_after`], ...), a [`TaskGroup`] body or a group task
+/// is being polled or dropped, the innermost of them completes only after the task ended (a
+/// group task passes it on to its group). This holds whatever dropped the future: the
+/// scope's deadline or `cancel()`, a `select!` inside it, or an aborted or failing group task.
+/// A cancelled `fail_after(d, transfer())` thus returns only once `transfer`'s connections
+/// are closed. So that a hanging cleanup cannot hang that owner forever, the deadlines in
+/// force bound the task. See [Deadlines of the cleanups](#deadlines-of-the-cleanups).
+///
+/// **Outside quattro**, nobody waits for the task. Dropped by `tokio::time::timeout` or a
+/// `select!` with no quattro scope or group around it, or by a plain `drop`, the future leaves
+/// a detached task, with no deadline.
+///
+/// # Deadlines of the cleanups
+///
+/// The task that runs the async cleanups of a future dropped inside quattro runs them in a
+/// cancel scope of its own. Its deadline is the earlier of:
+///
 /// - the deadline in force where the future was dropped ([`current_effective_deadline`] read
-///   in the drop), if it is still ahead: dropped by a `select!` inside `fail_after(2s, ..)`,
-///   the cleanups have until that deadline;
+///   in the drop), if it is still ahead. Dropped by a `select!` inside `fail_after(2s, ..)`,
+///   the cleanups have until that deadline.
 /// - the deadline in force where the owner waits for the task, read each time the owner polls
-///   it. A deadline that had already passed where the future was dropped (or a `cancel()`) is
-///   the cancellation that dropped it: the cleanups are shielded from it — else they could not
-///   run at all — and get what the owner's caller has, as if the owner awaited them right
-///   after it ended. `fail_after(1s, ..)` inside `fail_after(2s, ..)` gives them until 2 s; a
-///   `fail_after` with no deadline around it waits for them as long as they take.
+///   it.
 ///
-/// The cleanups see that bound through [`current_effective_deadline`]. When it passes, the
-/// cleanup running is dropped at its suspension point, with the ones not yet started (their
+/// A deadline that had already passed where the future was dropped, or a `cancel()`, is the
+/// cancellation that dropped it. The cleanups are shielded from it, since otherwise they could
+/// not run at all. They get what the owner's caller has, as if the owner awaited them right
+/// after it ended: `fail_after(1s, ..)` inside `fail_after(2s, ..)` gives them until 2 s, and
+/// a `fail_after` with no deadline around it waits for them as long as they take.
+///
+/// The cleanups see that deadline through [`current_effective_deadline`]. When it passes, the
+/// running cleanup is dropped at its suspension point, with the ones not yet started (their
 /// destructors run), and a `tracing::warn!` says so.
 ///
-/// **Outside quattro** — dropped by `tokio::time::timeout`, by a `select!` in a plain task,
-/// by a `drop` outside any scope or group — nobody waits for the task: it runs detached, with
-/// no bound.
+/// # Panics and lost cleanups after a drop
 ///
-/// Every exit that runs on this path sees [`Outcome::is_cancelled`], also when the body had
-/// already ended: the caller never gets its output. A value still lent through an
-/// [`Entered`](super::Entered) guard when the body is dropped is given back first (the body's
-/// locals are dropped before the cleanups run).
+/// A sync callback that panics in the drop does not stop the others. The first panic is
+/// resumed from `drop`, or logged if the thread is already unwinding. An async cleanup that
+/// panics does not stop the others either. The first panic is resumed at the end of the task,
+/// and the runtime reports it.
 ///
-/// So on this path a sync callback may run before an async cleanup registered after it. If no
-/// tokio runtime is current when the future is dropped (dropped after its runtime shut down,
-/// or from a plain thread), the async cleanups cannot run: they are dropped without running —
-/// their destructors run, so any RAII inside them still happens — and the loss is logged with
-/// `tracing::error!`. A runtime that is shutting down drops the spawned task unrun as it does
-/// any new task (an owner waiting for it then stops waiting). A sync callback that panics
-/// during the drop does not stop the others; the first panic is then resumed from `drop`, or
-/// logged if the thread is already unwinding.
+/// If no tokio runtime is current when the future is dropped (its runtime shut down, or a
+/// plain thread drops it), the async cleanups cannot run. They are dropped without running,
+/// so their destructors still run, and the loss is logged with `tracing::error!`. A runtime
+/// that is shutting down drops the spawned task unrun, as it does any new task, and an owner
+/// waiting for it stops waiting.
 ///
 /// [`Deferrer::enable`]: super::Deferrer::enable
 /// [`Deferrer::try_enable`]: super::Deferrer::try_enable

@@ -1,5 +1,7 @@
-//! The task-local form: [`enable`] makes a deferrer current while its future is polled, and
-//! [`push`], [`callback`] and [`enter`] reach it from any function that future calls.
+//! The task-local form of `defer`, reached through free functions.
+//!
+//! [`enable`] makes a deferrer current while its future is polled, and [`push`], [`callback`]
+//! and [`enter`] reach it from any function that future calls.
 
 use std::cell::Cell;
 use std::fmt;
@@ -44,15 +46,16 @@ fn current_shared() -> Result<Arc<Shared>, NotEnabled> {
     })
 }
 
-/// Runs a future with a task-local deferrer: cleanups registered with [`push`], [`callback`] or
-/// [`enter`] while it runs are run, last first, when it ends.
+/// Runs a future with a task-local deferrer, then the cleanups registered on it, last first.
 ///
-/// This is the form for functions whose signature must stay as it is: nothing is passed in, and
-/// any function called (and awaited) inside the future can register cleanups. Each `enable`d
-/// future runs its own cleanups at its own end, so nested ones unwind like nested function
-/// calls. The deferrer is current only while the returned future itself is polled: a task
-/// spawned from inside does not see it (use the [`Deferrer`] handle, which is `Send`, to share
-/// it on purpose).
+/// Code inside the future registers cleanups with [`push`], [`callback`] or [`enter`]. This is
+/// the form for functions whose signature must stay as it is: nothing is passed in, and any
+/// function the future calls and awaits can register cleanups. Each `enable`d future runs its
+/// own cleanups when it ends, so nested ones unwind like nested function calls.
+///
+/// The deferrer is current only while the returned future itself is polled, so a task spawned
+/// from inside does not see it. To share it on purpose, pass the [`Deferrer`] handle from
+/// [`current`], which is `Send`.
 ///
 /// Ending, panics and cancellation behave as for [`Deferrer::enable`].
 ///
@@ -77,17 +80,23 @@ fn current_shared() -> Result<Arc<Shared>, NotEnabled> {
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// A panic of the future or of a cleanup is resumed once every cleanup has run. See
+/// [`Enabled`].
+///
 /// # Cancel safety
 ///
-/// See [`Enabled`].
+/// Dropping the returned future runs the sync cleanups at once and spawns the async ones. See
+/// [`Enabled`].
 pub fn enable<F: IntoFuture>(fut: F) -> Enabled<F::IntoFuture> {
     Enabled::new(fut.into_future(), Arc::default(), true, any_value_is_ok)
 }
 
-/// Like [`enable`], for a future that returns a `Result`: its exit callbacks see an `Err` as
-/// [`Outcome::is_err`](super::Outcome::is_err).
+/// Runs a future that returns a `Result` with a task-local deferrer, then its cleanups.
 ///
-/// See [`Deferrer::try_enable`].
+/// This is [`enable`], except that exit callbacks see an `Err` as
+/// [`Outcome::is_err`](super::Outcome::is_err). See [`Deferrer::try_enable`].
 ///
 /// # Examples
 ///
@@ -108,9 +117,13 @@ pub fn enable<F: IntoFuture>(fut: F) -> Enabled<F::IntoFuture> {
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// See [`enable`].
+///
 /// # Cancel safety
 ///
-/// See [`Enabled`].
+/// See [`enable`].
 pub fn try_enable<F, T, E>(fut: F) -> Enabled<F::IntoFuture>
 where
     F: IntoFuture<Output = Result<T, E>>,
@@ -118,10 +131,11 @@ where
     Enabled::new(fut.into_future(), Arc::default(), true, ok_or_err::<T, E>)
 }
 
-/// The deferrer of the current [`enable`]d future, for the methods the free functions do not
-/// cover ([`Deferrer::push_exit`], [`Deferrer::enter_with`], [`Deferrer::aclose`], …).
+/// Returns the deferrer of the current [`enable`]d future.
 ///
-/// The handle stays tied to that future's stack wherever it goes; see [`Deferrer`].
+/// Use it for the methods that the free functions do not cover ([`Deferrer::push_exit`],
+/// [`Deferrer::enter_with`], [`Deferrer::aclose`], ...). The handle stays tied to that
+/// future's stack wherever it goes. See [`Deferrer`].
 ///
 /// # Examples
 ///
@@ -143,7 +157,7 @@ where
 ///
 /// # Errors
 ///
-/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread.
+/// Returns [`NotEnabled`] if no [`enable`]d future is being polled on this thread.
 pub fn current() -> Result<Deferrer, NotEnabled> {
     Ok(Deferrer {
         shared: current_shared()?,
@@ -174,8 +188,8 @@ pub fn current() -> Result<Deferrer, NotEnabled> {
 ///
 /// # Errors
 ///
-/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the cleanup is then
-/// dropped without running.
+/// Returns [`NotEnabled`] if no [`enable`]d future is being polled on this thread. The
+/// cleanup is then dropped without running.
 pub fn push<F>(cleanup: F) -> Result<(), NotEnabled>
 where
     F: Future<Output = ()> + Send + 'static,
@@ -204,8 +218,8 @@ where
 ///
 /// # Errors
 ///
-/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the callback is then
-/// dropped without running.
+/// Returns [`NotEnabled`] if no [`enable`]d future is being polled on this thread. The
+/// callback is then dropped without running.
 pub fn callback<F>(f: F) -> Result<(), NotEnabled>
 where
     F: FnOnce() + Send + 'static,
@@ -214,11 +228,11 @@ where
     Ok(())
 }
 
-/// Enters a value with an async exit (or a tuple of them), deferring the exit to the end of the
-/// current [`enable`]d future; returns an [`Entered`](super::Entered) guard (or a tuple of them)
-/// that derefs to the value.
+/// Enters a value with an async exit into the current [`enable`]d future's deferrer.
 ///
-/// See [`Deferrer::enter`].
+/// Returns an [`Entered`](super::Entered) guard that derefs to the value, or a tuple of guards
+/// for a tuple of values. The exit runs in its turn at the end of the future. See
+/// [`Deferrer::enter`].
 ///
 /// # Examples
 ///
@@ -242,15 +256,18 @@ where
 ///
 /// # Errors
 ///
-/// [`NotEnabled`] if no [`enable`]d future is being polled on this thread; the value is then
-/// dropped without being entered.
+/// Returns [`NotEnabled`] if no [`enable`]d future is being polled on this thread. The value
+/// is then dropped without being entered.
 pub fn enter<T: Enter>(value: T) -> Result<T::Output, NotEnabled> {
     let deferrer = current()?;
     Ok(deferrer.enter(value))
 }
 
-/// The error of the task-local functions ([`push`], [`callback`], [`enter`], [`current`]) when no
-/// [`enable`]d future is being polled on this thread.
+/// Error returned by the task-local functions when no [`enable`]d future is being polled.
+///
+/// [`push`], [`callback`], [`enter`] and [`current`] return it when no [`enable`]d future is
+/// being polled on this thread. The closure form, [`Deferrer::enable`], sets no task-local
+/// deferrer.
 ///
 /// # Examples
 ///

@@ -1,22 +1,21 @@
-//! [`Outcome`]: how a deferring body ended, as its exit callbacks see it.
+//! How a deferring body ended, as its exit callbacks see it.
 
 use std::fmt;
 
-/// How the body of a deferring future ended, as seen by an exit callback: the `exc` of
-/// Python's `__aexit__`.
+/// How the body of a deferring future ended, as an exit callback sees it.
 ///
-/// Exit callbacks ([`Deferrer::push_exit`], [`Deferrer::callback_exit`], the closures of
-/// [`Deferrer::enter_with`] and [`Deferrer::enter_context`], and [`AsyncExit::exit`]) get one,
-/// so that a cleanup can commit on success and roll back otherwise. Exactly one of the four
-/// predicates holds:
+/// This is the `exc` of Python's `__aexit__`. Exit callbacks ([`Deferrer::push_exit`],
+/// [`Deferrer::callback_exit`], the closures of [`Deferrer::enter_with`] and
+/// [`Deferrer::enter_context`], and [`AsyncExit::exit`]) get one, so that a cleanup can
+/// commit on success and roll back otherwise. Exactly one of the four predicates holds:
 ///
-/// - [`is_ok`]: the body returned a value. With [`Deferrer::enable`] any value counts; with
-///   [`Deferrer::try_enable`], whose body returns a `Result`, only an `Ok`.
+/// - [`is_ok`]: the body returned a value. With [`Deferrer::enable`], any value counts. With
+///   [`Deferrer::try_enable`], whose body returns a `Result`, only an `Ok` does.
 /// - [`is_err`]: the body of [`Deferrer::try_enable`] returned an `Err`.
-/// - [`is_panic`]: the body panicked, or an earlier cleanup did (the panic is resumed once the
-///   cleanups have run, so the caller will not see the body's value either).
+/// - [`is_panic`]: the body panicked, or an earlier cleanup did. The panic is resumed once the
+///   cleanups have run, so the caller does not get the body's value either.
 /// - [`is_cancelled`]: the future was dropped before it completed, so the caller never gets
-///   its output; also the outcome of a stack dropped without being closed.
+///   its output. A standalone deferrer dropped without being closed also gives this outcome.
 ///
 /// [`Deferrer::aclose`] runs cleanups with an `is_ok` outcome, as Python's `aclose` passes no
 /// exception.
@@ -70,10 +69,10 @@ enum Repr {
 }
 
 impl Outcome {
-    /// The outcome of a body that returned a value (an `Ok` for [`Deferrer::try_enable`]).
+    /// Creates the outcome of a body that returned a value.
     ///
-    /// The constructors are for calling an exit by hand, in a test of an [`AsyncExit`] type
-    /// for instance.
+    /// For [`Deferrer::try_enable`], that value is an `Ok`. The constructors are for calling
+    /// an exit by hand, for instance in a test of an [`AsyncExit`] type.
     ///
     /// # Examples
     ///
@@ -90,7 +89,7 @@ impl Outcome {
         Outcome { repr: Repr::Ok }
     }
 
-    /// The outcome of a [`Deferrer::try_enable`] body that returned an `Err`.
+    /// Creates the outcome of a [`Deferrer::try_enable`] body that returned an `Err`.
     ///
     /// # Examples
     ///
@@ -106,7 +105,7 @@ impl Outcome {
         Outcome { repr: Repr::Err }
     }
 
-    /// The outcome of a body (or an earlier cleanup) that panicked.
+    /// Creates the outcome of a body, or an earlier cleanup, that panicked.
     ///
     /// # Examples
     ///
@@ -122,7 +121,7 @@ impl Outcome {
         }
     }
 
-    /// The outcome of a future dropped before it completed.
+    /// Creates the outcome of a future dropped before it completed.
     ///
     /// # Examples
     ///
@@ -138,8 +137,10 @@ impl Outcome {
         }
     }
 
-    /// Whether the body returned a value: any value for [`Deferrer::enable`], an `Ok` for
-    /// [`Deferrer::try_enable`]. The commit case.
+    /// Returns `true` if the body returned a value.
+    ///
+    /// Any value counts for [`Deferrer::enable`], and only an `Ok` for
+    /// [`Deferrer::try_enable`]. This is the commit case.
     ///
     /// # Examples
     ///
@@ -163,7 +164,7 @@ impl Outcome {
         matches!(self.repr, Repr::Ok)
     }
 
-    /// Whether the body of [`Deferrer::try_enable`] returned an `Err`.
+    /// Returns `true` if the body of [`Deferrer::try_enable`] returned an `Err`.
     ///
     /// # Examples
     ///
@@ -187,7 +188,7 @@ impl Outcome {
         matches!(self.repr, Repr::Err)
     }
 
-    /// Whether the body, or a cleanup that ran before this one, panicked.
+    /// Returns `true` if the body, or a cleanup that ran before this one, panicked.
     ///
     /// # Examples
     ///
@@ -210,8 +211,10 @@ impl Outcome {
         matches!(self.repr, Repr::Panicked)
     }
 
-    /// Whether the future was dropped before it completed (or the stack was dropped without
-    /// being closed): the caller never gets the body's output.
+    /// Returns `true` if the future was dropped before it completed.
+    ///
+    /// The caller then never gets the body's output. A standalone deferrer dropped without
+    /// being closed also gives this outcome.
     ///
     /// # Examples
     ///

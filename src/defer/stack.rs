@@ -1,5 +1,7 @@
-//! The shared stack of cleanups behind a [`Deferrer`], and how cleanups run when nobody can
-//! await them (the enabled future was dropped, or a cleanup was registered too late).
+//! The shared stack of cleanups behind a [`Deferrer`].
+//!
+//! It also runs the cleanups that nobody can await: those of a dropped enabled future, and
+//! those registered too late.
 //!
 //! [`Deferrer`]: super::Deferrer
 

@@ -11,8 +11,11 @@ use pin_project::pin_project;
 
 use crate::error::TaskError;
 
-/// Wraps a future so that it never fails: its `Err` and its panic become a [`TaskError`]
-/// value. What `gather_settled` and `gather_settled!` run each item in; not public API.
+/// Wraps a future so that its `Err` or its panic becomes a [`TaskError`] value.
+///
+/// `gather_settled` and `gather_settled!` run each item in one; it is not public API. Only a
+/// panic during a poll is caught: the inner future is dropped once it finished, outside the
+/// catch, so a panic in its destructor escapes and fails the group.
 ///
 /// Dropping it drops the inner future.
 #[pin_project]

@@ -1,4 +1,4 @@
-//! The streaming forms of a gather: values as the items finish, with their input positions.
+//! The streaming forms of a gather, which return the values as the items finish.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -9,15 +9,15 @@ use std::task::{Context, Poll};
 use super::{Gather, SettledIter};
 use crate::error::{GroupError, TaskError, TaskLabel};
 
-/// The items of a gather as they finish, each with its input position; from
-/// [`Gather::unordered`].
+/// Stream of a gather's values as the items finish, returned by [`Gather::unordered`].
 ///
-/// Like `buffer_unordered`: under a concurrency limit, an item's slot frees only once the
-/// consumer took its value, so a slow consumer holds back new items and memory stays
+/// Each item yields `Ok((index, value))`, where `index` is its input position. At the first
+/// failure, the other items are cancelled, and once they are dropped the stream yields one
+/// `Err(GroupError)`, after any values still waiting to be taken. Then it yields `None`.
+///
+/// As with `buffer_unordered`, under a concurrency limit an item's slot frees only once the
+/// consumer has taken its value. A slow consumer holds back new items, and memory stays
 /// O(limit) however long the input. The input is pulled lazily, as slots free.
-///
-/// Yields `Ok((index, value))` per item, and at the first failure (after the values that
-/// came before it) one `Err(GroupError)`, once the other items were cancelled; then `None`.
 ///
 /// # Examples
 ///
@@ -39,13 +39,14 @@ use crate::error::{GroupError, TaskError, TaskLabel};
 ///
 /// # Panics
 ///
-/// As for [`gather`](crate::gather()): a panicking item (or item destructor) cancels the
-/// others, and once they are dropped the panic is resumed in the consumer's `next`.
+/// If an item (or its destructor) panics, the other items are cancelled, and the panic is
+/// resumed in [`next`](Self::next) once they are dropped, as in [`gather`](crate::gather()).
+/// Polling outside a tokio runtime panics, unless the input is empty.
 ///
 /// # Cancel safety
 ///
-/// [`next`](Self::next) is cancel safe: a value is taken only when it is returned. Dropping
-/// the stream aborts every running item and drops the ones not yet started.
+/// [`next`](Self::next) is cancel safe. Dropping the stream aborts every running item and
+/// drops the ones not yet started.
 #[must_use = "streams do nothing unless polled"]
 pub struct GatherUnordered<I: Iterator, T, E> {
     /// Boxed so that the stream is `Unpin` and `next(&mut self)` needs no pinning.
@@ -75,8 +76,10 @@ where
         }
     }
 
-    /// Waits for the next item to finish: `Some(Ok((index, value)))`, the group's error
-    /// once, or `None` when every item was yielded.
+    /// Waits for the next item to finish and returns its input position and value.
+    ///
+    /// Returns `Some(Ok((index, value)))` for an item, `Some(Err(_))` once if the gather
+    /// failed, and `None` when the stream is done.
     ///
     /// # Examples
     ///
@@ -89,14 +92,20 @@ where
     /// # }
     /// ```
     ///
+    /// # Panics
+    ///
+    /// Resumes the panic of an item, as described on [`GatherUnordered`].
+    ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a value is taken only when it is returned.
+    /// This method is cancel safe: a value is taken only when it is returned.
     pub async fn next(&mut self) -> Option<Result<(usize, T), GroupError<E>>> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// Polls for the next item; the `Stream`-shaped form of [`next`](Self::next).
+    /// Polls for the next item to finish.
+    ///
+    /// This is the `Stream`-shaped form of [`next`](Self::next), with the same results.
     ///
     /// # Examples
     ///
@@ -160,12 +169,13 @@ impl<I: Iterator, T, E> fmt::Debug for GatherUnordered<I, T, E> {
     }
 }
 
-/// The slots of a [`gather_settled`](crate::gather_settled()) as the items finish, each with
-/// its input position; from [`GatherSettled::unordered`](super::GatherSettled::unordered).
+/// Stream of a settled gather's results as the items finish, returned by
+/// [`GatherSettled::unordered`](super::GatherSettled::unordered).
 ///
-/// No item cancels another; each yields `(index, Ok(value))` or `(index, Err(TaskError))`
-/// (labelled `item 7`, and named if the gather names its items). Memory stays O(limit) under
-/// a concurrency limit, as for [`GatherUnordered`].
+/// No item cancels another. Each item yields `(index, Ok(value))` or
+/// `(index, Err(TaskError))`, where `index` is its input position. The error is labelled
+/// `item 7`, with the item's name if the gather names its items. Under a concurrency limit,
+/// memory stays O(limit), as for [`GatherUnordered`].
 ///
 /// # Examples
 ///
@@ -189,6 +199,12 @@ impl<I: Iterator, T, E> fmt::Debug for GatherUnordered<I, T, E> {
 /// # }
 /// ```
 ///
+/// # Panics
+///
+/// Polling outside a tokio runtime panics, unless the input is empty. A panic in an item's
+/// destructor, once the item has finished, is not captured: it cancels the other items and
+/// is resumed in [`next`](Self::next).
+///
 /// # Cancel safety
 ///
 /// [`next`](Self::next) is cancel safe. Dropping the stream aborts every running item and
@@ -211,8 +227,9 @@ where
         GatherSettledUnordered { inner }
     }
 
-    /// Waits for the next item to finish: `Some((index, slot))`, or `None` when every item
-    /// was yielded.
+    /// Waits for the next item to finish and returns its input position and result.
+    ///
+    /// Returns `None` when every item was yielded.
     ///
     /// # Examples
     ///
@@ -229,12 +246,14 @@ where
     ///
     /// # Cancel safety
     ///
-    /// Cancel safe: a value is taken only when it is returned.
+    /// This method is cancel safe: a result is taken only when it is returned.
     pub async fn next(&mut self) -> Option<(usize, Result<T, TaskError<E>>)> {
         std::future::poll_fn(|cx| self.poll_next(cx)).await
     }
 
-    /// Polls for the next item; the `Stream`-shaped form of [`next`](Self::next).
+    /// Polls for the next item to finish.
+    ///
+    /// This is the `Stream`-shaped form of [`next`](Self::next), with the same results.
     ///
     /// # Examples
     ///

@@ -16,46 +16,34 @@ use super::{BoxError, GRPC_TIMEOUT, is_grpc};
 use crate::propagate::{GrpcTimeout, encode_timeout};
 use crate::{Fail, current_effective_deadline, fail_at};
 
-/// Layer that sends the deadline in force with every request, and stops waiting when it passes.
+/// Layer that sends the deadline in force with every request and stops waiting when it passes.
 ///
-/// The service it makes, [`ClientDeadline`], reads [`current_effective_deadline`] when it is
-/// called, so a call made anywhere inside a cancel scope (or inside a request served under a
-/// [`ServerLayer`], or in a task of a group inside either) carries the time left, with no code
-/// at the call site. A call made in a task started with plain `tokio::spawn` carries nothing,
-/// unless that task's future was wrapped with
-/// [`in_current_scope`](crate::WithScope::in_current_scope). For each request it:
+/// Its service, [`ClientDeadline`], reads [`current_effective_deadline`] when it is called.
+/// A call made anywhere inside a cancel scope, inside a request served under a
+/// [`ServerLayer`], or in a task of a group inside either, thus carries the time left with no
+/// code at the call site. A call made in a task started with plain `tokio::spawn` carries
+/// nothing, unless that task's future was wrapped with
+/// [`in_current_scope`](crate::WithScope::in_current_scope).
 ///
-/// - puts the time left in the `grpc-timeout` header, rounded down as
-///   [`encode_timeout`] does, unless the request already has a timeout there that is no
-///   longer (an explicit, shorter per-call timeout is kept; a malformed one is replaced);
+/// For each request, the service:
+///
+/// - puts the time left in the `grpc-timeout` header, rounded down as [`encode_timeout`]
+///   does. A valid timeout already in the header is kept if it is not longer, so an explicit,
+///   shorter per-call timeout wins. A malformed one is replaced.
 /// - waits for the response under [`fail_at`] with the deadline, and fails with
-///   [`DeadlineExceeded`] when it passes first;
-/// - fails at once with [`DeadlineExceeded`], without calling the inner service, when the
+///   [`DeadlineExceeded`] if the deadline passes first.
+/// - fails at once with [`DeadlineExceeded`], without calling the inner service, if the
 ///   deadline has already passed.
 ///
-/// Outside any deadline the request goes through untouched.
+/// Outside any deadline, the request goes through untouched.
 ///
-/// gRPC requests (whose `content-type` starts with `application/grpc`) always carry the
-/// timeout in `grpc-timeout`; others in the same header by default, or in the one set with
-/// [`http_header`](Self::http_header).
+/// gRPC requests, whose `content-type` starts with `application/grpc`, always carry the
+/// timeout in `grpc-timeout`. Other requests use the same header by default, or the one set
+/// with [`http_header`](Self::http_header).
 ///
-/// The service's error is `Box<dyn Error + Send + Sync>` (tower's `BoxError`): the inner
-/// service's error, or a [`DeadlineExceeded`]; tell them apart with `downcast_ref`. tonic's
-/// channels and hyper's clients take such a service as it is.
-///
-/// # Which timer fires
-///
-/// The deadline is read when the service is called, so a response future moved to another
-/// task keeps it. When the response is awaited inside the scope whose deadline it is, as is
-/// usual, that scope reaches the same deadline at the same instant and, being the outer one,
-/// wins against the layer's own timer: the awaiting code is cancelled and never sees
-/// [`DeadlineExceeded`] (tonic would report one as a status with code `UNKNOWN`).
-///
-/// A transport that enforces the timeout header itself may end the call at that instant
-/// first, with its own error. A tonic channel does: its calls then fail with `CANCELLED`
-/// ("Timeout expired"), as with tonic's own `Request::set_timeout`. A server under a
-/// [`ServerLayer`] answers `DEADLINE_EXCEEDED` either way, since it replaces an answer given
-/// after its deadline.
+/// The service's error is tower's `BoxError`, `Box<dyn Error + Send + Sync>`. It is the inner
+/// service's error or a [`DeadlineExceeded`]: tell them apart with `downcast_ref`. tonic's
+/// channels and hyper's clients accept such a service as it is.
 ///
 /// # Examples
 ///
@@ -86,6 +74,20 @@ use crate::{Fail, current_effective_deadline, fail_at};
 /// assert_eq!(sent.into_body(), None);
 /// # }
 /// ```
+///
+/// # Which timer fires
+///
+/// The deadline is read when the service is called, so a response future moved to another
+/// task keeps it. When the response is awaited inside the scope whose deadline it is, as is
+/// usual, that scope reaches the same deadline at the same instant. Being the outer one, it
+/// wins against the layer's own timer: the awaiting code is cancelled and never sees
+/// [`DeadlineExceeded`] (tonic would report one as a status with code `UNKNOWN`).
+///
+/// A transport that enforces the timeout header itself may end the call at that instant
+/// first, with its own error. A tonic channel does: its calls then fail with `CANCELLED`
+/// ("Timeout expired"), as with tonic's own `Request::set_timeout`. A server under a
+/// [`ServerLayer`] answers `DEADLINE_EXCEEDED` either way, since it replaces an answer given
+/// after its deadline.
 ///
 /// [`current_effective_deadline`]: crate::current_effective_deadline
 /// [`ServerLayer`]: super::ServerLayer
@@ -268,21 +270,10 @@ fn stamp(headers: &mut HeaderMap, name: &HeaderName, left: Duration) {
     }
 }
 
-/// Future returned by [`ClientDeadline`]: the inner service's response, or
-/// [`DeadlineExceeded`] when the deadline passes first.
+/// Future returned by [`ClientDeadline`].
 ///
-/// # Errors
-///
-/// The inner service's error, boxed, or a [`DeadlineExceeded`].
-///
-/// # Cancel safety
-///
-/// Dropping it drops the inner service's future, as the deadline does.
-///
-/// # Panics
-///
-/// Panics when polled after it completed, and when it must arm its timer outside a tokio
-/// runtime with the time driver enabled.
+/// It returns the inner service's response, or fails with [`DeadlineExceeded`] if the
+/// deadline passes first.
 ///
 /// # Examples
 ///
@@ -310,6 +301,19 @@ fn stamp(headers: &mut HeaderMap, name: &HeaderName, left: Duration) {
 /// assert!(err.downcast_ref::<DeadlineExceeded>().unwrap().is_in_flight());
 /// # }
 /// ```
+///
+/// # Errors
+///
+/// Returns the inner service's error, boxed, or a [`DeadlineExceeded`].
+///
+/// # Panics
+///
+/// Panics if it must arm its timer outside a tokio runtime that has the time driver enabled.
+/// Polling it again after it completed may panic.
+///
+/// # Cancel safety
+///
+/// Dropping it drops the inner service's future, as the deadline does.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct ClientFuture<F: Future> {
@@ -364,10 +368,10 @@ impl<F: Future> fmt::Debug for ClientFuture<F> {
     }
 }
 
-/// The error of a [`ClientDeadline`] call cut off by its deadline.
+/// Error returned by a [`ClientDeadline`] call when the deadline passes before the response.
 ///
-/// It comes boxed, as the service's error: find it with `downcast_ref`. It converts into an
-/// [`std::io::Error`] of kind `TimedOut`.
+/// It comes boxed, as the service's error, so find it with `downcast_ref`. It converts into
+/// an [`std::io::Error`] of kind `TimedOut`.
 ///
 /// # Examples
 ///
@@ -403,7 +407,9 @@ pub struct DeadlineExceeded {
 }
 
 impl DeadlineExceeded {
-    /// The deadline had passed when the call was made: the request was not sent.
+    /// Returns `true` if the deadline had passed when the call was made.
+    ///
+    /// The request was then not sent.
     ///
     /// # Examples
     ///
@@ -413,8 +419,9 @@ impl DeadlineExceeded {
         !self.sent
     }
 
-    /// The deadline passed while the response was awaited: the request was sent, and the
-    /// server may have acted on it.
+    /// Returns `true` if the deadline passed while the response was awaited.
+    ///
+    /// The request was then sent, and the server may have acted on it.
     ///
     /// # Examples
     ///

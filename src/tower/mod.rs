@@ -1,23 +1,24 @@
-//! Deadline propagation as tower middleware: a request's deadline follows it from service to
-//! service with no code at the call sites.
+//! Deadline propagation as tower middleware, with no code at the call sites.
 //!
 //! *Requires the `tower` feature.*
 //!
-//! [`propagate`] turns the deadline in force into gRPC's `grpc-timeout` header and back; the
-//! two layers here apply it to every request, the way Go's `context` carries a deadline:
+//! A request's deadline follows it from service to service. [`propagate`] turns the deadline
+//! in force into gRPC's `grpc-timeout` header and back, and the two layers here apply it to
+//! every request, the way Go's `context` carries a deadline:
 //!
 //! - [`ServerLayer`], on a server, reads the timeout of each incoming request and runs the
-//!   handler under [`fail_at`] with the deadline it gives. The handler and everything it
-//!   awaits or spawns in a [`TaskGroup`] see that deadline in [`current_effective_deadline`];
-//!   when it passes, the handler is dropped and the caller gets `DEADLINE_EXCEEDED` (gRPC) or
-//!   `504 Gateway Timeout` (plain HTTP). A malformed timeout gets `INVALID_ARGUMENT` or
-//!   `400 Bad Request`. A default budget and a maximum are configurable.
+//!   handler under [`fail_at`] with the deadline it gives. The handler, everything it awaits,
+//!   and the tasks it spawns in a [`TaskGroup`] see that deadline in
+//!   [`current_effective_deadline`]. When it passes, the handler is dropped and the caller
+//!   gets `DEADLINE_EXCEEDED` (gRPC) or `504 Gateway Timeout` (plain HTTP). A malformed
+//!   timeout gets `INVALID_ARGUMENT` or `400 Bad Request`. A default budget and a maximum can
+//!   be set.
 //! - [`ClientLayer`], on a client (a tonic channel, a hyper client), stamps every outgoing
 //!   request with the time left before [`current_effective_deadline`], and stops waiting for
 //!   the response when the deadline passes.
 //!
-//! With both, a service B that calls C while serving A's request hands C what is left of A's
-//! budget, C's work is cut when it runs out, and A gets `DEADLINE_EXCEEDED`.
+//! With both, a service B that calls C while serving A's request passes on to C what is left
+//! of A's budget. C's work is cut when it runs out, and A gets `DEADLINE_EXCEEDED`.
 //!
 //! The layers work on [`http::Request`] and [`http::Response`], so they fit tonic, axum,
 //! hyper and anything else built on tower and `http` 1.x.

@@ -18,16 +18,16 @@ use crate::{Fail, fail_at};
 
 /// Layer that runs each request under the deadline its `grpc-timeout` header carries.
 ///
-/// The service it makes, [`ServerDeadline`], reads the timeout when the request arrives
-/// (in `call`), and runs the inner service's future under [`fail_at`] with the deadline it
-/// gives. The handler, everything it awaits, and the tasks it spawns in a [`TaskGroup`] see
-/// that deadline through [`current_effective_deadline`], and a [`ClientLayer`] on their
-/// outgoing calls passes it on. When the deadline passes, the handler's future is dropped and
-/// the caller gets a *deadline exceeded* answer.
+/// Its service, [`ServerDeadline`], reads the timeout when the request arrives (in `call`),
+/// and runs the inner service's future under [`fail_at`] with the deadline it gives. The
+/// handler, everything it awaits, and the tasks it spawns in a [`TaskGroup`] see that
+/// deadline through [`current_effective_deadline`], and a [`ClientLayer`] on their outgoing
+/// calls passes it on. When the deadline passes, the handler's future is dropped and the
+/// caller gets a *deadline exceeded* answer.
 ///
-/// gRPC requests (those whose `content-type` starts with `application/grpc`) always carry
-/// their timeout in `grpc-timeout`. Other requests use the same header by default, in the
-/// same format; [`http_header`](Self::http_header) picks another one for them.
+/// gRPC requests, whose `content-type` starts with `application/grpc`, always carry their
+/// timeout in `grpc-timeout`. Other requests use the same header by default, in the same
+/// format. [`http_header`](Self::http_header) picks another header for them.
 ///
 /// | the request | gRPC answer | HTTP answer | the inner service |
 /// |---|---|---|---|
@@ -36,28 +36,21 @@ use crate::{Fail, fail_at};
 /// | a timeout of zero | `grpc-status: 4` (`DEADLINE_EXCEEDED`) | `504 Gateway Timeout` | not called |
 /// | the deadline passes | `grpc-status: 4` (`DEADLINE_EXCEEDED`) | `504 Gateway Timeout` | its future is dropped |
 ///
-/// An answer the handler gives only once the deadline has passed is replaced by the
-/// deadline answer too: the caller has stopped waiting, and the handler's answer is then
-/// usually what it made of its own calls failing at the same instant (a tonic channel reports
-/// its expiry of the `grpc-timeout` it was sent as `CANCELLED`), which would hide the cause.
+/// An answer the handler gives only once the deadline has passed is replaced by the deadline
+/// answer too. The caller has stopped waiting by then, and such an answer is usually what the
+/// handler made of its own calls failing at the same instant, which would hide the cause. A
+/// tonic channel, for instance, reports the expiry of the `grpc-timeout` it sent as
+/// `CANCELLED`.
 ///
 /// A gRPC answer is a *trailers-only* response: HTTP `200 OK` with `grpc-status` and
-/// `grpc-message` in the headers, which every gRPC client reads as the call's status. Every
-/// answer of the layer's own has an empty body, made with `ResBody::default()`: the inner
+/// `grpc-message` in the headers, which every gRPC client reads as the call's status. The
+/// layer's own answers have an empty body, made with `ResBody::default()`, so the inner
 /// service's response body must implement [`Default`], as tonic's and axum's bodies do.
 ///
 /// A request without a timeout runs under the [default budget](Self::default_timeout) if
 /// one is set, and with no deadline otherwise. A [maximum](Self::max_timeout) caps every
 /// budget, the default one included, and applies to requests without a header when there is
 /// no default.
-///
-/// # With tonic
-///
-/// tonic's server reads `grpc-timeout` too, and answers `CANCELLED` when its own timer runs
-/// out first. For the same header, this layer's deadline is never later than tonic's (it is
-/// computed first) and its answer wins a tie, so callers get `DEADLINE_EXCEEDED`. A
-/// `Server::timeout` shorter than the timeouts callers send would win instead: cap budgets
-/// with [`max_timeout`](Self::max_timeout).
 ///
 /// # Examples
 ///
@@ -95,6 +88,14 @@ use crate::{Fail, fail_at};
 /// assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 /// # }
 /// ```
+///
+/// # With tonic
+///
+/// tonic's server reads `grpc-timeout` too, and answers `CANCELLED` when its own timer runs
+/// out first. For the same header, this layer's deadline is never later than tonic's (it is
+/// computed first) and its answer wins a tie, so callers get `DEADLINE_EXCEEDED`. A
+/// `Server::timeout` shorter than the timeouts callers send would win instead: cap budgets
+/// with [`max_timeout`](Self::max_timeout).
 ///
 /// [`TaskGroup`]: crate::TaskGroup
 /// [`current_effective_deadline`]: crate::current_effective_deadline
@@ -144,10 +145,11 @@ impl ServerLayer {
         self
     }
 
-    /// Caps every request's budget: a longer timeout in the header is shortened to `timeout`.
+    /// Caps every request's budget at `timeout`.
     ///
-    /// The cap applies to the [default budget](Self::default_timeout) too, and is the budget
-    /// of a request without a header when there is no default.
+    /// A longer timeout in the header is shortened to `timeout`. The cap applies to the
+    /// [default budget](Self::default_timeout) too, and is the budget of a request without a
+    /// header when there is no default.
     ///
     /// # Examples
     ///
@@ -399,17 +401,10 @@ fn percent_encode(message: &str) -> String {
     encoded
 }
 
-/// Future returned by [`ServerDeadline`]: the inner service's response, or the layer's own
-/// answer when the deadline passes first.
+/// Future returned by [`ServerDeadline`].
 ///
-/// # Cancel safety
-///
-/// Dropping it drops the inner service's future, as the deadline does.
-///
-/// # Panics
-///
-/// Panics when polled after it completed, and when it must arm its timer outside a tokio
-/// runtime with the time driver enabled.
+/// It returns the inner service's response, or the layer's own answer if the deadline passes
+/// first or the request's timeout is malformed or zero.
 ///
 /// # Examples
 ///
@@ -433,6 +428,20 @@ fn percent_encode(message: &str) -> String {
 /// assert_eq!(future.await.unwrap().status(), StatusCode::GATEWAY_TIMEOUT);
 /// # }
 /// ```
+///
+/// # Errors
+///
+/// Returns the inner service's error if it fails before the deadline, or with no deadline.
+/// The layer's own answers are `Ok` responses.
+///
+/// # Panics
+///
+/// Panics if it must arm its timer outside a tokio runtime that has the time driver enabled.
+/// Polling it again after it completed may panic.
+///
+/// # Cancel safety
+///
+/// Dropping it drops the inner service's future, as the deadline does.
 #[pin_project]
 #[must_use = "futures do nothing unless you `.await` or poll them"]
 pub struct ServerFuture<F: Future, B> {
