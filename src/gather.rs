@@ -124,9 +124,8 @@ where
 ///
 /// Polling the future outside a tokio runtime panics, unless the input is empty.
 ///
-/// An item that panics while it is polled gets the panic in its slot. A panic in an item's
-/// destructor, once the item has finished, is not captured: it cancels the other items and is
-/// resumed in the caller, as in [`gather`].
+/// An item that panics, while it is polled or in its destructor, gets the panic in its slot;
+/// the other items go on.
 ///
 /// # Cancel safety
 ///
@@ -659,9 +658,8 @@ macro_rules! gather {
 ///
 /// Polling outside a tokio runtime panics.
 ///
-/// A future that panics while it is polled gets the panic in its slot. A panic in a future's
-/// destructor, once the future has finished, is not captured: it cancels the others and is
-/// resumed in the caller.
+/// A future that panics, while it is polled or in its destructor, gets the panic in its slot;
+/// the others go on.
 ///
 /// # Cancel safety
 ///

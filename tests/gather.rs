@@ -894,6 +894,63 @@ async fn settled_captures_a_panic_in_its_slot_multi_thread() {
     assert_eq!(payload.downcast_ref::<u64>(), Some(&42));
 }
 
+/// An item whose destructor panics once it has finished (settled forms): the panic is that
+/// item's outcome, in its slot; the others are not cancelled and nothing is resumed.
+async fn settled_captures_a_destructor_panic_in_its_slot() {
+    /// Ready at once; item 1's destructor, run by the gather once it finished, panics.
+    struct Item(u32);
+    impl Future for Item {
+        type Output = Result<u32, ()>;
+        fn poll(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Self::Output> {
+            std::task::Poll::Ready(Ok(self.0))
+        }
+    }
+    impl Drop for Item {
+        fn drop(&mut self) {
+            if self.0 == 1 {
+                panic!("destructor of item 1");
+            }
+        }
+    }
+    let item = Item;
+    let check = |slots: Vec<Result<u32, quattro::TaskError<()>>>| {
+        for (i, slot) in slots.into_iter().enumerate() {
+            if i == 1 {
+                let payload = slot.unwrap_err().into_panic().expect("a panic");
+                assert_eq!(
+                    payload.downcast_ref::<&str>(),
+                    Some(&"destructor of item 1")
+                );
+            } else {
+                assert_eq!(slot.unwrap(), i as u32);
+            }
+        }
+    };
+    check(gather_settled((0..3).map(item)).await);
+    check(gather_settled((0..3).map(item)).concurrency_limit(1).await);
+    let (a, b, c) = quattro::gather_settled!(item(0), item(1), item(2)).await;
+    check(vec![a, b, c]);
+    let mut stream = gather_settled((0..3).map(item)).unordered();
+    let mut slots: Vec<_> = (0..3).map(|_| None).collect();
+    while let Some((i, slot)) = stream.next().await {
+        slots[i] = Some(slot);
+    }
+    check(slots.into_iter().map(Option::unwrap).collect());
+}
+
+#[tokio::test]
+async fn settled_captures_a_destructor_panic_in_its_slot_current_thread() {
+    settled_captures_a_destructor_panic_in_its_slot().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settled_captures_a_destructor_panic_in_its_slot_multi_thread() {
+    settled_captures_a_destructor_panic_in_its_slot().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // cancellation from outside: cancel scopes and plain drops
 // ---------------------------------------------------------------------------------------------

@@ -13,9 +13,8 @@ use crate::error::TaskError;
 
 /// Wraps a future so that its `Err` or its panic becomes a [`TaskError`] value.
 ///
-/// `gather_settled` and `gather_settled!` run each item in one; it is not public API. Only a
-/// panic during a poll is caught: the inner future is dropped once it finished, outside the
-/// catch, so a panic in its destructor escapes and fails the group.
+/// `gather_settled` and `gather_settled!` run each item in one; it is not public API. A panic
+/// in the item's poll or in its destructor (run as soon as it finished) is caught.
 ///
 /// Dropping it drops the inner future.
 #[pin_project]
@@ -44,14 +43,20 @@ where
             .as_mut()
             .as_pin_mut()
             .expect("polled after completion");
-        let settled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
+        let mut settled = match catch_unwind(AssertUnwindSafe(|| fut.poll(cx))) {
             Ok(Poll::Pending) => return Poll::Pending,
             Ok(Poll::Ready(Ok(value))) => Ok(value),
             Ok(Poll::Ready(Err(error))) => Err(TaskError::failed(error)),
             Err(payload) => Err(TaskError::panicked(Some(payload))),
         };
-        // A panicked future must not be polled again; drop it now either way.
-        inner.set(None);
+        // A panicked future must not be polled again; drop it now either way. Its destructor
+        // is part of the item: a panic there is the item's outcome too, not the group's
+        // failure (the first panic wins).
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| inner.set(None))) {
+            if !matches!(&settled, Err(err) if err.is_panic()) {
+                settled = Err(TaskError::panicked(Some(payload)));
+            }
+        }
         Poll::Ready(Ok(settled))
     }
 }

@@ -201,9 +201,8 @@ impl<I: Iterator, T, E> fmt::Debug for GatherUnordered<I, T, E> {
 ///
 /// # Panics
 ///
-/// Polling outside a tokio runtime panics, unless the input is empty. A panic in an item's
-/// destructor, once the item has finished, is not captured: it cancels the other items and
-/// is resumed in [`next`](Self::next).
+/// Polling outside a tokio runtime panics, unless the input is empty. An item that panics,
+/// while it is polled or in its destructor, yields the panic as its result.
 ///
 /// # Cancel safety
 ///
