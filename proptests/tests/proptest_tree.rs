@@ -1963,6 +1963,8 @@ fn cases(default: u32) -> u32 {
 fn config(cases: u32) -> Config {
     Config {
         cases,
+        // Relative to the working directory, which `cargo test` sets to this package's root
+        // (`proptests/`), wherever it is run from.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "tests/proptest-regressions/proptest_tree.txt",
         ))),
