@@ -196,6 +196,7 @@ pub mod shutdown;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
+mod waker;
 
 pub use context::{InCurrentScope, WithScope};
 pub use defer::{AsyncExit, Deferrer};

@@ -281,10 +281,7 @@ impl Node {
     /// Stores the waker that `cancel()` and `set_deadline()` wake.
     pub(crate) fn register_waker(&self, waker: &Waker) {
         let mut slot = self.waker.lock().unwrap_or_else(|e| e.into_inner());
-        match &mut *slot {
-            Some(old) if old.will_wake(waker) => {}
-            slot => *slot = Some(waker.clone()),
-        }
+        crate::waker::register(&mut slot, waker);
     }
 
     /// Drops the stored waker, so that a node kept by a handle does not keep a finished task

@@ -89,10 +89,7 @@ impl Drainable for CleanupDrain {
             if state.done {
                 return Poll::Ready(());
             }
-            match &mut state.waker {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            crate::waker::register(&mut state.waker, cx.waker());
         }
         // The owner waits here in its own context: the cleanups get no more time than it has.
         if let Some(at) = crate::current_effective_deadline() {

@@ -120,10 +120,7 @@ impl<T> Collector<T> {
         let mut state = self.lock();
         let Some(item) = state.ready.pop_front() else {
             if let Some(cx) = cx {
-                match &mut state.consumer {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    consumer => *consumer = Some(cx.waker().clone()),
-                }
+                crate::waker::register(&mut state.consumer, cx.waker());
             }
             return None;
         };
@@ -236,10 +233,7 @@ impl<I: Iterator, T, E> Driver<I, T, E> {
         if self.started - state.finished < limit {
             return true;
         }
-        match &mut state.driver {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            driver => *driver = Some(cx.waker().clone()),
-        }
+        crate::waker::register(&mut state.driver, cx.waker());
         false
     }
 }

@@ -401,10 +401,7 @@ impl<T, E> Handoff<T, E> {
         let mut state = self.lock();
         match &mut *state {
             Hand::Waiting(waker) => {
-                match waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
+                crate::waker::register(waker, cx.waker());
                 Poll::Pending
             }
             Hand::Ended(Outcome {

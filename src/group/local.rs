@@ -244,10 +244,7 @@ impl LocalEntry {
         let mut place = self.lock();
         match &mut *place {
             Place::Waiting(waker) => {
-                match waker {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
+                crate::waker::register(waker, cx.waker());
                 Poll::Pending
             }
             Place::Slot(key) => {

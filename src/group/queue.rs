@@ -484,10 +484,7 @@ impl Grant {
         let mut state = self.lock();
         match state.0 {
             Granted::Nothing => {
-                match &mut state.1 {
-                    Some(waker) if waker.will_wake(cx.waker()) => {}
-                    waker => *waker = Some(cx.waker().clone()),
-                }
+                crate::waker::register(&mut state.1, cx.waker());
                 Poll::Pending
             }
             granted => Poll::Ready(granted),

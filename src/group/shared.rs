@@ -366,10 +366,7 @@ impl<E> State<E> {
 
     /// Registers `cx` to be woken when a task ends with something for the waiter to do.
     fn register_waiter(&mut self, cx: &Context<'_>) {
-        match &mut self.waiter {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            waiter => *waiter = Some(cx.waker().clone()),
-        }
+        crate::waker::register(&mut self.waiter, cx.waker());
     }
 
     pub(crate) fn normal_len(&self) -> usize {

@@ -103,10 +103,7 @@ impl Ended {
         let mut state = self.lock();
         let next = state.0.pop_front();
         if let (None, Some(cx)) = (next, cx) {
-            match &mut state.1 {
-                Some(waker) if waker.will_wake(cx.waker()) => {}
-                waiter => *waiter = Some(cx.waker().clone()),
-            }
+            crate::waker::register(&mut state.1, cx.waker());
         }
         next
     }
