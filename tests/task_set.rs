@@ -375,3 +375,145 @@ mod a_joined_task_has_freed_its_slot {
         }
     }
 }
+
+/// `try_join_next` takes a result that is ready even when the caller's coop budget is spent
+/// (as `JoinSet::try_join_next` does), and leaves the waker `poll_join_next` registered in
+/// place: a task that polled, then tried, is still woken when a result comes.
+mod try_join_next_neither_starves_nor_steals_the_waker {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+                // Ready result, budget spent.
+                let mut set = tg.task_set();
+                set.spawn(async { Ok(1u32) });
+                eventually(|| tg.is_empty()).await;
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                while tokio::task::coop::has_budget_remaining() {
+                    tx.send(()).unwrap();
+                    rx.recv().await;
+                }
+                assert_eq!(set.try_join_next().unwrap().unwrap(), 1);
+
+                // A waker registered by `poll_join_next`, then a `try_join_next`: the result
+                // still wakes the task (a sibling keeps the group busy, so the group's own
+                // wake-ups don't hide a lost one).
+                tg.spawn(async {
+                    sleep(NEVER).await;
+                    Ok(0)
+                });
+                set.spawn(async {
+                    sleep(ms(10)).await;
+                    Ok(2)
+                });
+                let start = tokio::time::Instant::now();
+                let mut tried = false;
+                let got = std::future::poll_fn(|cx| match set.poll_join_next(cx) {
+                    std::task::Poll::Ready(v) => std::task::Poll::Ready(v),
+                    std::task::Poll::Pending => {
+                        if !tried {
+                            tried = true;
+                            assert!(set.try_join_next().is_none());
+                        }
+                        std::task::Poll::Pending
+                    }
+                });
+                let got = tokio::time::timeout(ms(5_000), got)
+                    .await
+                    .expect("the result woke the task");
+                assert_eq!(got.unwrap().unwrap(), 2);
+                assert!(start.elapsed() < ms(4_000));
+                tg.cancel();
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+        }
+    }
+}
+
+/// Queued tasks whose destructors panic as `abort_all` drops them: every task is still
+/// aborted, each panic is that task's failure (the handler gets it), and the set ends.
+mod abort_all_survives_queued_destructors_that_panic {
+    use super::*;
+
+    both_runtimes! {
+        async fn run() {
+            let handled = Arc::new(AtomicUsize::new(0));
+            let count = handled.clone();
+            TaskGroup::builder()
+                .concurrency_limit(1)
+                .isolate_failures(move |failure: Failure<String>| {
+                    assert!(failure.is_panic(), "{failure}");
+                    count.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .scope(|tg| async move {
+                    let mut set = tg.task_set();
+                    set.spawn(async {
+                        pending::<()>().await;
+                        Ok(0)
+                    });
+                    set.spawn(PanicOnDrop { ready: false }); // queued
+                    set.spawn(PanicOnDrop { ready: false }); // queued
+                    set.spawn(async {
+                        pending::<()>().await;
+                        Ok(0)
+                    }); // queued
+                    set.abort_all();
+                    let mut cancelled = 0;
+                    while let Some(out) = set.join_next().await {
+                        assert!(out.unwrap_err().is_cancelled());
+                        cancelled += 1;
+                    }
+                    assert_eq!(cancelled, 4);
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            assert_eq!(handled.load(Ordering::SeqCst), 2);
+        }
+    }
+}
+
+/// A spawn the group refuses, whose future's destructor panics: the panic reaches the caller,
+/// and the set does not count a task that never came (`join_next` does not wait for it).
+#[tokio::test]
+async fn a_refused_spawn_whose_destructor_panics_is_not_counted() {
+    let tg = TaskGroup::scope(|tg: TaskGroup<String>| async move { Ok(tg.clone()) })
+        .await
+        .unwrap();
+    let mut set = tg.task_set();
+    let spawned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        set.spawn(PanicOnDrop { ready: false });
+    }));
+    assert!(
+        spawned.is_err(),
+        "the destructor's panic reaches the caller"
+    );
+    assert_eq!(set.len(), 0);
+    let next = tokio::time::timeout(ms(1_000), set.join_next()).await;
+    assert!(next.expect("join_next does not hang").is_none());
+}
+
+/// A set that only spawns and detaches keeps nothing per task: the detached tasks' notices
+/// go to a list that goes with them.
+#[tokio::test]
+async fn detaching_keeps_the_set_small() {
+    TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+        let mut set = tg.task_set();
+        for _ in 0..100 {
+            for i in 0..100u32 {
+                set.spawn(async move { Ok(i) });
+            }
+            set.detach_all();
+            eventually(|| tg.is_empty()).await;
+        }
+        let debug = format!("{set:?}");
+        assert!(debug.contains("len: 0, ended: 0"), "{debug}");
+        Ok(())
+    })
+    .await
+    .unwrap();
+}

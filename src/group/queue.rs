@@ -62,24 +62,44 @@ pub(crate) trait Unqueue: Send + Sync {
     /// A queued task was aborted: drops its future in the frame its task would have had, and
     /// stops counting it as waiting once it is gone.
     /// `queued`: the task was still counted in the queue (not yet claimed for a start).
-    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool);
+    /// `label` names the task if its destructor panics.
+    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool, label: &dyn Fn() -> TaskLabel);
 }
 
 /// What names a queued task in its failures: its name, or for an unnamed one where it was
 /// spawned (a word either way).
 pub(crate) trait QueuedName: Send + 'static {
     fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>);
+
+    /// The label of the task that never started.
+    fn label(&self) -> TaskLabel;
 }
 
 impl QueuedName for &'static Location<'static> {
     fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>) {
         (None, Some(*self))
     }
+
+    fn label(&self) -> TaskLabel {
+        TaskLabel::Child {
+            id: None,
+            name: None,
+            at: Some(*self),
+        }
+    }
 }
 
 impl QueuedName for Option<Arc<str>> {
     fn take(&mut self) -> (Option<Arc<str>>, Option<&'static Location<'static>>) {
         (Option::take(self), None)
+    }
+
+    fn label(&self) -> TaskLabel {
+        TaskLabel::Child {
+            id: None,
+            name: self.clone(),
+            at: None,
+        }
     }
 }
 
@@ -284,8 +304,16 @@ where
             // Claimed or started meanwhile: try again from that stage.
             return self.abort(group, reason);
         };
+        let label = || match &*self.lock() {
+            Stage::Cancelled(_, Some(name)) => name.label(),
+            _ => TaskLabel::Child {
+                id: None,
+                name: None,
+                at: None,
+            },
+        };
         match group.upgrade() {
-            Some(group) => group.unqueue(Box::new(fut), queued),
+            Some(group) => group.unqueue(Box::new(fut), queued, &label),
             None => drop(fut),
         }
     }
@@ -562,7 +590,12 @@ mod loom_tests {
         /// The group's side of an abort: the queue under its lock.
         struct Group(Mutex<Queue<()>>);
         impl Unqueue for Group {
-            fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool) {
+            fn unqueue(
+                &self,
+                unstarted: Box<dyn Send>,
+                queued: bool,
+                _: &dyn Fn() -> crate::error::TaskLabel,
+            ) {
                 if queued {
                     self.0.lock().unwrap().unqueued();
                 }

@@ -552,14 +552,7 @@ impl<E: Send + 'static> Shared<E> {
     {
         let child = self.child(key, fut, sink, name, at);
         let join = self.runtime.spawn(child);
-        let abort = join.abort_handle();
-        let mut state = self.lock();
-        let attached = state.tasks.attach(key, abort);
-        // Aborted while it was being spawned: `abort` found no handle to abort then.
-        let abort_now = attached
-            && (state.aborted_all || (role == Role::Background && state.aborted_background));
-        drop(state);
-        if abort_now {
+        if self.attach(key, role, join.abort_handle()) {
             join.abort();
         }
         join
@@ -634,6 +627,25 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> bool {
         state.register_waiter(cx);
         !state.failures.is_empty()
+    }
+
+    /// Reports the failure of a task that did not get to end on its own: to the handler of an
+    /// isolating group first, as `task_ended` does; what comes back fails the group, which is
+    /// woken to cancel the rest.
+    fn fail(&self, failure: Failure<E>) {
+        let failure = match &self.handler {
+            Some(handler) => isolate(handler, failure),
+            None => Some(failure),
+        };
+        if let Some(failure) = failure {
+            let mut state = self.lock();
+            state.record(failure);
+            let waiter = state.waiter.take();
+            drop(state);
+            if let Some(waiter) = waiter {
+                waiter.wake();
+            }
+        }
     }
 
     /// Records a panic caught by the group itself (in a destructor it ran).
@@ -779,7 +791,7 @@ impl<E: Send + 'static> Drop for Waiting<'_, E> {
 }
 
 impl<E: Send + 'static> Unqueue for Shared<E> {
-    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool) {
+    fn unqueue(&self, unstarted: Box<dyn Send>, queued: bool, label: &dyn Fn() -> TaskLabel) {
         let dropping = {
             let mut state = self.lock();
             if queued {
@@ -788,8 +800,13 @@ impl<E: Send + 'static> Unqueue for Shared<E> {
             state.dropping += 1;
             Dropping(self)
         };
-        // Dropped (maybe on another thread) before the group can count it gone.
-        self.drop_unstarted(unstarted);
+        // Dropped (maybe on another thread) before the group can count it gone. A destructor
+        // that panics is the task's failure, as a running task's is: it must not unwind into
+        // whoever aborted the task (an `abort_all` loop would stop half-way).
+        let dropped = catch_unwind(AssertUnwindSafe(|| self.drop_unstarted(unstarted)));
+        if let Err(payload) = dropped {
+            self.fail(Failure::from_panic(label(), payload));
+        }
         drop(dropping);
     }
 }
@@ -853,7 +870,8 @@ impl<E> Shared<E> {
     }
 
     /// Keeps the abort handle of a task spawned by the caller under `key`; returns whether
-    /// to abort it at once (the group aborted its tasks while it was being spawned).
+    /// to abort it at once (the group aborted its tasks while it was being spawned, when
+    /// there was no handle to abort yet).
     pub(crate) fn attach(&self, key: TaskKey, role: Role, abort: tokio::task::AbortHandle) -> bool {
         let mut state = self.lock();
         let attached = state.tasks.attach(key, abort);

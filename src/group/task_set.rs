@@ -83,6 +83,12 @@ struct Ended {
 }
 
 impl Ended {
+    fn new() -> Arc<Ended> {
+        Arc::new(Ended {
+            state: Mutex::new((VecDeque::new(), None)),
+        })
+    }
+
     fn lock(&self) -> MutexGuard<'_, EndedState> {
         // Every update is a single push or pop: a panic elsewhere cannot leave it torn.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -136,9 +142,7 @@ impl<E: Send + 'static> TaskGroup<E> {
             slots: Vec::new(),
             free: Vec::new(),
             len: 0,
-            ended: Arc::new(Ended {
-                state: Mutex::new((VecDeque::new(), None)),
-            }),
+            ended: Ended::new(),
             joining: None,
         }
     }
@@ -413,8 +417,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     /// # }
     /// ```
     pub fn try_join_next_with_id(&mut self) -> Option<Result<(Id, T), TaskError>> {
-        let mut cx = Context::from_waker(Waker::noop());
-        match self.poll_take(&mut cx) {
+        match self.poll_take(None) {
             Poll::Ready(next) => next,
             Poll::Pending => None,
         }
@@ -480,7 +483,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         // A result taken uses tokio's coop budget, as `JoinSet::join_next` does: a loop over
         // results that keep coming still yields, so a timer around it can fire.
         let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
-        let next = std::task::ready!(self.poll_take(cx));
+        let next = std::task::ready!(self.poll_take(Some(cx)));
         if next.is_some() {
             coop.made_progress();
         }
@@ -553,6 +556,10 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
             }
         }
         self.joining = None;
+        // The detached tasks still report their end. They report it to a list of their own,
+        // freed with the last of them, so that a set that detaches and never joins stays
+        // small.
+        self.ended = Ended::new();
     }
 
     /// Returns the number of tasks in the set.
@@ -617,7 +624,6 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
                 self.slots.len() - 1
             }
         };
-        self.len += 1;
         let generation = self.slots[index].0;
         let task = Notify {
             fut,
@@ -627,8 +633,12 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
         (index, task)
     }
 
+    /// Counts the task spawned into the slot `wrap` took. Not in `wrap`: a refused task's
+    /// destructor may panic on the way, and the slot is then lost (its notice ignored, as its
+    /// handle never comes), never counted as a task to wait for.
     fn keep(&mut self, index: usize, handle: TaskHandle<T>) {
         self.slots[index].1 = Some(handle);
+        self.len += 1;
     }
 
     /// Forgets the task in slot `index`; a late notice of it is then ignored.
@@ -642,14 +652,30 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
 
     /// The next result: the handle of the next task that ended, once it resolves (after the
     /// group counted the task out); `None` when the set is empty.
-    fn poll_take(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<(Id, T), TaskError>>> {
+    /// The next result; without `cx` (`try_join_next`), only one that is ready, and no waker
+    /// registered (one registered by `poll_join_next` stays).
+    fn poll_take(
+        &mut self,
+        mut cx: Option<&mut Context<'_>>,
+    ) -> Poll<Option<Result<(Id, T), TaskError>>> {
         loop {
             if let Some(index) = self.joining {
                 let handle = self.slots[index]
                     .1
                     .as_mut()
                     .expect("a joined slot has a handle");
-                let out = std::task::ready!(Pin::new(&mut *handle).poll(cx));
+                let out = match cx.as_deref_mut() {
+                    Some(cx) => std::task::ready!(Pin::new(&mut *handle).poll(cx)),
+                    // A finished handle is ready, and registers no waker. Outside the coop
+                    // budget, as in `JoinSet::try_join_next`: a ready result must not read as
+                    // none because the caller's budget ran out.
+                    None if handle.is_finished() => {
+                        let mut noop = Context::from_waker(Waker::noop());
+                        let mut handle = tokio::task::coop::unconstrained(&mut *handle);
+                        std::task::ready!(Pin::new(&mut handle).poll(&mut noop))
+                    }
+                    None => return Poll::Pending,
+                };
                 let id = handle.id();
                 self.joining = None;
                 self.release(index);
@@ -657,7 +683,7 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
                     (id.expect("a task that returned a value was spawned"), value)
                 })));
             }
-            match self.ended.pop(Some(cx)) {
+            match self.ended.pop(cx.as_deref_mut()) {
                 Some((index, generation)) => {
                     let live = self.slots.get(index);
                     if live.is_some_and(|(g, handle)| *g == generation && handle.is_some()) {
