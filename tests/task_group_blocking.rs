@@ -1032,3 +1032,39 @@ both_runtimes! {
         assert!(refused.unwrap_err().is_cancelled());
     }
 }
+
+/// A closure whose task is cancelled while it still waits for a thread of tokio's blocking
+/// pool never runs (as a task cancelled in the group's queue never starts); the group still
+/// waits until the pool has let go of it.
+#[test]
+fn a_closure_cancelled_while_it_waits_for_a_pool_thread_never_runs() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ran = Arc::new(AtomicBool::new(false));
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let second_ran = ran.clone();
+        TaskGroup::scope(|tg: TaskGroup<()>| async move {
+            let first = tg.spawn_blocking(move || {
+                released.recv().ok(); // holds the only pool thread
+                Ok(())
+            });
+            let second = tg.spawn_blocking(move || {
+                second_ran.store(true, Ordering::SeqCst);
+                Ok(())
+            });
+            tokio::task::yield_now().await; // both sent to the pool; the second waits
+            second.abort();
+            assert!(second.await.unwrap_err().is_cancelled());
+            release.send(()).unwrap();
+            first.await.unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the cancelled closure ran");
+    });
+}

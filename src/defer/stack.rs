@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 
 use super::Outcome;
+use crate::error::panic::{NON_STRING, message as panic_message};
 
 /// A boxed async cleanup. `Send + 'static` so that it can be handed to the runtime.
 pub(crate) type AsyncCleanup = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -328,10 +329,6 @@ pub(crate) fn log_panic(payload: &(dyn Any + Send)) {
 
 /// Reports a panic that cannot be resumed, with what it came from.
 pub(crate) fn log_panic_of(payload: &(dyn Any + Send), what: &'static str) {
-    let message = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("Box<dyn Any>");
+    let message = panic_message(payload).unwrap_or(NON_STRING);
     tracing::error!(panic = message, "{what}");
 }

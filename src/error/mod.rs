@@ -7,7 +7,7 @@
 mod cancelled;
 mod group_error;
 mod label;
-mod panic;
+pub(crate) mod panic;
 mod reason;
 mod task_error;
 

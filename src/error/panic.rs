@@ -36,7 +36,7 @@ impl Payload {
 }
 
 /// The message of a panic payload, when it has one.
-fn message(payload: &(dyn Any + Send)) -> Option<&str> {
+pub(crate) fn message(payload: &(dyn Any + Send)) -> Option<&str> {
     payload
         .downcast_ref::<&str>()
         .copied()
@@ -44,7 +44,7 @@ fn message(payload: &(dyn Any + Send)) -> Option<&str> {
 }
 
 /// Shown for a panic whose payload is not a string.
-const NON_STRING: &str = "<non-string panic payload>";
+pub(crate) const NON_STRING: &str = "<non-string panic payload>";
 
 impl fmt::Display for Payload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

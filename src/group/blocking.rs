@@ -22,6 +22,7 @@ use std::task::{Context, Poll, Waker, ready};
 use super::registry::TaskKey;
 use super::shared::{Role, Shared, Who};
 use super::{TaskBuilder, TaskGroup, TaskHandle};
+use crate::error::panic;
 use crate::frame::{self, Data, Drains, Enter};
 use crate::node::Node;
 
@@ -361,7 +362,8 @@ impl<F, T, E> Drop for Blocking<F, T, E> {
 enum Ran<T, E> {
     Returned(Result<T, E>),
     Panicked(Box<dyn Any + Send>),
-    /// Dropped before it ran: the runtime is shutting down.
+    /// Dropped before it ran: the runtime is shutting down, or the task was cancelled while
+    /// the closure waited for a thread.
     NotRun,
 }
 
@@ -485,13 +487,26 @@ where
         let Some(f) = self.f.take() else {
             return;
         };
+        // Cancelled while it waited for a pool thread (the task was dropped): it never
+        // starts, as a task cancelled in the group's queue never does.
+        let cancelled = self
+            .node
+            .as_ref()
+            .is_some_and(|node| node.is_cancel_requested());
         let mut drains = Drains::default();
         let ran = {
             let _span = self.span.enter();
             let _enter = Enter::with_link(self.data, &mut self.node, Some(&mut drains));
-            match catch_unwind(AssertUnwindSafe(f)) {
-                Ok(result) => Ran::Returned(result),
-                Err(payload) => Ran::Panicked(payload),
+            if cancelled {
+                match catch_unwind(AssertUnwindSafe(|| drop(f))) {
+                    Ok(()) => Ran::NotRun,
+                    Err(payload) => Ran::Panicked(payload),
+                }
+            } else {
+                match catch_unwind(AssertUnwindSafe(f)) {
+                    Ok(result) => Ran::Returned(result),
+                    Err(payload) => Ran::Panicked(payload),
+                }
             }
         };
         self.end(Outcome { ran, drains });
@@ -561,19 +576,11 @@ fn discard<T, E>(ran: Ran<T, E>) {
         }
         Ran::Panicked(payload) => {
             tracing::warn!(
-                panic = panic_message(&*payload),
+                panic = panic::message(&*payload).unwrap_or(panic::NON_STRING),
                 "blocking task panicked after it was cancelled: dropped",
             );
             drop(payload);
         }
         Ran::NotRun => {}
     }
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("<non-string panic payload>")
 }
