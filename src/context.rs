@@ -37,6 +37,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -327,14 +328,28 @@ impl<F: Future> Future for InCurrentScope<F> {
         let here = relink(carrier, this.linked);
         forward(carrier, here.as_ref(), this.forward, cx);
         let asked = carrier.shutdown.1.get().is_some();
-        let polled = {
+        let (polled, drop_panic) = {
             let _enter = enter(this.carrier);
-            poll_inner(inner.as_mut(), cx)
+            let fut = inner.as_mut().as_pin_mut();
+            let polled = fut
+                .expect("`InCurrentScope` polled after it completed")
+                .poll(cx);
+            // A finished future is dropped at once, in the carried context. A destructor that
+            // panics must not skip `finish` below: a wrapper captured inside would keep the
+            // copied deadline for good.
+            let drop_panic = polled
+                .is_ready()
+                .then(|| catch_unwind(AssertUnwindSafe(|| inner.set(None))).err())
+                .flatten();
+            (polled, drop_panic)
         };
         let carrier = this.carrier.as_ref().expect("given back by the frame");
         if polled.is_ready() {
             carrier.finish();
             *this.forward = None;
+            if let Some(payload) = drop_panic {
+                resume_unwind(payload);
+            }
         } else if !asked {
             // A token may have been asked for inside during this poll.
             forward(carrier, here.as_ref(), this.forward, cx);
@@ -426,14 +441,18 @@ impl<F> PinnedDrop for InCurrentScope<F> {
         let Some(carrier) = this.carrier.as_ref() else {
             return;
         };
-        // Dropped before it completed: its destructors run in the carried context too.
+        // Dropped before it completed: its destructors run in the carried context too, and
+        // `finish` runs even if one of them panics.
         drop(relink(carrier, this.linked));
-        {
+        let dropped = {
             let _enter = enter(this.carrier);
-            this.inner.set(None);
-        }
+            catch_unwind(AssertUnwindSafe(|| this.inner.set(None)))
+        };
         if let Some(carrier) = this.carrier.as_ref() {
             carrier.finish();
+        }
+        if let Err(payload) = dropped {
+            resume_unwind(payload);
         }
     }
 }

@@ -671,3 +671,61 @@ async fn send_sync_and_debug() {
     .await
     .unwrap();
 }
+
+/// Captures a worker inside the wrapper polling it, then is ready (or never); its destructor
+/// panics.
+struct CaptureThenPanicOnDrop {
+    tx: Option<oneshot::Sender<Pin<Box<dyn Future<Output = Seen> + Send>>>>,
+    ready: bool,
+}
+
+impl Future for CaptureThenPanicOnDrop {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if let Some(tx) = self.tx.take() {
+            let _ = tx.send(Box::pin(async { seen() }.in_current_scope()));
+        }
+        if self.ready {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+impl Drop for CaptureThenPanicOnDrop {
+    fn drop(&mut self) {
+        panic!("destructor of the wrapped future");
+    }
+}
+
+/// A wrapped future whose destructor panics (once it finished, or dropped before) still ends
+/// the wrapper's view: a worker captured inside it does not keep the copied deadline for good.
+#[tokio::test(start_paused = true)]
+async fn a_destructor_that_panics_still_ends_the_view() {
+    for ready in [true, false] {
+        let (tx, rx) = oneshot::channel();
+        // Captured under a scope without a handle: its deadline is copied, and only the
+        // wrapper's end can take it out of the worker's view.
+        let wrapper = move_on_after(ms(10), async move {
+            CaptureThenPanicOnDrop {
+                tx: Some(tx),
+                ready,
+            }
+            .in_current_scope()
+        })
+        .await
+        .unwrap();
+        let mut wrapper = Box::pin(wrapper);
+        let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let _ = wrapper.as_mut().poll(&mut cx);
+            drop(wrapper);
+        }));
+        assert!(ended.is_err(), "the destructor's panic reaches the caller");
+        let worker = rx.await.unwrap();
+        advance(ms(50)).await;
+        assert_eq!(worker.await.deadline, None, "ready: {ready}");
+    }
+}
