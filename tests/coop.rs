@@ -9,7 +9,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use quattro::{TaskGroup, fail_after, move_on_after};
@@ -208,4 +208,33 @@ async fn join_next_and_unordered_next_use_the_coop_budget() {
         taken < 1_000,
         "a thousand ready values never used up the budget"
     );
+}
+
+/// A gather spawns its input under tokio's coop budget: a large input does not keep the
+/// thread for the whole of it in one poll (a timer around it could not fire meanwhile, and a
+/// streaming gather would hand out no value before every item was spawned).
+#[tokio::test]
+async fn a_large_gather_spawns_under_the_coop_budget() {
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counted = pulled.clone();
+    let items = (0..10_000u32).map(move |i| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Ok::<_, ()>(i) }
+    });
+    let mut stream = quattro::gather(items).unordered();
+    {
+        let mut next = std::pin::pin!(stream.next());
+        assert!(futures::poll!(next.as_mut()).is_pending());
+    }
+    let first_poll = pulled.load(Ordering::SeqCst);
+    assert!(
+        first_poll < 10_000,
+        "the whole input was spawned in one poll"
+    );
+    let mut taken = 0;
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+        taken += 1;
+    }
+    assert_eq!(taken, 10_000);
 }

@@ -253,6 +253,10 @@ where
             if !this.slot_free(cx) {
                 return Poll::Pending;
             }
+            // Each spawn takes a unit of tokio's coop budget: a large input yields now and
+            // then, so that a timer around the gather can fire, and `unordered` streams the
+            // first values before the whole input is spawned.
+            let coop = std::task::ready!(tokio::task::coop::poll_proceed(cx));
             let Some(item) = this.pull() else {
                 return Poll::Ready(Ok(this.collector.clone()));
             };
@@ -264,6 +268,7 @@ where
                 // The group is cancelling and drops this body.
                 return Poll::Pending;
             }
+            coop.made_progress();
             this.started += 1;
         }
     }
