@@ -175,8 +175,11 @@ fn lookup_links(mut deadline: Option<Instant>, mut cancelled: bool) -> (Option<I
     let _ = STACKS.try_with(|stacks| {
         let links = stacks.links.borrow();
         let mut take = |node: &Node| read(node, &mut deadline, &mut cancelled);
-        links.iter().for_each(|node| visit(node, &mut take));
-        outside(&links).for_each(|node| visit(&node, &mut take));
+        let mut seen = Carriers::default();
+        links
+            .iter()
+            .for_each(|node| visit(node, &mut take, &mut seen));
+        outside(&links).for_each(|node| visit(&node, &mut take, &mut seen));
     });
     (deadline, cancelled)
 }
@@ -194,31 +197,56 @@ fn read(node: &Node, deadline: &mut Option<Instant>, cancelled: &mut bool) {
 /// captured under has not finished, and the live nodes of that chain, skipping finished ones as
 /// [`outside`] does.
 #[inline]
-fn visit(node: &Node, take: &mut impl FnMut(&Node)) {
+fn visit(node: &Node, take: &mut impl FnMut(&Node), seen: &mut Carriers) {
     let Some(captured) = node.carried() else {
         take(node);
         return;
     };
-    visit_carried(node, captured, take);
+    visit_carried(node, captured, take, seen);
 }
 
 #[cold]
-fn visit_carried(carrier: &Node, captured: &Arc<Node>, take: &mut impl FnMut(&Node)) {
+fn visit_carried(
+    carrier: &Node,
+    captured: &Arc<Node>,
+    take: &mut impl FnMut(&Node),
+    seen: &mut Carriers,
+) {
+    if !seen.first_visit(carrier) {
+        return;
+    }
     if !captured.is_finished() {
         // The fixed deadline and flags seen where it was captured (a snapshot) end with the
         // innermost handle or group around the capture: everything inside it has ended too.
         take(carrier);
-        visit(captured, take);
+        visit(captured, take, seen);
     }
-    ancestors(captured).for_each(|node| visit(&node, take));
+    ancestors(captured).for_each(|node| visit(&node, take, seen));
+}
+
+/// The carriers a walk has expanded. Wrapped futures nested in one another reach the same
+/// chains again (without it the walk grows exponentially with the nesting), and a scope
+/// polled inside a future captured inside it makes a cycle (without it the walk never ends).
+#[derive(Default)]
+pub(crate) struct Carriers(Vec<*const Node>);
+
+impl Carriers {
+    /// Whether `carrier` is met for the first time; records it.
+    pub(crate) fn first_visit(&mut self, carrier: &Node) -> bool {
+        let carrier = std::ptr::from_ref(carrier);
+        if self.0.contains(&carrier) {
+            return false;
+        }
+        self.0.push(carrier);
+        true
+    }
 }
 
 /// The effective deadline of the context a carrier was captured in, read now (for `Debug`).
 pub(crate) fn carried_deadline(carrier: &Node) -> Option<Instant> {
     let (mut deadline, mut cancelled) = (None, false);
-    visit(carrier, &mut |node: &Node| {
-        read(node, &mut deadline, &mut cancelled)
-    });
+    let mut take = |node: &Node| read(node, &mut deadline, &mut cancelled);
+    visit(carrier, &mut take, &mut Carriers::default());
     if cancelled {
         return earliest(deadline, Some(Instant::now()));
     }

@@ -87,7 +87,7 @@ use std::task::{Context, Poll};
 use pin_project::pin_project;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::frame::{self, SHUTDOWN as FRAME_SHUTDOWN};
+use crate::frame::{self, Carriers, SHUTDOWN as FRAME_SHUTDOWN};
 use crate::node::{Node, SHUTDOWN};
 
 mod trigger;
@@ -116,12 +116,16 @@ impl Node {
     /// Whether a shutdown was requested for this node or any node enclosing it, including, for
     /// a carrier, the chain it was captured in (see [`crate::context`]).
     pub(crate) fn shutdown_requested_in_chain(&self) -> bool {
-        if self.shutdown_requested_here() {
+        self.requested_in_chain(&mut Carriers::default())
+    }
+
+    fn requested_in_chain(&self, seen: &mut Carriers) -> bool {
+        if self.shutdown_requested_here(seen) {
             return true;
         }
         let mut next = self.parent();
         while let Some(node) = next {
-            if node.shutdown_requested_here() {
+            if node.shutdown_requested_here(seen) {
                 return true;
             }
             next = node.parent();
@@ -129,13 +133,14 @@ impl Node {
         false
     }
 
-    /// This node's own request, or, for a carrier, one in the chain it was captured in.
+    /// This node's own request, or, for a carrier, one in the chain it was captured in (each
+    /// carrier's chain walked once, see [`Carriers`]).
     #[inline]
-    fn shutdown_requested_here(&self) -> bool {
+    fn shutdown_requested_here(&self, seen: &mut Carriers) -> bool {
         self.own_shutdown_requested()
             || self
                 .carried()
-                .is_some_and(|captured| captured.shutdown_requested_in_chain())
+                .is_some_and(|captured| seen.first_visit(self) && captured.requested_in_chain(seen))
     }
 
     /// Where a node's chain token hangs: the parent's, or for a carrier the token of the chain
@@ -183,6 +188,11 @@ impl Node {
         while let Some(node) = next {
             if let Some(found) = node.shutdown.1.get() {
                 token = Some(found.clone());
+                break;
+            }
+            // A scope polled inside a future captured inside it closes a cycle: the chain
+            // ends where it comes back.
+            if std::ptr::eq(&*node, self) || missing.iter().any(|m| Arc::ptr_eq(m, &node)) {
                 break;
             }
             next = node.token_parent();

@@ -729,3 +729,58 @@ async fn a_destructor_that_panics_still_ends_the_view() {
         assert_eq!(worker.await.deadline, None, "ready: {ready}");
     }
 }
+
+/// Wrapped futures nested in one another, each captured inside the one before: the lookup
+/// walks each carried chain once (it grew exponentially with the depth: a depth of 40 would
+/// not finish).
+#[tokio::test(start_paused = true)]
+async fn deeply_nested_wrappers_are_looked_up_once_each() {
+    fn nest(depth: usize) -> Pin<Box<dyn Future<Output = Seen> + Send>> {
+        if depth == 0 {
+            Box::pin(async { seen() })
+        } else {
+            Box::pin(async move { nest(depth - 1).await }.in_current_scope())
+        }
+    }
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(LONG);
+    scope.request_shutdown(LONG);
+    let inside = scope.move_on(nest(40)).await.unwrap();
+    assert_eq!(inside.deadline, Some(start + LONG));
+    assert!(inside.shutdown);
+}
+
+/// A scope's future polled inside a future captured inside it closes a cycle (the scope's
+/// parent is the wrapper, whose captured chain is the scope): lookups, the shutdown check and
+/// the shutdown token still end.
+#[tokio::test(start_paused = true)]
+async fn a_scope_polled_inside_a_wrapper_captured_inside_it() {
+    type Boxed = Pin<Box<dyn Future<Output = Option<Seen>> + Send>>;
+    let start = Instant::now();
+    let scope = CancelScope::with_timeout(LONG);
+    let (give_scope, take_scope) = oneshot::channel::<Boxed>();
+    let (give_wrapper, take_wrapper) = oneshot::channel();
+    let mut polled_once = false;
+    let mut outer: Boxed = Box::pin(scope.move_on(async move {
+        let wrapper = async move { take_scope.await.unwrap().await }.in_current_scope();
+        let _ = give_wrapper.send(wrapper);
+        // Suspend once, then look around from inside the wrapper.
+        std::future::poll_fn(|cx| {
+            if polled_once {
+                return Poll::Ready(());
+            }
+            polled_once = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await;
+        let _token = quattro::shutdown_token();
+        seen()
+    }));
+    assert!(futures::poll!(outer.as_mut()).is_pending());
+    let wrapper = take_wrapper.await.unwrap();
+    give_scope.send(outer).ok().unwrap();
+    let inside = wrapper.await.expect("the scope was not cancelled");
+    assert_eq!(inside.deadline, Some(start + LONG));
+    assert!(!inside.shutdown);
+}
