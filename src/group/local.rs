@@ -12,7 +12,7 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, Location, catch_unwind};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use pin_project::{pin_project, pinned_drop};
@@ -20,12 +20,13 @@ use tokio::task::AbortHandle;
 
 use super::child::Child;
 use super::handle::{Output, ToHandle};
-use super::queue::Start;
+use super::queue::{Start, Unqueue};
 use super::registry::TaskKey;
 use super::shared::{Admit, Role, Shared, Who};
 use super::{TaskBuilder, TaskGroup, TaskHandle};
 use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::frame::Drains;
+use crate::loom::{Mutex, MutexGuard};
 
 impl<E: Send + 'static> TaskGroup<E> {
     /// Spawns a `!Send` future as a normal task of the group, on the current
@@ -159,10 +160,7 @@ where
     let at = Location::caller();
     let mut queued = None;
     let admitted = group.admit(|| {
-        let entry = Arc::new(LocalEntry {
-            place: Mutex::new(Place::Waiting(None)),
-            abort: OnceLock::new(),
-        });
+        let entry = LocalEntry::new();
         queued = Some(entry.clone());
         entry
     });
@@ -186,18 +184,17 @@ where
             // Dropped with the future if `spawn_local` panics: it leaves its place in the queue
             // and gives back its key.
             let task = Queued {
-                fut: Some(fut),
+                stage: Stage::Waiting { fut },
                 entry: entry.clone(),
                 group: group.clone(),
                 key: Some(key),
                 name,
                 at,
-                child: None,
             };
             let join = tokio::task::spawn_local(task);
             let abort = join.abort_handle();
             // Before the task first runs: it runs on this thread, once the caller yields.
-            let _ = entry.abort.set(abort.clone());
+            entry.set_abort(abort.clone());
             if group.attach(key, Role::Background, abort) {
                 join.abort();
             }
@@ -209,15 +206,24 @@ where
 /// A local task's place in the group's queue: what the queue hands it, and its way to wake
 /// the task.
 struct LocalEntry {
-    place: Mutex<Place>,
-    /// The task's abort handle, set by its spawner before the task first runs; kept by the
-    /// group under the slot it is given.
-    abort: OnceLock<AbortHandle>,
+    state: Mutex<EntryState>,
+}
+
+struct EntryState {
+    place: Place,
+    /// The task's abort handle, set by its spawner before the task first runs, for the group
+    /// to keep under the slot it is given. Held only while the task has not taken its turn:
+    /// an abort handle keeps the whole tokio task allocated (its future's room included), and
+    /// an entry can stay in the queue long after its task is gone.
+    abort: Option<AbortHandle>,
 }
 
 enum Place {
-    /// In the queue; the waiting task is woken with this waker.
+    /// In the queue, counted in its length; the waiting task is woken with this waker.
     Waiting(Option<Waker>),
+    /// Taken out of the queue (and out of its count) by the group, under the group's lock, to
+    /// be given a slot. From here on a task that goes away must not count itself out again.
+    Claimed(Option<Waker>),
     /// The queue reached it: a slot reserved under this key, for the task to take.
     Slot(TaskKey),
     /// The queue was dropped (the group closed, or is shutting down): the task never runs.
@@ -228,61 +234,106 @@ enum Place {
 
 /// What the queue gave a waiting local task.
 enum Turn {
-    Slot(TaskKey),
+    /// A slot under this key, with the task's abort handle, to keep under it.
+    Slot(TaskKey, AbortHandle),
     /// Never to run, for this reason (`None`: the task itself gave up its place).
     Refused(Option<CancelReason>),
 }
 
+/// Where a task that goes away without taking its turn left its entry.
+enum Left {
+    /// Still counted in the queue: the task counts itself out.
+    Queued,
+    /// A slot was granted meanwhile: to give back.
+    Slot(TaskKey),
+    /// Nothing to undo: the group already took the entry out of its queue (claimed or
+    /// dropped it).
+    Out,
+}
+
 impl LocalEntry {
-    fn lock(&self) -> MutexGuard<'_, Place> {
+    fn new() -> Arc<LocalEntry> {
+        Arc::new(LocalEntry {
+            state: Mutex::new(EntryState {
+                place: Place::Waiting(None),
+                abort: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, EntryState> {
         // Every update is one assignment: a panic cannot leave the state torn.
-        self.place.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the task's abort handle until the task takes its turn; dropped at once if the
+    /// task is already gone.
+    fn set_abort(&self, abort: AbortHandle) {
+        let mut state = self.lock();
+        if !matches!(state.place, Place::Gone) {
+            state.abort = Some(abort);
+        }
     }
 
     /// What the queue gave the task, registering `cx` while it waits.
     fn poll_turn(&self, cx: &mut Context<'_>) -> Poll<Turn> {
-        let mut place = self.lock();
-        match &mut *place {
-            Place::Waiting(waker) => {
+        let mut state = self.lock();
+        match &mut state.place {
+            Place::Waiting(waker) | Place::Claimed(waker) => {
                 crate::waker::register(waker, cx.waker());
                 Poll::Pending
             }
             Place::Slot(key) => {
                 let key = *key;
-                *place = Place::Gone;
-                Poll::Ready(Turn::Slot(key))
+                state.place = Place::Gone;
+                let abort = state.abort.take();
+                let abort = abort.expect("set by the spawner before the task first runs");
+                Poll::Ready(Turn::Slot(key, abort))
             }
             Place::Refused(reason) => Poll::Ready(Turn::Refused(Some(*reason))),
             Place::Gone => Poll::Ready(Turn::Refused(None)),
         }
     }
 
-    /// The task goes away without taking its turn; returns a slot granted meanwhile, to give
-    /// back.
-    fn leave(&self) -> Option<TaskKey> {
-        match std::mem::replace(&mut *self.lock(), Place::Gone) {
-            Place::Slot(key) => Some(key),
-            _ => None,
+    /// The task goes away without taking its turn: says what it must undo. Decided under the
+    /// entry's lock, against the group's [`claim`](Start::claim): exactly one of them counts
+    /// the entry out of the queue.
+    fn leave(&self) -> Left {
+        let mut state = self.lock();
+        state.abort = None;
+        match std::mem::replace(&mut state.place, Place::Gone) {
+            Place::Waiting(_) => Left::Queued,
+            Place::Slot(key) => Left::Slot(key),
+            Place::Claimed(_) | Place::Refused(_) | Place::Gone => Left::Out,
         }
     }
 }
 
 impl<E> Start<E> for LocalEntry {
     fn is_waiting(&self) -> bool {
-        // An entry whose task is gone still counts as waiting until the queue reaches it (and
-        // `start` declines the slot): only the queue takes an entry out of its count, so that
-        // an entry is never uncounted twice.
-        matches!(*self.lock(), Place::Waiting(_) | Place::Gone)
+        // An entry whose task is gone counted itself out of the queue as it left (see
+        // `Queued`'s drop): the queue can drop it when it compacts.
+        matches!(self.lock().place, Place::Waiting(_))
+    }
+
+    fn claim(&self) -> bool {
+        let mut state = self.lock();
+        let Place::Waiting(waker) = &mut state.place else {
+            return false;
+        };
+        state.place = Place::Claimed(waker.take());
+        true
     }
 
     fn start(self: Arc<Self>, _group: &Arc<Shared<E>>, key: TaskKey) -> bool {
-        let mut place = self.lock();
-        let Place::Waiting(waker) = &mut *place else {
+        let mut state = self.lock();
+        let (Place::Waiting(waker) | Place::Claimed(waker)) = &mut state.place else {
+            // The task went away after the claim: the caller gives the slot back.
             return false;
         };
         let waker = waker.take();
-        *place = Place::Slot(key);
-        drop(place);
+        state.place = Place::Slot(key);
+        drop(state);
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -290,11 +341,12 @@ impl<E> Start<E> for LocalEntry {
     }
 
     fn cancel(&self, reason: CancelReason) {
-        let mut place = self.lock();
-        if let Place::Waiting(waker) = &mut *place {
+        let mut state = self.lock();
+        // Only a waiting entry: the queue hands its entries over unclaimed.
+        if let Place::Waiting(waker) = &mut state.place {
             let waker = waker.take();
-            *place = Place::Refused(reason);
-            drop(place);
+            state.place = Place::Refused(reason);
+            drop(state);
             // The task drops its future itself, on its own thread; the group waits for it
             // under its background key.
             if let Some(waker) = waker {
@@ -306,18 +358,40 @@ impl<E> Start<E> for LocalEntry {
 
 /// A local task that waits for a slot, then runs its future as a child under that slot.
 #[pin_project(PinnedDrop)]
-struct Queued<F, T: Send + 'static, E> {
-    /// The future, until it starts.
-    fut: Option<F>,
+struct Queued<F, T: Send + 'static, E: Send + 'static> {
+    /// The future, waiting and then running: one place for it, so that a queued task costs
+    /// about one future (the future is moved into the child when it starts).
+    #[pin]
+    stage: Stage<F, T, E>,
     entry: Arc<LocalEntry>,
     group: Arc<Shared<E>>,
     /// The background key that counts the task while it waits; `None` once given back.
     key: Option<TaskKey>,
     name: Option<Arc<str>>,
     at: &'static Location<'static>,
-    /// The started task.
-    #[pin]
-    child: Option<Child<F, ToHandle<T>, E>>,
+}
+
+#[pin_project(project = StageProj, project_replace = StageOwn)]
+enum Stage<F, T: Send + 'static, E> {
+    /// Waiting for its turn, unpolled (so not pinned: it moves into the child).
+    Waiting { fut: F },
+    /// Started: the child reports the task's end as it is dropped.
+    Running(#[pin] Child<F, ToHandle<T>, E>),
+    /// Never started, and its future is gone.
+    Done,
+}
+
+impl<F, T: Send + 'static, E> Stage<F, T, E> {
+    /// Takes out the future of a task that has not started.
+    fn take_unstarted(self: Pin<&mut Self>) -> Option<F> {
+        if !matches!(*self, Stage::Waiting { .. }) {
+            return None;
+        }
+        match self.project_replace(Stage::Done) {
+            StageOwn::Waiting { fut } => Some(fut),
+            _ => unreachable!("checked above"),
+        }
+    }
 }
 
 impl<F, T, E> Future for Queued<F, T, E>
@@ -330,23 +404,22 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Output<T>> {
         let mut this = self.project();
-        if this.child.is_none() {
+        if !matches!(*this.stage, Stage::Running(_)) {
             match ready!(this.entry.poll_turn(cx)) {
-                Turn::Slot(key) => {
-                    let abort = this.entry.abort.get().cloned();
-                    let abort = abort.expect("set by the spawner before the task first runs");
+                Turn::Slot(key, abort) => {
                     let aborted = this.group.attach(key, Role::Normal, abort);
-                    let fut = this.fut.take().expect("the future waits until its turn");
+                    let fut = this.stage.as_mut().take_unstarted();
+                    let fut = fut.expect("the future waits until its turn");
                     let name = this.name.take();
                     let child = this
                         .group
                         .child(key, fut, ToHandle::new(), name, Some(*this.at));
-                    this.child.set(Some(child));
+                    this.stage.set(Stage::Running(child));
                     // Counted by its slot from here on.
                     give_back(this.group, this.key, None, None, this.at);
                     if aborted {
                         // The group aborted its tasks meanwhile: dropped unpolled.
-                        this.child.set(None);
+                        this.stage.set(Stage::Done);
                         let reason = this.group.node.cancel_reason();
                         let reason = reason.unwrap_or(CancelReason::Aborted);
                         return Poll::Ready(Err(TaskError::unstarted(reason, None)));
@@ -361,30 +434,47 @@ where
                         name: Some(name),
                         at: None,
                     });
-                    let panic = drop_unstarted(this.group, this.fut.take());
+                    let fut = this.stage.as_mut().take_unstarted();
+                    let panic = drop_unstarted(this.group, fut);
                     give_back(this.group, this.key, this.name.take(), panic, this.at);
                     return Poll::Ready(Err(TaskError::unstarted(reason, label)));
                 }
             }
         }
-        let child = this.child.as_pin_mut().expect("started above");
-        child.poll(cx)
+        match this.stage.project() {
+            StageProj::Running(child) => child.poll(cx),
+            _ => unreachable!("started above"),
+        }
     }
 }
 
 #[pinned_drop]
-impl<F, T: Send + 'static, E> PinnedDrop for Queued<F, T, E> {
+impl<F, T: Send + 'static, E: Send + 'static> PinnedDrop for Queued<F, T, E> {
     fn drop(self: Pin<&mut Self>) {
         let this = self.project();
-        if this.child.is_some() {
+        if matches!(*this.stage, Stage::Running(_)) {
             // Started: the child reports the task's end as it is dropped.
             return;
         }
-        if let Some(key) = this.entry.leave() {
+        match this.entry.leave() {
+            Left::Queued => {
+                // Aborted while it waited: out of the queue's count now, as an aborted queued
+                // `spawn` is, so that the queue can drop its entry when it compacts (it was
+                // counted as waiting, and kept with the task's abort handle, until the queue
+                // reached it). Nothing to drop there: the future is dropped below, in the
+                // task, which its background key counts until then.
+                let none = || TaskLabel::Child {
+                    id: None,
+                    name: None,
+                    at: None,
+                };
+                Unqueue::unqueue(&**this.group, Box::new(()), true, &none);
+            }
             // Aborted just as its turn came: the slot goes on to the next task.
-            this.group.release_unused(key);
+            Left::Slot(key) => this.group.release_unused(key),
+            Left::Out => {}
         }
-        let panic = drop_unstarted(this.group, this.fut.take());
+        let panic = drop_unstarted(this.group, this.stage.take_unstarted());
         give_back(this.group, this.key, this.name.take(), panic, this.at);
     }
 }
@@ -415,5 +505,60 @@ fn give_back<E>(
             item: None,
         };
         group.task_ended(key, who, None, panic, Drains::default());
+    }
+}
+
+/// Model checks of a local task's place in the queue under `loom` (see `src/loom.rs`).
+#[cfg(all(test, quattro_loom))]
+mod loom_tests {
+    use std::sync::Arc;
+
+    use super::{Left, LocalEntry};
+    use crate::group::queue::{Queue, Start};
+    use crate::loom::Mutex;
+
+    /// The group takes a local task's entry out of its queue to give it a slot while the task
+    /// goes away (aborted) on another thread: the entry is counted out of the queue exactly
+    /// once, so that a second task still waiting keeps its count (the group must not look
+    /// idle with it queued), and a task that left after the claim declines its slot.
+    #[test]
+    fn a_local_task_claimed_and_aborted_at_once_is_counted_out_once() {
+        loom::model(|| {
+            let first = LocalEntry::new();
+            let second = LocalEntry::new();
+            let mut queue = Queue::<()>::default();
+            queue.push(first.clone() as Arc<dyn Start<()>>);
+            queue.push(second as Arc<dyn Start<()>>);
+            let group = Arc::new(Mutex::new(queue));
+            let shared = group.clone();
+            let leaver = first.clone();
+            let t = loom::thread::spawn(move || match leaver.leave() {
+                Left::Queued => {
+                    shared.lock().unwrap().unqueued();
+                    true
+                }
+                Left::Slot(_) => unreachable!("no slot is given in this model"),
+                Left::Out => false,
+            });
+            let popped = group.lock().unwrap().pop().expect("a task still waits");
+            let counted_out_by_task = t.join().unwrap();
+            let popped_first = std::ptr::addr_eq(Arc::as_ptr(&popped), Arc::as_ptr(&first));
+            // Either the pop claimed the first entry (and its task, gone, must not count it
+            // out again) or the task left first and the pop took the second.
+            assert_ne!(
+                popped_first, counted_out_by_task,
+                "counted out twice, or never"
+            );
+            let left = group.lock().unwrap().len();
+            assert_eq!(
+                left,
+                usize::from(popped_first),
+                "tasks counted in the queue"
+            );
+            assert!(
+                !Start::<()>::is_waiting(&*first),
+                "the left entry can be dropped by compaction"
+            );
+        });
     }
 }
