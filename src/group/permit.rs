@@ -252,11 +252,6 @@ impl<'a, E: Send + 'static> SpawnPermit<'a, E> {
         }
         spawn_under(shared, key, fut, Location::caller())
     }
-
-    /// The reserved slot, for a spawn done by the caller; the permit no longer gives it back.
-    pub(crate) fn into_key(mut self) -> TaskKey {
-        self.key.take().expect("a permit is used once")
-    }
 }
 
 impl<E> Drop for SpawnPermit<'_, E> {
@@ -305,7 +300,7 @@ pub struct SpawnError<F = ()> {
 }
 
 impl<F> SpawnError<F> {
-    fn new(fut: F, refusal: Refusal) -> Self {
+    pub(crate) fn new(fut: F, refusal: Refusal) -> Self {
         SpawnError { fut, refusal }
     }
 
@@ -329,11 +324,6 @@ impl<F> SpawnError<F> {
     /// See [`SpawnError`].
     pub fn is_closed(&self) -> bool {
         self.refusal == Refusal::Closed
-    }
-
-    /// The same refusal, holding `fut`.
-    pub(crate) fn with_future<G>(self, fut: G) -> SpawnError<G> {
-        SpawnError::new(fut, self.refusal)
     }
 
     /// Returns the future that was not spawned.

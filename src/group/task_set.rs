@@ -285,12 +285,11 @@ impl<T: Send + 'static, E: Send + 'static> TaskSet<T, E> {
     where
         F: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let permit = match self.group.try_reserve() {
-            Ok(permit) => permit,
-            Err(err) => return Err(err.with_future(fut)),
+        let key = match self.group.shared.try_acquire() {
+            Ok(key) => key,
+            Err(refusal) => return Err(super::SpawnError::new(fut, refusal)),
         };
         let at = std::panic::Location::caller();
-        let key = permit.into_key();
         let (slot, task) = self.wrap(fut);
         let handle = super::permit::spawn_under(&self.group.shared, key, task, at);
         self.keep(slot, handle);
