@@ -1068,3 +1068,40 @@ fn a_closure_cancelled_while_it_waits_for_a_pool_thread_never_runs() {
         assert!(!ran.load(Ordering::SeqCst), "the cancelled closure ran");
     });
 }
+
+/// A failure reported from the thread of a cancelled blocking task (what its closure returned
+/// panics when dropped there) names the task by its own id, not the blocking pool's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_failure_names_the_blocking_task_by_its_id() {
+    #[derive(Debug)]
+    struct PanicOnDrop;
+    impl Drop for PanicOnDrop {
+        fn drop(&mut self) {
+            panic!("dropped on the thread");
+        }
+    }
+    let (release, released) = mpsc::channel::<()>();
+    let (started, is_started) = tokio::sync::oneshot::channel();
+    let mut id = None;
+    let id_slot = &mut id;
+    let err = TaskGroup::builder()
+        .capture_panics()
+        .scope(|tg: TaskGroup<&'static str>| async move {
+            let handle = tg.spawn_blocking(move || {
+                let _ = started.send(());
+                released.recv().ok();
+                Ok(PanicOnDrop)
+            });
+            is_started.await.unwrap();
+            *id_slot = handle.id();
+            handle.abort();
+            assert!(handle.await.unwrap_err().is_cancelled());
+            release.send(()).unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap_err();
+    let failure = &err.failures()[0];
+    assert!(failure.is_panic(), "{err}");
+    assert_eq!(failure.task_id(), id, "{err}");
+}

@@ -293,6 +293,7 @@ where
             span: tracing::Span::current(),
             name: self.name.clone(),
             at: self.at,
+            task: tokio::task::try_id(),
         };
         // The join handle is not needed: the handoff carries the outcome.
         drop(group.runtime.spawn_blocking(move || thread.run()));
@@ -477,6 +478,8 @@ struct OnThread<F, T, E> {
     span: tracing::Span,
     name: Option<Arc<str>>,
     at: &'static Location<'static>,
+    /// The id of the task that sent the closure: a failure reported from the thread names it.
+    task: Option<tokio::task::Id>,
 }
 
 impl<F, T, E> OnThread<F, T, E>
@@ -536,6 +539,7 @@ where
             dropped
         };
         let who = Who {
+            task: self.task,
             name: self.name.take(),
             at: Some(self.at),
             item: None,
@@ -556,6 +560,7 @@ impl<F, T, E> Drop for OnThread<F, T, E> {
             };
             if let Some((_, group, key)) = handoff.finish(unrun) {
                 let who = Who {
+                    task: self.task,
                     name: self.name.take(),
                     at: Some(self.at),
                     item: None,

@@ -121,6 +121,7 @@ where
         };
         let sender = this.result.take().expect("result sent once");
         let mut who = Who {
+            task: None,
             name: this.name.take(),
             at: *this.at,
             item: sender.item(),
@@ -185,6 +186,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
         }
         let item = this.result.as_ref().and_then(Deliver::item);
         let who = Who {
+            task: None,
             name: match item {
                 Some(_) => this.result.as_ref().and_then(Deliver::item_name),
                 None => this.name.take(),

@@ -503,6 +503,7 @@ fn give_back<E>(
             name,
             at: Some(at),
             item: None,
+            task: None,
         };
         group.task_ended(key, who, None, panic, Drains::default());
     }

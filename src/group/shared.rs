@@ -281,11 +281,14 @@ pub(crate) struct Who {
     pub(crate) name: Option<Arc<str>>,
     pub(crate) at: Option<&'static std::panic::Location<'static>>,
     pub(crate) item: Option<usize>,
+    /// The task's id when its end is reported from elsewhere (a blocking task's thread);
+    /// `None`: the task reporting is the one that ended.
+    pub(crate) task: Option<tokio::task::Id>,
 }
 
 impl Who {
     fn label(&self) -> TaskLabel {
-        let id = tokio::task::try_id();
+        let id = self.task.or_else(tokio::task::try_id);
         match self.item {
             Some(index) => TaskLabel::Item {
                 index,
