@@ -710,3 +710,28 @@ async fn only_cancellations_have_a_reason() {
         .await;
     assert_eq!(out.unwrap(), (true, None, false));
 }
+
+/// A scope's deadline that passes while an enclosing group's shutdown grace runs is a
+/// deadline, not the grace running out (the grace still had a minute to go).
+#[tokio::test(start_paused = true)]
+async fn a_deadline_inside_a_shutdown_grace_is_a_deadline() {
+    TaskGroup::scope(|outer: TaskGroup<()>| async move {
+        outer.request_shutdown(Duration::from_secs(60));
+        let mut handle = None;
+        let slot = &mut handle;
+        let inner = TaskGroup::scope(|inner: TaskGroup<()>| async move {
+            *slot = Some(inner.spawn(pending::<Result<(), ()>>()));
+            pending::<Result<(), ()>>().await
+        });
+        assert!(move_on_after(ms(10), inner).await.is_none());
+        let err = handle.unwrap().await.unwrap_err();
+        assert_eq!(
+            err.cancel_reason(),
+            Some(CancelReason::DeadlineReached),
+            "{err}"
+        );
+        Ok(())
+    })
+    .await
+    .unwrap();
+}

@@ -484,26 +484,38 @@ impl<B, Fut, R, E> PinnedDrop for GroupScope<B, Fut, R, E> {
 /// when its deadline passed (or its grace ran out: a shutdown was requested there), or when
 /// its `cancel()` was called. Anything else (a `select!`, a plain drop) just dropped it.
 fn dropped_reason() -> CancelReason {
-    let enclosing = frame::with_link(|link| {
+    // An enclosing group that is cancelling (or finishing) gives its reason. Else the
+    // outermost handle (or group) around it that expired claimed the cancellation, as the
+    // outer scope wins a tie: its deadline passed (its grace, if a shutdown was requested
+    // there), or its `cancel()` was called.
+    let chain = frame::with_link(|link| {
+        let mut outermost = None;
         let mut next = link.cloned();
         while let Some(node) = next {
             if let Some(reason) = node.cancel_reason() {
-                return Some(reason);
+                return Ok(reason);
+            }
+            if node.deadline_passed() {
+                outermost = Some(if node.own_shutdown_requested() {
+                    CancelReason::GraceRanOut
+                } else {
+                    CancelReason::DeadlineReached
+                });
+            } else if node.is_cancel_requested() {
+                outermost = Some(CancelReason::Cancelled);
             }
             next = node.parent();
         }
-        None
+        Err(outermost)
     });
-    if let Some(reason) = enclosing {
-        return reason;
-    }
-    let (deadline, cancelled) = frame::lookup();
-    let passed = deadline.is_some_and(|at| at <= tokio::time::Instant::now());
-    match (passed, cancelled) {
-        (true, _) if crate::is_shutdown_requested() => CancelReason::GraceRanOut,
-        (true, _) => CancelReason::DeadlineReached,
-        (false, true) => CancelReason::Cancelled,
-        (false, false) => CancelReason::GroupDropped,
+    match chain {
+        Ok(reason) | Err(Some(reason)) => reason,
+        // A scope without a handle: only a deadline. Or a group's publication: cancelled.
+        Err(None) => match frame::lookup() {
+            (Some(at), _) if at <= tokio::time::Instant::now() => CancelReason::DeadlineReached,
+            (_, true) => CancelReason::Cancelled,
+            _ => CancelReason::GroupDropped,
+        },
     }
 }
 
