@@ -40,13 +40,13 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use pin_project::{pin_project, pinned_drop};
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use crate::frame::{self, Data, Enter};
-use crate::node::Node;
+use crate::node::{self, Node};
 
 /// An extension trait that carries the context of enclosing scopes and groups into a future.
 ///
@@ -232,6 +232,9 @@ pub struct InCurrentScope<F> {
     /// Forwards a shutdown request of the chain the future is polled in to the carrier, whose
     /// chain token hangs from the captured chain only (see [`forward`]).
     forward: Option<(Arc<Node>, Pin<Box<WaitForCancellationFutureOwned>>)>,
+    /// The waker last handed to the carrier: a chain token made later inside (in a task of a
+    /// group in the future) wakes the wrapper, so that it starts forwarding.
+    waker: Option<Waker>,
 }
 
 impl<F> InCurrentScope<F> {
@@ -241,6 +244,7 @@ impl<F> InCurrentScope<F> {
             carrier: capture(),
             linked: false,
             forward: None,
+            waker: None,
         }
     }
 
@@ -325,6 +329,7 @@ impl<F: Future> Future for InCurrentScope<F> {
             // Nothing captured: it runs in the context it is polled in, as it would unwrapped.
             return poll_inner(inner, cx);
         };
+        node::register_waker_once(carrier, this.waker, cx.waker());
         let here = relink(carrier, this.linked);
         forward(carrier, here.as_ref(), this.forward, cx);
         let asked = carrier.shutdown.1.get().is_some();

@@ -205,11 +205,24 @@ impl Node {
                 })
                 .clone(),
             );
+            node.wake_forwarding_carrier();
         }
-        self.armed_token(&self.shutdown.1, || {
-            token.map_or_else(CancellationToken::new, |t| t.child_token())
-        })
-        .clone()
+        let token = self
+            .armed_token(&self.shutdown.1, || {
+                token.map_or_else(CancellationToken::new, |t| t.child_token())
+            })
+            .clone();
+        self.wake_forwarding_carrier();
+        token
+    }
+
+    /// A carrier's chain token hangs from the captured chain; its wrapper forwards requests
+    /// of the chain it is polled in, once it sees the token. Made now, maybe in another task
+    /// (of a group inside the wrapped future), the token wakes the wrapper to start forwarding.
+    fn wake_forwarding_carrier(&self) {
+        if self.carried().is_some() {
+            self.wake();
+        }
     }
 }
 

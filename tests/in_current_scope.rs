@@ -784,3 +784,36 @@ async fn a_scope_polled_inside_a_wrapper_captured_inside_it() {
     assert_eq!(inside.deadline, Some(start + LONG));
     assert!(!inside.shutdown);
 }
+
+both_runtimes! {
+    /// Captured under one scope and polled in a task of a group: a shutdown token asked for
+    /// later, in a task of a group inside the wrapped future, fires on the polling group's
+    /// request (the graceful path), not only at the end of the grace.
+    async fn a_token_made_later_inside_sees_the_request_where_it_is_polled() {
+        let out = CancelScope::new()
+            .move_on(async {
+                // Captured here, under this scope; polled below, in a task of group `b`.
+                let wrapped = async {
+                    TaskGroup::scope(|tg: TaskGroup<Infallible>| async move {
+                        tg.spawn(async {
+                            quattro::shutdown_token().cancelled().await;
+                            Ok(())
+                        });
+                        Ok(())
+                    })
+                    .await
+                }
+                .in_current_scope();
+                TaskGroup::scope(|b: TaskGroup<Infallible>| async move {
+                    let inner = b.spawn(async move { Ok(wrapped.await) });
+                    sleep(ms(10)).await;
+                    b.request_shutdown(LONG);
+                    Ok(inner.await.unwrap())
+                })
+                .await
+            })
+            .await;
+        let inner = out.expect("not cancelled").expect("the grace did not run out");
+        assert!(inner.is_ok(), "the inner group ended gracefully: {inner:?}");
+    }
+}
