@@ -506,11 +506,10 @@ impl<E: Send + 'static> TaskGroup<E> {
 
     /// [`cancel`](Self::cancel), for `reason`.
     pub(crate) fn cancel_with(&self, reason: CancelReason) {
-        // Recorded before anything is aborted, and before the group closes: a task or a spawn
-        // refused from here on finds it. A group that is already closed has its own reason.
-        self.shared.node.record_cancel_reason(reason);
-        // Closed at once, so that no spawn slips in before the group's next poll.
-        if self.shared.close() {
+        // Recorded as the group closes, under its lock, before anything is aborted: a task
+        // or a spawn refused from here on finds it. A group that is already closed has its
+        // own reason. Closed at once, so that no spawn slips in before the group's next poll.
+        if self.shared.close_with(reason) {
             self.shared.node.cancel();
         }
     }

@@ -7,6 +7,7 @@ mod issue7_util;
 
 use std::future::{Future, pending};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use issue7_util::Drops;
@@ -373,4 +374,48 @@ async fn aborts_racing_the_start_of_a_queued_task_are_never_lost() {
         "an aborted task kept running: its abort was lost"
     );
     out.unwrap().unwrap();
+}
+
+/// `cancel()` from another thread racing a task's failure: the group's error says
+/// "cancelled" exactly when its aborted tasks say `CancelReason::Cancelled` (the first cause
+/// recorded, under the lock that closes the group, is the one both read).
+#[test]
+#[ignore = "stress: run with --ignored (release)"]
+fn a_cancel_racing_a_failure_gives_one_reason() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(3)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        for _ in 0..3_000 {
+            let kept: Arc<std::sync::Mutex<Option<quattro::TaskHandle<()>>>> = Arc::default();
+            let keep = kept.clone();
+            let err = TaskGroup::scope(|tg: TaskGroup<&'static str>| async move {
+                *keep.lock().unwrap() = Some(tg.spawn(std::future::pending()));
+                let barrier = Arc::new(std::sync::Barrier::new(2));
+                let there = barrier.clone();
+                let canceller = tg.clone();
+                let thread = std::thread::spawn(move || {
+                    there.wait();
+                    canceller.cancel();
+                });
+                tg.spawn(async move {
+                    barrier.wait();
+                    Err::<(), _>("fail")
+                });
+                let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+                Ok(())
+            })
+            .await
+            .unwrap_err();
+            let pending = kept.lock().unwrap().take().unwrap();
+            let reason = pending.await.unwrap_err().cancel_reason();
+            assert_eq!(
+                reason == Some(quattro::CancelReason::Cancelled),
+                err.is_cancelled(),
+                "task: {reason:?}, group: {err}"
+            );
+        }
+    });
 }

@@ -16,7 +16,7 @@ use super::policy::Handler;
 use super::shared::{Abandoned, Shared};
 use crate::error::{CancelReason, Failure, GroupError, TaskLabel};
 use crate::frame::{self, Data, Drains, Enter, HandUp};
-use crate::node::{self, CANCEL_REQUESTED, Node};
+use crate::node::{self, Node};
 
 /// Where the group is in its life.
 enum Phase<B> {
@@ -292,18 +292,18 @@ where
             if !this.drains.is_empty() {
                 let _ = this.drains.poll(cx);
             }
-            // Read before the group cancels its own node below.
-            let cancelled = shared.node.state() & CANCEL_REQUESTED != 0;
-            *this.cancelled = cancelled;
+            // A `cancel()` (or a grace's end) closes the group and records why under this
+            // lock, so it is seen here even before it cancels the node.
+            let cancelled = shared.node.cancel_reason().is_some();
             if failed || cancelled {
                 tracing::debug!(parent: &shared.span, failed, cancelled, "task group cancelling");
-                // Why, for the tasks about to be aborted: a `cancel()` recorded its reason (or
-                // the grace's end) before it requested the cancellation; otherwise a failure.
-                let reason = match cancelled {
-                    true => CancelReason::Cancelled,
-                    false => CancelReason::Failure,
-                };
-                shared.node.record_cancel_reason(reason);
+                // Why, for the tasks about to be aborted: the first cause recorded wins, and
+                // the error says "cancelled" exactly when the tasks do.
+                shared.node.record_cancel_reason(CancelReason::Failure);
+                *this.cancelled = matches!(
+                    shared.node.cancel_reason(),
+                    Some(CancelReason::Cancelled | CancelReason::GraceRanOut)
+                );
                 // Cancel the node first: children being dropped must already see it.
                 shared.node.cancel();
                 let queued = shared.close_and_abort(&mut state);

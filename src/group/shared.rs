@@ -102,6 +102,20 @@ impl<E> Shared<E> {
         was_open
     }
 
+    /// Closes the group for `reason`, recorded under the lock that closes it: the group's own
+    /// poll, which decides under that lock, then reads the same reason (a failure or the
+    /// group's end coming first keeps theirs). Returns whether it was open.
+    pub(crate) fn close_with(&self, reason: CancelReason) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        self.node.record_cancel_reason(reason);
+        state.closed = true;
+        state.producers.refuse_all();
+        true
+    }
+
     /// Records the fixed part of the context the group runs in (read where it is polled), for
     /// its children. What is fixed in the group's own task is published here; what its task
     /// inherited from further out, and the deadlines that can move, the children read live,
