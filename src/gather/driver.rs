@@ -1,7 +1,6 @@
 //! The body of a gather's task group: feeds items to the group; each item puts its value at
 //! its input position in a shared [`Collector`].
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -10,6 +9,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::error::TaskError;
 use crate::group::{Deliver, GroupBody, TaskGroup};
+use crate::waker::Ready;
 
 /// Names a gather's item by its input position, for its failures (`Gather::name_items`).
 pub(crate) type ItemNamer = Box<dyn Fn(usize) -> String + Send + Sync>;
@@ -84,15 +84,14 @@ pub(crate) struct Collector<T> {
 struct Collected<T> {
     /// The values at their input positions (`None` while the item runs).
     values: Vec<Option<T>>,
-    /// Streaming: the values not yet taken by the consumer, with their positions.
-    ready: VecDeque<(usize, T)>,
+    /// Streaming: the values not yet taken by the consumer, with their positions, and the
+    /// consumer waiting for one.
+    ready: Ready<(usize, T)>,
     /// Items whose slot is free again: ended, or, streaming, ended and taken by the consumer
     /// (so that a slow consumer holds back new items, and memory stays O(limit)).
     finished: usize,
     /// The driver, waiting for a slot to free under the limit.
     driver: Option<Waker>,
-    /// Streaming: the consumer, waiting for a value.
-    consumer: Option<Waker>,
 }
 
 impl<T> Collector<T> {
@@ -100,10 +99,9 @@ impl<T> Collector<T> {
         Collector {
             state: Mutex::new(Collected {
                 values: Vec::new(),
-                ready: VecDeque::new(),
+                ready: Ready::default(),
                 finished: 0,
                 driver: None,
-                consumer: None,
             }),
             streaming,
             namer,
@@ -118,12 +116,7 @@ impl<T> Collector<T> {
     /// the driver. A wake-up here would only schedule that task once more for nothing.
     pub(crate) fn take_ready(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, T)> {
         let mut state = self.lock();
-        let Some(item) = state.ready.pop_front() else {
-            if let Some(cx) = cx {
-                crate::waker::register(&mut state.consumer, cx.waker());
-            }
-            return None;
-        };
+        let item = state.ready.pop(cx)?;
         state.finished += 1;
         Some(item)
     }
@@ -173,10 +166,7 @@ impl<T: Send + 'static> Deliver for Slot<T> {
         // An item without a value failed, panicked or was cancelled: the group is cancelling
         // then, and nobody reads the values.
         let (driver, consumer) = match result {
-            Ok(value) if self.collector.streaming => {
-                state.ready.push_back((self.index, value));
-                (None, state.consumer.take())
-            }
+            Ok(value) if self.collector.streaming => (None, state.ready.push((self.index, value))),
             result => {
                 state.finished += 1;
                 if let Ok(value) = result {

@@ -1,6 +1,5 @@
 //! Task sets, which return the results of a group's tasks as they complete, like a `JoinSet`.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +11,7 @@ use tokio::task::Id;
 
 use super::{TaskGroup, TaskHandle};
 use crate::error::TaskError;
+use crate::waker::Ready;
 
 /// A set of tasks of a [`TaskGroup`], whose results are returned in the order they complete.
 ///
@@ -74,31 +74,25 @@ pub struct TaskSet<T, E> {
 }
 
 /// The slots of the tasks that ended (index and generation), in the order they ended, and
-/// the set's consumer waiting for one.
-type EndedState = (VecDeque<(usize, u32)>, Option<Waker>);
-
-/// The slots of the tasks that ended, in the order they ended.
+/// the set waiting for one.
 struct Ended {
-    state: Mutex<EndedState>,
+    state: Mutex<Ready<(usize, u32)>>,
 }
 
 impl Ended {
     fn new() -> Arc<Ended> {
         Arc::new(Ended {
-            state: Mutex::new((VecDeque::new(), None)),
+            state: Mutex::new(Ready::default()),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, EndedState> {
+    fn lock(&self) -> MutexGuard<'_, Ready<(usize, u32)>> {
         // Every update is a single push or pop: a panic elsewhere cannot leave it torn.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn push(&self, slot: (usize, u32)) {
-        let mut state = self.lock();
-        state.0.push_back(slot);
-        let waiter = state.1.take();
-        drop(state);
+        let waiter = self.lock().push(slot);
         if let Some(waiter) = waiter {
             waiter.wake();
         }
@@ -106,12 +100,7 @@ impl Ended {
 
     /// The next task that ended; registers `cx` if none did (and `cx` is given).
     fn pop(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, u32)> {
-        let mut state = self.lock();
-        let next = state.0.pop_front();
-        if let (None, Some(cx)) = (next, cx) {
-            crate::waker::register(&mut state.1, cx.waker());
-        }
-        next
+        self.lock().pop(cx)
     }
 }
 
@@ -709,7 +698,7 @@ impl<T, E> fmt::Debug for TaskSet<T, E> {
         f.debug_struct("TaskSet")
             .field("group", &self.group.shared.id)
             .field("len", &self.len)
-            .field("ended", &self.ended.lock().0.len())
+            .field("ended", &self.ended.lock().len())
             .finish()
     }
 }
