@@ -10,7 +10,7 @@
 //! | `set_deadline` / `cancel` after the scope finished | no effect on the result; `deadline()` / `is_cancelled()` report the new values |
 //! | spawn into a finished, failed or cancelled group | the future is dropped unpolled; the handle resolves to a cancelled `TaskError`; no panic |
 //! | a group handle used from another runtime or a plain thread | works: the task runs on the group's runtime, the group waits for it |
-//! | outside any runtime | `current_effective_deadline()` is `None`; scopes can be built, cancelled and moved; a scope without a deadline runs on any executor; a scope that must arm its timer panics naming the scope; a group (or non-empty gather) panics on its first poll naming `TaskGroup::scope`; an empty gather returns `Ok(vec![])`; `defer::push` returns `Err(NotEnabled)` |
+//! | outside any runtime | `current_effective_deadline()` is `None`; scopes can be built, cancelled and moved; a scope without a deadline runs on any executor; a scope that must arm its timer panics naming the scope (also in a runtime built without the time driver); a group (or non-empty gather) panics on its first poll naming `TaskGroup::scope`; an empty gather returns `Ok(vec![])`; `defer::push` returns `Err(NotEnabled)` |
 //! | a child that panics while being dropped (aborted, queued, or the body) | a recorded failure (a panic in the `GroupError` with `capture_panics`), not an unwind out of the group; the error that started the cancellation is kept; every other future is dropped before the group returns |
 //! | a deferred cleanup that panics | the other cleanups still run; the first panic is resumed after the last cleanup |
 //! | runtime dropped while a group runs | no hang; every future is dropped; handles resolve to cancelled |
@@ -553,6 +553,19 @@ fn outside_a_runtime_a_scope_with_a_deadline_panics_naming_the_function() {
         msg.contains("CancelScope") || msg.contains("move_on"),
         "{msg}"
     );
+}
+
+#[test]
+fn a_runtime_without_timers_panics_naming_the_scope() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let p = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        rt.block_on(fail_after(ms(5), pending::<()>()))
+    }))
+    .unwrap_err();
+    let msg = panic_message(&*p);
+    assert!(msg.contains("time driver enabled"), "{msg}");
 }
 
 #[test]

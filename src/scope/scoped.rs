@@ -13,6 +13,7 @@
 
 use std::fmt;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker, ready};
@@ -451,14 +452,15 @@ fn registered(waker: &Waker) -> (usize, usize) {
 #[track_caller]
 fn arm(mut sleep: Pin<&mut Option<Sleep>>, at: Instant) {
     // Outside a runtime with the time driver tokio panics; say which future needed one.
-    // (Checking up front would cost a clone of the runtime handle every time.)
-    let armed = std::panic::catch_unwind(|| sleep_until(at)).unwrap_or_else(|_| {
+    // (Checking up front would cost a clone of the runtime handle every time.) The timer is
+    // built in place: moving it out of the closure would copy it twice.
+    let armed = std::panic::catch_unwind(AssertUnwindSafe(|| sleep.set(Some(sleep_until(at)))));
+    if armed.is_err() {
         panic!(
             "a CancelScope with a deadline (move_on/fail, move_on_after, fail_at, ...) \
              must be polled inside a tokio runtime with the time driver enabled"
-        )
-    });
-    sleep.set(Some(armed));
+        );
+    }
 }
 
 /// Polls the timer, unconstrained by tokio's coop budget when it is used up (as
