@@ -308,7 +308,7 @@ pub(crate) struct Enter<'a> {
 impl<'a> Enter<'a> {
     /// Installs `data`; drains handed up during the frame go to `collect` (which must be given
     /// when `data` has the [`OWNER`] flag).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(data: Data, collect: Option<&'a mut Drains>) -> Enter<'a> {
         Enter::narrow(|_| data, collect)
     }
@@ -329,7 +329,7 @@ impl<'a> Enter<'a> {
     }
 
     /// Installs the frame `narrow` makes of the one in force, in one thread-local access.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn narrow(
         narrow: impl FnOnce(&Data) -> Data,
         collect: Option<&'a mut Drains>,
@@ -349,6 +349,7 @@ impl<'a> Enter<'a> {
 
     /// Pushes the node in `link` as the innermost link, until dropped (moved in and back out
     /// of the thread-local, with no reference-count traffic).
+    #[inline(always)]
     pub(crate) fn push_link(&mut self, link: &'a mut Option<Arc<Node>>) {
         let Some(node) = link.take() else {
             return;
@@ -369,6 +370,7 @@ impl<'a> Enter<'a> {
     }
 
     /// Like [`new`](Self::new), and pushes the node in `link` (see [`push_link`](Self::push_link)).
+    #[inline(always)]
     pub(crate) fn with_link(
         data: Data,
         link: &'a mut Option<Arc<Node>>,
@@ -389,34 +391,47 @@ impl Drop for Enter<'_> {
             f.drain_count.get() > self.mark
         });
         if self.link.is_some() || handed_up {
-            self.restore_stacks(prev, handed_up);
+            self.restore_stacks(prev.flags, handed_up);
         }
     }
 }
 
 impl Enter<'_> {
-    #[cold]
-    fn restore_stacks(&mut self, prev: Data, handed_up: bool) {
-        let link = self.link.take();
-        let mark = self.mark;
-        let collect = self.collect.as_deref_mut();
-        let _ = STACKS.try_with(|stacks| {
-            if let Some(slot) = link {
+    /// Takes the pushed link back out of the thread-local, and collects the drains handed up.
+    /// Not cold: every poll of a group and of its tasks pushed a link. Not inlined either, so
+    /// that the polls of scopes without a handle, which push none, stay lean.
+    #[inline(never)]
+    fn restore_stacks(&mut self, prev_flags: u8, handed_up: bool) {
+        if let Some(slot) = self.link.take() {
+            let _ = STACKS.try_with(|stacks| {
                 let mut links = stacks.links.borrow_mut();
                 *slot = links.pop();
                 FRAME.with(|f| f.link_count.set(links.len()));
+            });
+        }
+        if handed_up {
+            self.collect_drains(prev_flags);
+        }
+    }
+}
+
+impl Enter<'_> {
+    /// Moves the drains handed up during the frame to its owner (`collect`), or releases them
+    /// when nobody below owns them (`prev_flags`: the flags of the frame restored).
+    #[cold]
+    fn collect_drains(&mut self, prev_flags: u8) {
+        let mark = self.mark;
+        let collect = self.collect.as_deref_mut();
+        let _ = STACKS.try_with(|stacks| {
+            let mut drains = stacks.drains.borrow_mut();
+            match collect {
+                Some(collect) => collect.0.extend(drains.drain(mark..)),
+                // Nobody below owns them: released, not awaited.
+                None if prev_flags & OWNER == 0 => drains.truncate(mark),
+                // Left for the enclosing owner, which takes everything past its own mark.
+                None => {}
             }
-            if handed_up {
-                let mut drains = stacks.drains.borrow_mut();
-                match collect {
-                    Some(collect) => collect.0.extend(drains.drain(mark..)),
-                    // Nobody below owns them: released, not awaited.
-                    None if prev.flags & OWNER == 0 => drains.truncate(mark),
-                    // Left for the enclosing owner, which takes everything past its own mark.
-                    None => {}
-                }
-                FRAME.with(|f| f.drain_count.set(drains.len()));
-            }
+            FRAME.with(|f| f.drain_count.set(drains.len()));
         });
     }
 }

@@ -73,6 +73,11 @@ pub(crate) struct Node {
     /// Set again on every poll of the scope or group, so that a future moved to another task
     /// (or awaited again elsewhere) is linked to what encloses it now.
     parent: std::sync::Mutex<Option<Arc<Node>>>,
+    /// The address of `parent`'s node (0: none), so that a poll under the same parent (nearly
+    /// every poll) checks without the lock. Written and read by the future that owns the node
+    /// only. While it names a node, `parent` keeps that node alive: no other node can have its
+    /// address meanwhile.
+    parent_addr: std::sync::atomic::AtomicUsize,
     /// For a carrier only: the innermost node in force where its future was captured (fixed
     /// for its life). `None` for every other node.
     carried: Option<Arc<Node>>,
@@ -91,6 +96,7 @@ impl Node {
             token: OnceLock::new(),
             shutdown: (OnceLock::new(), OnceLock::new()),
             parent: std::sync::Mutex::new(None),
+            parent_addr: std::sync::atomic::AtomicUsize::new(0),
             carried: None,
         }
     }
@@ -129,15 +135,13 @@ impl Node {
     /// before it is pushed as a link itself); writes only when it changed.
     pub(crate) fn link_to_current(&self) {
         frame::with_link(|link| {
-            let mut parent = self.parent.lock().unwrap_or_else(|e| e.into_inner());
-            let same = match (&*parent, link) {
-                (Some(old), Some(new)) => Arc::ptr_eq(old, new),
-                (None, None) => true,
-                _ => false,
-            };
-            if !same {
-                *parent = link.cloned();
+            let addr = link.map_or(0, |link| Arc::as_ptr(link) as usize);
+            if self.parent_addr.load(Ordering::Relaxed) == addr {
+                return;
             }
+            let mut parent = self.parent.lock().unwrap_or_else(|e| e.into_inner());
+            *parent = link.cloned();
+            self.parent_addr.store(addr, Ordering::Relaxed);
         });
     }
 

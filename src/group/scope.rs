@@ -234,7 +234,7 @@ where
             *this.node = Some(shared.node.clone());
             *this.shared = Some(shared);
         }
-        let shared = this.shared.clone().expect("set on the first poll");
+        let shared = this.shared.as_ref().expect("set on the first poll");
         // The group's context is read afresh on every poll, and passed on to its children.
         shared.node.link_to_current();
         let outer = frame::current();
@@ -339,7 +339,7 @@ where
             }
         }
 
-        ready!(poll_drained(&shared, this.drains, this.waker, cx));
+        ready!(poll_drained(shared, this.drains, this.waker, cx));
         *this.phase = Phase::Done;
         let cancelled = this.cancelled.then(|| {
             let reason = shared.node.cancel_reason();
