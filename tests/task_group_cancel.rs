@@ -1331,3 +1331,66 @@ async fn cancelling_a_handed_out_token_touches_neither_the_group_nor_other_token
         "a group that finishes normally does not cancel it"
     );
 }
+
+both_runtimes! {
+    /// Spawned tasks hand their abort handles to the group in batches. A cancel that comes
+    /// while some are still in a batch (here 45 tasks: one full batch of 32 and 13 more) still
+    /// aborts every task, and every handle says finished once the group returned.
+    async fn a_cancel_aborts_tasks_whose_handles_are_still_batched() {
+        for n in [1, 13, 31, 32, 33, 45] {
+            let drops = Counter::new();
+            let d = drops.clone();
+            let (err, handles) = {
+                let mut handles = Vec::new();
+                let out = TaskGroup::scope(|tg| {
+                    let handles = &mut handles;
+                    async move {
+                        for _ in 0..n {
+                            let g = d.guard();
+                            handles.push(tg.spawn(async move {
+                                let _g = g;
+                                sleep(NEVER).await;
+                                Ok(())
+                            }));
+                        }
+                        tg.cancel();
+                        Ok::<_, ()>(())
+                    }
+                })
+                .await;
+                (out.unwrap_err(), handles)
+            };
+            assert!(err.is_cancelled(), "{n} tasks: {err:?}");
+            assert_eq!(drops.get(), n, "{n} tasks: every future dropped before the group returned");
+            for h in handles {
+                assert!(h.is_finished(), "{n} tasks: a handle not finished after the group returned");
+                assert!(h.await.unwrap_err().is_cancelled());
+            }
+        }
+    }
+}
+
+both_runtimes! {
+    /// The same for tasks that end on their own: whatever batch their abort handles are in,
+    /// every handle says finished once the group returned.
+    async fn every_handle_is_finished_when_the_group_returns() {
+        for n in [1, 31, 32, 33, 1_000] {
+            let mut handles = Vec::new();
+            TaskGroup::scope(|tg| {
+                let handles = &mut handles;
+                async move {
+                    for i in 0..n {
+                        handles.push(tg.spawn(async move { Ok::<_, ()>(i) }));
+                    }
+                    Ok(())
+                }
+            })
+            .await
+            .unwrap();
+            for (i, h) in handles.into_iter().enumerate() {
+                assert!(h.is_finished(), "{n} tasks: task {i} not finished after the group returned");
+                assert_eq!(h.await.unwrap(), i);
+            }
+        }
+    }
+}

@@ -61,14 +61,14 @@ impl Registry {
         }
     }
 
-    /// Keeps the spawned task's abort handle; `false` when the task already ended.
-    pub(crate) fn attach(&mut self, key: TaskKey, abort: AbortHandle) -> bool {
+    /// Keeps the spawned task's abort handle; gives it back when the task already ended.
+    pub(crate) fn attach(&mut self, key: TaskKey, abort: AbortHandle) -> Result<(), AbortHandle> {
         match self.live(key) {
             Some(entry) => {
                 entry.abort = Some(abort);
-                true
+                Ok(())
             }
-            None => false,
+            None => Err(abort),
         }
     }
 
@@ -88,7 +88,8 @@ impl Registry {
     }
 
     /// Aborts every spawned task of `role`, or of both roles. Tasks not yet attached are
-    /// aborted by their spawner, which checks the group's flags when it attaches.
+    /// aborted by their spawner, which checks the group's flags when it attaches (see
+    /// `Shared::attach`).
     pub(crate) fn abort(&self, role: Option<Role>) {
         for entry in &self.entries {
             if let (Some(abort), Some(r)) = (&entry.abort, entry.role) {

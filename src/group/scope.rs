@@ -391,7 +391,7 @@ fn poll_drained<E: Send + 'static>(
     if !state.is_drained() {
         return Poll::Pending;
     }
-    ready!(super::shared::poll_all_finished(&mut state, cx));
+    ready!(shared.poll_all_finished(&mut state, cx));
     ready!(state.poll_drains(cx));
     drop(state);
     shared.node.finish();

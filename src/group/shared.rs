@@ -46,7 +46,29 @@ pub(crate) struct Shared<E> {
     /// Where the tasks' failures go when the group isolates them; `None`: they cancel it.
     handler: Option<Handler<E>>,
     state: Mutex<State<E>>,
+    /// Abort handles of tasks just spawned, on their way to the registry (see
+    /// [`attach`](Shared::attach)). Taken after `state` when both are held.
+    attaching: Mutex<Attaching>,
 }
+
+/// Abort handles handed over by spawners, moved into the registry in batches, and the abort
+/// flags a spawner must see when it hands one over.
+///
+/// A spawner holds the group's lock to reserve its task's entry, then spawns without it. Had it
+/// to take that lock again to store the abort handle, every spawn would contend twice with the
+/// tasks ending on other threads (a second trip of the lock's cache line, about a fifth of a
+/// spawn's cost on a multi-thread runtime). This lock is the spawner's own in practice.
+#[derive(Default)]
+struct Attaching {
+    handles: Vec<(TaskKey, tokio::task::AbortHandle)>,
+    /// Every task was aborted: a task handed over from then on is aborted at once.
+    aborted_all: bool,
+    /// Background tasks were aborted (the group finished): the same for them.
+    aborted_background: bool,
+}
+
+/// How many abort handles wait before their spawner moves them into the registry.
+const ATTACH_BATCH: usize = 32;
 
 pub(crate) struct State<E> {
     tasks: Registry,
@@ -58,10 +80,6 @@ pub(crate) struct State<E> {
     closed: bool,
     /// The body returned.
     pub(crate) body_done: bool,
-    /// Every task was aborted: a task spawned meanwhile is aborted as it is attached.
-    aborted_all: bool,
-    /// Background tasks were aborted (the group finished): the same for them.
-    aborted_background: bool,
     pub(crate) failures: Vec<Failure<E>>,
     /// The group's future was dropped before it finished: nobody will read `failures`, so
     /// failures are logged (at ERROR: they would be lost otherwise) and dropped.
@@ -450,8 +468,6 @@ impl<E: Send + 'static> Shared<E> {
                 producers: Producers::default(),
                 closed: false,
                 body_done: false,
-                aborted_all: false,
-                aborted_background: false,
                 failures: Vec::new(),
                 abandoned: false,
                 drains: Drains::default(),
@@ -461,6 +477,7 @@ impl<E: Send + 'static> Shared<E> {
                 ending: Vec::new(),
                 ending_kept: 0,
             }),
+            attaching: Mutex::new(Attaching::default()),
         }
     }
 
@@ -676,7 +693,7 @@ impl<E: Send + 'static> Shared<E> {
     /// The caller has recorded why on the node.
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
         state.closed = true;
-        state.aborted_all = true;
+        self.settle_attaching(state, |attaching| attaching.aborted_all = true);
         state.tasks.abort(None);
         state.producers.refuse_all();
         let reason = self.node.cancel_reason();
@@ -702,7 +719,7 @@ impl<E: Send + 'static> Shared<E> {
         // Why the background tasks are aborted, and later spawns refused.
         self.node.record_cancel_reason(CancelReason::GroupFinished);
         state.closed = true;
-        state.aborted_background = true;
+        self.settle_attaching(state, |attaching| attaching.aborted_background = true);
         state.tasks.abort(Some(Role::Background));
         state.producers.refuse_all();
     }
@@ -770,19 +787,9 @@ impl<E: Send + 'static> Drainable for Shared<E> {
         if !state.is_drained() {
             return Poll::Pending;
         }
-        std::task::ready!(poll_all_finished(&mut state, cx));
+        std::task::ready!(self.poll_all_finished(&mut state, cx));
         state.poll_drains(cx)
     }
-}
-
-/// Ready once every ended task is finished for tokio. That takes at most the rest of a poll on
-/// another worker, so the caller is simply polled again.
-pub(crate) fn poll_all_finished<E>(state: &mut State<E>, cx: &mut Context<'_>) -> Poll<()> {
-    if state.all_finished() {
-        return Poll::Ready(());
-    }
-    cx.waker().wake_by_ref();
-    Poll::Pending
 }
 
 /// A producer waiting for a slot. If its future is dropped after a slot was granted, the slot
@@ -889,10 +896,55 @@ impl<E> Shared<E> {
     /// Keeps the abort handle of a task spawned by the caller under `key`; returns whether
     /// to abort it at once (the group aborted its tasks while it was being spawned, when
     /// there was no handle to abort yet).
+    ///
+    /// The handle waits in a batch, moved into the registry by the spawner every
+    /// [`ATTACH_BATCH`] handles, or by whoever aborts the group's tasks or waits for them to
+    /// finish, before it does (see [`settle_attaching`](Self::settle_attaching)). An abort
+    /// sets its flag under the batch's lock, so a handle handed over after it is refused here.
     pub(crate) fn attach(&self, key: TaskKey, role: Role, abort: tokio::task::AbortHandle) -> bool {
-        let mut state = self.lock();
-        let attached = state.tasks.attach(key, abort);
-        attached && (state.aborted_all || (role == Role::Background && state.aborted_background))
+        let mut attaching = self.attaching();
+        if attaching.aborted_all || (role == Role::Background && attaching.aborted_background) {
+            return true;
+        }
+        attaching.handles.push((key, abort));
+        let full = attaching.handles.len() >= ATTACH_BATCH;
+        drop(attaching);
+        if full {
+            self.settle_attaching(&mut self.lock(), |_| {});
+        }
+        false
+    }
+
+    fn attaching(&self) -> MutexGuard<'_, Attaching> {
+        // Every update is a push, a take or a flag: a panic elsewhere cannot leave it torn.
+        self.attaching.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the abort handles handed over so far into the registry, after `flag` (an abort
+    /// flag) was set under the batch's lock. The handle of a task that already ended is kept
+    /// until tokio marks it finished too, as `task_ended` keeps the others.
+    fn settle_attaching(&self, state: &mut State<E>, flag: impl FnOnce(&mut Attaching)) {
+        let handles = {
+            let mut attaching = self.attaching();
+            flag(&mut attaching);
+            std::mem::take(&mut attaching.handles)
+        };
+        for (key, abort) in handles {
+            if let Err(abort) = state.tasks.attach(key, abort) {
+                state.still_finishing(abort);
+            }
+        }
+    }
+
+    /// Ready once every ended task is finished for tokio. That takes at most the rest of a
+    /// poll on another worker, so the caller is simply polled again.
+    pub(crate) fn poll_all_finished(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Poll<()> {
+        self.settle_attaching(state, |_| {});
+        if state.all_finished() {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     /// Counts work that outlives its task (the thread of a cancelled blocking task) as a
