@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 
@@ -76,6 +77,14 @@ where
 /// come).
 pub(crate) struct Collector<T> {
     state: Mutex<Collected<T>>,
+    /// Items whose slot is free again: ended, or, streaming, ended and taken by the consumer
+    /// (so that a slow consumer holds back new items, and memory stays O(limit)).
+    ///
+    /// Outside the lock, so that the driver, in the consumer's task, reads it without
+    /// contending with the items delivering their values on other threads. It is only
+    /// increased under the lock, before the driver's waker is taken: a driver that registers
+    /// its waker under the lock and then reads it again misses no freed slot.
+    finished: AtomicUsize,
     /// Values are handed to a consumer as they come (`Gather::unordered`).
     streaming: bool,
     namer: Option<ItemNamer>,
@@ -87,9 +96,6 @@ struct Collected<T> {
     /// Streaming: the values not yet taken by the consumer, with their positions, and the
     /// consumer waiting for one.
     ready: Ready<(usize, T)>,
-    /// Items whose slot is free again: ended, or, streaming, ended and taken by the consumer
-    /// (so that a slow consumer holds back new items, and memory stays O(limit)).
-    finished: usize,
     /// The driver, waiting for a slot to free under the limit.
     driver: Option<Waker>,
 }
@@ -100,9 +106,9 @@ impl<T> Collector<T> {
             state: Mutex::new(Collected {
                 values: Vec::new(),
                 ready: Ready::default(),
-                finished: 0,
                 driver: None,
             }),
+            finished: AtomicUsize::new(0),
             streaming,
             namer,
         }
@@ -117,7 +123,7 @@ impl<T> Collector<T> {
     pub(crate) fn take_ready(&self, cx: Option<&mut Context<'_>>) -> Option<(usize, T)> {
         let mut state = self.lock();
         let item = state.ready.pop(cx)?;
-        state.finished += 1;
+        self.finished.fetch_add(1, Ordering::Release);
         Some(item)
     }
 
@@ -168,7 +174,7 @@ impl<T: Send + 'static> Deliver for Slot<T> {
         let (driver, consumer) = match result {
             Ok(value) if self.collector.streaming => (None, state.ready.push((self.index, value))),
             result => {
-                state.finished += 1;
+                self.collector.finished.fetch_add(1, Ordering::Release);
                 if let Ok(value) = result {
                     if state.values.len() <= self.index {
                         state.values.resize_with(self.index + 1, || None);
@@ -219,12 +225,14 @@ impl<I: Iterator, T, E> Driver<I, T, E> {
         let Some(limit) = self.limit else {
             return true;
         };
-        let mut state = self.collector.lock();
-        if self.started - state.finished < limit {
+        let free = || self.started - self.collector.finished.load(Ordering::Acquire) < limit;
+        if free() {
             return true;
         }
-        crate::waker::register(&mut state.driver, cx.waker());
-        false
+        crate::waker::register(&mut self.collector.lock().driver, cx.waker());
+        // A slot freed before the waker was registered is seen now (see `finished`); the
+        // wake-up it may still bring is spurious.
+        free()
     }
 }
 
