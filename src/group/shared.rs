@@ -924,12 +924,10 @@ impl<E> Shared<E> {
     /// flag) was set under the batch's lock. The handle of a task that already ended is kept
     /// until tokio marks it finished too, as `task_ended` keeps the others.
     fn settle_attaching(&self, state: &mut State<E>, flag: impl FnOnce(&mut Attaching)) {
-        let handles = {
-            let mut attaching = self.attaching();
-            flag(&mut attaching);
-            std::mem::take(&mut attaching.handles)
-        };
-        for (key, abort) in handles {
+        let mut attaching = self.attaching();
+        flag(&mut attaching);
+        // Drained in place: the batch keeps its capacity for the next handles.
+        for (key, abort) in attaching.handles.drain(..) {
             if let Err(abort) = state.tasks.attach(key, abort) {
                 state.still_finishing(abort);
             }
