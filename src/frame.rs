@@ -81,16 +81,19 @@ impl Data {
 /// The hot part of the frame: plain data, no destructor, so that reading it is a bare
 /// thread-local access.
 struct Frame {
-    /// `Data::fixed` and `Data::flags`, apart from the rest: what a deadline lookup reads.
+    /// `Data::fixed`: with `meta`, all that a deadline lookup reads.
     fixed: Cell<Option<Instant>>,
-    flags: Cell<u8>,
+    /// `Data::flags` in the low byte, and `Stacks::links.len()` (readable without touching the
+    /// stacks) above it: a lookup tells "no link, not cancelled" from one word.
+    meta: Cell<usize>,
     /// `Data::local` and `Data::task`.
     timer: Cell<(Option<Instant>, usize)>,
-    /// `Stacks::links.len()`, readable without touching the stacks.
-    link_count: Cell<usize>,
     /// `Stacks::drains.len()`, likewise.
     drain_count: Cell<usize>,
 }
+
+/// The bits of `Frame::meta` that hold the flags.
+const FLAG_BITS: usize = 0xFF;
 
 /// The cold part: touched only by scopes with a handle, groups, and dropped groups.
 struct Stacks {
@@ -102,9 +105,8 @@ thread_local! {
     static FRAME: Frame = const {
         Frame {
             fixed: Cell::new(None),
-            flags: Cell::new(0),
+            meta: Cell::new(0),
             timer: Cell::new((None, 0)),
-            link_count: Cell::new(0),
             drain_count: Cell::new(0),
         }
     };
@@ -124,15 +126,26 @@ impl Frame {
             fixed: self.fixed.get(),
             local,
             task,
-            flags: self.flags.get(),
+            flags: (self.meta.get() & FLAG_BITS) as u8,
         }
     }
 
     #[inline]
     fn set(&self, data: Data) {
         self.fixed.set(data.fixed);
-        self.flags.set(data.flags);
+        self.meta
+            .set((self.meta.get() & !FLAG_BITS) | usize::from(data.flags));
         self.timer.set((data.local, data.task));
+    }
+
+    #[inline]
+    fn link_count(&self) -> usize {
+        self.meta.get() >> 8
+    }
+
+    #[inline]
+    fn set_link_count(&self, count: usize) {
+        self.meta.set((count << 8) | (self.meta.get() & FLAG_BITS));
     }
 }
 
@@ -144,7 +157,7 @@ pub(crate) fn current() -> Data {
 
 /// Runs `f` with the innermost link (shared state of a scope handle or group), borrowed.
 pub(crate) fn with_link<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
-    if FRAME.with(|frame| frame.link_count.get()) == 0 {
+    if FRAME.with(Frame::link_count) == 0 {
         return f(None);
     }
     let mut f = Some(f);
@@ -162,9 +175,13 @@ pub(crate) fn with_link<R>(f: impl FnOnce(Option<&Arc<Node>>) -> R) -> R {
 /// fixed deadline, narrowed by the live state of the enclosing handles and groups.
 #[inline]
 pub(crate) fn lookup() -> (Option<Instant>, bool) {
-    let (fixed, flags, links) = FRAME.with(|f| (f.fixed.get(), f.flags.get(), f.link_count.get()));
-    let cancelled = flags & CANCELLED != 0;
-    if links == 0 {
+    let (fixed, meta) = FRAME.with(|f| (f.fixed.get(), f.meta.get()));
+    // One test for the common case: no link to read, nothing cancelled.
+    if meta & !(FLAG_BITS & !usize::from(CANCELLED)) == 0 {
+        return (fixed, false);
+    }
+    let cancelled = meta & usize::from(CANCELLED) != 0;
+    if meta >> 8 == 0 {
         return (fixed, cancelled);
     }
     lookup_links(fixed, cancelled)
@@ -280,7 +297,7 @@ fn ancestors(node: &Node) -> impl Iterator<Item = Arc<Node>> + use<> {
 
 /// Whether an enclosing handle or group was cancelled or saw its deadline pass.
 pub(crate) fn links_expired() -> bool {
-    if FRAME.with(|f| f.link_count.get()) == 0 {
+    if FRAME.with(Frame::link_count) == 0 {
         return false;
     }
     STACKS
@@ -362,7 +379,7 @@ impl<'a> Enter<'a> {
         });
         match pushed {
             Ok(len) => {
-                FRAME.with(|f| f.link_count.set(len));
+                FRAME.with(|f| f.set_link_count(len));
                 self.link = Some(link);
             }
             Err(_) => *link = node,
@@ -406,7 +423,7 @@ impl Enter<'_> {
             let _ = STACKS.try_with(|stacks| {
                 let mut links = stacks.links.borrow_mut();
                 *slot = links.pop();
-                FRAME.with(|f| f.link_count.set(links.len()));
+                FRAME.with(|f| f.set_link_count(links.len()));
             });
         }
         if handed_up {
