@@ -232,6 +232,16 @@ impl<E> Shared<E> {
             Some(Role::Normal) if !Starting::defer_for(self) => self.hand_on_slot(&mut state),
             _ => None,
         };
+        // The batch of abort handles keeps the ended tasks among them allocated (their whole
+        // tokio task, the size of their future). A spawner moves it every few spawns; a group
+        // that went idle moves it here, unless a spawner holds it right now (it is active,
+        // then), so that a quiet group keeps none of them.
+        // Likewise the ended tasks kept until tokio marks them finished: all but this one are
+        // by now, most likely.
+        if role == Some(Role::Normal) && state.is_idle() {
+            self.try_settle_attaching(&mut state);
+            state.prune_finished();
+        }
         // Wake the waiter only when it has something to do: for a failure or new drains, or
         // when a count reached zero. A thousand tasks ending wake it once.
         let wake = failed
@@ -440,9 +450,14 @@ impl<E> State<E> {
 
     /// Whether every ended task is also finished for tokio (its handle's `is_finished`).
     pub(crate) fn all_finished(&mut self) -> bool {
+        self.prune_finished();
+        self.ending.is_empty()
+    }
+
+    /// Lets go of the ended tasks that tokio marked finished.
+    fn prune_finished(&mut self) {
         self.ending.retain(|abort| !abort.is_finished());
         self.ending_kept = self.ending.len();
-        self.ending.is_empty()
     }
 }
 
@@ -927,6 +942,18 @@ impl<E> Shared<E> {
         let mut attaching = self.attaching();
         flag(&mut attaching);
         // Drained in place: the batch keeps its capacity for the next handles.
+        for (key, abort) in attaching.handles.drain(..) {
+            if let Err(abort) = state.tasks.attach(key, abort) {
+                state.still_finishing(abort);
+            }
+        }
+    }
+
+    /// [`settle_attaching`](Self::settle_attaching), unless a spawner holds the batch.
+    fn try_settle_attaching(&self, state: &mut State<E>) {
+        let Ok(mut attaching) = self.attaching.try_lock() else {
+            return;
+        };
         for (key, abort) in attaching.handles.drain(..) {
             if let Err(abort) = state.tasks.attach(key, abort) {
                 state.still_finishing(abort);
