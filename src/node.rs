@@ -53,6 +53,10 @@ pub(crate) struct Node {
     /// once, by whoever starts the group's cancellation (or its normal end), before any task
     /// is aborted; only the cancel path touches it.
     reason: AtomicU8,
+    /// A group's copy of `reason`, shared with its tasks' handles: they read it without
+    /// touching the node, whose reference count the tasks update as they run and end (a
+    /// cache line less to bounce between threads at each spawn). `None` for other nodes.
+    shared_reason: Option<Arc<std::sync::atomic::AtomicU8>>,
     /// A group's publication for its children: the fixed deadline of the frame it was last
     /// polled in (encoded), and that frame's `CANCELLED`/`SHUTDOWN` flags. Children read it
     /// live, walking up from their group (see `frame::lookup`).
@@ -89,6 +93,7 @@ impl Node {
             deadline: AtomicU64::new(deadline),
             state: AtomicU32::new(0),
             reason: AtomicU8::new(0),
+            shared_reason: None,
             published: AtomicU64::new(NO_DEADLINE),
             published_flags: AtomicU32::new(0),
             waker: Mutex::new(None),
@@ -118,7 +123,10 @@ impl Node {
 
     /// A group's node, entered where the group first runs.
     pub(crate) fn new_group() -> Arc<Node> {
-        let node = Node::new(NO_DEADLINE);
+        let node = Node {
+            shared_reason: Some(Arc::default()),
+            ..Node::new(NO_DEADLINE)
+        };
         node.state.store(ENTERED, Ordering::Relaxed);
         node.link_to_current();
         Arc::new(node)
@@ -216,9 +224,19 @@ impl Node {
     pub(crate) fn record_cancel_reason(&self, reason: CancelReason) {
         // Release: whoever reads the reason after seeing the cancellation (the aborted task's
         // handle) sees it. A failed exchange means an earlier cause won.
-        let _ =
-            self.reason
-                .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire);
+        let won = self
+            .reason
+            .compare_exchange(0, reason.to_u8(), Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if let (true, Some(shared)) = (won, &self.shared_reason) {
+            // Before any task is aborted, as the reason itself.
+            shared.store(reason.to_u8(), Ordering::Release);
+        }
+    }
+
+    /// A group's reason, as its tasks' handles read it (see `shared_reason`).
+    pub(crate) fn shared_reason(&self) -> Option<Arc<std::sync::atomic::AtomicU8>> {
+        self.shared_reason.clone()
     }
 
     /// Why the group's tasks are being cancelled, once that started.

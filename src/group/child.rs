@@ -46,7 +46,9 @@ pub(crate) trait Deliver: Send + 'static {
 pub(crate) struct Child<F, S: Deliver, E> {
     #[pin]
     fut: Option<F>,
-    /// The group's node. `None` only while it is lent to the frame, during a poll.
+    /// The group's node, lent to the frame during a poll. Cloned at the first poll (or drop),
+    /// in the task: the spawning thread does not touch the node's reference count, which
+    /// the tasks update on other threads.
     node: Option<Arc<Node>>,
     result: Option<S>,
     name: Option<Arc<str>>,
@@ -71,7 +73,7 @@ impl<F, S: Deliver, E> Child<F, S, E> {
     ) -> Child<F, S, E> {
         Child {
             fut: Some(fut),
-            node: Some(group.0.node.clone()),
+            node: None,
             result: Some(result),
             name,
             at,
@@ -94,6 +96,9 @@ where
         let mut this = self.project();
         let _span = this.span.enter();
         let (group, _) = this.group.as_ref().expect("the end is reported once");
+        if this.node.is_none() {
+            *this.node = Some(group.node.clone());
+        }
         let (polled, dropped) = {
             let _enter = Enter::with_link(group.child_frame(), this.node, Some(this.drains));
             let fut = this.fut.as_mut().as_pin_mut();
@@ -173,6 +178,9 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
             if let Some((group, _)) = this.group.as_ref() {
                 let data = group.child_frame();
                 let node = &mut *this.node;
+                if node.is_none() {
+                    *node = Some(group.node.clone());
+                }
                 let drains = &mut *this.drains;
                 let mut fut = this.fut.as_mut();
                 // A destructor that panics is a failure of the task, reported with its end.

@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
@@ -117,10 +117,10 @@ impl<T: Send + 'static> Deliver for ToHandle<T> {
 /// [`isolate_failures`]: crate::group::Builder::isolate_failures
 pub struct TaskHandle<T> {
     state: HandleState<T>,
-    /// The group's node, where the group records why it cancels its tasks before it aborts
-    /// them: an aborted task's `JoinError` does not say who aborted it. `None` for a refused
-    /// task, whose reason is known at once.
-    group: Option<Arc<Node>>,
+    /// Where the group records why it cancels its tasks before it aborts them (its node's
+    /// shared reason): an aborted task's `JoinError` does not say who aborted it. `None` for a
+    /// refused task, whose reason is known at once.
+    group: Option<Arc<AtomicU8>>,
     /// [`abort`](Self::abort) was called while the group had no reason of its own: the first
     /// cause wins.
     aborted: AtomicBool,
@@ -146,7 +146,7 @@ impl<T> TaskHandle<T> {
     pub(crate) fn spawned(join: JoinHandle<Output<T>>, node: &Arc<Node>) -> Self {
         TaskHandle {
             state: HandleState::Spawned(join),
-            group: Some(node.clone()),
+            group: node.shared_reason(),
             aborted: AtomicBool::new(false),
         }
     }
@@ -159,7 +159,7 @@ impl<T> TaskHandle<T> {
     ) -> Self {
         TaskHandle {
             state: HandleState::Queued { task, group },
-            group: Some(node.clone()),
+            group: node.shared_reason(),
             aborted: AtomicBool::new(false),
         }
     }
@@ -180,7 +180,8 @@ impl<T> TaskHandle<T> {
 
     /// The group's reason for cancelling its tasks, once it has one.
     fn group_reason(&self) -> Option<CancelReason> {
-        self.group.as_ref().and_then(|node| node.cancel_reason())
+        let reason = self.group.as_ref()?.load(Ordering::Acquire);
+        CancelReason::from_u8(reason)
     }
 
     /// Aborts the task.
