@@ -67,6 +67,19 @@ struct Attaching {
     aborted_background: bool,
 }
 
+impl Attaching {
+    /// Moves the handles into the registry. The handle of a task that already ended is kept
+    /// until tokio marks it finished, as `task_ended` keeps the others. Drained in place: the
+    /// batch keeps its capacity for the next handles.
+    fn move_into<E>(&mut self, state: &mut State<E>) {
+        for (key, abort) in self.handles.drain(..) {
+            if let Err(abort) = state.tasks.attach(key, abort) {
+                state.still_finishing(abort);
+            }
+        }
+    }
+}
+
 /// How many abort handles wait before their spawner moves them into the registry.
 const ATTACH_BATCH: usize = 32;
 
@@ -936,28 +949,17 @@ impl<E> Shared<E> {
     }
 
     /// Moves the abort handles handed over so far into the registry, after `flag` (an abort
-    /// flag) was set under the batch's lock. The handle of a task that already ended is kept
-    /// until tokio marks it finished too, as `task_ended` keeps the others.
+    /// flag) was set under the batch's lock.
     fn settle_attaching(&self, state: &mut State<E>, flag: impl FnOnce(&mut Attaching)) {
         let mut attaching = self.attaching();
         flag(&mut attaching);
-        // Drained in place: the batch keeps its capacity for the next handles.
-        for (key, abort) in attaching.handles.drain(..) {
-            if let Err(abort) = state.tasks.attach(key, abort) {
-                state.still_finishing(abort);
-            }
-        }
+        attaching.move_into(state);
     }
 
     /// [`settle_attaching`](Self::settle_attaching), unless a spawner holds the batch.
     fn try_settle_attaching(&self, state: &mut State<E>) {
-        let Ok(mut attaching) = self.attaching.try_lock() else {
-            return;
-        };
-        for (key, abort) in attaching.handles.drain(..) {
-            if let Err(abort) = state.tasks.attach(key, abort) {
-                state.still_finishing(abort);
-            }
+        if let Ok(mut attaching) = self.attaching.try_lock() {
+            attaching.move_into(state);
         }
     }
 
