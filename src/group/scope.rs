@@ -282,13 +282,25 @@ where
                     }
                 }
             }
+            // The waiter registered at the last full poll is this task's, and nothing took it
+            // since: nothing for the group to do, unless it was cancelled (seen below).
+            let same_task = this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
             // Registered before the cancellation flag is read: a `cancel()` from elsewhere
             // either finds this waker, or is seen below.
             node::register_waker_once(&shared.node, this.waker, cx.waker());
+            if !failed
+                && same_task
+                && this.body.is_some()
+                && this.drains.is_empty()
+                && shared.is_quiet()
+                && shared.node.cancel_reason().is_none()
+            {
+                return Poll::Pending;
+            }
             let mut state = shared.lock();
             failed |= shared.reap(&mut state, cx);
             // Release the drains that emptied, in a group that may live as long as a server.
-            let _ = state.poll_drains(cx);
+            let _ = shared.poll_drains(&mut state, cx);
             if !this.drains.is_empty() {
                 let _ = this.drains.poll(cx);
             }
@@ -392,7 +404,7 @@ fn poll_drained<E: Send + 'static>(
         return Poll::Pending;
     }
     ready!(shared.poll_all_finished(&mut state, cx));
-    ready!(state.poll_drains(cx));
+    ready!(shared.poll_drains(&mut state, cx));
     drop(state);
     shared.node.finish();
     // Task handles may keep the node (for its cancel reason): not the task that ran the group.

@@ -7,6 +7,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -49,7 +50,15 @@ pub(crate) struct Shared<E> {
     /// Abort handles of tasks just spawned, on their way to the registry (see
     /// [`attach`](Shared::attach)). Taken after `state` when both are held.
     attaching: Mutex<Attaching>,
+    /// [`WAITING`] and [`DRAINS`], kept under the lock, read without it: a poll of the group
+    /// that finds only `WAITING` has nothing to do (see [`Shared::is_quiet`]).
+    signals: AtomicU8,
 }
+
+/// The group's future is registered as the waiter, and no event has taken its waker since.
+const WAITING: u8 = 1 << 0;
+/// Drains handed up by the tasks wait in the state.
+const DRAINS: u8 = 1 << 1;
 
 /// Abort handles handed over by spawners, moved into the registry in batches, and the abort
 /// flags a spawner must see when it hands one over.
@@ -116,6 +125,29 @@ pub(crate) struct State<E> {
 impl<E> Shared<E> {
     pub(crate) fn limit(&self) -> Option<usize> {
         self.limit
+    }
+
+    /// Releases the drains handed up that emptied; ready when none is left.
+    pub(crate) fn poll_drains(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Poll<()> {
+        let polled = state.drains.poll(cx);
+        if polled.is_ready() {
+            self.signals.fetch_and(!DRAINS, Ordering::Release);
+        }
+        polled
+    }
+
+    /// Takes the waiter's waker, to wake it: the next poll of the group does its work.
+    fn take_waiter(&self, state: &mut State<E>) -> Option<Waker> {
+        self.signals.fetch_and(!WAITING, Ordering::Release);
+        state.waiter.take()
+    }
+
+    /// Whether a poll of the group's future, which registered its waiter at its last full
+    /// poll with the same waker, would find nothing to do: no task failed, ended the last
+    /// normal task, or handed up drains since (each takes the waiter to wake it), and no
+    /// drain waits. The caller checks the node's cancellation and its body's own drains.
+    pub(crate) fn is_quiet(&self) -> bool {
+        self.signals.load(Ordering::Acquire) == WAITING
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State<E>> {
@@ -223,7 +255,10 @@ impl<E> Shared<E> {
         };
         let mut state = self.lock();
         let handed_drains = !drains.is_empty();
-        state.drains.append(&mut drains);
+        if handed_drains {
+            state.drains.append(&mut drains);
+            self.signals.fetch_or(DRAINS, Ordering::Release);
+        }
         let role = match state.tasks.release(key) {
             Some((role, abort)) => {
                 if let Some(abort) = abort {
@@ -261,7 +296,11 @@ impl<E> Shared<E> {
             || handed_drains
             || (role == Some(Role::Normal) && state.is_idle())
             || state.tasks.is_empty();
-        let waiter = if wake { state.waiter.take() } else { None };
+        let waiter = if wake {
+            self.take_waiter(&mut state)
+        } else {
+            None
+        };
         drop(state);
         if let Some(waiter) = waiter {
             waiter.wake();
@@ -313,7 +352,7 @@ impl<E> Shared<E> {
             next = self.hand_on_slot(&mut state);
             if next.is_none() {
                 // The slot freed here may have been the group's last: it can complete now.
-                wake_if_idle(state);
+                wake_if_idle(self, state);
             }
         }
     }
@@ -323,7 +362,7 @@ impl<E> Shared<E> {
         let mut state = self.lock();
         state.tasks.release(key);
         let next = self.hand_on_slot(&mut state);
-        wake_if_idle(state);
+        wake_if_idle(self, state);
         if let Some(next) = next {
             self.start_queued(next);
         }
@@ -444,11 +483,6 @@ impl<E> State<E> {
         self.tasks.is_empty() && self.dropping == 0
     }
 
-    /// Releases the handed-up drains that emptied; ready when none is left.
-    pub(crate) fn poll_drains(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        self.drains.poll(cx)
-    }
-
     /// Keeps an ended task's abort handle until tokio marks the task finished (the rest of its
     /// poll, on another worker, after it reported its end). Each pruning drops the finished
     /// ones, and runs when the list doubled: amortised O(1) a task, and the list stays about
@@ -506,6 +540,7 @@ impl<E: Send + 'static> Shared<E> {
                 ending_kept: 0,
             }),
             attaching: Mutex::new(Attaching::default()),
+            signals: AtomicU8::new(0),
         }
     }
 
@@ -688,6 +723,7 @@ impl<E: Send + 'static> Shared<E> {
     /// tells whether any task (or the body) failed so far.
     pub(crate) fn reap(&self, state: &mut State<E>, cx: &mut Context<'_>) -> bool {
         state.register_waiter(cx);
+        self.signals.fetch_or(WAITING, Ordering::Release);
         !state.failures.is_empty()
     }
 
@@ -702,7 +738,7 @@ impl<E: Send + 'static> Shared<E> {
         if let Some(failure) = failure {
             let mut state = self.lock();
             state.record(failure);
-            let waiter = state.waiter.take();
+            let waiter = self.take_waiter(&mut state);
             drop(state);
             if let Some(waiter) = waiter {
                 waiter.wake();
@@ -816,7 +852,7 @@ impl<E: Send + 'static> Drainable for Shared<E> {
             return Poll::Pending;
         }
         std::task::ready!(self.poll_all_finished(&mut state, cx));
-        state.poll_drains(cx)
+        self.poll_drains(&mut state, cx)
     }
 }
 
@@ -872,14 +908,14 @@ impl<E> Drop for Dropping<'_, E> {
     fn drop(&mut self) {
         let mut state = self.0.lock();
         state.dropping -= 1;
-        wake_if_idle(state);
+        wake_if_idle(self.0, state);
     }
 }
 
 /// Releases the lock, waking the group if it has nothing left to run (it may complete now).
-fn wake_if_idle<E>(mut state: MutexGuard<'_, State<E>>) {
+fn wake_if_idle<E>(shared: &Shared<E>, mut state: MutexGuard<'_, State<E>>) {
     let waiter = if state.is_idle() {
-        state.waiter.take()
+        shared.take_waiter(&mut state)
     } else {
         None
     };
