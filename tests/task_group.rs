@@ -1223,3 +1223,42 @@ mod background_tasks_return_values {
         }
     }
 }
+
+both_runtimes! {
+    /// A body that keeps its group busy (it wakes itself on every poll) still sees a failure,
+    /// a drain handed up and the last task's end at once. Most of those polls find nothing
+    /// to do and skip the group's lock; whatever needs the group takes its waker to wake it.
+    async fn a_body_that_keeps_the_group_busy_sees_a_failure() {
+        let err = TaskGroup::scope(|tg| async move {
+            for i in 0..3u32 {
+                tg.spawn(async move {
+                    for _ in 0..i * 10 {
+                        tokio::task::yield_now().await;
+                    }
+                    // A nested group dropped unfinished: its tasks are handed up as a drain.
+                    let nested = TaskGroup::scope(|inner: TaskGroup<&str>| async move {
+                        inner.spawn(std::future::pending::<Result<(), &str>>());
+                        std::future::pending::<()>().await;
+                        Ok(())
+                    });
+                    let _ = tokio::time::timeout(Duration::ZERO, nested).await;
+                    Ok(())
+                });
+            }
+            tg.spawn(async {
+                for _ in 0..50 {
+                    tokio::task::yield_now().await;
+                }
+                Err::<(), _>("boom")
+            });
+            loop {
+                tokio::task::yield_now().await;
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), &str>(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.failures().len(), 1);
+    }
+}
