@@ -1262,3 +1262,34 @@ both_runtimes! {
         assert_eq!(err.failures().len(), 1);
     }
 }
+
+both_runtimes! {
+    /// A group future polled in one task, then moved to another and awaited there: a task's
+    /// failure wakes the task that holds the group now. (A poll by a new task always does the
+    /// full work and registers its waker; the quiet path is only for the same task.)
+    async fn a_group_moved_to_another_task_is_woken_there() {
+        let group = TaskGroup::scope(|tg| async move {
+            tg.spawn(async {
+                tokio::time::sleep(ms(10)).await;
+                Err::<(), _>("boom")
+            });
+            std::future::pending::<()>().await;
+            Ok::<(), &str>(())
+        });
+        let mut group = Box::pin(group);
+        // First polls in this task: the group starts and registers this task's waker.
+        for _ in 0..3 {
+            let polled =
+                std::future::poll_fn(|cx| std::task::Poll::Ready(group.as_mut().poll(cx))).await;
+            assert!(polled.is_pending());
+            tokio::task::yield_now().await;
+        }
+        // Then awaited by another task, while this one waits for it without polling the group.
+        let moved = tokio::spawn(async move { group.await });
+        let out = tokio::time::timeout(ms(10_000), moved)
+            .await
+            .expect("the failure woke the task that holds the group now")
+            .unwrap();
+        assert_eq!(out.unwrap_err().failures().len(), 1);
+    }
+}
