@@ -123,8 +123,18 @@ impl Node {
 
     /// A group's node, entered where the group first runs.
     pub(crate) fn new_group() -> Arc<Node> {
+        Node::entered_here(Some(Arc::default()))
+    }
+
+    /// A node entered where it is made, with no shared reason: a blocking task's, under its
+    /// group's.
+    pub(crate) fn new_entered() -> Arc<Node> {
+        Node::entered_here(None)
+    }
+
+    fn entered_here(shared_reason: Option<Arc<std::sync::atomic::AtomicU8>>) -> Arc<Node> {
         let node = Node {
-            shared_reason: Some(Arc::default()),
+            shared_reason,
             ..Node::new(NO_DEADLINE)
         };
         node.state.store(ENTERED, Ordering::Relaxed);

@@ -280,7 +280,7 @@ where
         // A node of its own under the group's (the innermost link here), pushed as the link
         // of the closure's frame: the group's deadlines and shutdown requests are read live
         // through it, and cancelling it when the task is cancelled shows in the closure.
-        let node = Node::new_group();
+        let node = Node::new_entered();
         let handoff = Arc::new(Handoff {
             state: Mutex::new(Hand::Waiting(None)),
         });
