@@ -50,6 +50,18 @@ fn big_local() -> impl std::future::Future<Output = Result<(), Infallible>> + 's
     }
 }
 
+/// Fills a group limited to one slot with a task that waits until the sender returned is used
+/// (or dropped).
+async fn take_the_slot(tg: &TaskGroup<Infallible>) -> tokio::sync::oneshot::Sender<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tg.spawn(async move {
+        let _ = rx.await;
+        Ok(())
+    });
+    tokio::task::yield_now().await;
+    tx
+}
+
 /// In a group limited to one slot, taken by a task that waits until the end: `total` times,
 /// spawns a local task (which must wait), aborts it and yields. Returns the live heap after
 /// `first` iterations and after all of them.
@@ -57,12 +69,7 @@ async fn abort_queued(first: usize, total: usize) -> (isize, isize) {
     TaskGroup::builder()
         .concurrency_limit(1)
         .scope(|tg: TaskGroup<Infallible>| async move {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tg.spawn(async move {
-                let _ = rx.await;
-                Ok(())
-            });
-            tokio::task::yield_now().await;
+            let tx = take_the_slot(&tg).await;
             let mut at_first = 0;
             for i in 0..total {
                 if i == first {
@@ -101,12 +108,7 @@ async fn queue_local(count: usize) -> isize {
     TaskGroup::builder()
         .concurrency_limit(1)
         .scope(|tg: TaskGroup<Infallible>| async move {
-            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-            tg.spawn(async move {
-                let _ = rx.await;
-                Ok(())
-            });
-            tokio::task::yield_now().await;
+            let tx = take_the_slot(&tg).await;
             let mut handles = Vec::with_capacity(count);
             let with_handles = live();
             for _ in 0..count {
