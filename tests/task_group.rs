@@ -1285,7 +1285,7 @@ both_runtimes! {
             tokio::task::yield_now().await;
         }
         // Then awaited by another task, while this one waits for it without polling the group.
-        let moved = tokio::spawn(async move { group.await });
+        let moved = tokio::spawn(group);
         let out = tokio::time::timeout(ms(10_000), moved)
             .await
             .expect("the failure woke the task that holds the group now")
