@@ -23,6 +23,7 @@ mod registry;
 mod scope;
 mod shared;
 mod shutdown;
+mod slots;
 mod task_set;
 
 use std::fmt;
@@ -577,7 +578,7 @@ impl<E: Send + 'static> TaskGroup<E> {
     /// ```
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shared.lock().normal_len()
+        self.shared.len()
     }
 
     /// Returns `true` if no normal task is running.

@@ -8,11 +8,11 @@
 //! [`loom`]: https://docs.rs/loom
 
 #[cfg(not(quattro_loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
+pub(crate) use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(not(quattro_loom))]
 pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(quattro_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64};
+pub(crate) use loom::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize};
 #[cfg(quattro_loom)]
 pub(crate) use loom::sync::{Mutex, MutexGuard};

@@ -22,7 +22,7 @@ use super::child::Child;
 use super::handle::{Output, ToHandle};
 use super::queue::{Start, Unqueue};
 use super::registry::TaskKey;
-use super::shared::{Admit, Role, Shared, Who};
+use super::shared::{Admit, Shared, Who};
 use super::{TaskBuilder, TaskGroup, TaskHandle};
 use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::frame::Drains;
@@ -174,7 +174,7 @@ where
             // Dropped with the future if `spawn_local` panics: it reports the task's end.
             let child = group.child(key, fut, ToHandle::new(), name, Some(at));
             let join = tokio::task::spawn_local(child);
-            if group.attach(key, Role::Normal, join.abort_handle()) {
+            if group.attach(key, join.abort_handle()) {
                 join.abort();
             }
             TaskHandle::spawned(join, &group.node)
@@ -195,7 +195,7 @@ where
             let abort = join.abort_handle();
             // Before the task first runs: it runs on this thread, once the caller yields.
             entry.set_abort(abort.clone());
-            if group.attach(key, Role::Background, abort) {
+            if group.attach(key, abort) {
                 join.abort();
             }
             TaskHandle::spawned(join, &group.node)
@@ -407,7 +407,7 @@ where
         if !matches!(*this.stage, Stage::Running(_)) {
             match ready!(this.entry.poll_turn(cx)) {
                 Turn::Slot(key, abort) => {
-                    let aborted = this.group.attach(key, Role::Normal, abort);
+                    let aborted = this.group.attach(key, abort);
                     let fut = this.stage.as_mut().take_unstarted();
                     let fut = fut.expect("the future waits until its turn");
                     let name = this.name.take();

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::TaskGroup;
 use super::handle::{TaskHandle, ToHandle};
 use super::registry::TaskKey;
-use super::shared::{Refusal, Role, Shared};
+use super::shared::{Refusal, Shared};
 
 impl<E: Send + 'static> TaskGroup<E> {
     /// Waits for a free slot under the concurrency limit and reserves it for a task to come.
@@ -170,7 +170,7 @@ where
     T: Send + 'static,
     E: Send + 'static,
 {
-    let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), None, Some(at));
+    let join = shared.spawn_reserved(key, fut, ToHandle::new(), None, Some(at));
     TaskHandle::spawned(join, &shared.node)
 }
 

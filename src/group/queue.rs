@@ -19,7 +19,7 @@ use tokio::task::{Id, JoinHandle};
 
 use super::handle::{Output, ToHandle};
 use super::registry::TaskKey;
-use super::shared::{Role, Shared};
+use super::shared::Shared;
 use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::loom::{Mutex, MutexGuard};
 
@@ -223,7 +223,7 @@ where
             }
         };
         let (name, at) = name.take();
-        let join = shared.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
+        let join = shared.spawn_reserved(key, fut, ToHandle::new(), name, at);
         // Even when the handle is gone, look: it may have aborted the task while it was being
         // spawned (and been dropped since), and that abort is applied here or never.
         let abort = join.abort_handle();
@@ -535,7 +535,7 @@ impl Grant {
 mod loom_tests {
     use super::{Grant, Granted, QueuedTask};
     use crate::error::CancelReason;
-    use crate::group::registry::Registry;
+    use crate::group::registry::TaskKey;
     use crate::group::shared::Role;
 
     /// A slot granted to a producer that gives up at the same moment is never lost: either the
@@ -543,7 +543,7 @@ mod loom_tests {
     #[test]
     fn a_granted_slot_is_taken_or_given_back() {
         loom::model(|| {
-            let key = Registry::default().reserve(Role::Normal);
+            let key = TaskKey::new(Role::Normal);
             let grant = Grant::new();
             let granter = grant.clone();
             let t = loom::thread::spawn(move || granter.settle(Granted::Slot(key)));

@@ -1,115 +1,95 @@
-//! The registry of a group's live tasks, which counts them by role and keeps their abort
-//! handles.
+//! The abort handles of a group's tasks, kept until tokio marks each task finished.
 //!
 //! This replaces a `JoinSet`. A group never needs its tasks' outputs through a join set (values
 //! go to handles or collectors, failures are reported by the tasks themselves), only a count to
-//! wait on and abort handles to cancel with; the set's per-task list entry and its own locking
-//! were most of what a group cost over hand-written tokio code.
+//! wait on ([`Slots`](super::slots::Slots)) and abort handles to cancel with; the set's per-task
+//! list entry and its own locking were most of what a group cost over hand-written tokio code.
+//!
+//! A task does not take its handle out when it ends: that would take a lock its spawner also
+//! takes, on every task. The list is pruned of finished tasks instead, each time it doubled:
+//! amortised O(1) a spawn, and it stays within about twice the tasks alive at once. A group
+//! returns only once every handle here says `is_finished`, so no task outlives it, not even
+//! the rest of its last poll.
 
 use tokio::task::AbortHandle;
 
 use super::shared::Role;
 
-/// Names one task's entry. The generation tells a reused entry from the one a task was given,
-/// so that a late `attach` or `release` never touches another task.
+/// A task's place in the group's counts, held from its reservation to its end: normal tasks
+/// take a slot under the limit, background tasks do not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TaskKey {
-    index: u32,
-    generation: u32,
+    role: Role,
 }
 
-struct Entry {
-    generation: u32,
-    /// `None`: free.
-    role: Option<Role>,
-    /// Set once the task is spawned.
-    abort: Option<AbortHandle>,
+impl TaskKey {
+    pub(crate) fn new(role: Role) -> TaskKey {
+        TaskKey { role }
+    }
+
+    pub(crate) fn role(self) -> Role {
+        self.role
+    }
 }
 
 #[derive(Default)]
 pub(crate) struct Registry {
-    entries: Vec<Entry>,
-    free: Vec<u32>,
-    normal: usize,
-    background: usize,
+    handles: Vec<(Role, AbortHandle)>,
+    /// The length of `handles` after the last pruning.
+    kept: usize,
+    /// Every task was aborted: a task handed over from then on is aborted at once.
+    aborted_all: bool,
+    /// Background tasks were aborted (the group finished): the same for them.
+    aborted_background: bool,
 }
 
 impl Registry {
-    /// Counts a task about to be spawned.
-    pub(crate) fn reserve(&mut self, role: Role) -> TaskKey {
+    /// Keeps a spawned task's abort handle; returns whether to abort the task at once (its
+    /// role's tasks were aborted while it was being spawned, when there was no handle yet).
+    pub(crate) fn attach(&mut self, role: Role, abort: AbortHandle) -> bool {
+        if self.aborted_all || (role == Role::Background && self.aborted_background) {
+            return true;
+        }
+        if self.handles.len() >= (2 * self.kept).max(64) {
+            self.prune();
+        }
+        self.handles.push((role, abort));
+        false
+    }
+
+    /// Aborts every task of `role`, or of both roles, and every one handed over later.
+    pub(crate) fn abort(&mut self, role: Option<Role>) {
         match role {
-            Role::Normal => self.normal += 1,
-            Role::Background => self.background += 1,
+            None => self.aborted_all = true,
+            Some(Role::Background) => self.aborted_background = true,
+            Some(Role::Normal) => unreachable!("normal tasks are aborted with all the others"),
         }
-        let index = match self.free.pop() {
-            Some(index) => index,
-            None => {
-                let index = u32::try_from(self.entries.len()).expect("fewer than 2^32 live tasks");
-                self.entries.push(Entry {
-                    generation: 0,
-                    role: None,
-                    abort: None,
-                });
-                index
-            }
-        };
-        let entry = &mut self.entries[index as usize];
-        entry.role = Some(role);
-        TaskKey {
-            index,
-            generation: entry.generation,
-        }
-    }
-
-    /// Keeps the spawned task's abort handle; gives it back when the task already ended.
-    pub(crate) fn attach(&mut self, key: TaskKey, abort: AbortHandle) -> Result<(), AbortHandle> {
-        match self.live(key) {
-            Some(entry) => {
-                entry.abort = Some(abort);
-                Ok(())
-            }
-            None => Err(abort),
-        }
-    }
-
-    /// Forgets an ended task; its role and abort handle, unless it was already released.
-    pub(crate) fn release(&mut self, key: TaskKey) -> Option<(Role, Option<AbortHandle>)> {
-        let entry = self.live(key)?;
-        let role = entry.role.take();
-        let abort = entry.abort.take();
-        entry.generation = entry.generation.wrapping_add(1);
-        self.free.push(key.index);
-        match role {
-            Some(Role::Normal) => self.normal -= 1,
-            Some(Role::Background) => self.background -= 1,
-            None => {}
-        }
-        role.map(|role| (role, abort))
-    }
-
-    /// Aborts every spawned task of `role`, or of both roles. Tasks not yet attached are
-    /// aborted by their spawner, which checks the group's flags when it attaches (see
-    /// `Shared::attach`).
-    pub(crate) fn abort(&self, role: Option<Role>) {
-        for entry in &self.entries {
-            if let (Some(abort), Some(r)) = (&entry.abort, entry.role) {
-                if role.is_none_or(|role| role == r) {
-                    abort.abort();
-                }
+        for (r, abort) in &self.handles {
+            if role.is_none_or(|role| role == *r) {
+                abort.abort();
             }
         }
     }
 
-    pub(crate) fn normal(&self) -> usize {
-        self.normal
+    /// Lets go of the tasks that tokio marked finished.
+    pub(crate) fn prune(&mut self) {
+        self.handles.retain(|(_, abort)| !abort.is_finished());
+        self.kept = self.handles.len();
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.normal == 0 && self.background == 0
+    /// Whether every task is finished for tokio (its handle's `is_finished`).
+    pub(crate) fn all_finished(&mut self) -> bool {
+        self.prune();
+        self.handles.is_empty()
     }
+}
 
-    fn live(&mut self, key: TaskKey) -> Option<&mut Entry> {
-        let entry = self.entries.get_mut(key.index as usize)?;
-        (entry.generation == key.generation && entry.role.is_some()).then_some(entry)
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("handles", &self.handles.len())
+            .field("aborted_all", &self.aborted_all)
+            .field("aborted_background", &self.aborted_background)
+            .finish()
     }
 }

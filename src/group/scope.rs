@@ -342,8 +342,7 @@ where
                     shared.record_panic(label, payload);
                 }
                 *this.phase = Phase::Cancelling;
-            } else if this.body.is_none() && state.is_idle() {
-                shared.close_after_completion(&mut state);
+            } else if this.body.is_none() && shared.try_complete(&mut state) {
                 drop(state);
                 *this.phase = Phase::Finishing;
             } else {
@@ -400,10 +399,10 @@ fn poll_drained<E: Send + 'static>(
     ready!(body_drains.poll(cx));
     let mut state = shared.lock();
     shared.reap(&mut state, cx);
-    if !state.is_drained() {
+    if !shared.is_drained(&state) {
         return Poll::Pending;
     }
-    ready!(shared.poll_all_finished(&mut state, cx));
+    ready!(shared.poll_all_finished(cx));
     ready!(shared.poll_drains(&mut state, cx));
     drop(state);
     shared.node.finish();

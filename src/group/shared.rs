@@ -18,6 +18,7 @@ use super::handle::{TaskHandle, ToHandle};
 use super::policy::Handler;
 use super::queue::{Grant, Granted, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
 use super::registry::{Registry, TaskKey};
+use super::slots::{GaveBack, Slots};
 use crate::error::{CancelReason, Failure, TaskLabel};
 use crate::frame::{self, Data, Drain, Drainable, Drains, Enter};
 use crate::node::{Node, SHUTDOWN};
@@ -47,9 +48,12 @@ pub(crate) struct Shared<E> {
     /// Where the tasks' failures go when the group isolates them; `None`: they cancel it.
     handler: Option<Handler<E>>,
     state: Mutex<State<E>>,
-    /// Abort handles of tasks just spawned, on their way to the registry (see
-    /// [`attach`](Shared::attach)). Taken after `state` when both are held.
-    attaching: Mutex<Attaching>,
+    /// The normal tasks' slots, taken and given back without `state`'s lock when nobody waits
+    /// for one (see [`Slots`]). Changed under that lock otherwise.
+    slots: Slots,
+    /// The tasks' abort handles. Taken after `state` when both are held; a spawner takes
+    /// only this one (see [`attach`](Shared::attach)).
+    registry: Mutex<Registry>,
     /// [`WAITING`] and [`DRAINS`], kept under the lock, read without it: a poll of the group
     /// that finds only `WAITING` has nothing to do (see [`Shared::is_quiet`]).
     signals: AtomicU8,
@@ -60,40 +64,9 @@ const WAITING: u8 = 1 << 0;
 /// Drains handed up by the tasks wait in the state.
 const DRAINS: u8 = 1 << 1;
 
-/// Abort handles handed over by spawners, moved into the registry in batches, and the abort
-/// flags a spawner must see when it hands one over.
-///
-/// A spawner holds the group's lock to reserve its task's entry, then spawns without it. Had it
-/// to take that lock again to store the abort handle, every spawn would contend twice with the
-/// tasks ending on other threads (a second trip of the lock's cache line, about a fifth of a
-/// spawn's cost on a multi-thread runtime). This lock is the spawner's own in practice.
-#[derive(Default)]
-struct Attaching {
-    handles: Vec<(TaskKey, tokio::task::AbortHandle)>,
-    /// Every task was aborted: a task handed over from then on is aborted at once.
-    aborted_all: bool,
-    /// Background tasks were aborted (the group finished): the same for them.
-    aborted_background: bool,
-}
-
-impl Attaching {
-    /// Moves the handles into the registry. The handle of a task that already ended is kept
-    /// until tokio marks it finished, as `task_ended` keeps the others. Drained in place: the
-    /// batch keeps its capacity for the next handles.
-    fn move_into<E>(&mut self, state: &mut State<E>) {
-        for (key, abort) in self.handles.drain(..) {
-            if let Err(abort) = state.tasks.attach(key, abort) {
-                state.still_finishing(abort);
-            }
-        }
-    }
-}
-
-/// How many abort handles wait before their spawner moves them into the registry.
-const ATTACH_BATCH: usize = 32;
-
 pub(crate) struct State<E> {
-    tasks: Registry,
+    /// Background tasks running (normal ones count in [`Shared::slots`]).
+    background: usize,
     /// Normal tasks waiting for a slot under the limit.
     queue: Queue<E>,
     /// Producers waiting in `spawn_when_free` for a slot.
@@ -114,11 +87,6 @@ pub(crate) struct State<E> {
     pub(crate) panicked: bool,
     /// Whoever waits for the tasks: the group's future, or the scope that adopted them.
     waiter: Option<Waker>,
-    /// Tasks that reported their end, until tokio marks them finished too: a group returns
-    /// only once its tasks' handles say `is_finished`. Pruned as it grows.
-    ending: Vec<tokio::task::AbortHandle>,
-    /// The length of `ending` after the last pruning.
-    ending_kept: usize,
 }
 
 // What needs no `E: 'static`: the group future's `Drop` calls these.
@@ -161,7 +129,9 @@ impl<E> Shared<E> {
     pub(crate) fn close(&self) -> bool {
         let mut state = self.lock();
         let was_open = !std::mem::replace(&mut state.closed, true);
+        self.slots.close();
         state.producers.refuse_all();
+        self.sync_backlog(&mut state);
         was_open
     }
 
@@ -175,7 +145,9 @@ impl<E> Shared<E> {
         }
         self.node.record_cancel_reason(reason);
         state.closed = true;
+        self.slots.close();
         state.producers.refuse_all();
+        self.sync_backlog(&mut state);
         true
     }
 
@@ -230,10 +202,14 @@ impl<E> Shared<E> {
         drop(unstarted);
     }
 
-    /// A task ended (its future is dropped): forgets it, records its failure (and the panic of
-    /// its finished future's destructor, if any), hands its slot to the next queued task or
-    /// waiting producer, and wakes whoever waits for what changed. Called from the task,
-    /// without the group's lock held.
+    /// A task ended (its future is dropped): gives its slot back, records its failure (and the
+    /// panic of its finished future's destructor, if any), hands its slot to the next queued
+    /// task or waiting producer, and wakes whoever waits for what changed. Called from the
+    /// task, without the group's lock held.
+    ///
+    /// A normal task that ends well, while others still run and nobody waits for a slot,
+    /// takes no lock at all (see [`Slots`]): its abort handle stays in the registry until a
+    /// pruning finds it finished.
     pub(crate) fn task_ended(
         self: &Arc<Self>,
         key: TaskKey,
@@ -253,49 +229,54 @@ impl<E> Shared<E> {
             Some(handler) => failures.map(|f| f.and_then(|f| isolate(handler, f))),
             None => failures,
         };
-        let mut state = self.lock();
+        let failed = failures.iter().any(Option::is_some);
         let handed_drains = !drains.is_empty();
+        let role = key.role();
+        // A task that ends well gives its slot back before the lock is taken, if at all: a
+        // slow path that decides under the lock after this sees the slot free, one that
+        // decided before set the backlog seen here.
+        let quiet = !failed && !handed_drains && role == Role::Normal;
+        if quiet && self.slots.give_back() == GaveBack::Quietly {
+            return;
+        }
+        let mut state = self.lock();
         if handed_drains {
             state.drains.append(&mut drains);
             self.signals.fetch_or(DRAINS, Ordering::Release);
         }
-        let role = match state.tasks.release(key) {
-            Some((role, abort)) => {
-                if let Some(abort) = abort {
-                    state.still_finishing(abort);
-                }
-                Some(role)
-            }
-            None => None,
-        };
-        let mut failed = false;
         for failure in failures.into_iter().flatten() {
             state.record(failure);
-            failed = true;
+        }
+        // A failure or drains are recorded before the count drops: a group that sees its
+        // last task gone (it may complete, or a drain may report done) sees them too.
+        if !quiet {
+            match role {
+                Role::Normal => {
+                    self.slots.give_back();
+                }
+                Role::Background => state.background -= 1,
+            }
         }
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
         // through the group's own task. Not while this thread is starting queued tasks (a
         // runtime shutting down drops a task inside `spawn`): that loop takes the slot.
         let next = match role {
-            Some(Role::Normal) if !Starting::defer_for(self) => self.hand_on_slot(&mut state),
+            Role::Normal if !Starting::defer_for(self) => self.hand_on_slot(&mut state),
             _ => None,
         };
-        // The batch of abort handles keeps the ended tasks among them allocated (their whole
-        // tokio task, the size of their future). A spawner moves it every few spawns; a group
-        // that went idle moves it here, unless a spawner holds it right now (it is active,
-        // then), so that a quiet group keeps none of them.
-        // Likewise the ended tasks kept until tokio marks them finished: all but this one are
-        // by now, most likely.
-        if role == Some(Role::Normal) && state.is_idle() {
-            self.try_settle_attaching(&mut state);
-            state.prune_finished();
+        let idle = role == Role::Normal && self.is_idle(&state);
+        // Ended tasks keep their whole tokio task allocated (the size of their future) while
+        // the registry holds their abort handles: a group that went idle lets go of them, so
+        // that a quiet group keeps none (all but this task are finished by now, most likely).
+        // Not while a spawner holds the registry: the group is active, then.
+        if idle {
+            if let Ok(mut registry) = self.registry.try_lock() {
+                registry.prune();
+            }
         }
         // Wake the waiter only when it has something to do: for a failure or new drains, or
         // when a count reached zero. A thousand tasks ending wake it once.
-        let wake = failed
-            || handed_drains
-            || (role == Some(Role::Normal) && state.is_idle())
-            || state.tasks.is_empty();
+        let wake = failed || handed_drains || idle || self.is_drained(&state);
         let waiter = if wake {
             self.take_waiter(&mut state)
         } else {
@@ -315,22 +296,43 @@ impl<E> Shared<E> {
     /// group closed or something failed.
     fn hand_on_slot(&self, state: &mut State<E>) -> Option<(Arc<dyn Start<E>>, TaskKey)> {
         let limit = self.limit?;
-        if state.closed || !state.failures.is_empty() || state.tasks.normal() >= limit {
-            return None;
-        }
-        if let Some(task) = state.queue.pop() {
-            return Some((task, state.tasks.reserve(Role::Normal)));
-        }
-        // Once the body is done, the last task ending completes the group: a producer still
-        // waiting is refused when it closes, not let in to keep it open.
-        let completing = state.body_done && state.tasks.normal() == 0;
-        if !completing && !state.producers.is_empty() {
-            let key = state.tasks.reserve(Role::Normal);
-            if let Err(key) = state.producers.grant(key) {
-                state.tasks.release(key);
+        let next = if state.closed || !state.failures.is_empty() || self.slots.taken() >= limit {
+            None
+        } else if let Some(task) = state.queue.pop() {
+            self.slots.take_locked();
+            Some((task, TaskKey::new(Role::Normal)))
+        } else {
+            // Once the body is done, the last task ending completes the group: a producer
+            // still waiting is refused when it closes, not let in to keep it open.
+            let completing = state.body_done && self.slots.taken() == 0;
+            if !completing && !state.producers.is_empty() {
+                self.slots.take_locked();
+                if let Err(key) = state.producers.grant(TaskKey::new(Role::Normal)) {
+                    self.release_locked(key);
+                }
             }
+            None
+        };
+        self.sync_backlog(state);
+        next
+    }
+
+    /// Tells the fast path whether anybody waits for a slot. Under the lock, after the queue
+    /// or the producers changed.
+    fn sync_backlog(&self, state: &mut State<E>) {
+        let backlog = !state.queue.is_empty() || !state.producers.is_empty();
+        self.slots.set_backlog(backlog);
+    }
+
+    /// Gives back the slot of a task that never started. Under the lock, which the caller
+    /// then uses to hand it on and wake the group.
+    fn release_locked(&self, key: TaskKey) {
+        match key.role() {
+            Role::Normal => {
+                self.slots.give_back();
+            }
+            Role::Background => {}
         }
-        None
     }
 
     /// Starts `next` and, while slots are free, the queued tasks after it.
@@ -347,7 +349,7 @@ impl<E> Shared<E> {
             let mut state = self.lock();
             if !started {
                 // Aborted while it was being taken out: its slot is free again.
-                state.tasks.release(key);
+                self.release_locked(key);
             }
             next = self.hand_on_slot(&mut state);
             if next.is_none() {
@@ -360,12 +362,34 @@ impl<E> Shared<E> {
     /// Gives back a slot reserved for a producer that stopped waiting.
     pub(crate) fn release_unused(self: &Arc<Self>, key: TaskKey) {
         let mut state = self.lock();
-        state.tasks.release(key);
+        self.release_locked(key);
         let next = self.hand_on_slot(&mut state);
         wake_if_idle(self, state);
         if let Some(next) = next {
             self.start_queued(next);
         }
+    }
+
+    /// The normal tasks running (or reserved).
+    pub(crate) fn len(&self) -> usize {
+        self.slots.taken()
+    }
+
+    /// Whether no normal task runs or waits to, and nothing taken out is being dropped.
+    pub(crate) fn is_idle(&self, state: &State<E>) -> bool {
+        self.slots.taken() == 0 && state.queue.is_empty() && state.dropping == 0
+    }
+
+    /// Whether no task at all runs, and nothing taken out is being dropped.
+    pub(crate) fn is_drained(&self, state: &State<E>) -> bool {
+        self.slots.taken() == 0 && state.background == 0 && state.dropping == 0
+    }
+
+    /// Whether a new normal task must wait: every slot taken, or tasks queued before it.
+    /// Stops fast-path spawners until the caller settles the backlog (see [`Slots::hold`]).
+    fn hold_full(&self, state: &State<E>) -> bool {
+        let taken = self.slots.hold();
+        taken + state.queue.len() >= self.slots.limit()
     }
 }
 
@@ -465,47 +489,6 @@ impl<E> State<E> {
     fn register_waiter(&mut self, cx: &Context<'_>) {
         crate::waker::register(&mut self.waiter, cx.waker());
     }
-
-    pub(crate) fn normal_len(&self) -> usize {
-        self.tasks.normal()
-    }
-
-    pub(crate) fn is_idle(&self) -> bool {
-        self.tasks.normal() == 0 && self.queue.is_empty() && self.dropping == 0
-    }
-
-    /// Whether a new normal task must wait: every slot taken, or tasks queued before it.
-    fn is_full(&self, limit: Option<usize>) -> bool {
-        limit.is_some_and(|limit| self.tasks.normal() + self.queue.len() >= limit)
-    }
-
-    pub(crate) fn is_drained(&self) -> bool {
-        self.tasks.is_empty() && self.dropping == 0
-    }
-
-    /// Keeps an ended task's abort handle until tokio marks the task finished (the rest of its
-    /// poll, on another worker, after it reported its end). Each pruning drops the finished
-    /// ones, and runs when the list doubled: amortised O(1) a task, and the list stays about
-    /// the size of the tasks ending at once.
-    fn still_finishing(&mut self, abort: tokio::task::AbortHandle) {
-        self.ending.push(abort);
-        if self.ending.len() >= (2 * self.ending_kept).max(64) {
-            self.ending.retain(|abort| !abort.is_finished());
-            self.ending_kept = self.ending.len();
-        }
-    }
-
-    /// Whether every ended task is also finished for tokio (its handle's `is_finished`).
-    pub(crate) fn all_finished(&mut self) -> bool {
-        self.prune_finished();
-        self.ending.is_empty()
-    }
-
-    /// Lets go of the ended tasks that tokio marked finished.
-    fn prune_finished(&mut self) {
-        self.ending.retain(|abort| !abort.is_finished());
-        self.ending_kept = self.ending.len();
-    }
 }
 
 impl<E: Send + 'static> Shared<E> {
@@ -524,8 +507,9 @@ impl<E: Send + 'static> Shared<E> {
             id,
             limit,
             handler,
+            slots: Slots::new(limit),
             state: Mutex::new(State {
-                tasks: Registry::default(),
+                background: 0,
                 queue: Queue::default(),
                 producers: Producers::default(),
                 closed: false,
@@ -536,10 +520,8 @@ impl<E: Send + 'static> Shared<E> {
                 dropping: 0,
                 panicked: false,
                 waiter: None,
-                ending: Vec::new(),
-                ending_kept: 0,
             }),
-            attaching: Mutex::new(Attaching::default()),
+            registry: Mutex::new(Registry::default()),
             signals: AtomicU8::new(0),
         }
     }
@@ -578,35 +560,49 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<T, E>> + Send + 'static,
         T: Send + 'static,
     {
-        let mut state = self.lock();
-        if state.closed {
-            return Err(fut);
-        }
-        if role == Role::Normal && state.is_full(self.limit) {
-            // After a shutdown request the group no longer queues (see `TaskGroup::request_shutdown`).
-            if !queue_if_full || self.node.own_shutdown_requested() {
+        // A free slot, nobody waiting for one: no lock.
+        let key = if role == Role::Normal && self.slots.try_take() {
+            TaskKey::new(role)
+        } else {
+            let mut state = self.lock();
+            if state.closed {
                 return Err(fut);
             }
-            // One allocation, shared by the queue and the handle.
-            let (queued, handle) = match name {
-                None => {
-                    let task = QueuedTask::new(fut, std::panic::Location::caller());
-                    (task.clone() as Arc<dyn Start<E>>, task as _)
+            match role {
+                Role::Background => state.background += 1,
+                Role::Normal if self.hold_full(&state) => {
+                    // After a shutdown request the group no longer queues (see
+                    // `TaskGroup::request_shutdown`).
+                    if !queue_if_full || self.node.own_shutdown_requested() {
+                        self.sync_backlog(&mut state);
+                        return Err(fut);
+                    }
+                    // One allocation, shared by the queue and the handle.
+                    let (queued, handle) = match name {
+                        None => {
+                            let task = QueuedTask::new(fut, std::panic::Location::caller());
+                            (task.clone() as Arc<dyn Start<E>>, task as _)
+                        }
+                        named => {
+                            let task = QueuedTask::new(fut, named);
+                            (task.clone() as Arc<dyn Start<E>>, task as _)
+                        }
+                    };
+                    // The backlog stays set: a task that ends hands its slot on.
+                    state.queue.push(queued);
+                    drop(state);
+                    let group: Weak<dyn Unqueue> = Arc::downgrade(self) as Weak<Shared<E>>;
+                    return Ok(TaskHandle::queued(handle, group, &self.node));
                 }
-                named => {
-                    let task = QueuedTask::new(fut, named);
-                    (task.clone() as Arc<dyn Start<E>>, task as _)
+                Role::Normal => {
+                    self.slots.take_locked();
+                    self.sync_backlog(&mut state);
                 }
-            };
-            state.queue.push(queued);
-            drop(state);
-            let group: Weak<dyn Unqueue> = Arc::downgrade(self) as Weak<Shared<E>>;
-            return Ok(TaskHandle::queued(handle, group, &self.node));
-        }
-        let key = state.tasks.reserve(role);
-        drop(state);
+            }
+            TaskKey::new(role)
+        };
         let at = std::panic::Location::caller();
-        let join = self.spawn_reserved(key, role, fut, ToHandle::new(), name, Some(at));
+        let join = self.spawn_reserved(key, fut, ToHandle::new(), name, Some(at));
         Ok(TaskHandle::spawned(join, &self.node))
     }
 
@@ -619,13 +615,17 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
-        let mut state = self.lock();
-        if state.closed || state.is_full(self.limit) {
-            return Err((fut, sink));
+        if !self.slots.try_take() {
+            let mut state = self.lock();
+            if state.closed || self.hold_full(&state) {
+                self.sync_backlog(&mut state);
+                return Err((fut, sink));
+            }
+            self.slots.take_locked();
+            self.sync_backlog(&mut state);
         }
-        let key = state.tasks.reserve(Role::Normal);
-        drop(state);
-        self.spawn_reserved(key, Role::Normal, fut, sink, None, None);
+        let key = TaskKey::new(Role::Normal);
+        self.spawn_reserved(key, fut, sink, None, None);
         Ok(())
     }
 
@@ -637,7 +637,6 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn spawn_reserved<F, S>(
         self: &Arc<Self>,
         key: TaskKey,
-        role: Role,
         fut: F,
         sink: S,
         name: Option<Arc<str>>,
@@ -649,7 +648,7 @@ impl<E: Send + 'static> Shared<E> {
     {
         let child = self.child(key, fut, sink, name, at);
         let join = self.runtime.spawn(child);
-        if self.attach(key, role, join.abort_handle()) {
+        if self.attach(key, join.abort_handle()) {
             join.abort();
         }
         join
@@ -668,7 +667,7 @@ impl<E: Send + 'static> Shared<E> {
         T: Send + 'static,
     {
         let key = self.acquire().await?;
-        let join = self.spawn_reserved(key, Role::Normal, fut, ToHandle::new(), name, at);
+        let join = self.spawn_reserved(key, fut, ToHandle::new(), name, at);
         Some(TaskHandle::spawned(join, &self.node))
     }
 
@@ -679,16 +678,25 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) async fn acquire(self: &Arc<Self>) -> Option<TaskKey> {
         // One lock decides and, if it must wait, queues the producer: a slot freed meanwhile
         // is granted to the producers in order, this one included.
+        if let Some(key) = self.take_slot_unlocked() {
+            return Some(key);
+        }
         let grant = {
             let mut state = self.lock();
-            match self.take_free_slot(&mut state) {
-                Ok(key) => return Some(key),
-                Err(Refusal::Closed) => return None,
+            let grant = match self.take_free_slot(&mut state) {
+                Ok(key) => Ok(key),
+                Err(Refusal::Closed) => Err(None),
                 Err(Refusal::Full) => {
                     let grant = Grant::new();
                     state.producers.push(grant.clone());
-                    grant
+                    Err(Some(grant))
                 }
+            };
+            self.sync_backlog(&mut state);
+            match grant {
+                Ok(key) => return Some(key),
+                Err(None) => return None,
+                Err(Some(grant)) => grant,
             }
         };
         let mut waiting = Waiting {
@@ -705,18 +713,32 @@ impl<E: Send + 'static> Shared<E> {
     /// Takes a free slot without waiting. Fair to waiting producers: while any waits, there is
     /// no free slot for a newcomer.
     pub(crate) fn try_acquire(&self) -> Result<TaskKey, Refusal> {
-        self.take_free_slot(&mut self.lock())
+        if let Some(key) = self.take_slot_unlocked() {
+            return Ok(key);
+        }
+        let mut state = self.lock();
+        let taken = self.take_free_slot(&mut state);
+        self.sync_backlog(&mut state);
+        taken
+    }
+
+    /// Takes a slot without the lock, if one is free and nobody waits for one.
+    fn take_slot_unlocked(&self) -> Option<TaskKey> {
+        let free = !self.node.own_shutdown_requested() && self.slots.try_take();
+        free.then(|| TaskKey::new(Role::Normal))
     }
 
     /// Reserves a slot if one is free for a newcomer (none while producers wait before it).
+    /// The caller settles the backlog after (see [`hold_full`](Self::hold_full)).
     fn take_free_slot(&self, state: &mut State<E>) -> Result<TaskKey, Refusal> {
         if state.closed || self.node.own_shutdown_requested() {
             return Err(Refusal::Closed);
         }
-        if state.is_full(self.limit) || !state.producers.is_empty() {
+        if self.hold_full(state) || !state.producers.is_empty() {
             return Err(Refusal::Full);
         }
-        Ok(state.tasks.reserve(Role::Normal))
+        self.slots.take_locked();
+        Ok(TaskKey::new(Role::Normal))
     }
 
     /// Registers `cx` to be woken when a task ends with something for the group to do, and
@@ -757,12 +779,14 @@ impl<E: Send + 'static> Shared<E> {
     /// The caller has recorded why on the node.
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
         state.closed = true;
-        self.settle_attaching(state, |attaching| attaching.aborted_all = true);
-        state.tasks.abort(None);
+        self.slots.close();
+        self.registry().abort(None);
         state.producers.refuse_all();
         let reason = self.node.cancel_reason();
         debug_assert!(reason.is_some(), "a group cancels its tasks for a reason");
-        state.queue.take(reason.unwrap_or(CancelReason::Cancelled))
+        let queued = state.queue.take(reason.unwrap_or(CancelReason::Cancelled));
+        self.sync_backlog(state);
+        queued
     }
 
     /// Takes the queued tasks out for a shutdown request (they never started), to be dropped
@@ -774,18 +798,26 @@ impl<E: Send + 'static> Shared<E> {
         let mut state = self.lock();
         state.producers.refuse_all();
         let queued = state.queue.take(CancelReason::ShutdownRequested);
+        self.sync_backlog(&mut state);
         state.dropping += 1;
         (queued, Dropping(self))
     }
 
-    /// Closes the group to new tasks after normal completion and aborts background tasks.
-    pub(crate) fn close_after_completion(&self, state: &mut State<E>) {
+    /// Completes the group if no normal task runs or waits to: closes it to new tasks and
+    /// aborts the background tasks. Returns whether it did. The slots are closed only if none
+    /// is taken, in one step: a spawner that took one without the lock meanwhile keeps the
+    /// group open.
+    pub(crate) fn try_complete(&self, state: &mut State<E>) -> bool {
+        if !(state.queue.is_empty() && state.dropping == 0 && self.slots.close_if_empty()) {
+            return false;
+        }
         // Why the background tasks are aborted, and later spawns refused.
         self.node.record_cancel_reason(CancelReason::GroupFinished);
         state.closed = true;
-        self.settle_attaching(state, |attaching| attaching.aborted_background = true);
-        state.tasks.abort(Some(Role::Background));
+        self.registry().abort(Some(Role::Background));
         state.producers.refuse_all();
+        self.sync_backlog(state);
+        true
     }
 
     /// Tears the group down when its future is dropped from outside: closes it and aborts
@@ -799,7 +831,7 @@ impl<E: Send + 'static> Shared<E> {
             log_lost(&failure);
         }
         let queued = self.close_and_abort(&mut state);
-        let live = !(state.is_drained() && state.drains.is_empty());
+        let live = !(self.is_drained(&state) && state.drains.is_empty());
         drop(state);
         Abandoned {
             queued: Box::new(queued),
@@ -848,10 +880,10 @@ impl<E: Send + 'static> Drainable for Shared<E> {
     fn poll_drained(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
         state.register_waiter(cx);
-        if !state.is_drained() {
+        if !self.is_drained(&state) {
             return Poll::Pending;
         }
-        std::task::ready!(self.poll_all_finished(&mut state, cx));
+        std::task::ready!(self.poll_all_finished(cx));
         self.poll_drains(&mut state, cx)
     }
 }
@@ -884,6 +916,7 @@ impl<E: Send + 'static> Unqueue for Shared<E> {
             let mut state = self.lock();
             if queued {
                 state.queue.unqueued();
+                self.sync_backlog(&mut state);
             }
             state.dropping += 1;
             Dropping(self)
@@ -914,7 +947,7 @@ impl<E> Drop for Dropping<'_, E> {
 
 /// Releases the lock, waking the group if it has nothing left to run (it may complete now).
 fn wake_if_idle<E>(shared: &Shared<E>, mut state: MutexGuard<'_, State<E>>) {
-    let waiter = if state.is_idle() {
+    let waiter = if shared.is_idle(&state) {
         shared.take_waiter(&mut state)
     } else {
         None
@@ -947,63 +980,43 @@ impl<E> Shared<E> {
         if state.closed {
             return None;
         }
-        if state.is_full(self.limit) {
+        let admitted = if self.hold_full(&state) {
             if self.node.own_shutdown_requested() {
-                return None;
+                None
+            } else {
+                state.queue.push(entry());
+                state.background += 1;
+                Some(Admit::Queued(TaskKey::new(Role::Background)))
             }
-            state.queue.push(entry());
-            return Some(Admit::Queued(state.tasks.reserve(Role::Background)));
-        }
-        Some(Admit::Slot(state.tasks.reserve(Role::Normal)))
+        } else {
+            self.slots.take_locked();
+            Some(Admit::Slot(TaskKey::new(Role::Normal)))
+        };
+        self.sync_backlog(&mut state);
+        admitted
     }
 
     /// Keeps the abort handle of a task spawned by the caller under `key`; returns whether
     /// to abort it at once (the group aborted its tasks while it was being spawned, when
     /// there was no handle to abort yet).
     ///
-    /// The handle waits in a batch, moved into the registry by the spawner every
-    /// [`ATTACH_BATCH`] handles, or by whoever aborts the group's tasks or waits for them to
-    /// finish, before it does (see [`settle_attaching`](Self::settle_attaching)). An abort
-    /// sets its flag under the batch's lock, so a handle handed over after it is refused here.
-    pub(crate) fn attach(&self, key: TaskKey, role: Role, abort: tokio::task::AbortHandle) -> bool {
-        let mut attaching = self.attaching();
-        if attaching.aborted_all || (role == Role::Background && attaching.aborted_background) {
-            return true;
-        }
-        attaching.handles.push((key, abort));
-        let full = attaching.handles.len() >= ATTACH_BATCH;
-        drop(attaching);
-        if full {
-            self.settle_attaching(&mut self.lock(), |_| {});
-        }
-        false
+    /// Takes the registry's lock only, not the group's: the tasks ending on other threads do
+    /// not take it (see [`Registry`]). An abort sets its flag under that lock, so a handle
+    /// handed over after it is refused here.
+    pub(crate) fn attach(&self, key: TaskKey, abort: tokio::task::AbortHandle) -> bool {
+        self.registry().attach(key.role(), abort)
     }
 
-    fn attaching(&self) -> MutexGuard<'_, Attaching> {
-        // Every update is a push, a take or a flag: a panic elsewhere cannot leave it torn.
-        self.attaching.lock().unwrap_or_else(|e| e.into_inner())
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        // Every update is a push, a pruning or a flag: a panic elsewhere cannot leave it torn.
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves the abort handles handed over so far into the registry, after `flag` (an abort
-    /// flag) was set under the batch's lock.
-    fn settle_attaching(&self, state: &mut State<E>, flag: impl FnOnce(&mut Attaching)) {
-        let mut attaching = self.attaching();
-        flag(&mut attaching);
-        attaching.move_into(state);
-    }
-
-    /// [`settle_attaching`](Self::settle_attaching), unless a spawner holds the batch.
-    fn try_settle_attaching(&self, state: &mut State<E>) {
-        if let Ok(mut attaching) = self.attaching.try_lock() {
-            attaching.move_into(state);
-        }
-    }
-
-    /// Ready once every ended task is finished for tokio. That takes at most the rest of a
-    /// poll on another worker, so the caller is simply polled again.
-    pub(crate) fn poll_all_finished(&self, state: &mut State<E>, cx: &mut Context<'_>) -> Poll<()> {
-        self.settle_attaching(state, |_| {});
-        if state.all_finished() {
+    /// Ready once every task is finished for tokio: its end reported, and the rest of its
+    /// poll done. That takes at most the rest of a poll on another worker, so the caller is
+    /// simply polled again.
+    pub(crate) fn poll_all_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.registry().all_finished() {
             return Poll::Ready(());
         }
         cx.waker().wake_by_ref();
@@ -1014,6 +1027,8 @@ impl<E> Shared<E> {
     /// running normal task: it holds a slot, and the group waits for it, until `task_ended`
     /// is called with the key returned.
     pub(crate) fn hold_slot(&self) -> TaskKey {
-        self.lock().tasks.reserve(Role::Normal)
+        let _state = self.lock();
+        self.slots.take_locked();
+        TaskKey::new(Role::Normal)
     }
 }
