@@ -226,19 +226,19 @@ where
         let join = shared.spawn_reserved(key, fut, ToHandle::new(), name, at);
         // Even when the handle is gone, look: it may have aborted the task while it was being
         // spawned (and been dropped since), and that abort is applied here or never.
-        let abort = join.abort_handle();
-        let (aborted, waker) = {
+        let waker = {
             let mut state = self.lock();
-            let out = match &mut *state {
+            let (aborted, waker) = match &mut *state {
                 Stage::Starting { waker, aborted } => (*aborted, waker.take()),
                 _ => (false, None),
             };
+            if aborted {
+                // Only marks the task: it is dropped by tokio, not here under the lock.
+                join.abort();
+            }
             *state = Stage::Started(Some(join));
-            out
+            waker
         };
-        if aborted {
-            abort.abort();
-        }
         if let Some(waker) = waker {
             waker.wake();
         }
