@@ -6,10 +6,12 @@
 //! list entry and its own locking were most of what a group cost over hand-written tokio code.
 //!
 //! A task does not take its handle out when it ends: that would take a lock its spawner also
-//! takes, on every task. The list is pruned of finished tasks instead, each time it doubled:
-//! amortised O(1) a spawn, and it stays within about twice the tasks alive at once. A group
-//! returns only once every handle here says `is_finished`, so no task outlives it, not even
-//! the rest of its last poll.
+//! takes, on every task. The list is pruned of finished tasks instead: by a spawner when it
+//! doubled, and by an ending task when the tasks still running fell to a quarter of those
+//! kept at the last pruning (see `Shared::task_ended`). Both are amortised O(1) a task; the
+//! list stays within a few times the tasks alive at once, also after a burst. A group returns
+//! only once every handle here says `is_finished`, so no task outlives it, not even the rest
+//! of its last poll.
 
 use tokio::task::AbortHandle;
 
@@ -50,11 +52,19 @@ impl Registry {
         if self.aborted_all || (role == Role::Background && self.aborted_background) {
             return true;
         }
-        if self.handles.len() >= (2 * self.kept).max(64) {
-            self.prune();
-        }
         self.handles.push((role, abort));
         false
+    }
+
+    /// Whether the list doubled since the last pruning (and holds a few dozen handles at
+    /// least): pruning it then is amortised O(1) a task.
+    pub(crate) fn has_doubled(&self) -> bool {
+        self.handles.len() >= (2 * self.kept).max(64)
+    }
+
+    /// The length of the list after the last pruning.
+    pub(crate) fn kept(&self) -> usize {
+        self.kept
     }
 
     /// Aborts every task of `role`, or of both roles, and every one handed over later.
@@ -77,9 +87,8 @@ impl Registry {
         self.kept = self.handles.len();
     }
 
-    /// Whether every task is finished for tokio (its handle's `is_finished`).
-    pub(crate) fn all_finished(&mut self) -> bool {
-        self.prune();
+    /// Whether no handle is kept: after a pruning, every task is finished for tokio.
+    pub(crate) fn is_empty(&self) -> bool {
         self.handles.is_empty()
     }
 }

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -54,6 +54,8 @@ pub(crate) struct Shared<E> {
     /// The tasks' abort handles. Taken after `state` when both are held; a spawner takes
     /// only this one (see [`attach`](Shared::attach)).
     registry: Mutex<Registry>,
+    /// The registry's length after its last pruning, read by ending tasks without its lock.
+    registry_kept: AtomicUsize,
     /// [`WAITING`] and [`DRAINS`], kept under the lock, read without it: a poll of the group
     /// that finds only `WAITING` has nothing to do (see [`Shared::is_quiet`]).
     signals: AtomicU8,
@@ -236,8 +238,19 @@ impl<E> Shared<E> {
         // slow path that decides under the lock after this sees the slot free, one that
         // decided before set the backlog seen here.
         let quiet = !failed && !handed_drains && role == Role::Normal;
-        if quiet && self.slots.give_back() == GaveBack::Quietly {
-            return;
+        if quiet {
+            if let GaveBack::Quietly(running) = self.slots.give_back() {
+                // After a burst, the registry keeps the burst's ended tasks (each its whole
+                // tokio task) until it doubles again, which a group that stays busy with a
+                // few tasks may never do: let go of them as the running tasks fall to a
+                // quarter of those kept at the last pruning (a few times over a burst).
+                if running * 4 < self.registry_kept.load(Ordering::Relaxed) {
+                    if let Ok(mut registry) = self.registry.try_lock() {
+                        self.prune(&mut registry);
+                    }
+                }
+                return;
+            }
         }
         let mut state = self.lock();
         if handed_drains {
@@ -271,7 +284,7 @@ impl<E> Shared<E> {
         // Not while a spawner holds the registry: the group is active, then.
         if idle {
             if let Ok(mut registry) = self.registry.try_lock() {
-                registry.prune();
+                self.prune(&mut registry);
             }
         }
         // Wake the waiter only when it has something to do: for a failure or new drains, or
@@ -522,6 +535,7 @@ impl<E: Send + 'static> Shared<E> {
                 waiter: None,
             }),
             registry: Mutex::new(Registry::default()),
+            registry_kept: AtomicUsize::new(0),
             signals: AtomicU8::new(0),
         }
     }
@@ -1004,7 +1018,11 @@ impl<E> Shared<E> {
     /// not take it (see [`Registry`]). An abort sets its flag under that lock, so a handle
     /// handed over after it is refused here.
     pub(crate) fn attach(&self, key: TaskKey, abort: tokio::task::AbortHandle) -> bool {
-        self.registry().attach(key.role(), abort)
+        let mut registry = self.registry();
+        if registry.has_doubled() {
+            self.prune(&mut registry);
+        }
+        registry.attach(key.role(), abort)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
@@ -1012,11 +1030,20 @@ impl<E> Shared<E> {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Lets go of the tasks that tokio marked finished, and tells the ending tasks how many
+    /// were kept.
+    fn prune(&self, registry: &mut Registry) {
+        registry.prune();
+        self.registry_kept.store(registry.kept(), Ordering::Relaxed);
+    }
+
     /// Ready once every task is finished for tokio: its end reported, and the rest of its
     /// poll done. That takes at most the rest of a poll on another worker, so the caller is
     /// simply polled again.
     pub(crate) fn poll_all_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.registry().all_finished() {
+        let mut registry = self.registry();
+        self.prune(&mut registry);
+        if registry.is_empty() {
             return Poll::Ready(());
         }
         cx.waker().wake_by_ref();

@@ -34,8 +34,9 @@ pub(crate) struct Slots {
 /// What giving a slot back left to do under the group's lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum GaveBack {
-    /// Nothing: other tasks still run and nobody waits for a slot.
-    Quietly,
+    /// Nothing: other tasks still run (this many slots are still taken) and nobody waits
+    /// for a slot.
+    Quietly(usize),
     /// Hand the slot on (tasks are queued or producers wait), or wake the group (it was the
     /// last running task).
     Locked,
@@ -81,7 +82,7 @@ impl Slots {
         if before & BACKLOG != 0 || before & COUNT == 1 {
             GaveBack::Locked
         } else {
-            GaveBack::Quietly
+            GaveBack::Quietly((before & COUNT) - 1)
         }
     }
 
