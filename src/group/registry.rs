@@ -85,6 +85,11 @@ impl Registry {
     pub(crate) fn prune(&mut self) {
         self.handles.retain(|(_, abort)| !abort.is_finished());
         self.kept = self.handles.len();
+        // A burst's list is not kept for the rest of a long-lived group's life.
+        let room = 2 * self.kept.max(32);
+        if self.handles.capacity() > 2 * room {
+            self.handles.shrink_to(room);
+        }
     }
 
     /// Whether no handle is kept: after a pruning, every task is finished for tokio.
