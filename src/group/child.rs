@@ -54,7 +54,10 @@ pub(crate) struct Child<F, S: Deliver, E> {
     name: Option<Arc<str>>,
     /// Where the task was spawned, to name it in failures when it has no name.
     at: Option<&'static Location<'static>>,
-    span: tracing::Span,
+    /// The task's span, when a subscriber wants it. Boxed: a `Span` is five words, and with
+    /// it inline the child is too big for tokio to move without a call to `memcpy` (five
+    /// moves a task).
+    span: Option<Box<tracing::Span>>,
     /// The group and the task's entry there; taken when the end is reported.
     group: Option<(Arc<Shared<E>>, TaskKey)>,
     /// Aborted tasks of groups dropped inside this task; handed to the group when it ends.
@@ -71,6 +74,7 @@ impl<F, S: Deliver, E> Child<F, S, E> {
         at: Option<&'static Location<'static>>,
         span: tracing::Span,
     ) -> Child<F, S, E> {
+        let span = (!span.is_disabled()).then(|| Box::new(span));
         Child {
             fut: Some(fut),
             node: None,
@@ -94,7 +98,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<S::Output> {
         let mut this = self.project();
-        let _span = this.span.enter();
+        let _span = this.span.as_ref().map(|span| span.enter());
         let (group, _) = this.group.as_ref().expect("the end is reported once");
         if this.node.is_none() {
             *this.node = Some(group.node.clone());
@@ -174,7 +178,7 @@ impl<F, S: Deliver, E> PinnedDrop for Child<F, S, E> {
         let mut this = self.project();
         let mut panic = None;
         if this.fut.is_some() {
-            let _span = this.span.enter();
+            let _span = this.span.as_ref().map(|span| span.enter());
             if let Some((group, _)) = this.group.as_ref() {
                 let data = group.child_frame();
                 let node = &mut *this.node;

@@ -263,12 +263,7 @@ impl<E> Shared<E> {
         // A failure or drains are recorded before the count drops: a group that sees its
         // last task gone (it may complete, or a drain may report done) sees them too.
         if !quiet {
-            match role {
-                Role::Normal => {
-                    self.slots.give_back();
-                }
-                Role::Background => state.background -= 1,
-            }
+            self.release_locked(&mut state, key);
         }
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
         // through the group's own task. Not while this thread is starting queued tasks (a
@@ -321,7 +316,7 @@ impl<E> Shared<E> {
             if !completing && !state.producers.is_empty() {
                 self.slots.take_locked();
                 if let Err(key) = state.producers.grant(TaskKey::new(Role::Normal)) {
-                    self.release_locked(key);
+                    self.release_locked(state, key);
                 }
             }
             None
@@ -337,14 +332,14 @@ impl<E> Shared<E> {
         self.slots.set_backlog(backlog);
     }
 
-    /// Gives back the slot of a task that never started. Under the lock, which the caller
-    /// then uses to hand it on and wake the group.
-    fn release_locked(&self, key: TaskKey) {
+    /// Gives back a task's place in the counts under the lock, which the caller then uses to
+    /// hand the slot on and wake the group.
+    fn release_locked(&self, state: &mut State<E>, key: TaskKey) {
         match key.role() {
             Role::Normal => {
                 self.slots.give_back();
             }
-            Role::Background => {}
+            Role::Background => state.background -= 1,
         }
     }
 
@@ -362,7 +357,7 @@ impl<E> Shared<E> {
             let mut state = self.lock();
             if !started {
                 // Aborted while it was being taken out: its slot is free again.
-                self.release_locked(key);
+                self.release_locked(&mut state, key);
             }
             next = self.hand_on_slot(&mut state);
             if next.is_none() {
@@ -375,7 +370,7 @@ impl<E> Shared<E> {
     /// Gives back a slot reserved for a producer that stopped waiting.
     pub(crate) fn release_unused(self: &Arc<Self>, key: TaskKey) {
         let mut state = self.lock();
-        self.release_locked(key);
+        self.release_locked(&mut state, key);
         let next = self.hand_on_slot(&mut state);
         wake_if_idle(self, state);
         if let Some(next) = next {
