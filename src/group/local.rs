@@ -22,7 +22,7 @@ use super::child::Child;
 use super::handle::{Output, ToHandle};
 use super::queue::{Start, Unqueue};
 use super::registry::TaskKey;
-use super::shared::{Admit, Shared, Who};
+use super::shared::{Admit, Role, Shared, Who};
 use super::{TaskBuilder, TaskGroup, TaskHandle};
 use crate::error::{CancelReason, TaskError, TaskLabel};
 use crate::frame::Drains;
@@ -174,7 +174,7 @@ where
             // Dropped with the future if `spawn_local` panics: it reports the task's end.
             let child = group.child(key, fut, ToHandle::new(), name, Some(at));
             let join = tokio::task::spawn_local(child);
-            if group.attach(key, join.abort_handle()) {
+            if group.attach(Role::Normal, join.abort_handle()) {
                 join.abort();
             }
             TaskHandle::spawned(join, &group.node)
@@ -195,7 +195,7 @@ where
             let abort = join.abort_handle();
             // Before the task first runs: it runs on this thread, once the caller yields.
             entry.set_abort(abort.clone());
-            if group.attach(key, abort) {
+            if group.attach(Role::Background, abort) {
                 join.abort();
             }
             TaskHandle::spawned(join, &group.node)
@@ -283,9 +283,10 @@ impl LocalEntry {
                 crate::waker::register(waker, cx.waker());
                 Poll::Pending
             }
-            Place::Slot(key) => {
-                let key = *key;
-                state.place = Place::Gone;
+            Place::Slot(_) => {
+                let Place::Slot(key) = std::mem::replace(&mut state.place, Place::Gone) else {
+                    unreachable!("matched above")
+                };
                 let abort = state.abort.take();
                 let abort = abort.expect("set by the spawner before the task first runs");
                 Poll::Ready(Turn::Slot(key, abort))
@@ -325,11 +326,11 @@ impl<E> Start<E> for LocalEntry {
         true
     }
 
-    fn start(self: Arc<Self>, _group: &Arc<Shared<E>>, key: TaskKey) -> bool {
+    fn start(self: Arc<Self>, _group: &Arc<Shared<E>>, key: TaskKey) -> Result<(), TaskKey> {
         let mut state = self.lock();
         let (Place::Waiting(waker) | Place::Claimed(waker)) = &mut state.place else {
             // The task went away after the claim: the caller gives the slot back.
-            return false;
+            return Err(key);
         };
         let waker = waker.take();
         state.place = Place::Slot(key);
@@ -337,7 +338,7 @@ impl<E> Start<E> for LocalEntry {
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
+        Ok(())
     }
 
     fn cancel(&self, reason: CancelReason) {
@@ -407,7 +408,7 @@ where
         if !matches!(*this.stage, Stage::Running(_)) {
             match ready!(this.entry.poll_turn(cx)) {
                 Turn::Slot(key, abort) => {
-                    let aborted = this.group.attach(key, abort);
+                    let aborted = this.group.attach(Role::Normal, abort);
                     let fut = this.stage.as_mut().take_unstarted();
                     let fut = fut.expect("the future waits until its turn");
                     let name = this.name.take();

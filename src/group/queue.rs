@@ -35,9 +35,9 @@ pub(crate) trait Start<E>: Send + Sync {
         self.is_waiting()
     }
 
-    /// Spawns the task under `key`, reserved for it. Returns `false`, leaving `key` unused, if
-    /// the task was aborted meanwhile.
-    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool;
+    /// Spawns the task under `key`, reserved for it. Gives `key` back, unused, if the task was
+    /// aborted meanwhile.
+    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> Result<(), TaskKey>;
 
     /// Resolves the handle as cancelled for `reason` and drops the future (the group closed,
     /// or is shutting down). The caller runs this in the frame the task would have had.
@@ -201,7 +201,7 @@ where
         true
     }
 
-    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> bool {
+    fn start(self: Arc<Self>, shared: &Arc<Shared<E>>, key: TaskKey) -> Result<(), TaskKey> {
         let (fut, mut name) = {
             let mut state = self.lock();
             let starting = Stage::Starting {
@@ -218,7 +218,7 @@ where
                 }
                 other => {
                     *state = other;
-                    return false;
+                    return Err(key);
                 }
             }
         };
@@ -242,7 +242,7 @@ where
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
+        Ok(())
     }
 
     fn cancel(&self, reason: CancelReason) {
@@ -442,10 +442,12 @@ impl Producers {
     }
 
     /// Grants `key` to the first producer that still waits; gives it back if there is none.
-    pub(crate) fn grant(&mut self, key: TaskKey) -> Result<(), TaskKey> {
+    pub(crate) fn grant(&mut self, mut key: TaskKey) -> Result<(), TaskKey> {
         while let Some(grant) = self.0.pop_front() {
-            if grant.settle(Granted::Slot(key)) {
-                return Ok(());
+            match grant.settle(Granted::Slot(key)) {
+                Ok(()) => return Ok(()),
+                Err(Granted::Slot(back)) => key = back,
+                Err(_) => unreachable!("a refused grant gives back what it was handed"),
             }
         }
         Err(key)
@@ -454,13 +456,13 @@ impl Producers {
     /// Refuses every waiting producer (the group closed or is shutting down).
     pub(crate) fn refuse_all(&mut self) {
         for grant in self.0.drain(..) {
-            grant.settle(Granted::Refused);
+            let _ = grant.settle(Granted::Refused);
         }
     }
 }
 
 /// What a waiting producer is given.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Granted {
     /// Still waiting.
     Nothing,
@@ -492,11 +494,11 @@ impl Grant {
         self.lock().0 == Granted::Nothing
     }
 
-    /// Hands `granted` over if the producer still waits, and wakes it.
-    fn settle(&self, granted: Granted) -> bool {
+    /// Hands `granted` over if the producer still waits, and wakes it; gives it back if not.
+    fn settle(&self, granted: Granted) -> Result<(), Granted> {
         let mut state = self.lock();
         if state.0 != Granted::Nothing {
-            return false;
+            return Err(granted);
         }
         state.0 = granted;
         let waker = state.1.take();
@@ -504,18 +506,19 @@ impl Grant {
         if let Some(waker) = waker {
             waker.wake();
         }
-        true
+        Ok(())
     }
 
-    /// What was granted, registering `cx` while nothing was.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Granted> {
+    /// Ready once something was granted (take it with [`leave`](Self::leave)), registering
+    /// `cx` while nothing was.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
         let mut state = self.lock();
         match state.0 {
             Granted::Nothing => {
                 crate::waker::register(&mut state.1, cx.waker());
                 Poll::Pending
             }
-            granted => Poll::Ready(granted),
+            _ => Poll::Ready(()),
         }
     }
 
@@ -546,7 +549,7 @@ mod loom_tests {
             let key = TaskKey::new(Role::Normal);
             let grant = Grant::new();
             let granter = grant.clone();
-            let t = loom::thread::spawn(move || granter.settle(Granted::Slot(key)));
+            let t = loom::thread::spawn(move || granter.settle(Granted::Slot(key)).is_ok());
             let taken = grant.leave();
             let granted = t.join().unwrap();
             assert_eq!(granted, taken.is_some(), "the slot went nowhere, or twice");

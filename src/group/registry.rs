@@ -19,7 +19,10 @@ use super::shared::Role;
 
 /// A task's place in the group's counts, held from its reservation to its end: normal tasks
 /// take a slot under the limit, background tasks do not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+///
+/// Neither `Clone` nor `Copy`: a key is given back once, by whoever holds it (a slot given
+/// back twice would corrupt the count of [`Slots`](super::slots::Slots)).
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct TaskKey {
     role: Role,
 }
@@ -29,7 +32,7 @@ impl TaskKey {
         TaskKey { role }
     }
 
-    pub(crate) fn role(self) -> Role {
+    pub(crate) fn role(&self) -> Role {
         self.role
     }
 }

@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use super::child::{Child, Deliver, Ended};
 use super::handle::{TaskHandle, ToHandle};
 use super::policy::Handler;
-use super::queue::{Grant, Granted, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
+use super::queue::{Grant, Producers, Queue, QueuedTask, QueuedTasks, Start, Unqueue};
 use super::registry::{Registry, TaskKey};
 use super::slots::{GaveBack, Slots};
 use crate::error::{CancelReason, Failure, TaskLabel};
@@ -348,14 +348,14 @@ impl<E> Shared<E> {
         let starting = Starting::enter(self);
         let mut next = Some(next);
         while let Some((task, key)) = next.take() {
-            let started = task.start(self, key);
+            let unused = task.start(self, key).err();
             // Only when a slot came free meanwhile (the task just spawned ended at once, or
             // this one was aborted) is there more to start from here.
-            if started && !starting.take_deferred() {
+            if unused.is_none() && !starting.take_deferred() {
                 break;
             }
             let mut state = self.lock();
-            if !started {
+            if let Some(key) = unused {
                 // Aborted while it was being taken out: its slot is free again.
                 self.release_locked(&mut state, key);
             }
@@ -655,9 +655,10 @@ impl<E: Send + 'static> Shared<E> {
         F: Future<Output = Result<S::Value, E>> + Send + 'static,
         S: Deliver,
     {
+        let role = key.role();
         let child = self.child(key, fut, sink, name, at);
         let join = self.runtime.spawn(child);
-        if self.attach(key, join.abort_handle()) {
+        if self.attach(role, join.abort_handle()) {
             join.abort();
         }
         join
@@ -712,11 +713,9 @@ impl<E: Send + 'static> Shared<E> {
             grant: &grant,
             group: self,
         };
-        let granted = std::future::poll_fn(|cx| waiting.grant.poll(cx)).await;
-        match (granted, waiting.take()) {
-            (Granted::Slot(_), Some(key)) => Some(key),
-            _ => None,
-        }
+        std::future::poll_fn(|cx| waiting.grant.poll(cx)).await;
+        // A slot, or `None`: refused.
+        waiting.take()
     }
 
     /// Takes a free slot without waiting. Fair to waiting producers: while any waits, there is
@@ -1005,19 +1004,19 @@ impl<E> Shared<E> {
         admitted
     }
 
-    /// Keeps the abort handle of a task spawned by the caller under `key`; returns whether
+    /// Keeps the abort handle of a task of `role` spawned by the caller; returns whether
     /// to abort it at once (the group aborted its tasks while it was being spawned, when
     /// there was no handle to abort yet).
     ///
     /// Takes the registry's lock only, not the group's: the tasks ending on other threads do
     /// not take it (see [`Registry`]). An abort sets its flag under that lock, so a handle
     /// handed over after it is refused here.
-    pub(crate) fn attach(&self, key: TaskKey, abort: tokio::task::AbortHandle) -> bool {
+    pub(crate) fn attach(&self, role: Role, abort: tokio::task::AbortHandle) -> bool {
         let mut registry = self.registry();
         if registry.has_doubled() {
             self.prune(&mut registry);
         }
-        registry.attach(key.role(), abort)
+        registry.attach(role, abort)
     }
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
