@@ -580,10 +580,18 @@ fn gather_jobs(rts: &Runtimes) -> Vec<Job> {
     )
 }
 
-/// Limited fan-out, N = 100k, limit 16: `concurrency_limit(16)` vs a `JoinSet` + a `Semaphore`
-/// permit acquired before each spawn, `buffer_unordered(16)`, and spawn-all with the permit
-/// taken inside each task; and a limited `gather` vs the same with index bookkeeping, and
-/// `buffered(16)`. Target ≤ 1.15×.
+/// Limited fan-out, N = 100k, limit 16, each program against the hand-written ones of its
+/// shape:
+///
+/// - lazy (an item is taken only when a slot is free): `spawn_when_free` in a loop vs a
+///   `JoinSet` + a `Semaphore` permit acquired before each spawn, and `buffer_unordered(16)`;
+///   the same with a `TaskSet`, and with an unordered `gather`; a limited `gather` vs the
+///   `JoinSet` + `Semaphore` with index bookkeeping, and `buffered(16)`;
+/// - eager (every item accepted at once, the limit bounds what runs): `spawn` of all N into
+///   the group's queue vs spawn-all with the permit taken inside each task, and, for context,
+///   vs `buffer_unordered(16)`.
+///
+/// Target ≤ 1.10×.
 fn fan_out_jobs(rts: &Runtimes) -> Vec<Job> {
     let (n, limit) = (FAN_OUT_TASKS, FAN_OUT_LIMIT);
     let mut jobs = Vec::new();
@@ -594,14 +602,37 @@ fn fan_out_jobs(rts: &Runtimes) -> Vec<Job> {
         };
 
         let q = rt.clone();
-        let mut job = Job::timed(name(""), Target::AtMost(1.10), move |iters| {
-            FanOut::TaskGroup.time(&q, n, limit, iters)
-        });
-        for peer in FanOut::PEERS {
+        let mut job = Job::timed(
+            name("spawn_when_free "),
+            Target::AtMost(1.10),
+            move |iters| FanOut::TaskGroupWhenFree.time(&q, n, limit, iters),
+        );
+        for peer in [FanOut::JoinSetSemaphore, FanOut::BufferUnordered] {
             let p = rt.clone();
             job = job.peer(peer.label(), move |iters| peer.time(&p, n, limit, iters));
         }
         jobs.push(rounds_for(job, n));
+
+        // The eager program: every `spawn` is accepted, and waits in the queue.
+        for (peer, what, target) in [
+            (
+                FanOut::PermitInTask,
+                "spawn (queued) ",
+                Target::AtMost(1.10),
+            ),
+            (
+                FanOut::BufferUnordered,
+                "spawn (queued) vs lazy ",
+                Target::Info,
+            ),
+        ] {
+            let (q, p) = (rt.clone(), rt.clone());
+            let job = Job::timed(name(what), target, move |iters| {
+                FanOut::TaskGroup.time(&q, n, limit, iters)
+            })
+            .peer(peer.label(), move |iters| peer.time(&p, n, limit, iters));
+            jobs.push(rounds_for(job, n));
+        }
 
         // The JoinSet-shaped and the stream-shaped programs, each against its own peer.
         for (quattro, peer, what) in [

@@ -582,13 +582,6 @@ impl FanOut {
         FanOut::GatherUnordered,
     ];
 
-    /// The hand-written ways.
-    pub const PEERS: [FanOut; 3] = [
-        FanOut::JoinSetSemaphore,
-        FanOut::BufferUnordered,
-        FanOut::PermitInTask,
-    ];
-
     pub fn label(self) -> &'static str {
         match self {
             FanOut::TaskGroup => "TaskGroup",
