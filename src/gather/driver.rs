@@ -229,6 +229,12 @@ impl<I: Iterator, T, E> Driver<I, T, E> {
         if free() {
             return true;
         }
+        if self.collector.streaming {
+            // A slot frees only as the consumer takes a value, in this task, and the consumer
+            // polls the group (so this driver) right after: no waker to register, and no lock
+            // that the items delivering their values contend for.
+            return false;
+        }
         crate::waker::register(&mut self.collector.lock().driver, cx.waker());
         // A slot freed before the waker was registered is seen now (see `finished`); the
         // wake-up it may still bring is spurious.
