@@ -62,16 +62,9 @@ async fn retained_after_bursts() -> isize {
     .unwrap()
 }
 
-/// Both checks in one test: the live heap is the whole process's, and the test harness
-/// allocates on its own thread while another test runs.
-#[test]
-fn a_long_lived_group_lets_go_of_its_ended_tasks() {
-    a_quiet_group_keeps_none_of_its_ended_tasks();
-    a_busy_group_lets_go_of_a_bursts_ended_tasks();
-}
-
-fn a_quiet_group_keeps_none_of_its_ended_tasks() {
-    let runtimes = [
+/// The current-thread runtime and a 2-worker multi-thread one.
+fn runtimes() -> [tokio::runtime::Runtime; 2] {
+    [
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -81,8 +74,19 @@ fn a_quiet_group_keeps_none_of_its_ended_tasks() {
             .enable_all()
             .build()
             .unwrap(),
-    ];
-    for rt in runtimes {
+    ]
+}
+
+/// Both checks in one test: the live heap is the whole process's, and the test harness
+/// allocates on its own thread while another test runs.
+#[test]
+fn a_long_lived_group_lets_go_of_its_ended_tasks() {
+    a_quiet_group_keeps_none_of_its_ended_tasks();
+    a_busy_group_lets_go_of_a_bursts_ended_tasks();
+}
+
+fn a_quiet_group_keeps_none_of_its_ended_tasks() {
+    for rt in runtimes() {
         let retained = rt.block_on(retained_after_bursts());
         // The last task of a burst may stay until the next burst: it ended inside its own
         // poll, before tokio could mark it finished. Twenty are about 109 KB.
@@ -129,18 +133,7 @@ async fn retained_after_a_burst_in_a_busy_group() -> isize {
 /// keeps an abort handle per task until tokio marks it finished, and each keeps its whole
 /// task allocated.
 fn a_busy_group_lets_go_of_a_bursts_ended_tasks() {
-    let runtimes = [
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
-    ];
-    for rt in runtimes {
+    for rt in runtimes() {
         let retained = rt.block_on(retained_after_a_burst_in_a_busy_group());
         // The burst is about 3 MB of tasks; a few dozen of them may still be kept. (Pruned
         // only as the list doubled, the burst was kept whole: 3.6 MB. Before the slots went
