@@ -677,6 +677,8 @@ impl<E> fmt::Debug for TaskGroup<E> {
         f.debug_struct("TaskGroup")
             .field("id", &self.shared.id)
             .field("concurrency_limit", &self.shared.limit())
+            .field("slots", self.shared.slots())
+            .field("registry", &self.shared.registry_debug())
             .finish_non_exhaustive()
     }
 }

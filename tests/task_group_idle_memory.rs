@@ -135,11 +135,12 @@ async fn retained_after_a_burst_in_a_busy_group() -> isize {
 fn a_busy_group_lets_go_of_a_bursts_ended_tasks() {
     for rt in runtimes() {
         let retained = rt.block_on(retained_after_a_burst_in_a_busy_group());
-        // The burst is about 3 MB of tasks; a few dozen of them may still be kept. (Pruned
-        // only as the list doubled, the burst was kept whole: 3.6 MB. Before the slots went
-        // lock-free, about 95 tasks: 143 KB.)
+        // The burst is about 3.6 MB of tasks. A few are kept on the current-thread runtime;
+        // on the multi-thread one, up to the 64 handles the registry holds before a spawner
+        // prunes it, when the burst's tasks ended as fast as they were spawned (about 115 KB).
+        // Pruned only as the list doubled, the burst was kept whole: 3.6 MB.
         assert!(
-            retained < 64 * BIG as isize,
+            retained < 128 * BIG as isize,
             "{retained} bytes kept after a burst of {LONG_BURST} tasks of {BIG} bytes ended"
         );
     }

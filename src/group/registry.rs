@@ -95,6 +95,11 @@ impl Registry {
         }
     }
 
+    /// The handles kept: tasks running, and ended ones not yet pruned.
+    pub(crate) fn len(&self) -> usize {
+        self.handles.len()
+    }
+
     /// Whether no handle is kept: after a pruning, every task is finished for tokio.
     pub(crate) fn is_empty(&self) -> bool {
         self.handles.is_empty()

@@ -244,10 +244,11 @@ impl<E> Shared<E> {
                 // tokio task) until it doubles again, which a group that stays busy with a
                 // few tasks may never do: let go of them as the running tasks fall to a
                 // quarter of those kept at the last pruning (a few times over a burst).
+                // Waits for the registry: a spawner holds it only to push a handle, and the
+                // last tasks of a burst end while the spawner is still pushing (skipped then,
+                // their handles would stay until the next pruning, maybe never).
                 if running * 4 < self.registry_kept.load(Ordering::Relaxed) {
-                    if let Ok(mut registry) = self.registry.try_lock() {
-                        self.prune(&mut registry);
-                    }
+                    self.prune(&mut self.registry());
                 }
                 return;
             }
@@ -273,15 +274,6 @@ impl<E> Shared<E> {
             _ => None,
         };
         let idle = role == Role::Normal && self.is_idle(&state);
-        // Ended tasks keep their whole tokio task allocated (the size of their future) while
-        // the registry holds their abort handles: a group that went idle lets go of them, so
-        // that a quiet group keeps none (all but this task are finished by now, most likely).
-        // Not while a spawner holds the registry: the group is active, then.
-        if idle {
-            if let Ok(mut registry) = self.registry.try_lock() {
-                self.prune(&mut registry);
-            }
-        }
         // Wake the waiter only when it has something to do: for a failure or new drains, or
         // when a count reached zero. A thousand tasks ending wake it once.
         let wake = failed || handed_drains || idle || self.is_drained(&state);
@@ -291,6 +283,12 @@ impl<E> Shared<E> {
             None
         };
         drop(state);
+        // Ended tasks keep their whole tokio task allocated (the size of their future) while
+        // the registry holds their abort handles: a group that went idle lets go of them, so
+        // that a quiet group keeps none (all but this task are finished by now, most likely).
+        if idle {
+            self.prune(&mut self.registry());
+        }
         if let Some(waiter) = waiter {
             waiter.wake();
         }
@@ -376,6 +374,16 @@ impl<E> Shared<E> {
         if let Some(next) = next {
             self.start_queued(next);
         }
+    }
+
+    /// The slots' count and flags, for `Debug`.
+    pub(crate) fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// The registry, for `Debug`: how many abort handles it keeps, unless it is locked.
+    pub(crate) fn registry_debug(&self) -> Option<usize> {
+        self.registry.try_lock().ok().map(|registry| registry.len())
     }
 
     /// The normal tasks running (or reserved).
