@@ -408,6 +408,10 @@ where
         if !matches!(*this.stage, Stage::Running(_)) {
             match ready!(this.entry.poll_turn(cx)) {
                 Turn::Slot(key, abort) => {
+                    // The registry keeps this task's handle twice from here: as the background
+                    // task it was while it waited, and as the normal one it is now. The first
+                    // only matters if the group aborts its background tasks, which it does
+                    // when it completes, once no normal task runs: this one has ended by then.
                     let aborted = this.group.attach(Role::Normal, abort);
                     let fut = this.stage.as_mut().take_unstarted();
                     let fut = fut.expect("the future waits until its turn");
