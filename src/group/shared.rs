@@ -238,8 +238,14 @@ impl<E> Shared<E> {
         // slow path that decides under the lock after this sees the slot free, one that
         // decided before set the backlog seen here.
         let quiet = !failed && !handed_drains && role == Role::Normal;
+        // The slot of a quiet task kept for the first waiting task, or the key of a task that
+        // did not end quietly: given back under the lock, after its failure or drains.
+        let mut held = None;
         if quiet {
-            if let GaveBack::Quietly(running) = self.slots.give_back() {
+            let gave_back = self.slots.give_back_or_hold();
+            if gave_back == GaveBack::Held {
+                held = Some(key);
+            } else if let GaveBack::Quietly(running) = gave_back {
                 // After a burst, the registry keeps the burst's ended tasks (each its whole
                 // tokio task) until it doubles again, which a group that stays busy with a
                 // few tasks may never do: let go of them as the running tasks fall to a
@@ -252,6 +258,8 @@ impl<E> Shared<E> {
                 }
                 return;
             }
+        } else {
+            held = Some(key);
         }
         let mut state = self.lock();
         if handed_drains {
@@ -264,14 +272,21 @@ impl<E> Shared<E> {
         // A failure or drains are recorded before the count drops: a group that sees its
         // last task gone (it may complete, or a drain may report done) sees them too.
         if !quiet {
-            self.release_locked(&mut state, key);
+            if let Some(key) = held.take() {
+                self.release_locked(&mut state, key);
+            }
         }
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
         // through the group's own task. Not while this thread is starting queued tasks (a
         // runtime shutting down drops a task inside `spawn`): that loop takes the slot.
         let next = match role {
-            Role::Normal if !Starting::defer_for(self) => self.hand_on_slot(&mut state),
-            _ => None,
+            Role::Normal if !Starting::defer_for(self) => self.hand_on_slot(&mut state, held),
+            _ => {
+                if let Some(key) = held {
+                    self.release_locked(&mut state, key);
+                }
+                None
+            }
         };
         let idle = role == Role::Normal && self.is_idle(&state);
         // Wake the waiter only when it has something to do: for a failure or new drains, or
@@ -298,27 +313,48 @@ impl<E> Shared<E> {
     }
 
     /// Takes a free slot for the next queued task (returned, to be started by the caller
-    /// outside the lock) or grants it to the first waiting producer. Nothing starts once the
-    /// group closed or something failed.
-    fn hand_on_slot(&self, state: &mut State<E>) -> Option<(Arc<dyn Start<E>>, TaskKey)> {
-        let limit = self.limit?;
-        let next = if state.closed || !state.failures.is_empty() || self.slots.taken() >= limit {
+    /// outside the lock) or grants it to the first waiting producer: the slot `held` by a
+    /// task that just ended (still counted), or else a free one. Nothing starts once the
+    /// group closed or something failed; a held slot is then given back.
+    fn hand_on_slot(
+        &self,
+        state: &mut State<E>,
+        held: Option<TaskKey>,
+    ) -> Option<(Arc<dyn Start<E>>, TaskKey)> {
+        let Some(limit) = self.limit else {
+            if let Some(key) = held {
+                self.release_locked(state, key);
+            }
+            return None;
+        };
+        let held_count = usize::from(held.is_some());
+        // The slots taken by others than the one held.
+        let others = self.slots.taken() - held_count;
+        let mut held = held;
+        let mut slot = || {
+            held.take().unwrap_or_else(|| {
+                self.slots.take_locked();
+                TaskKey::new(Role::Normal)
+            })
+        };
+        let next = if state.closed || !state.failures.is_empty() || others >= limit {
             None
         } else if let Some(task) = state.queue.pop() {
-            self.slots.take_locked();
-            Some((task, TaskKey::new(Role::Normal)))
+            Some((task, slot()))
         } else {
             // Once the body is done, the last task ending completes the group: a producer
             // still waiting is refused when it closes, not let in to keep it open.
-            let completing = state.body_done && self.slots.taken() == 0;
+            let completing = state.body_done && others == 0;
             if !completing && !state.producers.is_empty() {
-                self.slots.take_locked();
-                if let Err(key) = state.producers.grant(TaskKey::new(Role::Normal)) {
+                if let Err(key) = state.producers.grant(slot()) {
                     self.release_locked(state, key);
                 }
             }
             None
         };
+        if let Some(key) = held {
+            self.release_locked(state, key);
+        }
         self.sync_backlog(state);
         next
     }
@@ -357,7 +393,7 @@ impl<E> Shared<E> {
                 // Aborted while it was being taken out: its slot is free again.
                 self.release_locked(&mut state, key);
             }
-            next = self.hand_on_slot(&mut state);
+            next = self.hand_on_slot(&mut state, None);
             if next.is_none() {
                 // The slot freed here may have been the group's last: it can complete now.
                 wake_if_idle(self, state);
@@ -369,7 +405,7 @@ impl<E> Shared<E> {
     pub(crate) fn release_unused(self: &Arc<Self>, key: TaskKey) {
         let mut state = self.lock();
         self.release_locked(&mut state, key);
-        let next = self.hand_on_slot(&mut state);
+        let next = self.hand_on_slot(&mut state, None);
         wake_if_idle(self, state);
         if let Some(next) = next {
             self.start_queued(next);

@@ -37,9 +37,11 @@ pub(crate) enum GaveBack {
     /// Nothing: other tasks still run (this many slots are still taken) and nobody waits
     /// for a slot.
     Quietly(usize),
-    /// Hand the slot on (tasks are queued or producers wait), or wake the group (it was the
-    /// last running task).
+    /// Wake the group: it was the last running task.
     Locked,
+    /// Kept, not given back: tasks are queued or producers wait, and the slot goes straight
+    /// to the first of them, under the group's lock.
+    Held,
 }
 
 impl Slots {
@@ -74,7 +76,34 @@ impl Slots {
         self.word.fetch_add(1, AcqRel);
     }
 
-    /// Gives a slot back; tells whether the group's lock must be taken for what follows.
+    /// Gives a slot back, unless somebody waits for one: then the caller keeps it, to hand it
+    /// on under the group's lock ([`GaveBack::Held`]) without giving it back and taking it
+    /// again (two writes of this word, which the spawners and the ending tasks share).
+    #[inline]
+    pub(crate) fn give_back_or_hold(&self) -> GaveBack {
+        if self.limit == COUNT {
+            // No limit: nobody ever waits for a slot; one `fetch_sub`, no retry.
+            return self.give_back();
+        }
+        let mut word = self.word.load(Acquire);
+        loop {
+            if word & BACKLOG != 0 {
+                return GaveBack::Held;
+            }
+            debug_assert!(word & COUNT > 0, "a slot given back that was never taken");
+            match self
+                .word
+                .compare_exchange_weak(word, word - 1, AcqRel, Acquire)
+            {
+                Ok(_) if word & COUNT == 1 => return GaveBack::Locked,
+                Ok(_) => return GaveBack::Quietly((word & COUNT) - 1),
+                Err(now) => word = now,
+            }
+        }
+    }
+
+    /// Gives a slot back; tells whether the group's lock must be taken for what follows
+    /// ([`GaveBack::Locked`] also when somebody waits for a slot: it is handed on from there).
     #[inline]
     pub(crate) fn give_back(&self) -> GaveBack {
         let before = self.word.fetch_sub(1, AcqRel);
@@ -180,6 +209,49 @@ mod loom_tests {
             });
             {
                 // The spawner's slow path.
+                let mut queued = queue.lock().unwrap();
+                if slots.hold() + *queued >= slots.limit() {
+                    *queued += 1;
+                } else {
+                    slots.take_locked();
+                    slots.set_backlog(*queued > 0);
+                }
+            }
+            ender.join().unwrap();
+            let queued = *queue.lock().unwrap();
+            assert_eq!(
+                queued, 0,
+                "the task waits in the queue while a slot is free"
+            );
+            assert_eq!(slots.taken(), 2, "the task runs in the freed slot");
+        });
+    }
+
+    /// The same race when the task keeps its slot for the queued one: either it gives the
+    /// slot back before the spawner looks (the spawner takes it), or it sees the backlog and
+    /// hands its slot on under the lock, never both, never neither.
+    #[test]
+    fn a_held_slot_goes_to_the_task_that_queued() {
+        loom::model(|| {
+            let slots = Arc::new(Slots::new(Some(2)));
+            assert!(slots.try_take() && slots.try_take(), "both slots are free");
+            let queue = Arc::new(Mutex::new(0usize));
+            let (s, q) = (slots.clone(), queue.clone());
+            let ender = loom::thread::spawn(move || match s.give_back_or_hold() {
+                GaveBack::Held => {
+                    let mut queued = q.lock().unwrap();
+                    if *queued > 0 {
+                        // The slot goes on as it is: no count change.
+                        *queued -= 1;
+                    } else {
+                        s.give_back();
+                    }
+                    s.set_backlog(*queued > 0);
+                }
+                GaveBack::Locked => unreachable!("another slot is still taken"),
+                GaveBack::Quietly(_) => {}
+            });
+            {
                 let mut queued = queue.lock().unwrap();
                 if slots.hold() + *queued >= slots.limit() {
                     *queued += 1;
