@@ -678,7 +678,7 @@ impl<E> fmt::Debug for TaskGroup<E> {
             .field("id", &self.shared.id)
             .field("concurrency_limit", &self.shared.limit())
             .field("slots", self.shared.slots())
-            .field("registry", &self.shared.registry_debug())
+            .field("registry", &self.shared.registry)
             .finish_non_exhaustive()
     }
 }

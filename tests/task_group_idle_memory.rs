@@ -62,18 +62,20 @@ async fn retained_after_bursts() -> isize {
     .unwrap()
 }
 
-/// The current-thread runtime and a 2-worker multi-thread one.
-fn runtimes() -> [tokio::runtime::Runtime; 2] {
+/// The current-thread runtime and a 2-worker multi-thread one, with their names.
+fn runtimes() -> [(&'static str, tokio::runtime::Runtime); 2] {
+    let current_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let multi_thread = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     [
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap(),
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap(),
+        ("current-thread", current_thread),
+        ("multi-thread", multi_thread),
     ]
 }
 
@@ -86,13 +88,14 @@ fn a_long_lived_group_lets_go_of_its_ended_tasks() {
 }
 
 fn a_quiet_group_keeps_none_of_its_ended_tasks() {
-    for rt in runtimes() {
+    for (flavor, rt) in runtimes() {
         let retained = rt.block_on(retained_after_bursts());
         // The last task of a burst may stay until the next burst: it ended inside its own
         // poll, before tokio could mark it finished. Twenty are about 109 KB.
         assert!(
             retained < 5 * BIG as isize,
-            "{retained} bytes kept after the bursts' tasks ended ({BURST} tasks of {BIG} bytes)"
+            "{flavor}: {retained} bytes kept after the bursts' tasks ended \
+             ({BURST} tasks of {BIG} bytes)"
         );
     }
 }
@@ -133,7 +136,7 @@ async fn retained_after_a_burst_in_a_busy_group() -> isize {
 /// keeps an abort handle per task until tokio marks it finished, and each keeps its whole
 /// task allocated.
 fn a_busy_group_lets_go_of_a_bursts_ended_tasks() {
-    for rt in runtimes() {
+    for (flavor, rt) in runtimes() {
         let retained = rt.block_on(retained_after_a_burst_in_a_busy_group());
         // The burst is about 3.6 MB of tasks. A few are kept on the current-thread runtime;
         // on the multi-thread one, up to the 64 handles the registry holds before a spawner
@@ -141,7 +144,8 @@ fn a_busy_group_lets_go_of_a_bursts_ended_tasks() {
         // Pruned only as the list doubled, the burst was kept whole: 3.6 MB.
         assert!(
             retained < 128 * BIG as isize,
-            "{retained} bytes kept after a burst of {LONG_BURST} tasks of {BIG} bytes ended"
+            "{flavor}: {retained} bytes kept after a burst of {LONG_BURST} tasks of \
+             {BIG} bytes ended"
         );
     }
 }

@@ -7,11 +7,15 @@
 //!
 //! A task does not take its handle out when it ends: that would take a lock its spawner also
 //! takes, on every task. The list is pruned of finished tasks instead: by a spawner when it
-//! doubled, and by an ending task when the tasks still running fell to a quarter of those
-//! kept at the last pruning (see `Shared::task_ended`). Both are amortised O(1) a task; the
-//! list stays within a few times the tasks alive at once, also after a burst. A group returns
-//! only once every handle here says `is_finished`, so no task outlives it, not even the rest
-//! of its last poll.
+//! doubled ([`Registry::attach`]), by an ending task when the tasks still running fell to a
+//! quarter of those kept at the last pruning ([`Registry::running_fell_to`], read without the
+//! lock), and when the group goes idle. Each is amortised O(1) a task; the list stays within a
+//! few times the tasks alive at once, also after a burst. A group returns only once every
+//! handle here says `is_finished`, so no task outlives it, not even the rest of its last
+//! poll.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use tokio::task::AbortHandle;
 
@@ -37,11 +41,18 @@ impl TaskKey {
     }
 }
 
+/// The abort handles, under a lock of their own (which the ending tasks take only to prune),
+/// and how many the last pruning kept.
 #[derive(Default)]
 pub(crate) struct Registry {
+    list: Mutex<List>,
+    /// The list's length after its last pruning; read without the lock by ending tasks.
+    kept: AtomicUsize,
+}
+
+#[derive(Default)]
+struct List {
     handles: Vec<(Role, AbortHandle)>,
-    /// The length of `handles` after the last pruning.
-    kept: usize,
     /// Every task was aborted: a task handed over from then on is aborted at once.
     aborted_all: bool,
     /// Background tasks were aborted (the group finished): the same for them.
@@ -49,69 +60,95 @@ pub(crate) struct Registry {
 }
 
 impl Registry {
+    fn lock(&self) -> MutexGuard<'_, List> {
+        // Every update is a push, a pruning or a flag: a panic elsewhere cannot leave it torn.
+        self.list.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Keeps a spawned task's abort handle; returns whether to abort the task at once (its
     /// role's tasks were aborted while it was being spawned, when there was no handle yet).
-    pub(crate) fn attach(&mut self, role: Role, abort: AbortHandle) -> bool {
-        if self.aborted_all || (role == Role::Background && self.aborted_background) {
+    /// Prunes the list first if it doubled since the last pruning (and holds a few dozen
+    /// handles at least).
+    pub(crate) fn attach(&self, role: Role, abort: AbortHandle) -> bool {
+        let mut list = self.lock();
+        if list.aborted_all || (role == Role::Background && list.aborted_background) {
             return true;
         }
-        self.handles.push((role, abort));
+        if list.handles.len() >= (2 * self.kept.load(Ordering::Relaxed)).max(64) {
+            self.prune_locked(&mut list);
+        }
+        list.handles.push((role, abort));
         false
     }
 
-    /// Whether the list doubled since the last pruning (and holds a few dozen handles at
-    /// least): pruning it then is amortised O(1) a task.
-    pub(crate) fn has_doubled(&self) -> bool {
-        self.handles.len() >= (2 * self.kept).max(64)
-    }
-
-    /// The length of the list after the last pruning.
-    pub(crate) fn kept(&self) -> usize {
-        self.kept
-    }
-
-    /// Aborts every task of `role`, or of both roles, and every one handed over later.
-    pub(crate) fn abort(&mut self, role: Option<Role>) {
-        match role {
-            None => self.aborted_all = true,
-            Some(Role::Background) => self.aborted_background = true,
-            Some(Role::Normal) => unreachable!("normal tasks are aborted with all the others"),
+    /// Aborts every task, and every one handed over later.
+    pub(crate) fn abort_all(&self) {
+        let mut list = self.lock();
+        list.aborted_all = true;
+        for (_, abort) in &list.handles {
+            abort.abort();
         }
-        for (r, abort) in &self.handles {
-            if role.is_none_or(|role| role == *r) {
+    }
+
+    /// Aborts the background tasks, and every one handed over later (the group finished).
+    pub(crate) fn abort_background(&self) {
+        let mut list = self.lock();
+        list.aborted_background = true;
+        for (role, abort) in &list.handles {
+            if *role == Role::Background {
                 abort.abort();
             }
         }
     }
 
-    /// Lets go of the tasks that tokio marked finished.
-    pub(crate) fn prune(&mut self) {
-        self.handles.retain(|(_, abort)| !abort.is_finished());
-        self.kept = self.handles.len();
-        // A burst's list is not kept for the rest of a long-lived group's life.
-        let room = 2 * self.kept.max(32);
-        if self.handles.capacity() > 2 * room {
-            self.handles.shrink_to(room);
+    /// Told by an ending task how many normal tasks still run: after a burst the list keeps
+    /// the burst's ended tasks (each its whole tokio task) until it doubles again, which a
+    /// group that stays busy with a few tasks may never do. So it is pruned as the running
+    /// tasks fall to a quarter of those kept at the last pruning (a few times over a burst).
+    pub(crate) fn running_fell_to(&self, running: usize) {
+        if running * 4 < self.kept.load(Ordering::Relaxed) {
+            // Waits for the lock: a spawner holds it only to push a handle, and the last
+            // tasks of a burst end while the spawner is still pushing (skipped then, their
+            // handles would stay until the next pruning, maybe never).
+            self.prune();
         }
     }
 
-    /// The handles kept: tasks running, and ended ones not yet pruned.
-    pub(crate) fn len(&self) -> usize {
-        self.handles.len()
+    /// Lets go of the tasks that tokio marked finished.
+    pub(crate) fn prune(&self) {
+        self.prune_locked(&mut self.lock());
     }
 
-    /// Whether no handle is kept: after a pruning, every task is finished for tokio.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.handles.is_empty()
+    fn prune_locked(&self, list: &mut List) {
+        list.handles.retain(|(_, abort)| !abort.is_finished());
+        let kept = list.handles.len();
+        self.kept.store(kept, Ordering::Relaxed);
+        // A burst's list is not kept for the rest of a long-lived group's life.
+        let room = 2 * kept.max(32);
+        if list.handles.capacity() > 2 * room {
+            list.handles.shrink_to(room);
+        }
+    }
+
+    /// Whether every task is finished for tokio (its handle's `is_finished`), after a
+    /// pruning.
+    pub(crate) fn all_finished(&self) -> bool {
+        let mut list = self.lock();
+        self.prune_locked(&mut list);
+        list.handles.is_empty()
     }
 }
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry")
-            .field("handles", &self.handles.len())
-            .field("aborted_all", &self.aborted_all)
-            .field("aborted_background", &self.aborted_background)
-            .finish()
+        let mut d = f.debug_struct("Registry");
+        match self.list.try_lock() {
+            Ok(list) => d
+                .field("handles", &list.handles.len())
+                .field("aborted_all", &list.aborted_all)
+                .field("aborted_background", &list.aborted_background),
+            Err(_) => d.field("handles", &"<locked>"),
+        };
+        d.field("kept", &self.kept.load(Ordering::Relaxed)).finish()
     }
 }

@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
 
@@ -51,11 +51,9 @@ pub(crate) struct Shared<E> {
     /// The normal tasks' slots, taken and given back without `state`'s lock when nobody waits
     /// for one (see [`Slots`]). Changed under that lock otherwise.
     slots: Slots,
-    /// The tasks' abort handles. Taken after `state` when both are held; a spawner takes
-    /// only this one (see [`attach`](Shared::attach)).
-    registry: Mutex<Registry>,
-    /// The registry's length after its last pruning, read by ending tasks without its lock.
-    registry_kept: AtomicUsize,
+    /// The tasks' abort handles, under a lock of their own: taken after `state` when both
+    /// are held; a spawner takes only this one (see [`attach`](Shared::attach)).
+    pub(crate) registry: Registry,
     /// [`WAITING`] and [`DRAINS`], kept under the lock, read without it: a poll of the group
     /// that finds only `WAITING` has nothing to do (see [`Shared::is_quiet`]).
     signals: AtomicU8,
@@ -238,28 +236,22 @@ impl<E> Shared<E> {
         // slow path that decides under the lock after this sees the slot free, one that
         // decided before set the backlog seen here.
         let quiet = !failed && !handed_drains && role == Role::Normal;
-        // The slot of a quiet task kept for the first waiting task, or the key of a task that
-        // did not end quietly: given back under the lock, after its failure or drains.
+        // A quiet task's slot, kept for the first task waiting for one.
         let mut held = None;
+        // A task that did not end quietly: its key is given back under the lock, after its
+        // failure or drains are recorded.
+        let mut unquiet = None;
         if quiet {
-            let gave_back = self.slots.give_back_or_hold();
-            if gave_back == GaveBack::Held {
-                held = Some(key);
-            } else if let GaveBack::Quietly(running) = gave_back {
-                // After a burst, the registry keeps the burst's ended tasks (each its whole
-                // tokio task) until it doubles again, which a group that stays busy with a
-                // few tasks may never do: let go of them as the running tasks fall to a
-                // quarter of those kept at the last pruning (a few times over a burst).
-                // Waits for the registry: a spawner holds it only to push a handle, and the
-                // last tasks of a burst end while the spawner is still pushing (skipped then,
-                // their handles would stay until the next pruning, maybe never).
-                if running * 4 < self.registry_kept.load(Ordering::Relaxed) {
-                    self.prune(&mut self.registry());
+            match self.slots.give_back_or_hold() {
+                GaveBack::Quietly(running) => {
+                    self.registry.running_fell_to(running);
+                    return;
                 }
-                return;
+                GaveBack::Held => held = Some(key),
+                GaveBack::Locked => {}
             }
         } else {
-            held = Some(key);
+            unquiet = Some(key);
         }
         let mut state = self.lock();
         if handed_drains {
@@ -271,10 +263,8 @@ impl<E> Shared<E> {
         }
         // A failure or drains are recorded before the count drops: a group that sees its
         // last task gone (it may complete, or a drain may report done) sees them too.
-        if !quiet {
-            if let Some(key) = held.take() {
-                self.release_locked(&mut state, key);
-            }
+        if let Some(key) = unquiet {
+            self.release_locked(&mut state, key);
         }
         // The freed slot goes on from here, under the lock that saw any failure: no round trip
         // through the group's own task. Not while this thread is starting queued tasks (a
@@ -302,7 +292,7 @@ impl<E> Shared<E> {
         // the registry holds their abort handles: a group that went idle lets go of them, so
         // that a quiet group keeps none (all but this task are finished by now, most likely).
         if idle {
-            self.prune(&mut self.registry());
+            self.registry.prune();
         }
         if let Some(waiter) = waiter {
             waiter.wake();
@@ -327,26 +317,19 @@ impl<E> Shared<E> {
             }
             return None;
         };
-        let held_count = usize::from(held.is_some());
         // The slots taken by others than the one held.
-        let others = self.slots.taken() - held_count;
+        let others = self.slots.taken() - usize::from(held.is_some());
         let mut held = held;
-        let mut slot = || {
-            held.take().unwrap_or_else(|| {
-                self.slots.take_locked();
-                TaskKey::new(Role::Normal)
-            })
-        };
         let next = if state.closed || !state.failures.is_empty() || others >= limit {
             None
         } else if let Some(task) = state.queue.pop() {
-            Some((task, slot()))
+            Some((task, self.slot_for_next(held.take())))
         } else {
             // Once the body is done, the last task ending completes the group: a producer
             // still waiting is refused when it closes, not let in to keep it open.
             let completing = state.body_done && others == 0;
             if !completing && !state.producers.is_empty() {
-                if let Err(key) = state.producers.grant(slot()) {
+                if let Err(key) = state.producers.grant(self.slot_for_next(held.take())) {
                     self.release_locked(state, key);
                 }
             }
@@ -357,6 +340,15 @@ impl<E> Shared<E> {
         }
         self.sync_backlog(state);
         next
+    }
+
+    /// The slot for the next waiting task: the one `held` by a task that just ended, or a
+    /// new one. Under the lock, which decided that a slot is free.
+    fn slot_for_next(&self, held: Option<TaskKey>) -> TaskKey {
+        held.unwrap_or_else(|| {
+            self.slots.take_locked();
+            TaskKey::new(Role::Normal)
+        })
     }
 
     /// Tells the fast path whether anybody waits for a slot. Under the lock, after the queue
@@ -415,11 +407,6 @@ impl<E> Shared<E> {
     /// The slots' count and flags, for `Debug`.
     pub(crate) fn slots(&self) -> &Slots {
         &self.slots
-    }
-
-    /// The registry, for `Debug`: how many abort handles it keeps, unless it is locked.
-    pub(crate) fn registry_debug(&self) -> Option<usize> {
-        self.registry.try_lock().ok().map(|registry| registry.len())
     }
 
     /// The normal tasks running (or reserved).
@@ -573,8 +560,7 @@ impl<E: Send + 'static> Shared<E> {
                 panicked: false,
                 waiter: None,
             }),
-            registry: Mutex::new(Registry::default()),
-            registry_kept: AtomicUsize::new(0),
+            registry: Registry::default(),
             signals: AtomicU8::new(0),
         }
     }
@@ -832,7 +818,7 @@ impl<E: Send + 'static> Shared<E> {
     pub(crate) fn close_and_abort(&self, state: &mut State<E>) -> QueuedTasks<E> {
         state.closed = true;
         self.slots.close();
-        self.registry().abort(None);
+        self.registry.abort_all();
         state.producers.refuse_all();
         let reason = self.node.cancel_reason();
         debug_assert!(reason.is_some(), "a group cancels its tasks for a reason");
@@ -866,7 +852,7 @@ impl<E: Send + 'static> Shared<E> {
         // Why the background tasks are aborted, and later spawns refused.
         self.node.record_cancel_reason(CancelReason::GroupFinished);
         state.closed = true;
-        self.registry().abort(Some(Role::Background));
+        self.registry.abort_background();
         state.producers.refuse_all();
         self.sync_backlog(state);
         true
@@ -1052,36 +1038,18 @@ impl<E> Shared<E> {
     /// to abort it at once (the group aborted its tasks while it was being spawned, when
     /// there was no handle to abort yet).
     ///
-    /// Takes the registry's lock only, not the group's: the tasks ending on other threads do
-    /// not take it (see [`Registry`]). An abort sets its flag under that lock, so a handle
-    /// handed over after it is refused here.
+    /// Takes the registry's lock only, not the group's: the tasks ending on other threads
+    /// take it only to prune (see [`Registry`]). An abort sets its flag under that lock, so a
+    /// handle handed over after it is refused here.
     pub(crate) fn attach(&self, role: Role, abort: tokio::task::AbortHandle) -> bool {
-        let mut registry = self.registry();
-        if registry.has_doubled() {
-            self.prune(&mut registry);
-        }
-        registry.attach(role, abort)
-    }
-
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        // Every update is a push, a pruning or a flag: a panic elsewhere cannot leave it torn.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Lets go of the tasks that tokio marked finished, and tells the ending tasks how many
-    /// were kept.
-    fn prune(&self, registry: &mut Registry) {
-        registry.prune();
-        self.registry_kept.store(registry.kept(), Ordering::Relaxed);
+        self.registry.attach(role, abort)
     }
 
     /// Ready once every task is finished for tokio: its end reported, and the rest of its
     /// poll done. That takes at most the rest of a poll on another worker, so the caller is
     /// simply polled again.
     pub(crate) fn poll_all_finished(&self, cx: &mut Context<'_>) -> Poll<()> {
-        let mut registry = self.registry();
-        self.prune(&mut registry);
-        if registry.is_empty() {
+        if self.registry.all_finished() {
             return Poll::Ready(());
         }
         cx.waker().wake_by_ref();

@@ -9,13 +9,13 @@
 //! - `BACKLOG`: tasks are queued or producers wait for a slot, so a newcomer must not take one
 //!   before them, and a task that gives its slot back must hand it on, under the lock.
 //!
-//! The fast paths ([`Slots::try_take`], and [`Slots::give_back`] when it reports nothing to
-//! do) take no lock. Everything else changes the word under the group's lock, which keeps
-//! the queue and the waiter consistent with it (see `Shared`):
+//! The fast paths ([`Slots::try_take`], and [`Slots::give_back_or_hold`] when it reports
+//! nothing to do) take no lock. Everything else changes the word under the group's lock,
+//! which keeps the queue and the waiter consistent with it (see `Shared`):
 //!
 //! - a slow path sets `BACKLOG` *before* it reads the count to decide ([`Slots::hold`]): a task
-//!   that gives a slot back after that sees the flag and takes the lock to hand it on, and
-//!   one that gave it back before is in the count read;
+//!   that ends after that sees the flag, keeps its slot and takes the lock to hand it on; one
+//!   that gave its slot back before is in the count read;
 //! - giving back the last slot always takes the lock, to wake the group (it may complete).
 
 use crate::loom::AtomicUsize;
@@ -183,32 +183,19 @@ mod loom_tests {
     use crate::loom::Mutex;
     use loom::sync::Arc;
 
-    /// A slot given back while a spawner queues its task (the group is full) is never lost:
-    /// either the spawner sees the count drop and takes the slot itself, or the task that
-    /// gave it back sees the backlog and hands it on under the lock.
-    #[test]
-    fn a_slot_freed_while_a_task_queues_is_handed_on() {
-        loom::model(|| {
-            // Two slots, both taken: the slot given back is not the last one (giving back
-            // the last always takes the lock).
+    /// Two slots, both taken (the slot given back is not the last one: giving back the last
+    /// always takes the lock); `ender` ends one task on another thread while a spawner's slow
+    /// path, under the queue's lock (standing in for the group's), decides whether its task
+    /// must queue. Afterwards no task may wait while a slot is free.
+    fn race_a_queueing_spawner(ender: fn(&Slots, &Mutex<usize>)) {
+        loom::model(move || {
             let slots = Arc::new(Slots::new(Some(2)));
             assert!(slots.try_take() && slots.try_take(), "both slots are free");
             // The queue, under the group's lock: how many tasks wait.
             let queue = Arc::new(Mutex::new(0usize));
             let (s, q) = (slots.clone(), queue.clone());
-            let ender = loom::thread::spawn(move || {
-                if s.give_back() == GaveBack::Locked {
-                    let mut queued = q.lock().unwrap();
-                    // Hand on: start a queued task in the freed slot.
-                    if *queued > 0 && s.taken() < s.limit() {
-                        *queued -= 1;
-                        s.take_locked();
-                        s.set_backlog(*queued > 0);
-                    }
-                }
-            });
+            let ending = loom::thread::spawn(move || ender(&s, &q));
             {
-                // The spawner's slow path.
                 let mut queued = queue.lock().unwrap();
                 if slots.hold() + *queued >= slots.limit() {
                     *queued += 1;
@@ -217,7 +204,7 @@ mod loom_tests {
                     slots.set_backlog(*queued > 0);
                 }
             }
-            ender.join().unwrap();
+            ending.join().unwrap();
             let queued = *queue.lock().unwrap();
             assert_eq!(
                 queued, 0,
@@ -227,46 +214,42 @@ mod loom_tests {
         });
     }
 
+    /// A slot given back while a spawner queues its task (the group is full) is never lost:
+    /// either the spawner sees the count drop and takes the slot itself, or the task that
+    /// gave it back sees the backlog and hands it on under the lock.
+    #[test]
+    fn a_slot_freed_while_a_task_queues_is_handed_on() {
+        race_a_queueing_spawner(|slots, queue| {
+            if slots.give_back() == GaveBack::Locked {
+                let mut queued = queue.lock().unwrap();
+                // Hand on: start a queued task in the freed slot.
+                if *queued > 0 && slots.taken() < slots.limit() {
+                    *queued -= 1;
+                    slots.take_locked();
+                    slots.set_backlog(*queued > 0);
+                }
+            }
+        });
+    }
+
     /// The same race when the task keeps its slot for the queued one: either it gives the
     /// slot back before the spawner looks (the spawner takes it), or it sees the backlog and
     /// hands its slot on under the lock, never both, never neither.
     #[test]
     fn a_held_slot_goes_to_the_task_that_queued() {
-        loom::model(|| {
-            let slots = Arc::new(Slots::new(Some(2)));
-            assert!(slots.try_take() && slots.try_take(), "both slots are free");
-            let queue = Arc::new(Mutex::new(0usize));
-            let (s, q) = (slots.clone(), queue.clone());
-            let ender = loom::thread::spawn(move || match s.give_back_or_hold() {
-                GaveBack::Held => {
-                    let mut queued = q.lock().unwrap();
-                    if *queued > 0 {
-                        // The slot goes on as it is: no count change.
-                        *queued -= 1;
-                    } else {
-                        s.give_back();
-                    }
-                    s.set_backlog(*queued > 0);
-                }
-                GaveBack::Locked => unreachable!("another slot is still taken"),
-                GaveBack::Quietly(_) => {}
-            });
-            {
+        race_a_queueing_spawner(|slots, queue| match slots.give_back_or_hold() {
+            GaveBack::Held => {
                 let mut queued = queue.lock().unwrap();
-                if slots.hold() + *queued >= slots.limit() {
-                    *queued += 1;
+                if *queued > 0 {
+                    // The slot goes on as it is: no count change.
+                    *queued -= 1;
                 } else {
-                    slots.take_locked();
-                    slots.set_backlog(*queued > 0);
+                    slots.give_back();
                 }
+                slots.set_backlog(*queued > 0);
             }
-            ender.join().unwrap();
-            let queued = *queue.lock().unwrap();
-            assert_eq!(
-                queued, 0,
-                "the task waits in the queue while a slot is free"
-            );
-            assert_eq!(slots.taken(), 2, "the task runs in the freed slot");
+            GaveBack::Locked => unreachable!("another slot is still taken"),
+            GaveBack::Quietly(_) => {}
         });
     }
 
